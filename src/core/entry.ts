@@ -1,0 +1,38 @@
+/**
+ * The manifest entry: what the tree walker (fs/walk) produces, what the sender puts
+ * on the wire (wire/ encodes it), and what the safe writer (fs/) publishes.
+ *
+ * Paths are relative to the transfer root, '/'-separated, and already validated by
+ * fs/path-safety before they get here. Times are integer nanoseconds (bigint) so
+ * that mtimes round-trip exactly; rsync's quick check compares them at the precision
+ * both filesystems keep.
+ */
+
+export type EntryKind = 'file' | 'dir' | 'symlink' | 'hardlink';
+
+export interface Entry {
+  /** Relative path, '/'-separated; '' never appears (the root is implicit). */
+  path: string;
+  kind: EntryKind;
+  /** Bytes, for files; 0 for the other kinds. */
+  size: number;
+  /** Permission bits (0o7777 mask; setuid/setgid/sticky are stripped by the writer unless asked). */
+  mode: number;
+  /** Modification time, nanoseconds since the epoch. */
+  mtimeNs: bigint;
+  /** symlink: the link's target, verbatim. hardlink: the relative path of the first link, already sent. */
+  target?: string;
+}
+
+/** An entry as the local walker sees it: plus where it is on disk. */
+export interface SourceEntry extends Entry {
+  /** Absolute path on the source filesystem. */
+  absPath: string;
+  /** Inode number, for hard-link detection and inode-ordered reads. */
+  ino: bigint;
+  dev: bigint;
+  /** Number of hard links to the inode. */
+  nlink: number;
+  /** Allocated bytes (st_blocks * 512): less than size means sparse. */
+  allocated: number;
+}

@@ -1,0 +1,174 @@
+/**
+ * One error class for the whole tool, with stable string codes.
+ *
+ * Every failure ferry reports carries a code from the table below. Codes are part of
+ * the public interface (README "Exit codes and error codes"): scripts may match on
+ * them, so a code is never renamed or reused for another meaning. The message is one
+ * line, names the file or peer it is about, and never contains raw peer bytes (see
+ * `cleanForDisplay`).
+ *
+ * Per-entry problems (one unreadable file) are collected and counted and make the run
+ * exit 1; fatal problems (authentication, protocol violation, usage) stop the run
+ * and map to their own exit code through `exitCodeFor`.
+ */
+
+export const ErrorCodes = {
+  /** Bad command line: unknown option, missing operand, bad value. */
+  USAGE: 'FERRY_E_USAGE',
+  /** The source operand does not exist. */
+  SRC_MISSING: 'FERRY_E_SRC_MISSING',
+  /** The destination lies inside the source (copying would recurse forever). */
+  DST_IN_SRC: 'FERRY_E_DST_IN_SRC',
+  /** A source file could not be read (permissions, I/O error). */
+  READ: 'FERRY_E_READ',
+  /** A destination entry could not be written (permissions, read-only fs, I/O error). */
+  WRITE: 'FERRY_E_WRITE',
+  /** The destination filesystem is full (ENOSPC) or over quota (EDQUOT). */
+  NOSPC: 'FERRY_E_NOSPC',
+  /** A source file changed (size or mtime) while it was being copied. */
+  CHANGED: 'FERRY_E_CHANGED',
+  /** An entry type ferry does not copy (FIFO, socket, device): skipped with a warning. */
+  UNSUPPORTED: 'FERRY_E_UNSUPPORTED',
+  /** A path is unsafe: absolute, `..`, NUL, too long, too deep, or through a symlink. */
+  PATH: 'FERRY_E_PATH',
+  /** The peer could not prove knowledge of the shared secret (or we could not). */
+  AUTH: 'FERRY_E_AUTH',
+  /** A record failed authentication, arrived out of order, or the stream was cut. */
+  INTEGRITY: 'FERRY_E_INTEGRITY',
+  /** The peer broke the protocol: bad frame, oversized length, unexpected message. */
+  PROTOCOL: 'FERRY_E_PROTOCOL',
+  /** The peer speaks another protocol version, or is not ferry at all. */
+  VERSION: 'FERRY_E_VERSION',
+  /** Could not connect, or the connection was lost. */
+  CONNECT: 'FERRY_E_CONNECT',
+  /** The peer was idle or too slow for longer than the timeout. */
+  TIMEOUT: 'FERRY_E_TIMEOUT',
+  /** kTLS was required (`--ktls=on`) but is not available. */
+  KTLS: 'FERRY_E_KTLS',
+  /** The remote side reported a failure for a file (network modes). */
+  REMOTE: 'FERRY_E_REMOTE',
+  /** ssh could not start or reach the remote ferry. */
+  SSH: 'FERRY_E_SSH',
+  /** Interrupted by a signal. */
+  INTERRUPTED: 'FERRY_E_INTERRUPTED',
+  /** A bug in ferry. */
+  INTERNAL: 'FERRY_E_INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Process exit codes; documented in the README and in `ferry --help`. */
+export const ExitCodes = {
+  OK: 0,
+  /** Some entries failed; the rest were delivered. Each failure was listed. */
+  PARTIAL: 1,
+  /** Usage error or an operand that cannot work (missing SRC, DST inside SRC). */
+  USAGE: 2,
+  /** Authentication failed: the shared secrets differ. */
+  AUTH: 3,
+  /** Connection, protocol or integrity failure. */
+  NETWORK: 4,
+  /** Interrupted by SIGINT/SIGTERM. */
+  INTERRUPTED: 130,
+} as const;
+
+export interface FerryErrorOptions {
+  /** The file (relative or absolute path) or peer the error is about. */
+  subject?: string;
+  cause?: unknown;
+}
+
+export class FerryError extends Error {
+  override readonly name = 'FerryError';
+  readonly code: ErrorCode;
+  readonly subject: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: FerryErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.subject = options.subject;
+  }
+
+  /** The one-line form printed to the user: `ferry: CODE: message`. */
+  toLine(): string {
+    return `${this.code}: ${cleanForDisplay(this.message)}`;
+  }
+}
+
+export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
+  return e instanceof FerryError && (code === undefined || e.code === code);
+}
+
+export function exitCodeFor(code: ErrorCode): number {
+  switch (code) {
+    case ErrorCodes.USAGE:
+    case ErrorCodes.SRC_MISSING:
+    case ErrorCodes.DST_IN_SRC:
+    case ErrorCodes.KTLS:
+      return ExitCodes.USAGE;
+    case ErrorCodes.AUTH:
+      return ExitCodes.AUTH;
+    case ErrorCodes.INTEGRITY:
+    case ErrorCodes.PROTOCOL:
+    case ErrorCodes.VERSION:
+    case ErrorCodes.CONNECT:
+    case ErrorCodes.TIMEOUT:
+    case ErrorCodes.SSH:
+      return ExitCodes.NETWORK;
+    case ErrorCodes.INTERRUPTED:
+      return ExitCodes.INTERRUPTED;
+    default:
+      return ExitCodes.PARTIAL;
+  }
+}
+
+/**
+ * Map a Node.js system error on a file to a FerryError with a stable code.
+ * `op` says what we were doing ("read", "write"), `path` is the file to name.
+ */
+export function fromSystemError(e: unknown, op: 'read' | 'write', path: string): FerryError {
+  if (e instanceof FerryError) return e;
+  const errno = (e as NodeJS.ErrnoException | undefined)?.code;
+  const detail = (e as Error | undefined)?.message ?? String(e);
+  if (errno === 'ENOSPC' || errno === 'EDQUOT') {
+    return new FerryError(ErrorCodes.NOSPC, `${path}: no space left on the destination device`, { subject: path, cause: e });
+  }
+  const code = op === 'read' ? ErrorCodes.READ : ErrorCodes.WRITE;
+  const reason = errno ? `${errno} (${describeErrno(errno)})` : detail;
+  return new FerryError(code, `${path}: cannot ${op}: ${reason}`, { subject: path, cause: e });
+}
+
+function describeErrno(errno: string): string {
+  switch (errno) {
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'ENOENT':
+      return 'no such file or directory';
+    case 'EROFS':
+      return 'read-only file system';
+    case 'EISDIR':
+      return 'is a directory';
+    case 'ENOTDIR':
+      return 'not a directory';
+    case 'ELOOP':
+      return 'refusing to follow a symbolic link';
+    case 'EIO':
+      return 'input/output error';
+    case 'EMFILE':
+    case 'ENFILE':
+      return 'too many open files';
+    default:
+      return 'system error';
+  }
+}
+
+/**
+ * Make a string safe to print on a terminal: control characters (C0, DEL, C1) and
+ * lone surrogates become `?`-escapes, so a hostile file name or peer message cannot
+ * move the cursor, change colours or forge lines.
+ */
+export function cleanForDisplay(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}

@@ -1,0 +1,51 @@
+/**
+ * The contract between the secure channel (secure/) and everything above it
+ * (transfer/, modes/). Defined first so that both sides can be built at once.
+ *
+ * A FrameChannel carries wire frames (wire/frame.ts: a type byte and a payload) in
+ * order, authenticated and, unless `--no-encrypt`, encrypted, over any duplex byte
+ * stream: a TCP socket, ssh's stdin/stdout, or an in-memory pair in tests.
+ *
+ * - `send` queues one frame. It resolves at once while the outgoing buffer is below
+ *   its high-water mark and otherwise when it has drained: `await` every call and
+ *   backpressure is honoured end to end.
+ * - `frames()` yields the peer's frames in order. It ends normally only after the
+ *   peer's authenticated end (`close()`); a connection cut before it, or any record
+ *   that fails authentication, throws FerryError(FERRY_E_INTEGRITY). It may be
+ *   iterated once.
+ * - `close()` sends the authenticated end, flushes, and half-closes our direction.
+ * - `destroy(err)` tears the connection down at once (fatal errors).
+ *
+ * Frame types 0x00-0x0f are reserved for the channel itself; transfer/ uses 0x10 up.
+ */
+
+export interface Frame {
+  type: number;
+  payload: Uint8Array;
+}
+
+export interface ChannelInfo {
+  /** 'aes-128-gcm' or 'none' (--no-encrypt). */
+  cipher: string;
+  /** Which implementation encrypts what we send / decrypts what we receive. */
+  tx: 'userspace' | 'ktls' | 'plaintext';
+  rx: 'userspace' | 'ktls' | 'plaintext';
+  /** A printable name of the peer, e.g. "127.0.0.1:7000". */
+  peer: string;
+}
+
+export interface FrameChannel {
+  readonly info: ChannelInfo;
+  send(type: number, payload: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  frames(): AsyncIterable<Frame>;
+  close(): Promise<void>;
+  destroy(err?: Error): void;
+  /** Bytes of plaintext payload sent / received so far (for progress and benches). */
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+}
+
+/** Largest frame payload either side accepts (checked before allocating). */
+export const MAX_FRAME_PAYLOAD = 4 * 1024 * 1024;
+/** First frame type available to transfer/. */
+export const FIRST_TRANSFER_FRAME_TYPE = 0x10;
