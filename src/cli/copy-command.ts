@@ -1,5 +1,201 @@
-import { ErrorCodes, FerryError } from '../core/errors.js';
+/**
+ * `ferry copy [options] SRC DST` and uring-sync's `ferry [options] SRC DST`.
+ *
+ * Parses options with node:util parseArgs (strict: an unknown option or a missing
+ * operand is FERRY_E_USAGE, exit 2), runs modes/copy, draws progress, prints each
+ * failure as one line with its code, then the summary line, and with `--json` a
+ * machine-readable summary on stdout.
+ *
+ * `--json` schema (version 1; one JSON object on one line on stdout; keys are
+ * stable, new keys may be added):
+ *   {
+ *     "schema": 1,                     number
+ *     "command": "copy",               string
+ *     "src": string, "dst": string,    the operands as given
+ *     "dryRun": boolean,
+ *     "exitCode": number,              0 | 1
+ *     "entries": number,               entries walked (all kinds, directories included)
+ *     "dirs": number,                  directories walked
+ *     "dirsCreated": number,           directories created in DST
+ *     "copied": number,                files, symlinks and hard links written
+ *     "skipped": number,               files, symlinks and hard links already up to date
+ *     "deleted": number,               entries removed by --delete
+ *     "failed": number,
+ *     "warnings": number,              e.g. FIFOs/sockets/devices skipped
+ *     "bytes": number,                 file bytes copied
+ *     "seconds": number,
+ *     "bytesPerSecond": number,
+ *     "errors":   [{"code": string, "path": string, "message": string}],
+ *     "warningList": [{"code": string, "path": string, "message": string}]
+ *   }
+ */
+import { parseArgs } from 'node:util';
+import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay } from '../core/errors.js';
+import { newCounters, runCopy, type CopyEvent, type CopyResult } from '../modes/copy.js';
+import { COPY_HELP } from './help.js';
+import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
+import { ProgressReporter, type ProgressMode } from './progress.js';
+import { renderSummaryLine } from './summary.js';
+import { VERSION } from './version.js';
 
-export async function runCopyCommand(_argv: string[]): Promise<number> {
-  throw new FerryError(ErrorCodes.USAGE, 'copy: not implemented yet');
+const OPTIONS = {
+  jobs: { type: 'string', short: 'j' },
+  'queue-depth': { type: 'string', short: 'q' },
+  'chunk-size': { type: 'string', short: 'c' },
+  verbose: { type: 'boolean', short: 'v' },
+  progress: { type: 'string' },
+  json: { type: 'boolean' },
+  'dry-run': { type: 'boolean', short: 'n' },
+  checksum: { type: 'boolean' },
+  delete: { type: 'boolean' },
+  exclude: { type: 'string', multiple: true },
+  'preserve-special-bits': { type: 'boolean' },
+  fsync: { type: 'boolean' },
+  sync: { type: 'boolean' },
+  'no-splice': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+function usage(msg: string): FerryError {
+  return new FerryError(ErrorCodes.USAGE, `copy: ${msg} (see 'ferry copy --help')`);
+}
+
+/** "128K", "1M", "4MiB", "65536" -> bytes. */
+export function parseSize(s: string, name: string): number {
+  const m = /^(\d+)(?:([kKmMgG])(?:i?[bB])?|[bB])?$/.exec(s.trim());
+  if (!m) throw usage(`${name}: not a size: "${s}" (examples: 65536, 128K, 1M)`);
+  const mult = m[2] === undefined ? 1 : { k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase() as 'k' | 'm' | 'g'];
+  const n = Number(m[1]) * mult;
+  if (!Number.isSafeInteger(n) || n < 4096 || n > 256 * 1024 ** 2) throw usage(`${name}: must be between 4K and 256M, got "${s}"`);
+  return n;
+}
+
+function parseIntOpt(s: string | undefined, name: string, min: number, max: number, dflt: number): number {
+  if (s === undefined) return dflt;
+  if (!/^\d+$/.test(s)) throw usage(`${name}: not a number: "${s}"`);
+  const n = Number(s);
+  if (n < min || n > max) throw usage(`${name}: must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+type Parsed = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
+
+function parse(argv: string[]): Parsed {
+  try {
+    return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    const first = String((e as Error).message).split(/\.\s|\n/)[0] ?? 'bad arguments';
+    throw usage(first.replace(/\.$/, ''));
+  }
+}
+
+interface Issue {
+  code: string;
+  path: string;
+  message: string;
+}
+
+function issue(e: FerryError): Issue {
+  return { code: e.code, path: cleanForDisplay(e.subject ?? ''), message: cleanForDisplay(e.message) };
+}
+
+export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: CopyResult, exitCode: number): Record<string, unknown> {
+  const c = r.counters;
+  return {
+    schema: 1,
+    command: 'copy',
+    src,
+    dst,
+    dryRun,
+    exitCode,
+    entries: c.entries,
+    dirs: c.dirs,
+    dirsCreated: c.dirsCreated,
+    copied: c.copied,
+    skipped: c.skipped,
+    deleted: c.deleted,
+    failed: c.failed,
+    warnings: c.warnings,
+    bytes: c.bytesCopied,
+    seconds: Math.round(r.seconds * 1e6) / 1e6,
+    bytesPerSecond: r.seconds > 0 ? Math.round(c.bytesCopied / r.seconds) : 0,
+    errors: r.errors.map(issue),
+    warningList: r.warnings.map(issue),
+  };
+}
+
+export async function runCopyCommand(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv);
+  if (v.help) {
+    process.stdout.write(COPY_HELP);
+    return ExitCodes.OK;
+  }
+  if (v.version) {
+    process.stdout.write(`ferry ${VERSION}\n`);
+    return ExitCodes.OK;
+  }
+  if (positionals.length !== 2) {
+    throw usage(positionals.length < 2 ? 'missing operand: need SRC and DST' : `too many operands: ${positionals.length} (need SRC and DST)`);
+  }
+  const [src, dst] = positionals as [string, string];
+  const progress = (v.progress ?? 'auto') as ProgressMode;
+  if (!['auto', 'always', 'never'].includes(progress)) throw usage(`--progress must be auto, always or never, got "${v.progress}"`);
+  const jobs = parseIntOpt(v.jobs, '--jobs', 1, 64, 1);
+  let queueDepth = parseIntOpt(v['queue-depth'], '--queue-depth', 1, 4096, 64);
+  if (v.sync) queueDepth = 1;
+  const chunkSize = v['chunk-size'] === undefined ? 128 * 1024 : parseSize(v['chunk-size'], '--chunk-size');
+  const dryRun = v['dry-run'] === true;
+  const verbose = v.verbose === true;
+
+  const counters = newCounters();
+  const reporter = new ProgressReporter(counters, { mode: progress });
+  const say = (f: () => void): void => {
+    reporter.clear();
+    f();
+  };
+  const onEvent = (ev: CopyEvent): void => {
+    if (ev.type === 'failed') say(() => printError(ev.error.toLine()));
+    else if (ev.type === 'warning') say(() => printWarning(ev.error.toLine()));
+    else if (verbose && (ev.type === 'copied' || ev.type === 'deleted')) {
+      const verb = dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
+      say(() => printInfo(`${verb} ${cleanForDisplay(ev.path)}`));
+    }
+  };
+  if (verbose) {
+    printInfo(
+      `ferry ${VERSION}: copy ${cleanForDisplay(src)} -> ${cleanForDisplay(dst)}; ` +
+        `${jobs * queueDepth} operations in flight (jobs ${jobs} x queue depth ${queueDepth}), chunk ${chunkSize} B, ` +
+        `${v['no-splice'] ? 'read/write' : 'copy_file_range/FICLONE'}, ` +
+        `io_uring ${process.env['UV_USE_IO_URING'] === '1' ? 'on' : 'off'}, threadpool ${process.env['UV_THREADPOOL_SIZE'] ?? '4'}`,
+    );
+  }
+  reporter.start();
+  let result: CopyResult;
+  try {
+    result = await runCopy(
+      {
+        src,
+        dst,
+        jobs,
+        queueDepth,
+        chunkSize,
+        dryRun,
+        checksum: v.checksum === true,
+        delete: v.delete === true,
+        exclude: v.exclude ?? [],
+        preserveSpecialBits: v['preserve-special-bits'] === true,
+        readWrite: v['no-splice'] === true,
+        fsync: v.fsync === true,
+        onEvent,
+      },
+      counters,
+    );
+  } finally {
+    reporter.stop();
+  }
+  const exitCode = result.counters.failed > 0 ? ExitCodes.PARTIAL : ExitCodes.OK;
+  printInfo(renderSummaryLine(result.counters, result.seconds, { color: useColor(), verb: dryRun ? 'would copy' : 'copied' }));
+  if (v.json) printJson(buildJsonSummary(src, dst, dryRun, result, exitCode));
+  return exitCode;
 }

@@ -20,3 +20,44 @@ Exit codes:
   4    connection, protocol or integrity failure
   130  interrupted
 `;
+
+/** `ferry copy --help`. Kept in step with README "ferry copy". */
+export const COPY_HELP = `ferry copy — copy a tree on this machine (like cp -a / rsync -a)
+
+Usage:
+  ferry copy [options] SRC DST
+  ferry [options] SRC DST            (uring-sync's form; same options)
+
+  SRC/  copies the contents of SRC into DST;  SRC  copies SRC itself to DST/<name>.
+  A single file SRC goes to DST/<name> when DST is a directory, else to DST.
+  Preserves: file data (sparse files stay sparse), empty directories, permission
+  bits, mtimes (microsecond precision), symlinks (never followed), hard links.
+  FIFOs, sockets and devices are skipped with a warning. Each file is written to a
+  temp name (.ferry-XXXXXXXX.<name>.part) and renamed into place when complete.
+  A second run copies only what differs (size, mtime or mode; lstat only).
+
+Options:
+  -j, --jobs N             parallel jobs; jobs x queue depth operations in flight (default 1)
+  -q, --queue-depth N      operations in flight per job (default 64)
+  -c, --chunk-size SIZE    buffer for read/write and sparse copies, e.g. 128K, 1M (default 128K)
+  -v, --verbose            print each copied/deleted entry and the settings used
+      --progress=WHEN      auto (live line on a TTY, a line every 5 s otherwise),
+                           always (redraw even when not a TTY), never (default auto)
+      --json               print a JSON summary on stdout (schema: README)
+  -n, --dry-run            show what would be copied/deleted; write nothing
+      --checksum           compare SHA-256 of both sides instead of trusting size+mtime
+      --delete             delete entries in DST that SRC does not have (not excluded ones)
+      --exclude PATTERN    skip matching entries (repeatable): * ? ** [...] ; a leading /
+                           anchors at the transfer root, a trailing / matches directories
+                           only; a pattern without / matches the basename at any depth
+      --preserve-special-bits  keep setuid/setgid/sticky bits (stripped by default)
+      --fsync              fsync each file before publishing it
+      --sync               uring-sync compatibility: one operation at a time (-q 1)
+      --no-splice          uring-sync compatibility: read/write instead of copy_file_range
+  -h, --help               this help
+      --version            print the version
+
+Exit codes:
+  0  everything copied      1  some entries failed (each listed with its code)
+  2  usage error, missing SRC (FERRY_E_SRC_MISSING), DST inside SRC (FERRY_E_DST_IN_SRC)
+`;

@@ -1,5 +1,211 @@
-import { ErrorCodes, FerryError } from '../core/errors.js';
+/**
+ * `ferry recv [options] DST --listen [ADDR:]PORT` (and uring-sync's `ferry recv DST
+ * --listen PORT --secret S --tls`): listen, say where (`listening on ADDR:PORT` on
+ * stderr; with `--json` also a `{"event":"listening",...}` line on stdout; `--listen
+ * 0` picks a free port), generate and print a secret when none was given, then serve
+ * one session (or, with `--keep-serving`, one after another). The policy for failed
+ * authentication is in modes/recv.ts. The summary matches the sender's.
+ */
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { ExitCodes, FerryError } from '../core/errors.js';
+import { recv, type RecvSessionOutcome } from '../modes/recv.js';
+import { NO_ENCRYPT_WARNING } from '../secure/channel.js';
+import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
+import { SessionFlags } from '../wire/messages.js';
+import { NET_OPTIONS, buildNetJson, chooseSecret, normaliseArgv, parseKtls, parseListen, usage } from './net-common.js';
+import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
+import { ProgressReporter, type ProgressCounters, type ProgressMode } from './progress.js';
+import { renderSummaryLine } from './summary.js';
 
-export async function runRecvCommand(_argv: string[]): Promise<number> {
-  throw new FerryError(ErrorCodes.USAGE, 'recv: not implemented yet');
+const OPTIONS = {
+  ...NET_OPTIONS,
+  listen: { type: 'string', short: 'l' },
+  'keep-serving': { type: 'boolean' },
+  'max-auth-failures': { type: 'string' },
+} as const;
+
+export const RECV_HELP = `ferry recv — receive a tree sent by 'ferry send'
+
+Usage:
+  ferry recv [options] DST --listen [ADDR:]PORT
+  ferry recv DST --listen PORT --secret S --tls    (uring-sync's form)
+
+  Listens on ADDR (default all addresses) and PORT (0 picks a free one; the
+  address is printed as "listening on ADDR:PORT"). Without a secret, one is
+  generated and printed once, with the command to run on the sending side.
+
+Secret:
+      --secret-file F     read the shared secret from the first line of F
+                          (or set FERRY_SECRET in the environment)
+      --secret S          the secret on the command line (visible in ps: warned)
+Options:
+  -l, --listen [ADDR:]PORT    where to listen (required)
+      --keep-serving      serve sessions one after another until interrupted
+                          (default: exit after the first session)
+      --max-auth-failures N   exit with status 3 after N failed authentication
+                          attempts before any session succeeded (default 3;
+                          each failure also doubles a delay, 1 s .. 30 s)
+      --no-encrypt        accept unencrypted sessions (must match the sender): warned
+      --ktls=auto|on|off  kernel TLS offload for sending (default auto)
+      --tls, --uring, --splice   accepted for uring-sync compatibility
+      --preserve-special-bits    honour a sender's request to keep setuid/setgid/sticky
+  -v, --verbose
+      --progress[=auto|always|never]   live progress on stderr (default auto)
+      --json              machine-readable output on stdout
+  -h, --help
+
+The sender chooses --checksum, --delete, --exclude, --dry-run, -P and -c.
+Exit codes: 0 every file committed, 1 some files failed, 2 usage, 3 authentication
+failed (too many attempts), 4 connection/protocol/integrity failure.
+`;
+
+function displayHost(listenHost: string): string {
+  if (listenHost !== '0.0.0.0' && listenHost !== '::') return listenHost.includes(':') ? `[${listenHost}]` : listenHost;
+  for (const addrs of Object.values(os.networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return os.hostname();
+}
+
+export async function runRecvCommand(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: normaliseArgv(argv), options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw usage('recv', String((e as Error).message).split(/\.\s|\n/)[0]!.replace(/\.$/, ''));
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) {
+    process.stdout.write(RECV_HELP);
+    return ExitCodes.OK;
+  }
+  if (positionals.length !== 1) throw usage('recv', 'expected one DST operand');
+  if (v.listen === undefined) throw usage('recv', '--listen [ADDR:]PORT is required');
+  const dst = positionals[0]!;
+  const { host, port } = parseListen(v.listen, 'recv');
+  const progressMode = (v.progress ?? 'auto') as ProgressMode;
+  if (!['auto', 'always', 'never'].includes(progressMode)) throw usage('recv', `--progress must be auto, always or never`);
+  const ktls = parseKtls(v.ktls, 'recv');
+  let maxAuthFailures = 3;
+  if (v['max-auth-failures'] !== undefined) {
+    if (!/^\d+$/.test(v['max-auth-failures']) || Number(v['max-auth-failures']) < 1) throw usage('recv', '--max-auth-failures must be a number ≥ 1');
+    maxAuthFailures = Number(v['max-auth-failures']);
+  }
+  const choice = await chooseSecret(v, 'recv');
+  let secret = choice.secret;
+  let generated = false;
+  if (secret === undefined) {
+    secret = generateSecret();
+    generated = true;
+  }
+  if (choice.source === 'argument') printWarning(SECRET_ON_COMMAND_LINE_WARNING.replace(/^warning: /, ''));
+  const weak = weakSecretWarning(secret);
+  if (weak) printWarning(weak.replace(/^warning: /, ''));
+  const encrypt = v['no-encrypt'] !== true;
+  if (!encrypt) printWarning(NO_ENCRYPT_WARNING.replace(/^warning: /, ''));
+
+  let reporter: ProgressReporter | null = null;
+  let exitCode: number = ExitCodes.OK;
+  let fatal: FerryError | undefined;
+  const out = await recv({
+    dst,
+    host,
+    port,
+    secret,
+    encrypt,
+    ktls,
+    keepServing: v['keep-serving'] === true,
+    maxAuthFailures,
+    ...(process.env['FERRY_TEST_AUTH_BACKOFF_MS'] ? { authBackoffMs: Number(process.env['FERRY_TEST_AUTH_BACKOFF_MS']) } : {}),
+    preserveSpecial: v['preserve-special-bits'] === true,
+    onListening: (h, p) => {
+      const shown = h.includes(':') ? `[${h}]:${p}` : `${h}:${p}`;
+      printInfo(`listening on ${shown}`);
+      if (v.json) printJson({ event: 'listening', host: h, port: p });
+      if (generated) {
+        const target = `${displayHost(h)}:${p}`;
+        printInfo(`secret (generated, ${GENERATED_SECRET_BITS} bits; shown once): ${secret}`);
+        printInfo(`on the sending machine run:\n  FERRY_SECRET=${secret} ferry send SRC ${target}${encrypt ? '' : ' --no-encrypt'}`);
+        printInfo(`(or put the secret in a file and use --secret-file FILE)`);
+      }
+    },
+    onWarning: (msg) => {
+      reporter?.clear();
+      printWarning(msg);
+    },
+    onSessionStart: (peer, flags, streams) => {
+      if (v.verbose) printInfo(`ferry: session from ${peer}, ${streams} stream(s)${flags & SessionFlags.DRY_RUN ? ', dry run' : ''}`);
+      const counters: ProgressCounters = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0, walkDone: false, startedAt: performance.now(), failed: 0 };
+      reporter = new ProgressReporter(counters, { mode: progressMode });
+      reporter.start();
+      const r = reporter;
+      return {
+        onManifest: (files, bytes) => {
+          counters.filesTotal = files;
+          counters.bytesTotal = bytes;
+        },
+        onBytes: (n) => {
+          counters.bytesDone += n;
+        },
+        onFileDone: () => {
+          counters.filesDone++;
+        },
+        onFailure: (e) => {
+          counters.failed = (counters.failed ?? 0) + 1;
+          r.clear();
+          printError(e.toLine());
+        },
+      };
+    },
+    onSessionEnd: (s: RecvSessionOutcome) => {
+      reporter?.stop();
+      reporter = null;
+      if (s.error) {
+        printError(`session from ${s.peer} failed: ${s.error.toLine()}`);
+        fatal = s.error;
+        return;
+      }
+      const r = s.result!;
+      const sm = r.summary;
+      const code = sm.failed > 0 ? ExitCodes.PARTIAL : ExitCodes.OK;
+      if (code > exitCode) exitCode = code;
+      const dry = (r.flags & SessionFlags.DRY_RUN) !== 0;
+      printInfo(
+        renderSummaryLine(
+          { copied: sm.committed, skipped: sm.skipped, failed: sm.failed, bytesCopied: sm.bytesWritten, deleted: sm.deleted },
+          s.seconds,
+          { color: useColor(), verb: dry ? 'would receive' : 'received' },
+        ),
+      );
+      if (v.json) {
+        printJson(
+          buildNetJson({
+            command: 'recv',
+            operand: dst,
+            peer: s.peer,
+            exitCode: code,
+            dryRun: dry,
+            files: r.files,
+            summary: sm,
+            failed: sm.failed,
+            bytesTotal: r.bytesTotal,
+            seconds: s.seconds,
+            streams: r.streams,
+            cipher: s.cipher,
+            tx: s.cipher === 'none' ? 'plaintext' : 'userspace',
+            rx: s.cipher === 'none' ? 'plaintext' : 'userspace',
+            errors: r.failures,
+          }),
+        );
+      }
+    },
+  });
+  if (out.authError) throw out.authError;
+  if (fatal && !v['keep-serving']) {
+    // Already printed; exit with its code without printing it twice.
+    const { exitCodeFor } = await import('../core/errors.js');
+    return exitCodeFor(fatal.code);
+  }
+  return exitCode;
 }

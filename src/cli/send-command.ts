@@ -1,5 +1,196 @@
-import { ErrorCodes, FerryError } from '../core/errors.js';
+/**
+ * `ferry send [options] SRC HOST:PORT` (and uring-sync's `ferry send SRC host:port
+ * --secret S --tls`): parse, find the secret, run modes/send, render progress,
+ * failures and the summary the receiver confirmed. Exit 0 only when the receiver
+ * confirmed every file; see cli/net-common.ts for the `--json` schema.
+ */
+import { parseArgs } from 'node:util';
+import { ErrorCodes, ExitCodes, FerryError } from '../core/errors.js';
+import { send } from '../modes/send.js';
+import { NO_ENCRYPT_WARNING } from '../secure/channel.js';
+import { SECRET_ON_COMMAND_LINE_WARNING, weakSecretWarning } from '../secure/secret.js';
+import {
+  NET_OPTIONS,
+  NO_SECRET_HINT,
+  buildNetJson,
+  chooseSecret,
+  normaliseArgv,
+  parseChunk,
+  parseHostPort,
+  parseKtls,
+  parseStreams,
+  usage,
+} from './net-common.js';
+import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
+import { ProgressReporter, type ProgressCounters, type ProgressMode } from './progress.js';
+import { renderSummaryLine } from './summary.js';
 
-export async function runSendCommand(_argv: string[]): Promise<number> {
-  throw new FerryError(ErrorCodes.USAGE, 'send: not implemented yet');
+/** Default `-P`: chosen by measurement on a 2-core machine (docs/PROTOCOL.md, "Parallel streams"). */
+export const DEFAULT_STREAMS = 2;
+export const DEFAULT_CHUNK = 1024 * 1024;
+
+const OPTIONS = {
+  ...NET_OPTIONS,
+  parallel: { type: 'string', short: 'P' },
+  'chunk-size': { type: 'string', short: 'c' },
+  'dry-run': { type: 'boolean', short: 'n' },
+  checksum: { type: 'boolean' },
+  delete: { type: 'boolean' },
+  exclude: { type: 'string', multiple: true },
+} as const;
+
+export const SEND_HELP = `ferry send — send a tree to a waiting 'ferry recv'
+
+Usage:
+  ferry send [options] SRC HOST:PORT
+  ferry send SRC host:port --secret S --tls        (uring-sync's form)
+
+  SRC/ sends the contents of SRC; SRC (no slash) sends the directory itself.
+
+Secret (the receiver prints one if it generated it):
+      --secret-file F     read the shared secret from the first line of F
+                          (or set FERRY_SECRET in the environment)
+      --secret S          the secret on the command line (visible in ps: warned)
+Options:
+  -P, --parallel N        TCP streams in the session (default ${DEFAULT_STREAMS})
+  -c, --chunk-size SIZE   read size for large files (default 1M; 4K..4M)
+      --checksum          compare content hashes instead of size+mtime
+      --delete            make the receiver delete what SRC does not have
+      --exclude PATTERN   skip matching paths (repeatable; see 'ferry copy --help')
+  -n, --dry-run           only report what would be sent
+      --no-encrypt        no encryption (still authenticated, still hashed): warned
+      --ktls=auto|on|off  kernel TLS offload for sending (default auto)
+      --tls, --uring, --splice   accepted for uring-sync compatibility (encryption
+                          is always on; I/O paths are chosen automatically)
+      --preserve-special-bits    ask the receiver to keep setuid/setgid/sticky
+  -v, --verbose           say which cipher and kTLS path are used
+      --progress[=auto|always|never]   live progress on stderr (default auto)
+      --json              machine-readable summary on stdout
+  -h, --help
+
+Exit codes: 0 every file delivered and confirmed, 1 some files failed,
+2 usage, 3 authentication failed, 4 connection/protocol/integrity failure.
+`;
+
+export async function runSendCommand(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: normaliseArgv(argv), options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw usage('send', String((e as Error).message).split(/\.\s|\n/)[0]!.replace(/\.$/, ''));
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) {
+    process.stdout.write(SEND_HELP);
+    return ExitCodes.OK;
+  }
+  if (positionals.length !== 2) throw usage('send', 'expected SRC and HOST:PORT');
+  const src = positionals[0]!;
+  const { host, port } = parseHostPort(positionals[1]!, 'send');
+  const progressMode = (v.progress ?? 'auto') as ProgressMode;
+  if (!['auto', 'always', 'never'].includes(progressMode)) throw usage('send', `--progress must be auto, always or never`);
+  const streams = parseStreams(v.parallel, 'send', DEFAULT_STREAMS);
+  const chunkSize = parseChunk(v['chunk-size'], 'send', DEFAULT_CHUNK);
+  const ktls = parseKtls(v.ktls, 'send');
+  const { secret, source } = await chooseSecret(v, 'send');
+  if (secret === undefined) throw usage('send', `no secret: ${NO_SECRET_HINT}`);
+  if (source === 'argument') printWarning(SECRET_ON_COMMAND_LINE_WARNING.replace(/^warning: /, ''));
+  const weak = weakSecretWarning(secret);
+  if (weak) printWarning(weak.replace(/^warning: /, ''));
+  const encrypt = v['no-encrypt'] !== true;
+  if (!encrypt) printWarning(NO_ENCRYPT_WARNING.replace(/^warning: /, ''));
+
+  const counters: ProgressCounters & { done: number } = {
+    filesDone: 0,
+    filesTotal: 0,
+    bytesDone: 0,
+    bytesTotal: 0,
+    walkDone: false,
+    startedAt: performance.now(),
+    failed: 0,
+    done: 0,
+  };
+  const reporter = new ProgressReporter(counters, { mode: progressMode });
+  const errors: FerryError[] = [];
+  reporter.start();
+  let r;
+  try {
+    r = await send({
+      src,
+      host,
+      port,
+      secret,
+      encrypt,
+      ktls,
+      streams,
+      chunkSize,
+      checksum: v.checksum === true,
+      delete: v.delete === true,
+      dryRun: v['dry-run'] === true,
+      excludes: v.exclude ?? [],
+      preserveSpecial: v['preserve-special-bits'] === true,
+      events: {
+        onManifest: (files, bytes) => {
+          counters.filesTotal = files;
+          counters.bytesTotal = bytes;
+        },
+        onBytes: (n) => {
+          counters.bytesDone += n;
+        },
+        onFileDone: () => {
+          counters.filesDone++;
+        },
+        onFailure: (e) => {
+          counters.failed = (counters.failed ?? 0) + 1;
+          errors.push(e);
+          reporter.clear();
+          printError(e.toLine());
+        },
+        onWarning: (e) => {
+          reporter.clear();
+          printWarning(e.toLine());
+        },
+      },
+    });
+  } finally {
+    reporter.stop();
+  }
+  const failed = Math.max(r.failures.length, r.summary.failed);
+  const exitCode = failed > 0 ? ExitCodes.PARTIAL : ExitCodes.OK;
+  if (v.verbose) {
+    printInfo(`ferry: ${r.peer}: cipher ${r.cipher}, tx ${r.tx}, rx ${r.rx} (${r.ktlsReason}); ${r.streams} stream(s); handshake ${r.handshakeMs.toFixed(1)} ms`);
+    if (r.resumedBytes > 0) printInfo(`ferry: resumed ${r.resumedBytes} bytes from verified partial files`);
+  }
+  const s = r.summary;
+  printInfo(
+    renderSummaryLine(
+      { copied: s.committed, skipped: s.skipped, failed, bytesCopied: s.bytesWritten, deleted: s.deleted, warnings: r.warnings.length },
+      r.seconds,
+      { color: useColor(), verb: v['dry-run'] ? 'would send' : 'sent' },
+    ),
+  );
+  if (v.json) {
+    printJson(
+      buildNetJson({
+        command: 'send',
+        operand: src,
+        peer: r.peer,
+        exitCode,
+        dryRun: v['dry-run'] === true,
+        files: r.files,
+        summary: s,
+        failed,
+        bytesTotal: r.bytesTotal,
+        bytesSent: r.bytesSent,
+        seconds: r.seconds,
+        streams: r.streams,
+        cipher: r.cipher,
+        tx: r.tx,
+        rx: r.rx,
+        errors: r.failures,
+      }),
+    );
+  }
+  if (exitCode !== ExitCodes.OK && failed === 0) throw new FerryError(ErrorCodes.INTERNAL, 'inconsistent result');
+  return exitCode;
 }

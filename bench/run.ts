@@ -1,0 +1,402 @@
+/**
+ * `npm run bench` — ferry against the tools people use today, end to end.
+ *
+ *   npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel]
+ *                    [--dataset ml_small,...] [--json FILE] [--wan-delay MS] [--wan-rate MBPS]
+ *
+ * How a figure is made: for each suite and dataset, every tool runs N times,
+ * interleaved (run 1 of every tool, then run 2 of every tool, ...) so a slow
+ * minute on this shared machine hits every tool alike. Before each run (untimed):
+ * the previous destination is removed (or, for up-to-date suites, left in place),
+ * `sync`, and the page cache is dropped (root only; otherwise the results are
+ * warm-cache and the table and JSON say so). The timed part is the tool's run()
+ * plus a final `sync -f` of the destination filesystem. After each run
+ * (untimed) the destination is compared with the source (every path, type, size,
+ * mode, symlink target, SHA-256); a mismatch is printed loudly and the run is
+ * marked invalid and left out of the figures.
+ *
+ * Output: a table per dataset (median, min–max, MB/s, time ratio to the suite's
+ * reference tools, peak RSS per side), then the same as Markdown with the command
+ * that reproduces it, and everything as JSON in bench-results/<timestamp>.json.
+ *
+ * ── Adding a tool ──
+ * A Tool (bench/tools.ts) is one object: { name, prepare?(ctx), run(src, dst, ctx),
+ * cleanup?() }. run() copies the tree at `src` to the path `dst` and returns
+ * { rssKb: { side: KiB } } (wrap processes with `new Rss(ctx.scratch).argv(side)`);
+ * prepare() throws ToolUnavailable to skip with a reason. Add it to a suite's
+ * tools(); for single commands `commandTool(name, needs, (src, dst) => argv)`.
+ * ferry's network runner goes in the marked place in bench/suites/network.ts.
+ *
+ * ── Adding a suite ──
+ * A Suite (bench/suite.ts): name, group (what --suite selects), references,
+ * destination 'fresh' | 'uptodate', datasets(), tools(ctx). Register it in
+ * `allSuites()` below. A StandaloneSuite (a micro-benchmark) has runStandalone()
+ * instead. bench/suites/channel.ts, when it exists, is loaded by a dynamic import
+ * and must export `suite` (either kind).
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { DATASET_NAMES, defaultCacheRoot, ensureDataset, type DatasetInfo } from './datasets.js';
+import { compareToSnapshot, snapshotTree, type Snapshot } from './verify.js';
+import { fmtRatio, fmtSeconds, markdownTable, max, mbPerSec, median, min, textTable } from './stats.js';
+import {
+  REPO_ROOT,
+  TimeoutError,
+  ToolUnavailable,
+  dropCaches,
+  haveGnuTime,
+  makeScratch,
+  runProcess,
+  syncFs,
+  type SuiteContext,
+  type Tool,
+} from './tools.js';
+import { isStandalone, type AnySuite, type Suite } from './suite.js';
+import { localSuite } from './suites/local.js';
+import { noopSuite } from './suites/noop.js';
+import { networkNoopSuite, networkSuite } from './suites/network.js';
+import { makeWanSuite } from './suites/wan.js';
+
+interface RunRecord {
+  run: number;
+  seconds: number | null;
+  valid: boolean;
+  rssKb: Record<string, number | null>;
+  error?: string;
+  /** Set when the run was killed: the true time is longer than this. */
+  timedOutAfterSeconds?: number;
+}
+
+interface ToolResult {
+  suite: string;
+  dataset: string;
+  files: number;
+  bytes: number;
+  tool: string;
+  skipped?: string;
+  runs: RunRecord[];
+  medianSeconds: number | null;
+  minSeconds: number | null;
+  maxSeconds: number | null;
+  mbPerSec: number | null;
+  /** Median time of this tool divided by the reference tool's, per reference. */
+  ratios: Record<string, number | null>;
+  peakRssKb: Record<string, number | null>;
+}
+
+const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel]
+                        [--dataset ${DATASET_NAMES.join(',')}] [--json FILE]
+                        [--wan-delay MS (one way, default 20)] [--wan-rate MB/s (default 100)]
+  --quick   ml_small and 2×128 MiB (wan: ml_tiny), 3 runs: a few minutes
+  --full    ml_images with the seed's 100,000 files (~10 GB)
+`;
+
+function out(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+async function loadChannelSuite(): Promise<AnySuite | undefined> {
+  const file = new URL('./suites/channel.js', import.meta.url);
+  if (!existsSync(file)) return undefined;
+  try {
+    const mod = (await import(file.href)) as { suite?: AnySuite; default?: AnySuite };
+    return mod.suite ?? mod.default;
+  } catch (e) {
+    out(`!! bench/suites/channel.js failed to load: ${(e as Error).message}`);
+    return undefined;
+  }
+}
+
+async function allSuites(wan: { delayMs: number; rateBytesPerSec: number }): Promise<AnySuite[]> {
+  const suites: AnySuite[] = [localSuite, noopSuite, networkSuite, networkNoopSuite, makeWanSuite(wan)];
+  const channel = await loadChannelSuite();
+  if (channel) suites.push(channel);
+  return suites;
+}
+
+function gitRev(): string | null {
+  const r = spawnSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
+  if (r.status !== 0) return null;
+  const dirty = spawnSync('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).stdout.trim() !== '';
+  return `${r.stdout.trim()}${dirty ? '-dirty' : ''}`;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: {
+      quick: { type: 'boolean', default: false },
+      full: { type: 'boolean', default: false },
+      runs: { type: 'string' },
+      suite: { type: 'string' },
+      dataset: { type: 'string' },
+      json: { type: 'string' },
+      'wan-delay': { type: 'string' },
+      'wan-rate': { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const quick = values.quick ?? false;
+  const full = values.full ?? false;
+  const runs = values.runs !== undefined ? Number.parseInt(values.runs, 10) : 3;
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer');
+  const wan = {
+    delayMs: values['wan-delay'] !== undefined ? Number(values['wan-delay']) : 20,
+    rateBytesPerSec: (values['wan-rate'] !== undefined ? Number(values['wan-rate']) : 100) * 1e6,
+  };
+  const suites = await allSuites(wan);
+  const groups = values.suite?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const known = new Set(suites.map((s) => s.group));
+  for (const g of groups ?? []) if (!known.has(g)) throw new Error(`unknown suite '${g}' (${[...known].join(', ')})`);
+  const selected = suites.filter((s) => groups === undefined || groups.includes(s.group));
+  const datasetOverride = values.dataset?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+
+  const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('')}`;
+  const startedAt = new Date();
+  const coldProbe = await dropCaches();
+  const kernel = release();
+  out(`ferry bench — ${startedAt.toISOString()} — ${cpus().length} CPUs, Linux ${kernel}, Node ${process.version}, git ${gitRev() ?? '?'}`);
+  out(`command: ${command}`);
+  if (!coldProbe) {
+    out('!! cannot drop the page cache (needs root and a writable /proc/sys/vm/drop_caches): ALL RESULTS BELOW ARE WARM-CACHE');
+  }
+  if (!haveGnuTime()) out('!! /usr/bin/time not found (apt-get install time): peak RSS is not measured');
+
+  const workDir = join(defaultCacheRoot(), '.work');
+  await mkdir(workDir, { recursive: true });
+  const snapshots = new Map<string, Snapshot>();
+  const results: ToolResult[] = [];
+  const standalone: { suite: string; json: unknown }[] = [];
+  const markdown: string[] = [];
+  let invalid = 0;
+  let coldEverywhere = coldProbe;
+
+  for (const suite of selected) {
+    const cleanups: (() => Promise<void> | void)[] = [];
+    const ctx: SuiteContext = { quick, full, workDir, onCleanup: (fn) => cleanups.push(fn), log: (l) => out(l) };
+    try {
+      out();
+      out(`══ suite ${suite.name}: ${suite.title}`);
+      if (isStandalone(suite)) {
+        const r = await suite.runStandalone(ctx);
+        for (const l of r.lines) out(l);
+        if (r.markdown) markdown.push(`#### ${suite.name}: ${suite.title}\n\n${r.markdown}`);
+        standalone.push({ suite: suite.name, json: r.json });
+        continue;
+      }
+      const tools = await suite.tools(ctx);
+      for (const name of datasetOverride ?? suite.datasets({ quick, full })) {
+        const ds = await ensureDataset(name, { full, log: (l) => out(`   ${l}`) });
+        let snap = snapshots.get(ds.dir);
+        if (!snap) {
+          snap = await snapshotTree(ds.dir);
+          snapshots.set(ds.dir, snap);
+        }
+        const r = await benchDataset(suite, ds, tools, snap, runs, ctx, (cold) => (coldEverywhere &&= cold));
+        invalid += r.invalid;
+        results.push(...r.results);
+        markdown.push(r.markdown);
+      }
+      for (const t of tools) await t.cleanup?.();
+    } finally {
+      for (const fn of cleanups.reverse()) await fn();
+    }
+  }
+  await rm(workDir, { recursive: true, force: true });
+
+  out();
+  out('── Markdown (for the README) ──');
+  out();
+  out(`Measured with \`${command}\` on ${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? '?'}), Linux ${kernel}, Node ${process.version}, ${coldEverywhere ? 'cold' : 'WARM'} page cache, ${runs} runs each, median.`);
+  out();
+  out(markdown.join('\n\n'));
+
+  const json = {
+    meta: {
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      command,
+      argv: process.argv.slice(2),
+      node: process.version,
+      kernel,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model.trim() ?? null,
+      git: gitRev(),
+      runs,
+      coldCache: coldEverywhere,
+      rssMeasured: haveGnuTime(),
+      wan,
+    },
+    results,
+    standalone,
+  };
+  const jsonPath = values.json ?? join(REPO_ROOT, 'bench-results', `${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  await mkdir(join(jsonPath, '..'), { recursive: true });
+  await writeFile(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
+  out();
+  out(`results: ${jsonPath}`);
+  if (invalid > 0) out(`!! ${invalid} run(s) produced a destination that differs from the source (see above)`);
+  return invalid > 0 ? 1 : 0;
+}
+
+async function prepareDestination(suite: Suite, src: string, dst: string, seeded: Set<string>): Promise<void> {
+  if (suite.destination === 'fresh') {
+    await rm(dst, { recursive: true, force: true });
+  } else if (!seeded.has(dst)) {
+    // Up to date: an exact copy with mtimes and modes (cp -a), made once per tool.
+    await rm(dst, { recursive: true, force: true });
+    await runProcess(['cp', '-a', src, dst], { timeoutMs: 3_600_000, label: 'seed destination' });
+    seeded.add(dst);
+  }
+}
+
+async function benchDataset(
+  suite: Suite,
+  ds: DatasetInfo,
+  tools: Tool[],
+  snap: Snapshot,
+  runs: number,
+  ctx: SuiteContext,
+  noteCold: (cold: boolean) => void,
+): Promise<{ results: ToolResult[]; markdown: string; invalid: number }> {
+  out();
+  out(`── ${suite.name} · ${ds.name}: ${ds.files.toLocaleString('en-US')} files, ${(ds.bytes / 1e6).toFixed(1)} MB`);
+  const active: Tool[] = [];
+  const results = new Map<string, ToolResult>();
+  for (const t of tools) {
+    const r: ToolResult = {
+      suite: suite.name, dataset: ds.name, files: ds.files, bytes: ds.bytes, tool: t.name, runs: [],
+      medianSeconds: null, minSeconds: null, maxSeconds: null, mbPerSec: null, ratios: {}, peakRssKb: {},
+    };
+    results.set(t.name, r);
+    try {
+      await t.prepare?.(ctx);
+      active.push(t);
+    } catch (e) {
+      if (!(e instanceof ToolUnavailable)) throw e;
+      r.skipped = e.message;
+      out(`   ${t.name}: skipped: ${e.message}`);
+    }
+  }
+  const seeded = new Set<string>();
+  const stopped = new Set<string>();
+  let invalid = 0;
+  const timeoutMs = (ctx.quick ? suite.quickRunTimeoutMs : undefined) ?? suite.runTimeoutMs ?? 30 * 60_000;
+  for (let run = 1; run <= runs; run++) {
+    for (const t of active) {
+      if (stopped.has(t.name)) continue;
+      const r = results.get(t.name)!;
+      const dst = join(ctx.workDir, `${suite.name}-${t.name.replace(/[^A-Za-z0-9]+/g, '_')}`);
+      await prepareDestination(suite, ds.dir, dst, seeded);
+      noteCold(await dropCaches());
+      const scratch = await makeScratch('ferry-bench-');
+      const rec: RunRecord = { run, seconds: null, valid: false, rssKb: {} };
+      try {
+        const t0 = performance.now();
+        const res = await t.run(ds.dir, dst, { timeoutMs, scratch: scratch.dir });
+        await syncFs(dst);
+        rec.seconds = (performance.now() - t0) / 1000;
+        rec.rssKb = res.rssKb;
+      } catch (e) {
+        rec.error = (e as Error).message;
+        if (e instanceof TimeoutError) {
+          // Not run again on this dataset: the figure is a lower bound.
+          rec.timedOutAfterSeconds = timeoutMs / 1000;
+          stopped.add(t.name);
+        }
+      } finally {
+        await scratch.remove();
+      }
+      if (rec.error === undefined) {
+        const cmp = await compareToSnapshot(snap, dst);
+        rec.valid = cmp.ok;
+        if (!cmp.ok) {
+          invalid++;
+          rec.error = `destination differs from source: ${cmp.differences} difference(s)`;
+          out(`   !!!! ${t.name} run ${run}: RESULT DIFFERS FROM SOURCE (${cmp.differences} differences) — figure marked invalid`);
+          for (const ex of cmp.examples) out(`   !!!!     ${ex}`);
+        }
+      }
+      const rss = Object.entries(rec.rssKb).map(([k, v]) => `${k} ${v === null ? '?' : `${(v / 1024).toFixed(0)} MB`}`).join(', ');
+      out(`   run ${run} ${t.name.padEnd(16)} ${rec.seconds !== null ? `${fmtSeconds(rec.seconds)} s` : 'FAILED'}${rss ? `  (rss ${rss})` : ''}${rec.error ? `  ${rec.error}` : ''}`);
+      r.runs.push(rec);
+    }
+  }
+  if (suite.destination === 'uptodate') for (const dst of seeded) await rm(dst, { recursive: true, force: true });
+
+  // Figures from valid runs only.
+  for (const r of results.values()) {
+    const secs = r.runs.filter((x) => x.valid && x.seconds !== null).map((x) => x.seconds!);
+    if (secs.length > 0) {
+      r.medianSeconds = median(secs);
+      r.minSeconds = min(secs);
+      r.maxSeconds = max(secs);
+      r.mbPerSec = mbPerSec(ds.bytes, r.medianSeconds);
+    }
+    for (const run of r.runs) {
+      if (!run.valid) continue;
+      for (const [side, kb] of Object.entries(run.rssKb)) {
+        const prev = r.peakRssKb[side];
+        r.peakRssKb[side] = kb === null ? (prev ?? null) : Math.max(prev ?? 0, kb);
+      }
+    }
+  }
+  for (const r of results.values()) {
+    for (const ref of suite.references) {
+      const base = results.get(ref)?.medianSeconds ?? null;
+      r.ratios[ref] = base !== null && r.medianSeconds !== null ? r.medianSeconds / base : null;
+    }
+  }
+
+  const header = ['tool', 'median s', 'min–max s', 'MB/s', ...suite.references.map((ref) => `÷ ${ref}`), 'peak RSS', 'valid runs'];
+  const rows: string[][] = [header];
+  for (const r of results.values()) {
+    const ok = r.runs.filter((x) => x.valid).length;
+    const status = r.skipped !== undefined ? `skipped: ${r.skipped}` : `${ok}/${r.runs.length}${ok < r.runs.length ? ` (${firstError(r)})` : ''}`;
+    const timedOut = r.runs.find((x) => x.timedOutAfterSeconds !== undefined)?.timedOutAfterSeconds;
+    rows.push([
+      r.tool,
+      r.medianSeconds !== null ? fmtSeconds(r.medianSeconds) : timedOut !== undefined ? `> ${fmtSeconds(timedOut)}` : '—',
+      r.minSeconds !== null && r.maxSeconds !== null ? `${fmtSeconds(r.minSeconds)}–${fmtSeconds(r.maxSeconds)}` : '—',
+      r.mbPerSec !== null ? r.mbPerSec.toFixed(0) : '—',
+      ...suite.references.map((ref) => fmtRatio(r.ratios[ref] ?? NaN)),
+      Object.entries(r.peakRssKb).map(([k, v]) => `${k} ${v === null ? '?' : `${(v / 1024).toFixed(0)} MB`}`).join(', ') || '—',
+      status,
+    ]);
+  }
+  out();
+  out(textTable(rows));
+  for (const l of suite.notes?.(ds) ?? []) out(l);
+  const md = [
+    `#### ${suite.name} · ${ds.name} (${ds.files.toLocaleString('en-US')} files, ${(ds.bytes / 1e6).toFixed(0)} MB): ${suite.title}`,
+    '',
+    markdownTable(rows),
+    ...(suite.notes?.(ds) ?? []).map((l) => `\n${l}`),
+  ].join('\n');
+  return { results: [...results.values()], markdown: md, invalid };
+}
+
+function firstError(r: ToolResult): string {
+  const e = r.runs.find((x) => x.error !== undefined)?.error ?? 'invalid';
+  return e.length > 80 ? `${e.slice(0, 77)}...` : e;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`bench: ${(e as Error)?.message ?? String(e)}\n`);
+    process.exitCode = 2;
+  },
+);

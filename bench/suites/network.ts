@@ -1,0 +1,216 @@
+/**
+ * `network`: loopback transfers between two ends on this machine, cold cache,
+ * against what people use today: rsync over ssh (reference), scp -r, tar piped
+ * through ssh, and tar piped through netcat (plaintext, no authentication — the
+ * speed ceiling of the Q&A seed). sshd is a throw-away instance on a loopback port
+ * (test/support/sshd.ts). Both ends share the disk and the page cache, so the
+ * harness's cache drop covers both.
+ *
+ * `network-noop` (same group) is the re-send of an up-to-date tree: ferry's
+ * manifest/decision exchange against rsync's no-op over ssh.
+ *
+ * Peak RSS is measured per side: the sending side's processes (tar, ssh, rsync
+ * client) and the receiving side's (the remote rsync via --rsync-path, the remote
+ * tar, nc -l). scp's remote side is sftp-server under sshd: not measured (null).
+ *
+ * Tools are built by functions taking the sshd, so the wan suite reuses them
+ * with the ssh port pointed at the delaying proxy.
+ */
+import type { Suite } from '../suite.js';
+import { FERRY_BIN, Rss, ToolUnavailable, requireCommands, runProcess, runShell, sh, startProcess, waitListening, type Tool } from '../tools.js';
+import { freePort, startSshd, type Sshd } from '../../test/support/sshd.js';
+
+/** Where ssh connects: the sshd itself, or a proxy in front of it. */
+export interface SshEndpoint {
+  host: string;
+  /** Full ssh client options (port, key, no host-key checks). */
+  sshArgs: string[];
+  scpArgs: string[];
+}
+
+export function endpointOf(sshd: Sshd, port = sshd.port): SshEndpoint {
+  const swap = (args: string[], flag: string): string[] => {
+    const out = [...args];
+    const i = out.indexOf(flag);
+    if (i >= 0) out[i + 1] = String(port);
+    return out;
+  };
+  return { host: sshd.host, sshArgs: swap(sshd.sshArgs, '-p'), scpArgs: swap(sshd.scpArgs, '-P') };
+}
+
+export function rsyncSshTool(ep: () => SshEndpoint, name = 'rsync -a (ssh)'): Tool {
+  return {
+    name,
+    async prepare() {
+      requireCommands('rsync', 'ssh');
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      const e = ep();
+      const remoteRsync = [...rss.argv('recv'), 'rsync'].map(sh).join(' ');
+      await runProcess(
+        [...rss.argv('send'), 'rsync', '-a', '-e', ['ssh', ...e.sshArgs].map(sh).join(' '), `--rsync-path=${remoteRsync}`, `${src}/`, `${e.host}:${dst}/`],
+        { timeoutMs: ctx.timeoutMs, label: name },
+      );
+      return { rssKb: rss.read() };
+    },
+  };
+}
+
+export function scpTool(ep: () => SshEndpoint, name = 'scp -r'): Tool {
+  return {
+    name,
+    async prepare() {
+      requireCommands('scp', 'ssh');
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      const e = ep();
+      await runProcess([...rss.argv('send'), 'scp', '-r', '-q', ...e.scpArgs, src, `${e.host}:${dst}`], {
+        timeoutMs: ctx.timeoutMs,
+        label: name,
+      });
+      return { rssKb: { ...rss.read(), recv: null } };
+    },
+  };
+}
+
+export function tarSshTool(ep: () => SshEndpoint, name = 'tar | ssh tar'): Tool {
+  return {
+    name,
+    async prepare() {
+      requireCommands('tar', 'ssh');
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      const e = ep();
+      const remote = `mkdir -p ${sh(dst)} && ${rss.prefix('recv')} tar xf - -C ${sh(dst)}`;
+      const script =
+        `${rss.prefix('send')} tar cf - -C ${sh(src)} . | ` +
+        `${rss.prefix('send')} ssh ${e.sshArgs.map(sh).join(' ')} ${sh(e.host)} ${sh(remote)}`;
+      await runShell(script, { timeoutMs: ctx.timeoutMs, label: name });
+      return { rssKb: rss.read() };
+    },
+  };
+}
+
+export function tarNcTool(name = 'tar | nc'): Tool {
+  return {
+    name,
+    async prepare() {
+      requireCommands('tar', 'nc');
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      const port = await freePort();
+      const recv = startProcess(
+        ['/bin/bash', '-c', `set -o pipefail; mkdir -p ${sh(dst)} && ${rss.prefix('recv')} nc -l -s 127.0.0.1 -p ${port} </dev/null | ${rss.prefix('recv')} tar xf - -C ${sh(dst)}`],
+        { timeoutMs: ctx.timeoutMs, label: `${name} (receiver)` },
+      );
+      try {
+        await Promise.race([waitListening(port), recv.done.then(() => Promise.reject(new Error('receiver exited early')))]);
+        await runShell(`${rss.prefix('send')} tar cf - -C ${sh(src)} . | ${rss.prefix('send')} nc -N 127.0.0.1 ${port}`, {
+          timeoutMs: ctx.timeoutMs,
+          label: `${name} (sender)`,
+        });
+        await recv.done;
+      } catch (e) {
+        recv.kill();
+        await recv.done.catch(() => undefined);
+        throw e;
+      }
+      return { rssKb: rss.read() };
+    },
+  };
+}
+
+/** Start one sshd for a suite, stopped by the suite's cleanup. */
+export async function suiteSshd(ctx: { onCleanup(fn: () => Promise<void>): void }): Promise<Sshd> {
+  try {
+    const sshd = await startSshd();
+    ctx.onCleanup(() => sshd.stop());
+    return sshd;
+  } catch (e) {
+    throw new ToolUnavailable(`cannot start sshd: ${(e as Error).message}`);
+  }
+}
+
+// ─── ferry send/recv ────────────────────────────────────────────────────────────
+// >>> NETWORK ENGINEER: add ferry's runner here. <<<
+// One Tool object: { name: 'ferry send/recv', prepare?, run(src, dst, ctx), cleanup? }.
+// run() should start `bin/ferry recv DST --listen 127.0.0.1:PORT` (under
+// rss.argv('recv')), wait for it to listen (waitListening), run
+// `bin/ferry send SRC/ 127.0.0.1:PORT` (under rss.argv('send')), await both and
+// return { rssKb: rss.read() }. The harness times it, verifies the tree and
+// drops caches. Return it from ferryNetworkTools(); network, network-noop and
+// wan pick it up (for wan, connect through `viaPort` instead of PORT).
+export function ferryNetworkTools(opts: { viaProxy?: (targetPort: number) => Promise<number> } = {}): Tool[] {
+  const secret = `bench-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
+  const tool = (name: string, extra: string[]): Tool => ({
+    name,
+    async prepare() {
+      requireCommands('node');
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      const port = await freePort();
+      const env = { ...process.env, FERRY_SECRET: secret };
+      const recv = startProcess([...rss.argv('recv'), FERRY_BIN, 'recv', dst, '--listen', `127.0.0.1:${port}`, '--progress=never'], {
+        timeoutMs: ctx.timeoutMs,
+        label: `${name} (receiver)`,
+        env,
+      });
+      try {
+        await Promise.race([waitListening(port), recv.done.then(() => Promise.reject(new Error('receiver exited early')))]);
+        const target = opts.viaProxy ? await opts.viaProxy(port) : port;
+        await runProcess([...rss.argv('send'), FERRY_BIN, 'send', `${src}/`, `127.0.0.1:${target}`, '--progress=never', ...extra], {
+          timeoutMs: ctx.timeoutMs,
+          label: `${name} (sender)`,
+          env,
+        });
+        await recv.done;
+      } catch (e) {
+        recv.kill();
+        await recv.done.catch(() => undefined);
+        throw e;
+      }
+      return { rssKb: rss.read() };
+    },
+  });
+  // Encrypted (the default) is the figure that counts; -P 1 shows what parallel streams add.
+  return [tool('ferry send/recv', []), tool('ferry send/recv -P 1', ['-P', '1'])];
+}
+// ────────────────────────────────────────────────────────────────────────────────
+
+export const networkSuite: Suite = {
+  name: 'network',
+  group: 'network',
+  title: 'loopback network transfer, fresh destination, cold cache',
+  references: ['rsync -a (ssh)', 'tar | nc'],
+  destination: 'fresh',
+  datasets: ({ quick }) => (quick ? ['ml_small', 'big_quick'] : ['ml_small', 'ml_large', 'ml_images', 'big']),
+  async tools(ctx) {
+    let sshd: Sshd | undefined;
+    try {
+      sshd = await suiteSshd(ctx);
+    } catch (e) {
+      ctx.log(`network: ${(e as Error).message}; ssh-based tools skipped`);
+    }
+    const ep = (): SshEndpoint => endpointOf(sshd!);
+    const sshTools = sshd ? [rsyncSshTool(ep), scpTool(ep), tarSshTool(ep)] : [];
+    return [...ferryNetworkTools(), ...sshTools, tarNcTool()];
+  },
+};
+
+export const networkNoopSuite: Suite = {
+  name: 'network-noop',
+  group: 'network',
+  title: 'loopback re-send, destination already up to date, cold cache',
+  references: ['rsync -a (ssh)'],
+  destination: 'uptodate',
+  datasets: ({ quick }) => (quick ? ['ml_small'] : ['ml_large']),
+  async tools(ctx) {
+    const sshd = await suiteSshd(ctx);
+    return [...ferryNetworkTools(), rsyncSshTool(() => endpointOf(sshd))];
+  },
+};

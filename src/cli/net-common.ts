@@ -1,0 +1,180 @@
+/**
+ * What `ferry send` and `ferry recv` share on the command line: option table,
+ * operand parsing (HOST:PORT, [ADDR:]PORT), where the secret comes from, and the
+ * `--json` summary, so that both ends print the same thing.
+ *
+ * `--json` schema (version 1; one object on one line on stdout, keys stable, new keys
+ * may be added). `ferry recv --json` first prints one line
+ * `{"event":"listening","host":string,"port":number}` as soon as it listens.
+ *   {
+ *     "schema": 1, "command": "send" | "recv",
+ *     "src": string (send) | "dst": string (recv), "peer": string,
+ *     "exitCode": number,
+ *     "dryRun": boolean,
+ *     "files": number,          files in the manifest
+ *     "committed": number,      files written and confirmed (dry run: would be)
+ *     "skipped": number,        files already up to date
+ *     "failed": number,
+ *     "deleted": number, "dirs": number, "symlinks": number, "hardlinks": number,
+ *     "bytes": number,          file bytes written by the receiver
+ *     "bytesTotal": number,     size of all files in the manifest
+ *     "bytesSent": number,      (send) file payload bytes put on the wire
+ *     "resumedBytes": number,   bytes not re-sent thanks to verified partial files
+ *     "seconds": number, "bytesPerSecond": number,
+ *     "streams": number, "cipher": string, "tx": string, "rx": string,
+ *     "errors": [{"code": string, "path": string, "message": string}]
+ *   }
+ */
+import { ErrorCodes, FerryError, cleanForDisplay } from '../core/errors.js';
+import { readSecretFile, secretFromEnv, SECRET_ENV_VAR } from '../secure/secret.js';
+import type { SummaryMsg } from '../wire/messages.js';
+import { MAX_CHUNK_SIZE, MAX_STREAMS } from '../wire/messages.js';
+import { parseSize } from './copy-command.js';
+
+export const NET_OPTIONS = {
+  secret: { type: 'string' },
+  'secret-file': { type: 'string' },
+  tls: { type: 'boolean' },
+  'no-encrypt': { type: 'boolean' },
+  ktls: { type: 'string' },
+  uring: { type: 'boolean' },
+  splice: { type: 'boolean' },
+  verbose: { type: 'boolean', short: 'v' },
+  progress: { type: 'string' },
+  json: { type: 'boolean' },
+  'preserve-special-bits': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export function usage(cmd: string, msg: string): FerryError {
+  return new FerryError(ErrorCodes.USAGE, `${cmd}: ${msg} (see 'ferry ${cmd} --help')`);
+}
+
+/** `--progress` alone means `--progress=always` (parseArgs wants a value). */
+export function normaliseArgv(argv: string[]): string[] {
+  return argv.map((a) => (a === '--progress' ? '--progress=always' : a));
+}
+
+export function parsePort(s: string, cmd: string, allowZero: boolean): number {
+  if (!/^\d{1,5}$/.test(s)) throw usage(cmd, `not a port number: "${s}"`);
+  const n = Number(s);
+  if (n > 65535 || (n === 0 && !allowZero)) throw usage(cmd, `port out of range: ${n}`);
+  return n;
+}
+
+/** "HOST:PORT", "[v6]:PORT" → host and port. */
+export function parseHostPort(s: string, cmd: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m) throw usage(cmd, `expected HOST:PORT, got "${s}"`);
+  return { host: m[1]!, port: parsePort(m[2]!, cmd, false) };
+}
+
+/** "PORT", "ADDR:PORT", "[v6]:PORT" → listen address (default 0.0.0.0) and port. */
+export function parseListen(s: string, cmd: string): { host: string; port: number } {
+  if (/^\d+$/.test(s)) return { host: '0.0.0.0', port: parsePort(s, cmd, true) };
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m) throw usage(cmd, `--listen: expected [ADDR:]PORT, got "${s}"`);
+  return { host: m[1]!, port: parsePort(m[2]!, cmd, true) };
+}
+
+export function parseKtls(s: string | undefined, cmd: string): 'auto' | 'on' | 'off' {
+  const v = s ?? 'auto';
+  if (v !== 'auto' && v !== 'on' && v !== 'off') throw usage(cmd, `--ktls must be auto, on or off, got "${v}"`);
+  return v;
+}
+
+export function parseStreams(s: string | undefined, cmd: string, dflt: number): number {
+  if (s === undefined) return dflt;
+  if (!/^\d+$/.test(s)) throw usage(cmd, `--parallel: not a number: "${s}"`);
+  const n = Number(s);
+  if (n < 1 || n > MAX_STREAMS) throw usage(cmd, `--parallel must be between 1 and ${MAX_STREAMS}, got ${n}`);
+  return n;
+}
+
+export function parseChunk(s: string | undefined, cmd: string, dflt: number): number {
+  if (s === undefined) return dflt;
+  const n = parseSize(s, '--chunk-size');
+  if (n > MAX_CHUNK_SIZE) throw usage(cmd, `--chunk-size must be at most ${MAX_CHUNK_SIZE} bytes`);
+  return n;
+}
+
+export interface SecretChoice {
+  secret: string | undefined;
+  source: 'file' | 'env' | 'argument' | 'none';
+}
+
+/** --secret-file, then --secret (warned about by the caller), then FERRY_SECRET. */
+export async function chooseSecret(v: { secret?: string | undefined; 'secret-file'?: string | undefined }, cmd: string): Promise<SecretChoice> {
+  if (v.secret !== undefined && v['secret-file'] !== undefined) throw usage(cmd, 'give either --secret or --secret-file, not both');
+  if (v['secret-file'] !== undefined) return { secret: await readSecretFile(v['secret-file']), source: 'file' };
+  if (v.secret !== undefined) {
+    if (v.secret.length === 0) throw usage(cmd, '--secret is empty');
+    return { secret: v.secret, source: 'argument' };
+  }
+  const env = secretFromEnv();
+  if (env !== undefined) return { secret: env, source: 'env' };
+  return { secret: undefined, source: 'none' };
+}
+
+export const NO_SECRET_HINT = `pass --secret-file FILE, set ${SECRET_ENV_VAR}, or --secret S (the receiver prints a generated one)`;
+
+export interface Issue {
+  code: string;
+  path: string;
+  message: string;
+}
+
+export function issue(e: FerryError): Issue {
+  return { code: e.code, path: cleanForDisplay(e.subject ?? ''), message: cleanForDisplay(e.message) };
+}
+
+export interface JsonSummaryInput {
+  command: 'send' | 'recv';
+  operand: string;
+  peer: string;
+  exitCode: number;
+  dryRun: boolean;
+  files: number;
+  summary: SummaryMsg;
+  failed: number;
+  bytesTotal: number;
+  bytesSent?: number;
+  seconds: number;
+  streams: number;
+  cipher: string;
+  tx: string;
+  rx: string;
+  errors: FerryError[];
+}
+
+export function buildNetJson(i: JsonSummaryInput): Record<string, unknown> {
+  const s = i.summary;
+  const out: Record<string, unknown> = {
+    schema: 1,
+    command: i.command,
+    [i.command === 'send' ? 'src' : 'dst']: i.operand,
+    peer: cleanForDisplay(i.peer),
+    exitCode: i.exitCode,
+    dryRun: i.dryRun,
+    files: i.files,
+    committed: s.committed,
+    skipped: s.skipped,
+    failed: i.failed,
+    deleted: s.deleted,
+    dirs: s.dirs,
+    symlinks: s.symlinks,
+    hardlinks: s.hardlinks,
+    bytes: s.bytesWritten,
+    bytesTotal: i.bytesTotal,
+    resumedBytes: s.resumedBytes,
+    seconds: Math.round(i.seconds * 1e6) / 1e6,
+    bytesPerSecond: i.seconds > 0 ? Math.round(s.bytesWritten / i.seconds) : 0,
+    streams: i.streams,
+    cipher: i.cipher,
+    tx: i.tx,
+    rx: i.rx,
+    errors: i.errors.map(issue),
+  };
+  if (i.bytesSent !== undefined) out['bytesSent'] = i.bytesSent;
+  return out;
+}

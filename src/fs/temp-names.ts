@@ -1,0 +1,34 @@
+/**
+ * Names of ferry's temporary files.
+ *
+ * Every file is written to a temp file in its target directory and renamed into
+ * place when complete, so a final name never holds a truncated file. The temp name
+ * is deterministic, `.ferry-<8 hex>.<basename>.part`, so that a later run can find
+ * (and either resume or remove) what an interrupted run left. The 8 hex digits are a
+ * hash of the full basename: long basenames are shortened to keep the temp name within
+ * NAME_MAX, and the hash keeps two shortened names apart.
+ *
+ * `isFerryTempName` recognises only this exact shape: cleanup never touches a file
+ * ferry did not name. The walker skips such names too (they are partial data, never
+ * part of a tree).
+ */
+import { createHash } from 'node:crypto';
+import { MAX_NAME_BYTES } from '../core/limits.js';
+
+const TEMP_RE = /^\.ferry-[0-9a-f]{8}\..*\.part$/s;
+
+export function isFerryTempName(name: string): boolean {
+  return TEMP_RE.test(name);
+}
+
+export function tempNameFor(basename: string): string {
+  const h = createHash('sha256').update(basename).digest('hex').slice(0, 8);
+  const room = MAX_NAME_BYTES - (7 + 8 + 1 + 5);
+  let base = basename;
+  if (Buffer.byteLength(base, 'utf8') > room) {
+    const buf = Buffer.from(base, 'utf8').subarray(0, room);
+    // Do not cut inside a UTF-8 sequence: drop a trailing partial character.
+    base = buf.toString('utf8').replace(/\ufffd+$/u, '');
+  }
+  return `.ferry-${h}.${base}.part`;
+}

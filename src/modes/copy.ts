@@ -1,0 +1,416 @@
+/**
+ * Local copy: `ferry copy SRC DST`, the Source (fs/walk) wired straight to the Sink
+ * (fs/safe-writer) with the kernel moving the bytes (copy_file_range / FICLONE via
+ * libuv's copyfile) instead of frames.
+ *
+ * Pipeline: the walker streams entries in batches; each entry becomes a task, and at
+ * most `jobs × queueDepth` tasks are in flight (a semaphore taken before the next
+ * entry is pulled, so a slow destination also slows the walk). Directories are
+ * created before anything inside them (each entry awaits its parent's promise); a
+ * hard link awaits its target file; symlinks and directory metadata are applied by
+ * the writer's finish(), after every file.
+ *
+ * Incremental runs: each file is first checked with the writer's quick check (lstat
+ * of DST only: size, mtime within 1 µs, mode), so a no-op run is one parallel
+ * lstat per entry on each side and no reads. `--checksum` hashes both sides
+ * (SHA-256, fs/checksum) when the quick check says "same".
+ *
+ * Change detection: after the data is copied and before the temp file is renamed,
+ * the source is lstat'ed again; a different size or mtime means it changed while
+ * being copied (FERRY_E_CHANGED): the temp file is dropped and the file reported.
+ * `hooks.afterData` lets tests change the source at exactly that moment.
+ *
+ * `--delete` runs after the copy, only when the walk had no read errors (an
+ * unreadable source directory must not make its DST copy look obsolete, rsync's
+ * rule); entries matching an exclude pattern are never deleted.
+ *
+ * Counters (`CopyCounters`) are updated in place so the CLI can render progress
+ * from them at its own pace; the engine itself never prints.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { SourceEntry } from '../core/entry.js';
+import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
+import { hashFile } from '../fs/checksum.js';
+import { compileExcludes } from '../fs/exclude.js';
+import { parentOf } from '../fs/path-safety.js';
+import { SafeWriter, type QuickCheck } from '../fs/safe-writer.js';
+import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
+
+export interface CopyOptions {
+  src: string;
+  dst: string;
+  /** Operations in flight per job (uring-sync's -q; default 64). */
+  queueDepth?: number;
+  /** uring-sync's workers; in ferry, jobs × queueDepth operations in flight (default 1). */
+  jobs?: number;
+  /** Buffer size for read/write and sparse copies and for hashing (default 128 KiB). */
+  chunkSize?: number;
+  dryRun?: boolean;
+  checksum?: boolean;
+  delete?: boolean;
+  exclude?: readonly string[];
+  preserveSpecialBits?: boolean;
+  /** --no-splice: read/write instead of copy_file_range. */
+  readWrite?: boolean;
+  fsync?: boolean;
+  onEvent?: (ev: CopyEvent) => void;
+  hooks?: CopyHooks;
+}
+
+export interface CopyHooks {
+  /** Called after a file's data is in its temp file, before the change check and rename. */
+  afterData?: (entry: SourceEntry, tempPath: string) => Promise<void> | void;
+}
+
+export type CopyEvent =
+  | { type: 'copied' | 'skipped' | 'deleted' | 'created-dir'; path: string; kind: string }
+  | { type: 'failed' | 'warning'; path: string; error: FerryError };
+
+/** Live counters; the CLI's progress and summary renderers read these. */
+export interface CopyCounters {
+  /** Non-directory entries seen so far (grows while the walk runs). */
+  filesTotal: number;
+  /** Non-directory entries finished (copied, skipped or failed). */
+  filesDone: number;
+  /** Bytes of regular files seen so far / finished (copied or found up to date). */
+  bytesTotal: number;
+  bytesDone: number;
+  /** Bytes actually copied. */
+  bytesCopied: number;
+  entries: number;
+  dirs: number;
+  dirsCreated: number;
+  copied: number;
+  skipped: number;
+  failed: number;
+  warnings: number;
+  deleted: number;
+  walkDone: boolean;
+  /** performance.now() at the start. */
+  startedAt: number;
+}
+
+export interface CopyResult {
+  counters: CopyCounters;
+  errors: FerryError[];
+  warnings: FerryError[];
+  seconds: number;
+  /** The destination root actually written (DST, or DST's parent for a renamed single file). */
+  dstRoot: string;
+}
+
+export function newCounters(): CopyCounters {
+  return {
+    filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0, bytesCopied: 0,
+    entries: 0, dirs: 0, dirsCreated: 0, copied: 0, skipped: 0, failed: 0, warnings: 0, deleted: 0,
+    walkDone: false, startedAt: performance.now(),
+  };
+}
+
+class Semaphore {
+  #free: number;
+  #waiters: Array<() => void> = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((r) => this.#waiters.push(r));
+  }
+  release(): void {
+    const w = this.#waiters.shift();
+    if (w) w();
+    else this.#free++;
+  }
+}
+
+async function realpathOrNearest(p: string): Promise<string> {
+  // realpath of the deepest existing ancestor, plus the rest: where DST will really be.
+  let cur = path.resolve(p);
+  const rest: string[] = [];
+  for (;;) {
+    try {
+      return path.join(await fsp.realpath(cur), ...rest.reverse());
+    } catch {
+      const up = path.dirname(cur);
+      if (up === cur) return path.resolve(p);
+      rest.push(path.basename(cur));
+      cur = up;
+    }
+  }
+}
+
+/** Decide where things go (rsync's rules) and refuse DST inside SRC, before writing anything. */
+export async function planCopy(src: string, dst: string): Promise<{ root: SourceRoot; dstRoot: string }> {
+  const root = await resolveSource(src);
+  if (root.kind === 'file') {
+    let dstIsDir = dst.endsWith('/');
+    try {
+      dstIsDir = dstIsDir || (await fsp.stat(dst)).isDirectory();
+    } catch {
+      /* missing: DST is the new file's name */
+    }
+    if (dstIsDir) return { root, dstRoot: path.resolve(dst) };
+    const abs = path.resolve(dst);
+    return { root: { ...root, prefix: path.basename(abs) }, dstRoot: path.dirname(abs) };
+  }
+  const srcReal = await fsp.realpath(root.absPath);
+  const dstReal = await realpathOrNearest(dst);
+  const target = root.prefix === '' ? dstReal : path.join(dstReal, root.prefix);
+  if (target === srcReal || target.startsWith(srcReal === '/' ? '/' : `${srcReal}/`) || dstReal === srcReal || dstReal.startsWith(`${srcReal}/`)) {
+    throw new FerryError(ErrorCodes.DST_IN_SRC, `${dst}: destination is inside the source ${src}`, { subject: dst });
+  }
+  return { root, dstRoot: path.resolve(dst) };
+}
+
+export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCounters()): Promise<CopyResult> {
+  const started = performance.now();
+  counters.startedAt = started;
+  const exclude = compileExcludes(opts.exclude ?? []);
+  const { root, dstRoot } = await planCopy(opts.src, opts.dst);
+  const dryRun = opts.dryRun === true;
+  const writerOpts = {
+    dryRun,
+    chunkSize: opts.chunkSize ?? 128 * 1024,
+    readWrite: opts.readWrite === true,
+    preserveSpecialBits: opts.preserveSpecialBits === true,
+    fsync: opts.fsync === true,
+  };
+  const writer = await SafeWriter.open(dstRoot, writerOpts);
+  const errors: FerryError[] = [];
+  const warnings: FerryError[] = [];
+  const emit = opts.onEvent ?? ((): void => {});
+  let readErrors = 0;
+
+  const fail = (p: string, e: unknown, op: 'read' | 'write' = 'write'): void => {
+    const err = e instanceof FerryError ? e : fromSystemError(e, op, p);
+    errors.push(err);
+    counters.failed++;
+    emit({ type: 'failed', path: p, error: err });
+  };
+  const onProblem = (e: FerryError): void => {
+    if (e.code === ErrorCodes.UNSUPPORTED) {
+      warnings.push(e);
+      counters.warnings++;
+      emit({ type: 'warning', path: e.subject ?? '', error: e });
+    } else {
+      readErrors++;
+      fail(e.subject ?? '', e);
+    }
+  };
+
+  if (root.kind === 'dir' && root.prefix === '' && !dryRun) {
+    const st = await fsp.stat(root.absPath, { bigint: true });
+    writer.setRootMetadata(Number(st.mode & 0o7777n), st.mtimeNs);
+  }
+
+  const sem = new Semaphore(Math.max(1, (opts.jobs ?? 1) * (opts.queueDepth ?? 64)));
+  /** Resolves true when the directory is ready for children, false when it failed. */
+  const dirReady = new Map<string, Promise<boolean>>();
+  dirReady.set('', Promise.resolve(true));
+  /** Hard-link targets: resolves true once the file is published (or up to date). */
+  const linkTargets = new Map<string, Promise<boolean>>();
+  const seen = opts.delete ? new Set<string>() : null;
+  const sourceDirs: string[] = root.kind === 'dir' && root.prefix === '' ? [''] : [];
+  const tasks = new Set<Promise<void>>();
+
+  const parentReady = (p: string): Promise<boolean> => dirReady.get(parentOf(p)) ?? Promise.resolve(true);
+
+  const doDir = async (e: SourceEntry): Promise<boolean> => {
+    if (!(await parentReady(e.path))) return false;
+    try {
+      if (dryRun) {
+        const q = await writer.quickCheck(e);
+        if (q !== 'same') counters.dirsCreated++;
+        return true;
+      }
+      const r = await writer.mkdir(e);
+      if (r === 'created') {
+        counters.dirsCreated++;
+        emit({ type: 'created-dir', path: e.path, kind: 'dir' });
+      }
+      return true;
+    } catch (x) {
+      fail(e.path, x);
+      return false;
+    }
+  };
+
+  const checkFile = async (e: SourceEntry): Promise<QuickCheck> => {
+    let q = await writer.quickCheck(e);
+    if (q === 'same' && opts.checksum && e.kind === 'file') {
+      let a: string;
+      try {
+        a = await hashFile(e.absPath);
+      } catch (x) {
+        throw fromSystemError(x, 'read', e.path);
+      }
+      const b = await hashFile(writer.abs(e.path)).catch(() => '');
+      if (a !== b) q = 'differs';
+    }
+    return q;
+  };
+
+  const doFile = async (e: SourceEntry): Promise<boolean> => {
+    if (!(await parentReady(e.path))) {
+      fail(e.path, new FerryError(ErrorCodes.WRITE, `${e.path}: not copied: its directory could not be created`, { subject: e.path }));
+      return false;
+    }
+    try {
+      const q = await checkFile(e);
+      if (q === 'same') {
+        counters.skipped++;
+        counters.bytesDone += e.size;
+        emit({ type: 'skipped', path: e.path, kind: e.kind });
+        return true;
+      }
+      if (dryRun) {
+        counters.copied++;
+        counters.bytesDone += e.size;
+        emit({ type: 'copied', path: e.path, kind: e.kind });
+        return true;
+      }
+      if (e.kind === 'symlink') {
+        writer.symlink(e); // created in finish(); counted there
+        return true;
+      }
+      if (e.kind === 'hardlink') {
+        const ok = await (linkTargets.get(e.target ?? '') ?? Promise.resolve(true));
+        if (!ok) throw new FerryError(ErrorCodes.WRITE, `${e.path}: not linked: its target ${e.target ?? ''} failed`, { subject: e.path });
+        await writer.hardlink(e);
+      } else {
+        const t = await writer.beginFile(e);
+        try {
+          const n = await t.copyFrom(e.absPath, { size: e.size, allocated: e.allocated });
+          if (opts.hooks?.afterData) await opts.hooks.afterData(e, t.tempPath);
+          let st;
+          try {
+            st = await fsp.lstat(e.absPath, { bigint: true });
+          } catch (x) {
+            throw fromSystemError(x, 'read', e.path);
+          }
+          if (Number(st.size) !== e.size || st.mtimeNs !== e.mtimeNs || n !== e.size) {
+            throw new FerryError(ErrorCodes.CHANGED, `${e.path}: source changed while being copied (size ${e.size} -> ${st.size}); not published`, { subject: e.path });
+          }
+          await t.commit();
+        } catch (x) {
+          await t.abort();
+          throw x;
+        }
+        counters.bytesCopied += e.size;
+      }
+      counters.copied++;
+      counters.bytesDone += e.size;
+      emit({ type: 'copied', path: e.path, kind: e.kind });
+      return true;
+    } catch (x) {
+      fail(e.path, x);
+      return false;
+    } finally {
+      counters.filesDone++;
+    }
+  };
+
+  const schedule = async (e: SourceEntry): Promise<void> => {
+    await sem.acquire();
+    let p: Promise<boolean>;
+    if (e.kind === 'dir') {
+      p = doDir(e);
+      dirReady.set(e.path, p);
+      sourceDirs.push(e.path);
+    } else {
+      counters.filesTotal++;
+      counters.bytesTotal += e.size;
+      p = doFile(e);
+      if (e.kind === 'file' && e.nlink > 1) linkTargets.set(e.path, p);
+    }
+    const task = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    tasks.add(task);
+    void task.finally(() => {
+      tasks.delete(task);
+      sem.release();
+    });
+  };
+
+  try {
+    for await (const batch of walk(root, { exclude, onProblem, concurrency: Math.min(256, opts.queueDepth ?? 64) })) {
+      for (const e of batch) {
+        counters.entries++;
+        if (e.kind === 'dir') counters.dirs++;
+        seen?.add(e.path);
+        await schedule(e);
+      }
+    }
+  } finally {
+    counters.walkDone = true;
+    await Promise.all([...tasks]);
+  }
+
+  if (opts.delete) {
+    if (readErrors > 0) {
+      const w = new FerryError(ErrorCodes.READ, 'not deleting anything in the destination: the source had read errors', { subject: opts.src });
+      warnings.push(w);
+      counters.warnings++;
+      emit({ type: 'warning', path: opts.src, error: w });
+    } else {
+      await deleteExtraneous(writer, sourceDirs, seen!, exclude, dirReady, dryRun, counters, emit, fail);
+    }
+  }
+
+  if (!dryRun) {
+    const fin = await writer.finish({
+      onEntry: (e, err) => {
+        if (err) {
+          fail(e.path, err);
+        } else {
+          counters.copied++;
+          emit({ type: 'copied', path: e.path, kind: e.kind });
+        }
+      },
+    });
+    // Symlink failures were reported through onEntry; the rest (directory metadata) here.
+    for (const e of fin) if (!errors.includes(e)) fail(e.subject ?? '', e);
+  }
+  return { counters, errors, warnings, seconds: (performance.now() - started) / 1000, dstRoot };
+}
+
+async function deleteExtraneous(
+  writer: SafeWriter,
+  sourceDirs: string[],
+  seen: Set<string>,
+  exclude: (p: string, isDir: boolean) => boolean,
+  dirReady: Map<string, Promise<boolean>>,
+  dryRun: boolean,
+  counters: CopyCounters,
+  emit: (ev: CopyEvent) => void,
+  fail: (p: string, e: unknown) => void,
+): Promise<void> {
+  for (const dir of sourceDirs) {
+    if (!(await (dirReady.get(dir) ?? Promise.resolve(true)))) continue;
+    let names;
+    try {
+      names = await writer.listDir(dir);
+    } catch (x) {
+      fail(dir, x);
+      continue;
+    }
+    for (const { name, isDir } of names) {
+      const rel = dir === '' ? name : `${dir}/${name}`;
+      if (seen.has(rel) || exclude(rel, isDir)) continue;
+      try {
+        if (!dryRun) await writer.remove(rel);
+        counters.deleted++;
+        emit({ type: 'deleted', path: rel, kind: isDir ? 'dir' : 'file' });
+      } catch (x) {
+        fail(rel, x);
+      }
+    }
+  }
+}

@@ -1,0 +1,582 @@
+/**
+ * establishChannel: run the handshake on a duplex byte stream, then carry frames
+ * over TLS 1.3 records (or raw, with --no-encrypt) — the FrameChannel contract of
+ * channel-api.ts, plus `sessionBinding` for tying the -P N connections of one
+ * session together.
+ *
+ * Layout of the stream after the handshake (each direction independently):
+ *
+ *   records(frames...)  where frames are wire/frame.ts frames laid end to end
+ *
+ * Frames do not align with records. Sends are gathered: each `send` appends its
+ * frame to a pending list; the list is sealed into records and written as one
+ * buffer once 64 KiB are pending or at the end of the current tick, so many small
+ * frames share records and one large frame is one write of many records.
+ *
+ * Channel-level frames (types 0x00-0x0f, never seen by transfer/):
+ * - END (0x00): the authenticated end of a direction. A TCP EOF before it is
+ *   FERRY_E_INTEGRITY (truncation), never a normal end.
+ * - KEY_UPDATE (0x01): the last frame of its record; the sender's next record uses
+ *   application_traffic_secret_N+1 = HKDF-Expand-Label(secret, "traffic upd", "",
+ *   32) (RFC 8446 §7.2). Sent every `rekeyAfterRecords` records (default 2^23,
+ *   well under §5.5's 2^24.5 for AES-GCM). Only application_data records are
+ *   ever sent (the kernel's TLS_RX rejects others on plain read()).
+ *
+ * kTLS: when secure/ktls.ts is present and the kernel has the tls ULP, `ktls:
+ * 'auto'|'on'` hands our TX direction to the kernel (it writes byte-identical
+ * records from the same key/IV/seq). The kernel cannot be told to rekey at our
+ * frame boundary here, so a kTLS TX direction refuses to go past the rekey limit
+ * (FERRY_E_KTLS, about 128 GiB per connection) instead of rekeying. RX stays in
+ * userspace: bytes that arrive with the handshake's last message are already in
+ * our buffers and cannot be handed back to the kernel.
+ *
+ * Any fault (bad record, bad frame, cut) destroys the stream and makes `frames()`
+ * throw at the next pull; frames still queued are dropped, nothing after the
+ * fault is delivered.
+ */
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
+import { DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameTypes, LAST_RESERVED_FRAME_TYPE, encodeFrame } from '../wire/frame.js';
+import type { ChannelInfo, Frame, FrameChannel } from './channel-api.js';
+import { MAX_FRAME_PAYLOAD } from './channel-api.js';
+import { clientHandshake, serverHandshake } from './handshake.js';
+import { nextTrafficSecret, trafficKeys } from './key-schedule.js';
+import { MAX_RECORD_PLAINTEXT, RecordOpener, RecordSealer } from './record-layer.js';
+import { secretBytes } from './secret.js';
+import type { TrafficSecret } from './traffic-secret.js';
+
+export interface ChannelOptions {
+  role: 'client' | 'server';
+  /** The shared secret (a string is NFC-normalised and UTF-8 encoded). */
+  secret: Uint8Array | string;
+  /** false = --no-encrypt (still authenticated); must match the peer. Default true. */
+  encrypt?: boolean;
+  /** Printable peer name; default from the socket's remote address. */
+  peer?: string;
+  /** Handshake deadline. Default 30 s. */
+  handshakeTimeoutMs?: number;
+  /** After the handshake: fail with FERRY_E_TIMEOUT after this long without progress while waiting. Default 120 s. */
+  idleTimeoutMs?: number;
+  /** kTLS offload for our sending direction. Default 'auto'. */
+  ktls?: 'auto' | 'on' | 'off';
+  /** Records per key before a key update. Default 2^23; tests lower it. */
+  rekeyAfterRecords?: number;
+  /** Largest frame payload accepted. Default MAX_FRAME_PAYLOAD (4 MiB). */
+  maxFramePayload?: number;
+}
+
+export interface SecureChannel extends FrameChannel {
+  /** 32 bytes, equal on both ends, unique per session; never sent in clear. */
+  readonly sessionBinding: Buffer;
+  /** Wall time the handshake took, ms. */
+  readonly handshakeMs: number;
+  /** Key updates done so far, per direction (diagnostics, tests). */
+  readonly keyUpdates: { tx: number; rx: number };
+  /** Why kTLS was or was not used (for -v and the JSON summary). */
+  readonly ktlsReason: string;
+}
+
+/** The warning the CLI prints for --no-encrypt. */
+export const NO_ENCRYPT_WARNING =
+  'warning: --no-encrypt: file data crosses the network unencrypted and is protected only by the end-to-end file hashes; ' +
+  'anyone on the path can read it. The secret is still never sent and both sides are still authenticated.';
+
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
+export const DEFAULT_REKEY_AFTER_RECORDS = 2 ** 23;
+const FLUSH_BYTES = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+const RX_HIGH_WATER = 16 * 1024 * 1024;
+const RX_LOW_WATER = 4 * 1024 * 1024;
+
+if (MAX_FRAME_PAYLOAD !== DEFAULT_MAX_FRAME_PAYLOAD) throw new Error('channel-api MAX_FRAME_PAYLOAD and wire/frame disagree');
+
+interface KtlsModule {
+  ktlsSupport(): { available: boolean; reason: string };
+  enableKtls(socket: Socket, direction: 'tx' | 'rx', secret: TrafficSecret): void;
+}
+
+async function loadKtls(): Promise<KtlsModule | string> {
+  const spec = './ktls.js';
+  try {
+    return (await import(spec)) as KtlsModule;
+  } catch (e) {
+    return `kTLS module not available (${(e as Error).message.split('\n')[0]})`;
+  }
+}
+
+export function peerNameOf(stream: Duplex): string {
+  const s = stream as Partial<Socket>;
+  if (typeof s.remoteAddress === 'string') {
+    return s.remoteAddress.includes(':') ? `[${s.remoteAddress}]:${s.remotePort}` : `${s.remoteAddress}:${s.remotePort}`;
+  }
+  return 'peer';
+}
+
+export async function establishChannel(stream: Duplex, opts: ChannelOptions): Promise<SecureChannel> {
+  const peer = opts.peer ?? peerNameOf(stream);
+  const encrypt = opts.encrypt ?? true;
+  const wantKtls = opts.ktls ?? 'auto';
+
+  // Decide about kTLS before the handshake, so that --ktls=on fails before any byte is exchanged.
+  let ktls: KtlsModule | null = null;
+  let ktlsReason = !encrypt ? 'no encryption (--no-encrypt)' : 'kTLS off (--ktls=off)';
+  if (encrypt && wantKtls !== 'off') {
+    const mod = await loadKtls();
+    if (typeof mod === 'string') ktlsReason = mod;
+    else {
+      const sup = mod.ktlsSupport();
+      ktlsReason = sup.reason;
+      if (sup.available) ktls = mod;
+    }
+    if (wantKtls === 'on' && ktls === null) {
+      stream.destroy();
+      throw new FerryError(ErrorCodes.KTLS, `kTLS was required (--ktls=on) but is not available: ${ktlsReason}`);
+    }
+  }
+
+  // Each direction ends with its own authenticated END frame, so a peer's FIN must not
+  // end our direction too (net.Socket's default): we may still have frames to send.
+  (stream as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = true;
+
+  const t0 = performance.now();
+  const hsOpts = {
+    secret: typeof opts.secret === 'string' ? secretBytes(opts.secret) : opts.secret,
+    encrypt,
+    peer,
+    timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  };
+  let hs;
+  try {
+    hs = opts.role === 'client' ? await clientHandshake(stream, hsOpts) : await serverHandshake(stream, hsOpts);
+  } catch (e) {
+    // Let a Notice we queued reach the peer, then make sure the stream is gone.
+    stream.on('error', () => {});
+    stream.end();
+    setTimeout(() => stream.destroy(), 2000).unref();
+    throw e;
+  }
+  const handshakeMs = performance.now() - t0;
+
+  let ktlsTx = false;
+  if (ktls !== null) {
+    const sock = stream as Socket;
+    try {
+      // Every handshake byte must have left userspace before the kernel takes over:
+      // an empty write completes only after the writes queued before it.
+      await new Promise<void>((resolve, reject) => sock.write(EMPTY, (err) => (err ? reject(err) : resolve())));
+      ktls.enableKtls(sock, 'tx', trafficKeys(hs.txSecret));
+      ktlsTx = true;
+      ktlsReason = 'kTLS TX in use (RX in userspace)';
+    } catch (e) {
+      ktlsReason = `kTLS could not be enabled: ${(e as Error).message}`;
+      if (wantKtls === 'on') {
+        stream.destroy();
+        throw isFerryError(e, ErrorCodes.KTLS) ? e : new FerryError(ErrorCodes.KTLS, `kTLS was required (--ktls=on): ${ktlsReason}`, { cause: e });
+      }
+    }
+  }
+
+  return new Channel(stream, {
+    peer,
+    encrypt,
+    txSecret: hs.txSecret,
+    rxSecret: hs.rxSecret,
+    sessionBinding: hs.sessionBinding,
+    leftover: hs.leftover,
+    handshakeMs,
+    ktlsTx,
+    ktlsReason,
+    idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+    rekeyAfterRecords: opts.rekeyAfterRecords ?? DEFAULT_REKEY_AFTER_RECORDS,
+    maxFramePayload: opts.maxFramePayload ?? MAX_FRAME_PAYLOAD,
+  });
+}
+
+interface ChannelState {
+  peer: string;
+  encrypt: boolean;
+  txSecret: Buffer;
+  rxSecret: Buffer;
+  sessionBinding: Buffer;
+  leftover: Buffer[];
+  handshakeMs: number;
+  ktlsTx: boolean;
+  ktlsReason: string;
+  idleTimeoutMs: number;
+  rekeyAfterRecords: number;
+  maxFramePayload: number;
+}
+
+
+class Channel implements SecureChannel {
+  readonly info: ChannelInfo;
+  readonly sessionBinding: Buffer;
+  readonly handshakeMs: number;
+  readonly ktlsReason: string;
+  readonly keyUpdates = { tx: 0, rx: 0 };
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  readonly #stream: Duplex;
+  readonly #peer: string;
+  readonly #encrypt: boolean;
+  readonly #ktlsTx: boolean;
+  readonly #rekeyAfter: number;
+  readonly #maxPayload: number;
+  #txSecret: Buffer;
+  #rxSecret: Buffer;
+  readonly #sealer: RecordSealer | null;
+  readonly #opener: RecordOpener | null;
+  readonly #decoder: FrameDecoder;
+  #ktlsRecords = 0;
+
+  // send side
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #flushScheduled = false;
+  #closing: Promise<void> | null = null;
+
+  // receive side
+  #queue: Frame[] = [];
+  #qHead = 0;
+  #queuedBytes = 0;
+  #paused = false;
+  #ended = false; // peer's END seen
+  #failure: Error | null = null;
+  readonly #waiters = new Set<() => void>();
+  #iterated = false;
+
+  // idle timeout
+  readonly #idleMs: number;
+  #lastProgress = performance.now();
+  #idleTimer: NodeJS.Timeout | null = null;
+  #waiting = 0;
+
+  constructor(stream: Duplex, s: ChannelState) {
+    this.#stream = stream;
+    this.#peer = s.peer;
+    this.#encrypt = s.encrypt;
+    this.#ktlsTx = s.ktlsTx;
+    this.#txSecret = s.txSecret;
+    this.#rxSecret = s.rxSecret;
+    this.#rekeyAfter = Math.max(1, s.rekeyAfterRecords);
+    this.#maxPayload = s.maxFramePayload;
+    this.#idleMs = s.idleTimeoutMs;
+    this.sessionBinding = s.sessionBinding;
+    this.handshakeMs = s.handshakeMs;
+    this.ktlsReason = s.ktlsReason;
+    this.#sealer = s.encrypt && !s.ktlsTx ? new RecordSealer(trafficKeys(s.txSecret)) : null;
+    this.#opener = s.encrypt ? new RecordOpener(trafficKeys(s.rxSecret), { peer: s.peer }) : null;
+    this.#decoder = new FrameDecoder({ maxPayload: s.maxFramePayload, peer: s.peer });
+    this.info = {
+      cipher: s.encrypt ? 'aes-128-gcm' : 'none',
+      tx: !s.encrypt ? 'plaintext' : s.ktlsTx ? 'ktls' : 'userspace',
+      rx: s.encrypt ? 'userspace' : 'plaintext',
+      peer: s.peer,
+    };
+
+    stream.on('data', this.#onData);
+    stream.on('end', this.#onEnd);
+    stream.on('close', this.#onClose);
+    stream.on('error', this.#onError);
+    for (const c of s.leftover) this.#onData(c);
+    stream.resume();
+  }
+
+  // ---------------------------------------------------------------- receive
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#failure) return;
+    this.#lastProgress = performance.now();
+    try {
+      if (this.#ended) throw this.#protocol('sent data after its end of stream');
+      const opener = this.#opener;
+      if (opener === null) {
+        this.#decoder.push(chunk);
+        this.#drainFrames(false);
+      } else {
+        opener.push(chunk);
+        for (let content = opener.nextParts(); content !== null; content = opener.nextParts()) {
+          if (this.#ended) throw this.#protocol('sent records after its end of stream');
+          for (const c of content) this.#decoder.push(c);
+          this.#drainFrames(true);
+        }
+      }
+    } catch (e) {
+      this.#fail(e);
+      return;
+    }
+    if (this.#queuedBytes > RX_HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.#stream.pause();
+    }
+    this.#poke();
+  };
+
+  /** Decode every complete frame; `recordEnd` says the decoder's input ends at a record boundary. */
+  #drainFrames(recordEnd: boolean): void {
+    const d = this.#decoder;
+    for (let f = d.next(); f !== null; f = d.next()) {
+      if (f.type > LAST_RESERVED_FRAME_TYPE) {
+        this.#queue.push(f);
+        this.#queuedBytes += f.payload.length;
+        this.bytesReceived += f.payload.length;
+        continue;
+      }
+      if (f.type === FrameTypes.END) {
+        if (f.payload.length !== 0 || d.buffered !== 0 || (this.#opener !== null && this.#opener.buffered !== 0)) {
+          throw this.#protocol('sent data after its end of stream');
+        }
+        this.#ended = true;
+      } else if (f.type === FrameTypes.KEY_UPDATE) {
+        if (!recordEnd || d.buffered !== 0 || f.payload.length !== 0) throw this.#protocol('sent a misplaced key update');
+        this.#rxSecret = nextTrafficSecret(this.#rxSecret);
+        this.#opener!.setKeys(trafficKeys(this.#rxSecret));
+        this.keyUpdates.rx++;
+      } else {
+        throw this.#protocol(`sent unknown channel frame type ${f.type}`);
+      }
+    }
+  }
+
+  readonly #onEnd = (): void => {
+    if (!this.#ended && !this.#failure) {
+      this.#fail(
+        new FerryError(ErrorCodes.INTEGRITY, `${this.#peer}: connection cut before the authenticated end of stream`, { subject: this.#peer }),
+      );
+    }
+    this.#poke();
+  };
+
+  readonly #onClose = (): void => {
+    this.#onEnd();
+    this.#clearIdle();
+  };
+
+  readonly #onError = (e: Error): void => {
+    if (this.#failure) return;
+    this.#fail(new FerryError(ErrorCodes.CONNECT, `${this.#peer}: connection lost: ${e.message}`, { subject: this.#peer, cause: e }));
+  };
+
+  #protocol(what: string): FerryError {
+    return new FerryError(ErrorCodes.PROTOCOL, `${this.#peer} ${what}`, { subject: this.#peer });
+  }
+
+  #fail(e: unknown): void {
+    if (this.#failure) return;
+    this.#failure = isFerryError(e)
+      ? e
+      : new FerryError(ErrorCodes.INTERNAL, `${this.#peer}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    this.#queue = [];
+    this.#qHead = 0;
+    this.#queuedBytes = 0;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.#clearIdle();
+    this.#stream.destroy();
+    this.#poke();
+  }
+
+  #poke(): void {
+    if (this.#waiters.size === 0) return;
+    const ws = [...this.#waiters];
+    this.#waiters.clear();
+    for (const w of ws) w();
+  }
+
+  #waitEvent(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#waiters.add(resolve);
+    });
+  }
+
+  frames(): AsyncIterable<Frame> {
+    if (this.#iterated) throw new FerryError(ErrorCodes.INTERNAL, 'channel frames() may be iterated once');
+    this.#iterated = true;
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        for (;;) {
+          if (self.#failure) throw self.#failure;
+          if (self.#qHead < self.#queue.length) {
+            const f = self.#queue[self.#qHead]!;
+            self.#queue[self.#qHead++] = undefined as unknown as Frame;
+            if (self.#qHead > 1024 && self.#qHead * 2 > self.#queue.length) {
+              self.#queue = self.#queue.slice(self.#qHead);
+              self.#qHead = 0;
+            }
+            self.#queuedBytes -= f.payload.length;
+            if (self.#paused && self.#queuedBytes < RX_LOW_WATER) {
+              self.#paused = false;
+              self.#stream.resume();
+            }
+            yield f;
+            continue;
+          }
+          if (self.#ended) return;
+          await self.#waitWithIdle(() => self.#waitEvent());
+        }
+      },
+    };
+  }
+
+  // ------------------------------------------------------------- idle timer
+
+  async #waitWithIdle(wait: () => Promise<void>): Promise<void> {
+    this.#waiting++;
+    this.#armIdle();
+    try {
+      await wait();
+    } finally {
+      if (--this.#waiting === 0) this.#clearIdle();
+    }
+  }
+
+  #armIdle(): void {
+    if (this.#idleTimer !== null || this.#failure) return;
+    const check = (): void => {
+      this.#idleTimer = null;
+      if (this.#failure || this.#waiting === 0) return;
+      const idle = performance.now() - this.#lastProgress;
+      if (idle >= this.#idleMs) {
+        this.#fail(
+          new FerryError(ErrorCodes.TIMEOUT, `${this.#peer}: no progress for ${Math.round(idle / 1000)} s`, { subject: this.#peer }),
+        );
+        return;
+      }
+      this.#idleTimer = setTimeout(check, this.#idleMs - idle + 1);
+    };
+    // Not unref'd: it only runs while someone awaits this channel, and is cleared when nobody does.
+    this.#idleTimer = setTimeout(check, Math.max(1, this.#idleMs - (performance.now() - this.#lastProgress)) + 1);
+  }
+
+  #clearIdle(): void {
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#idleTimer = null;
+  }
+
+  // ------------------------------------------------------------------ send
+
+  async send(type: number, payload: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    if (type <= LAST_RESERVED_FRAME_TYPE || type > 0xff) {
+      throw new FerryError(ErrorCodes.INTERNAL, `frame type ${type} is reserved for the channel`);
+    }
+    this.#enqueue(type, payload);
+    if (this.#pendingBytes >= FLUSH_BYTES) this.#flush();
+    else this.#scheduleFlush();
+    if (this.#stream.writableNeedDrain) await this.#drain();
+  }
+
+  #enqueue(type: number, payload: Uint8Array | readonly Uint8Array[]): void {
+    if (this.#failure) throw this.#failure;
+    if (this.#closing) throw new FerryError(ErrorCodes.INTERNAL, 'send after close');
+    const parts = encodeFrame(type, payload);
+    const len = parts[0]!.readUInt32BE(1);
+    if (len > this.#maxPayload) {
+      throw new FerryError(ErrorCodes.INTERNAL, `frame of ${len} bytes exceeds the ${this.#maxPayload}-byte limit`);
+    }
+    for (const p of parts) this.#pending.push(p);
+    this.#pendingBytes += len + parts[0]!.length;
+    if (type > LAST_RESERVED_FRAME_TYPE) this.bytesSent += len;
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      if (!this.#failure) this.#flush();
+    });
+  }
+
+  #flush(): void {
+    if (this.#pendingBytes === 0 || this.#failure) return;
+    const parts = this.#pending;
+    const bytes = this.#pendingBytes;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    const s = this.#stream;
+    try {
+      const sealer = this.#sealer;
+      if (sealer !== null) {
+        if (sealer.seq >= BigInt(this.#rekeyAfter)) {
+          // §4.6.3/§7.2: the KEY_UPDATE frame ends its record; everything after uses the next key.
+          s.write(sealer.seal(encodeFrame(FrameTypes.KEY_UPDATE, EMPTY)));
+          this.#txSecret = nextTrafficSecret(this.#txSecret);
+          sealer.setKeys(trafficKeys(this.#txSecret));
+          this.keyUpdates.tx++;
+        }
+        const out = sealer.sealv(parts);
+        s.cork();
+        for (let i = 0; i < out.length; i++) s.write(out[i]!, i === out.length - 1 ? this.#onWritten : undefined);
+        s.uncork();
+        return;
+      }
+      if (this.#ktlsTx) {
+        // The kernel cuts each sendmsg into ≤ 16 KiB records; +1 per flush for a short last record.
+        // Partial writes can add a few more: the 2^23 limit leaves a 2.8× margin to §5.5's 2^24.5.
+        this.#ktlsRecords += Math.ceil(bytes / MAX_RECORD_PLAINTEXT) + 1;
+        if (this.#ktlsRecords >= this.#rekeyAfter) {
+          throw new FerryError(
+            ErrorCodes.KTLS,
+            `${this.#peer}: kTLS cannot rekey; this connection reached its record limit (use --ktls=off for transfers this large per connection)`,
+          );
+        }
+      }
+      s.cork();
+      for (let i = 0; i < parts.length; i++) s.write(parts[i]!, i === parts.length - 1 ? this.#onWritten : undefined);
+      s.uncork();
+    } catch (e) {
+      this.#fail(e);
+    }
+  }
+
+  readonly #onWritten = (err?: Error | null): void => {
+    if (!err) this.#lastProgress = performance.now();
+  };
+
+  async #drain(): Promise<void> {
+    const s = this.#stream;
+    while (s.writableNeedDrain && !this.#failure && !s.destroyed) {
+      await this.#waitWithIdle(
+        () =>
+          new Promise<void>((resolve) => {
+            const done = (): void => {
+              s.off('drain', done);
+              s.off('close', done);
+              this.#waiters.delete(done); // a failure pokes the waiters, so it wakes us as well
+              resolve();
+            };
+            s.on('drain', done);
+            s.on('close', done);
+            this.#waiters.add(done);
+          }),
+      );
+      this.#lastProgress = performance.now();
+    }
+    if (this.#failure) throw this.#failure;
+  }
+
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closing = (async () => {
+      if (this.#failure) throw this.#failure;
+      const parts = encodeFrame(FrameTypes.END, EMPTY);
+      for (const p of parts) this.#pending.push(p);
+      this.#pendingBytes += parts[0]!.length;
+      this.#flush();
+      if (this.#failure) throw this.#failure;
+      const s = this.#stream;
+      await new Promise<void>((resolve, reject) => {
+        s.end((err?: Error | null) => (err ? reject(err) : resolve()));
+      });
+    })();
+    return this.#closing;
+  }
+
+  destroy(err?: Error): void {
+    this.#fail(err ?? new FerryError(ErrorCodes.CONNECT, `${this.#peer}: connection closed locally`, { subject: this.#peer }));
+  }
+}

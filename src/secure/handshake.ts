@@ -1,0 +1,369 @@
+/**
+ * The ferry handshake: hello (magic + version), CPace, key confirmation. Each side
+ * is one straight-line async function (js-libp2p-noise `performHandshake.ts`
+ * style); the wire format and the crypto live in wire/hello.ts, cpace.ts and
+ * key-schedule.ts.
+ *
+ *   client                                         server
+ *   hello, ClientShare{sid, MSGa}   ───────►
+ *                                   ◄───────       hello          (sent at accept)
+ *                                   ◄───────       ServerShare{MSGb}, ServerConfirm{mac_s}
+ *   verify mac_s; ClientConfirm{mac_c} ────►       verify mac_c
+ *   (records may follow at once)                   (records follow)
+ *
+ *   messages: type (u8) || length (u16) || body, every length ≤ 1 KiB
+ *   MSGa/MSGb = prefix_free_cat(Y, AD); AD = one flags byte (bit 0: encrypt)
+ *   th   = SHA-256(client hello || ClientShare || server hello || ServerShare)
+ *   mac_s = HMAC(s_finished, th); mac_c = HMAC(c_finished, SHA-256(th-input || ServerConfirm))
+ *
+ * Properties this flow gives (SECURITY.md has the full argument):
+ * - The secret never crosses the wire; a recording, or an active attacker, can test
+ *   one guess per session online and none offline (CPace).
+ * - sid is 16 fresh random bytes from the client and every scalar is fresh, so a
+ *   replayed recording meets a fresh server scalar and fails key confirmation.
+ * - Wrong secret: the client sees a bad mac_s one round trip after connecting and
+ *   tells the server with an (unauthenticated) Notice; both fail FERRY_E_AUTH before
+ *   any record is sent. A server that sees a bad mac_c likewise sends a Notice.
+ * - The encrypt flag of each side is inside the confirmed transcript, so the mode
+ *   cannot be downgraded by an attacker; a genuine mismatch is reported after
+ *   authentication, on both sides.
+ * - A version or magic mismatch: the side that sees it sends a Notice (after its
+ *   own hello) and both fail FERRY_E_VERSION; a non-ferry peer is named by guess.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { ErrorCodes, FerryError, cleanForDisplay, type ErrorCode } from '../core/errors.js';
+import { BufferList } from '../wire/frame.js';
+import { HELLO_BYTES, MAGIC, PROTOCOL_VERSION, checkHelloPrefix, encodeHello, guessProtocol, parseHello } from '../wire/hello.js';
+import { startCPace } from './cpace.js';
+import { deriveSessionSecrets, finishedMac, macEqual, sha256 } from './key-schedule.js';
+
+export const MsgTypes = {
+  CLIENT_SHARE: 0x01,
+  SERVER_SHARE: 0x02,
+  SERVER_CONFIRM: 0x03,
+  CLIENT_CONFIRM: 0x04,
+  NOTICE: 0x7f,
+} as const;
+
+/** Reasons carried by a Notice (an unauthenticated "I am giving up because ..."). */
+export const NoticeCodes = {
+  VERSION: 1,
+  AUTH: 2,
+  PROTOCOL: 3,
+  MODE: 4,
+} as const;
+
+export const MAX_HANDSHAKE_MESSAGE = 1024;
+const MSG_HEADER = 3;
+const SID_BYTES = 16;
+const MAC_BYTES = 32;
+const FLAG_ENCRYPT = 0x01;
+/** CPace channel identifier: binds the exchange to this protocol and version. */
+const CI = Buffer.from(`ferry/${PROTOCOL_VERSION}`);
+
+export interface HandshakeOptions {
+  /** The shared secret, as bytes (UTF-8 of what the user typed). */
+  secret: Uint8Array;
+  /** false for --no-encrypt; both sides must agree. */
+  encrypt: boolean;
+  /** Printable name of the peer for messages. */
+  peer: string;
+  /** The whole handshake must finish within this many ms. */
+  timeoutMs: number;
+}
+
+export interface HandshakeResult {
+  /** Traffic secret (32 bytes) for what we send and what we receive. */
+  txSecret: Buffer;
+  rxSecret: Buffer;
+  /** Equal on both sides, unique per session (see key-schedule.ts). */
+  sessionBinding: Buffer;
+  encrypt: boolean;
+  /** Bytes that arrived after the handshake (the first records): feed them to the record layer. */
+  leftover: Buffer[];
+}
+
+export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): Promise<HandshakeResult> {
+  const io = new HandshakeIO(stream, opts);
+  try {
+    const sid = randomBytes(SID_BYTES);
+    const myFlags = opts.encrypt ? FLAG_ENCRYPT : 0;
+    const cpace = startCPace('a', opts.secret, CI, sid, Buffer.from([myFlags]));
+    const myHello = encodeHello();
+    const clientShare = encodeMessage(MsgTypes.CLIENT_SHARE, Buffer.concat([sid, cpace.msg]));
+    io.write(Buffer.concat([myHello, clientShare]));
+
+    const peerHello = await io.readHello(false);
+    const serverShare = await io.readMessage(MsgTypes.SERVER_SHARE);
+    const result = cpace.finish(serverShare.body);
+    if (result === null) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent an invalid CPace share');
+    const thInput = Buffer.concat([myHello, clientShare, peerHello, serverShare.raw]);
+    const th = sha256(thInput);
+    const secrets = deriveSessionSecrets(result.isk, th);
+
+    const serverConfirm = await io.readMessage(MsgTypes.SERVER_CONFIRM);
+    if (!macEqual(serverConfirm.body, finishedMac(secrets.serverFinishedKey, th))) {
+      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
+    }
+    const peerEncrypt = parseFlags(io, result.peerAD);
+    if (peerEncrypt !== opts.encrypt) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer, opts.encrypt));
+    const th2 = sha256(thInput, serverConfirm.raw);
+    io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, th2)));
+    return {
+      txSecret: secrets.clientTraffic,
+      rxSecret: secrets.serverTraffic,
+      sessionBinding: secrets.binding,
+      encrypt: opts.encrypt,
+      leftover: io.release(),
+    };
+  } finally {
+    io.stop();
+  }
+}
+
+export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): Promise<HandshakeResult> {
+  const io = new HandshakeIO(stream, opts);
+  try {
+    const myHello = encodeHello();
+    io.write(myHello);
+    const peerHello = await io.readHello(true);
+    const clientShare = await io.readMessage(MsgTypes.CLIENT_SHARE);
+    if (clientShare.body.length <= SID_BYTES) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a short ClientShare');
+    const sid = clientShare.body.subarray(0, SID_BYTES);
+    const myFlags = opts.encrypt ? FLAG_ENCRYPT : 0;
+    const cpace = startCPace('b', opts.secret, CI, sid, Buffer.from([myFlags]));
+    const result = cpace.finish(clientShare.body.subarray(SID_BYTES));
+    if (result === null) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent an invalid CPace share');
+    const serverShare = encodeMessage(MsgTypes.SERVER_SHARE, cpace.msg);
+    const thInput = Buffer.concat([peerHello, clientShare.raw, myHello, serverShare]);
+    const th = sha256(thInput);
+    const secrets = deriveSessionSecrets(result.isk, th);
+    const serverConfirm = encodeMessage(MsgTypes.SERVER_CONFIRM, finishedMac(secrets.serverFinishedKey, th));
+    io.write(Buffer.concat([serverShare, serverConfirm]));
+
+    const clientConfirm = await io.readMessage(MsgTypes.CLIENT_CONFIRM);
+    if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
+      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
+    }
+    const peerEncrypt = parseFlags(io, result.peerAD);
+    if (peerEncrypt !== opts.encrypt) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer, opts.encrypt));
+    return {
+      txSecret: secrets.serverTraffic,
+      rxSecret: secrets.clientTraffic,
+      sessionBinding: secrets.binding,
+      encrypt: opts.encrypt,
+      leftover: io.release(),
+    };
+  } finally {
+    io.stop();
+  }
+}
+
+function authFailedText(peer: string): string {
+  return `authentication failed with ${peer}: the shared secrets differ`;
+}
+
+function modeMismatchText(peer: string, weEncrypt: boolean): string {
+  return weEncrypt
+    ? `${peer} runs with --no-encrypt and this side does not: use --no-encrypt on both sides or on neither`
+    : `this side runs with --no-encrypt and ${peer} does not: use --no-encrypt on both sides or on neither`;
+}
+
+function parseFlags(io: HandshakeIO, ad: Buffer): boolean {
+  if (ad.length !== 1 || (ad[0]! & ~FLAG_ENCRYPT) !== 0) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent unknown handshake flags');
+  return (ad[0]! & FLAG_ENCRYPT) !== 0;
+}
+
+export function encodeMessage(type: number, body: Uint8Array): Buffer {
+  if (body.length > MAX_HANDSHAKE_MESSAGE) throw new FerryError(ErrorCodes.INTERNAL, 'handshake message too long');
+  const m = Buffer.allocUnsafe(MSG_HEADER + body.length);
+  m[0] = type;
+  m.writeUInt16BE(body.length, 1);
+  m.set(body, MSG_HEADER);
+  return m;
+}
+
+export function encodeNotice(code: number, text: string): Buffer {
+  const t = Buffer.from(text, 'utf8').subarray(0, 256);
+  return encodeMessage(MsgTypes.NOTICE, Buffer.concat([Buffer.from([code]), t]));
+}
+
+/**
+ * Byte-level I/O for the handshake over any Duplex: buffered reads with a deadline,
+ * caps on every length, Notices on fatal errors, and a clean hand-over of the bytes
+ * that follow the handshake.
+ */
+class HandshakeIO {
+  readonly #stream: Duplex;
+  readonly #peer: string;
+  readonly #encrypt: boolean;
+  readonly #list = new BufferList();
+  #eof = false;
+  #error: Error | null = null;
+  #timedOut = false;
+  #wake: (() => void) | null = null;
+  readonly #timer: NodeJS.Timeout;
+  readonly #onData = (c: Buffer): void => {
+    this.#list.push(c);
+    this.#poke();
+  };
+  readonly #onEnd = (): void => {
+    this.#eof = true;
+    this.#poke();
+  };
+  readonly #onError = (e: Error): void => {
+    this.#error = e;
+    this.#poke();
+  };
+
+  constructor(stream: Duplex, opts: HandshakeOptions) {
+    this.#stream = stream;
+    this.#peer = opts.peer;
+    this.#encrypt = opts.encrypt;
+    const timeoutMs = opts.timeoutMs;
+    stream.on('data', this.#onData);
+    stream.on('end', this.#onEnd);
+    stream.on('close', this.#onEnd);
+    stream.on('error', this.#onError);
+    this.#timer = setTimeout(() => {
+      this.#timedOut = true;
+      this.#poke();
+    }, timeoutMs);
+  }
+
+  #poke(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  write(b: Buffer): void {
+    if (!this.#stream.destroyed && this.#stream.writable) this.#stream.write(b);
+  }
+
+  /** Wait until `n` bytes are buffered (or a hello prefix mismatch is visible, when `check` says so). */
+  async #need(n: number, check?: () => void): Promise<void> {
+    for (;;) {
+      check?.();
+      if (this.#list.length >= n) return;
+      if (this.#timedOut) {
+        throw new FerryError(ErrorCodes.TIMEOUT, `${this.#peer}: handshake timed out`, { subject: this.#peer });
+      }
+      if (this.#error) {
+        throw new FerryError(ErrorCodes.CONNECT, `${this.#peer}: connection failed during the handshake: ${this.#error.message}`, {
+          subject: this.#peer,
+          cause: this.#error,
+        });
+      }
+      if (this.#eof) {
+        throw new FerryError(ErrorCodes.CONNECT, `${this.#peer}: connection closed during the handshake`, { subject: this.#peer });
+      }
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+    }
+  }
+
+  /** Read and check the peer's hello; returns its bytes for the transcript. */
+  async readHello(isServer: boolean): Promise<Buffer> {
+    const peekMismatch = (): void => {
+      const n = Math.min(this.#list.length, MAGIC.length);
+      const head = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) head[i] = this.#list.byteAt(i);
+      if (!checkHelloPrefix(head)) {
+        const guess = guessProtocol(Buffer.concat(this.#list.drain()).subarray(0, 16));
+        // A non-ferry client gets a readable line too (e.g. curl shows it).
+        throw this.fatal(
+          ErrorCodes.VERSION,
+          NoticeCodes.VERSION,
+          `${this.#peer} is ${guess} (no ferry hello); is the address right?`,
+          isServer ? `this is a ferry server (protocol ${PROTOCOL_VERSION}); use ferry send\n` : undefined,
+        );
+      }
+    };
+    await this.#need(HELLO_BYTES, peekMismatch);
+    const hello = this.#list.consume(HELLO_BYTES);
+    const r = parseHello(hello);
+    if (!r.ok) {
+      if (r.reason === 'version') {
+        throw this.fatal(
+          ErrorCodes.VERSION,
+          NoticeCodes.VERSION,
+          `${this.#peer} speaks ferry protocol version ${r.version}, this side speaks ${PROTOCOL_VERSION}: use the same ferry version on both sides`,
+        );
+      }
+      throw this.fatal(ErrorCodes.VERSION, NoticeCodes.VERSION, `${this.#peer} is ${r.guess}`);
+    }
+    return Buffer.from(hello);
+  }
+
+  /** Read one handshake message of the expected type; a Notice becomes the error it reports. */
+  async readMessage(expected: number): Promise<{ body: Buffer; raw: Buffer }> {
+    await this.#need(MSG_HEADER);
+    const type = this.#list.byteAt(0);
+    const len = this.#list.readUIntBE(1, 2);
+    if (len > MAX_HANDSHAKE_MESSAGE) {
+      throw this.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, `sent a ${len}-byte handshake message (limit ${MAX_HANDSHAKE_MESSAGE})`);
+    }
+    await this.#need(MSG_HEADER + len);
+    const raw = Buffer.from(this.#list.consume(MSG_HEADER + len));
+    const body = raw.subarray(MSG_HEADER);
+    if (type === MsgTypes.NOTICE) throw this.#fromNotice(body);
+    if (type !== expected) {
+      throw this.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, `sent handshake message ${type} where ${expected} was expected`);
+    }
+    return { body, raw };
+  }
+
+  #fromNotice(body: Buffer): FerryError {
+    const code = body[0];
+    const text = cleanForDisplay(body.subarray(1).toString('utf8')).slice(0, 200);
+    const peer = this.#peer;
+    const mk = (c: ErrorCode, m: string): FerryError => new FerryError(c, m, { subject: peer });
+    switch (code) {
+      case NoticeCodes.AUTH:
+        return mk(ErrorCodes.AUTH, `authentication failed with ${peer}: the shared secrets differ (${peer} says so)`);
+      case NoticeCodes.VERSION:
+        return mk(ErrorCodes.VERSION, `${peer} refused the connection: ${text}`);
+      case NoticeCodes.MODE:
+        return mk(ErrorCodes.PROTOCOL, modeMismatchText(peer, this.#encrypt));
+      default:
+        return mk(ErrorCodes.PROTOCOL, `${peer} aborted the handshake: ${text}`);
+    }
+  }
+
+  /**
+   * Build the local error and tell the peer why we give up (best effort). For
+   * messages about the peer's behaviour the peer's name prefixes the text.
+   */
+  fatal(code: ErrorCode, notice: number, text: string, rawLine?: string): FerryError {
+    const message = code === ErrorCodes.PROTOCOL && !text.startsWith(this.#peer) ? `${this.#peer} ${text}` : text;
+    if (rawLine !== undefined) this.write(Buffer.from(rawLine));
+    else this.write(encodeNotice(notice, noticeTextFor(notice, text)));
+    this.#stream.end();
+    return new FerryError(code, message, { subject: this.#peer });
+  }
+
+  /** Detach and return the bytes that followed the handshake. */
+  release(): Buffer[] {
+    this.stop();
+    this.#stream.pause();
+    return this.#list.drain();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#stream.off('data', this.#onData);
+    this.#stream.off('end', this.#onEnd);
+    this.#stream.off('close', this.#onEnd);
+    this.#stream.off('error', this.#onError);
+  }
+}
+
+/** What the peer reads in our Notice: phrased from its point of view where that matters. */
+function noticeTextFor(notice: number, text: string): string {
+  if (notice === NoticeCodes.VERSION) return `protocol mismatch: this side speaks ferry protocol version ${PROTOCOL_VERSION}`;
+  if (notice === NoticeCodes.MODE) return 'both sides must agree on --no-encrypt';
+  return text;
+}

@@ -1,0 +1,752 @@
+/**
+ * The receiving side of a transfer session, as a state machine over FrameChannels:
+ * manifest in, decisions out, data in, commits out. No sockets here (modes/recv.ts
+ * accepts them and routes each stream to its session by token).
+ *
+ * The sender is untrusted, before and after authentication (DESIGN.md "Receiver
+ * safety"). Everything from the wire is checked before use:
+ * - Paths go through fs/path-safety (via the SafeWriter, plus a check here), must be
+ *   new in this session (no duplicates), and their parent must be the root or a
+ *   directory listed *earlier* in this manifest. So "a symlink, then a file through
+ *   it" is refused (FERRY_E_PROTOCOL) before anything is written, and the writer's
+ *   own checks (no symlink in DST is ever followed, O_EXCL|O_NOFOLLOW temp files,
+ *   symlinks created last) stand behind that.
+ * - Data must refer to a file we asked for, inside [from, size) of it, in ranges
+ *   that do not overlap, one open range per stream; every length is capped by the
+ *   message decoder before anything is allocated.
+ * - A file is published (rename onto its final name) only after every range of it
+ *   ended with a SHA-256 that matches what we hashed while writing, so a cut
+ *   connection or a lying sender never leaves a truncated or wrong file under a final
+ *   name. Its temp file stays for the next run to resume (after the sender verified
+ *   the prefix hash we offer).
+ *
+ * Throughput: decisions for a manifest batch are made concurrently (lstat-bound);
+ * file writes run through the thread pool with many files in flight, bounded by
+ * `maxOpenFiles` and a byte budget — awaiting that budget is what stops us reading
+ * frames and so pushes back on the sender.
+ */
+import { constants as fsc, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { Entry } from '../core/entry.js';
+import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
+import { compileExcludes } from '../fs/exclude.js';
+import { parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
+import type { SafeWriter, TempFile } from '../fs/safe-writer.js';
+import type { Frame, FrameChannel } from '../secure/channel-api.js';
+import {
+  Action,
+  MsgType,
+  SessionFlags,
+  TOKEN_BYTES,
+  TRANSFER_VERSION,
+  decodeCount,
+  decodeData,
+  decodeError,
+  decodeJoin,
+  decodeManifest,
+  decodeSession,
+  encodeCommitted,
+  encodeDecisions,
+  encodeError,
+  encodeFailed,
+  encodeSessionOk,
+  encodeSummary,
+  type Decision,
+  type FailedItem,
+  type JoinMsg,
+  type SessionMsg,
+  type SummaryMsg,
+  type WireEntry,
+} from '../wire/messages.js';
+import { newHash, updateZeros } from './hash.js';
+import { Budget } from './queue.js';
+
+export interface ReceiverEvents {
+  onManifest?(files: number, bytes: number): void;
+  onBytes?(n: number): void;
+  onFileDone?(path: string, how: 'committed' | 'skipped'): void;
+  onFailure?(err: FerryError): void;
+}
+
+export interface ReceiverOptions {
+  /** Files written at once (open temp files). */
+  maxOpenFiles?: number;
+  /** Bytes of received data waiting for the disk. */
+  maxPendingBytes?: number;
+  /** Decisions (lstat/quick checks) in flight. */
+  checkConcurrency?: number;
+  events?: ReceiverEvents;
+}
+
+export interface ReceiverResult {
+  summary: SummaryMsg;
+  failures: FerryError[];
+  files: number;
+  bytesTotal: number;
+  flags: number;
+  streams: number;
+}
+
+type Status = 'pending' | 'send' | 'skipped' | 'committed' | 'failed';
+
+interface RFile {
+  entry: WireEntry;
+  status: Status;
+  /** RESUME offered at this offset (0: plain SEND). */
+  offered: number;
+  /** The sender's chosen start (0 or `offered`), fixed by the first BEGIN. */
+  from: number | undefined;
+  temp: TempFile | null;
+  ranges: [number, number][];
+  /** Bytes of ranges that ended with a good hash. */
+  ended: number;
+  /** End of the furthest byte written (less than size: a trailing hole). */
+  maxEnd: number;
+  chain: Promise<void>;
+  holdsSlot: boolean;
+}
+
+interface OpenRange {
+  file: RFile;
+  start: number;
+  end: number;
+  pos: number;
+  hash: ReturnType<typeof newHash>;
+}
+
+function protocol(msg: string): FerryError {
+  return new FerryError(ErrorCodes.PROTOCOL, `sender broke the protocol: ${msg}`);
+}
+
+/**
+ * One session. modes/recv.ts reads the first frame (SESSION or JOIN), creates the
+ * session from SESSION, calls `start()` and routes JOINs to `addStream`.
+ */
+export class ReceiverSession {
+  readonly token: Uint8Array = randomBytes(TOKEN_BYTES);
+  readonly session: SessionMsg;
+  readonly #control: FrameChannel;
+  readonly #controlFrames: AsyncIterator<Frame>;
+  readonly #sink: SafeWriter;
+  readonly #ev: ReceiverEvents;
+  readonly #fileSlots: Budget;
+  readonly #bytes: Budget;
+  readonly #checkConcurrency: number;
+  readonly #dryRun: boolean;
+  readonly #checksum: boolean;
+  readonly #entries: (RFile | WireEntry)[] = [];
+  readonly #paths = new Set<string>();
+  readonly #dirs = new Set<string>(['']);
+  readonly #createdDirs = new Set<string>();
+  readonly #hardlinks: WireEntry[] = [];
+  readonly #failures: FerryError[] = [];
+  readonly #extra = new Map<number, Promise<void>>();
+  readonly #channels: FrameChannel[] = [];
+  #manifestEnded = false;
+  #unresolved = 0;
+  #files = 0;
+  #bytesTotal = 0;
+  #fatal: FerryError | undefined;
+  #summarySent = false;
+  #allResolved!: () => void;
+  readonly #allResolvedP = new Promise<void>((r) => (this.#allResolved = r));
+  #pendingCommits: number[] = [];
+  #pendingFailed: FailedItem[] = [];
+  #flushScheduled = false;
+  #controlSendChain: Promise<void> = Promise.resolve();
+  readonly #counts: SummaryMsg = {
+    committed: 0,
+    skipped: 0,
+    failed: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    deleted: 0,
+    bytesWritten: 0,
+    resumedBytes: 0,
+  };
+
+  constructor(
+    control: FrameChannel,
+    controlFrames: AsyncIterator<Frame>,
+    session: SessionMsg,
+    sink: SafeWriter,
+    opts: ReceiverOptions = {},
+  ) {
+    if (session.version !== TRANSFER_VERSION) {
+      throw new FerryError(ErrorCodes.VERSION, `sender speaks transfer protocol ${session.version}, we speak ${TRANSFER_VERSION}`);
+    }
+    this.session = session;
+    this.#control = control;
+    this.#controlFrames = controlFrames;
+    this.#channels.push(control);
+    this.#sink = sink;
+    this.#ev = opts.events ?? {};
+    this.#fileSlots = new Budget(opts.maxOpenFiles ?? 128);
+    this.#bytes = new Budget(opts.maxPendingBytes ?? 64 * 1024 * 1024);
+    this.#checkConcurrency = opts.checkConcurrency ?? 64;
+    this.#dryRun = (session.flags & SessionFlags.DRY_RUN) !== 0;
+    this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
+  }
+
+  /** Accept an extra stream of this session (after its JOIN). */
+  addStream(ch: FrameChannel, frames: AsyncIterator<Frame>, index: number): void {
+    if (this.#fatal || this.#summarySent) {
+      ch.destroy();
+      return;
+    }
+    if (index < 1 || index >= this.session.streams || this.#extra.has(index)) {
+      ch.destroy();
+      this.#fail(protocol(`unexpected stream ${index}`));
+      return;
+    }
+    this.#channels.push(ch);
+    const p = this.#streamLoop(frames, false).catch((e) => {
+      throw this.#fail(e);
+    });
+    p.catch(() => undefined);
+    this.#extra.set(index, p);
+  }
+
+  #fail(e: unknown): FerryError {
+    const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
+    if (!this.#fatal) {
+      this.#fatal = err;
+      this.#allResolved();
+      // Tell the sender why (best effort), then tear everything down.
+      const ch = this.#control;
+      void (async () => {
+        try {
+          await ch.send(MsgType.ERROR, encodeError({ code: err.code, message: err.message }));
+          await ch.close();
+        } catch {
+          /* gone */
+        }
+        for (const c of this.#channels) c.destroy();
+      })();
+      for (const c of this.#channels) if (c !== ch) c.destroy();
+    }
+    return this.#fatal;
+  }
+
+  /** Run the session to its end. */
+  async run(): Promise<ReceiverResult> {
+    await this.#control.send(MsgType.SESSION_OK, encodeSessionOk(this.token));
+    const controlLoop = this.#streamLoop(this.#controlFrames, true).catch((e) => {
+      throw this.#fail(e);
+    });
+    controlLoop.catch(() => undefined);
+    try {
+      await this.#allResolvedP;
+      if (this.#fatal) throw this.#fatal;
+      await this.#finishTree();
+      if (this.#fatal) throw this.#fatal;
+      await this.#flushReports();
+      this.#summarySent = true;
+      await this.#sendControl(MsgType.SUMMARY, encodeSummary(this.#counts));
+      // The sender closes every stream once it has the summary.
+      await controlLoop;
+      await Promise.all(this.#extra.values());
+      if (this.#fatal) throw this.#fatal;
+      await Promise.all(this.#channels.map((c) => c.close().catch(() => undefined)));
+    } catch (e) {
+      throw this.#fail(e);
+    }
+    return {
+      summary: { ...this.#counts },
+      failures: this.#failures,
+      files: this.#files,
+      bytesTotal: this.#bytesTotal,
+      flags: this.session.flags,
+      streams: 1 + this.#extra.size,
+    };
+  }
+
+  /** Serialise sends on the control channel (decisions, reports, summary). */
+  #sendControl(type: number, payload: Uint8Array): Promise<void> {
+    const p = this.#controlSendChain.then(() => this.#control.send(type, payload));
+    this.#controlSendChain = p.catch(() => undefined);
+    return p;
+  }
+
+  // --- frames -----------------------------------------------------------------------
+
+  async #streamLoop(frames: AsyncIterator<Frame>, isControl: boolean): Promise<void> {
+    const state: { cur: OpenRange | null } = { cur: null };
+    for (;;) {
+      const r = await frames.next();
+      if (r.done) {
+        if (!this.#summarySent) throw new FerryError(ErrorCodes.CONNECT, `sender ${this.#control.info.peer} ended the session early`);
+        if (state.cur) throw protocol('stream ended inside a range');
+        return;
+      }
+      if (this.#fatal) throw this.#fatal;
+      const { type, payload } = r.value;
+      switch (type) {
+        case MsgType.DATA:
+          await this.#onData(payload, state);
+          break;
+        case MsgType.MANIFEST:
+          if (!isControl) throw protocol('MANIFEST on a data stream');
+          await this.#onManifest(payload);
+          break;
+        case MsgType.MANIFEST_END: {
+          if (!isControl || this.#manifestEnded) throw protocol('unexpected MANIFEST_END');
+          const n = decodeCount(payload, 'MANIFEST_END');
+          if (n !== this.#entries.length) throw protocol(`MANIFEST_END says ${n} entries, ${this.#entries.length} arrived`);
+          this.#manifestEnded = true;
+          this.#ev.onManifest?.(this.#files, this.#bytesTotal);
+          this.#checkAllResolved();
+          break;
+        }
+        case MsgType.ERROR: {
+          const m = decodeError(payload);
+          const code = Object.values(ErrorCodes).includes(m.code as ErrorCode) ? (m.code as ErrorCode) : ErrorCodes.REMOTE;
+          throw new FerryError(code, `sender: ${m.message}`);
+        }
+        default:
+          throw protocol(`unexpected frame type ${type}`);
+      }
+    }
+  }
+
+  // --- manifest and decisions ---------------------------------------------------------
+
+  async #onManifest(payload: Uint8Array): Promise<void> {
+    if (this.#manifestEnded) throw protocol('MANIFEST after MANIFEST_END');
+    const batch = decodeManifest(payload, this.#checksum);
+    if ((batch[0]?.index ?? this.#entries.length) !== this.#entries.length) throw protocol('manifest indexes out of sequence');
+    const files: RFile[] = [];
+    for (const e of batch) {
+      // Lexical and structural checks for the whole batch first: a bad entry anywhere
+      // stops the session before anything of this batch is written.
+      validateRelativePath(e.path);
+      if (this.#paths.has(e.path)) throw protocol(`${e.path} listed twice`);
+      if (!this.#dirs.has(parentOf(e.path))) {
+        throw new FerryError(ErrorCodes.PATH, `unsafe path "${e.path}": its parent is not a directory of this transfer`, { subject: e.path });
+      }
+      this.#paths.add(e.path);
+      if (e.kind === 'dir') this.#dirs.add(e.path);
+      if (e.kind === 'symlink') validateLinkTarget(e.target ?? '', e.path);
+      if (e.kind === 'hardlink') {
+        const t = validateHardlinkTarget(e.target ?? '', e.path);
+        const target = this.#findFile(t);
+        if (!target) throw protocol(`hard link ${e.path} points to ${t}, which is not a file listed before it`);
+      }
+      if (e.kind === 'file') {
+        const f: RFile = {
+          entry: e,
+          status: 'pending',
+          offered: 0,
+          from: undefined,
+          temp: null,
+          ranges: [],
+          ended: 0,
+          maxEnd: 0,
+          chain: Promise.resolve(),
+          holdsSlot: false,
+        };
+        this.#entries.push(f);
+        files.push(f);
+        this.#files++;
+        this.#unresolved++;
+        this.#bytesTotal += e.size;
+      } else {
+        this.#entries.push(e);
+      }
+    }
+    // Directories in order (parents first), then the files' decisions concurrently.
+    for (const e of batch) {
+      try {
+        if (e.kind === 'dir') {
+          if (!this.#dryRun && (await this.#sink.mkdir(e)) === 'created') this.#createdDirs.add(e.path);
+          this.#counts.dirs++;
+        } else if (e.kind === 'symlink') {
+          if (!this.#dryRun) this.#sink.symlink(e);
+        } else if (e.kind === 'hardlink') {
+          this.#hardlinks.push(e);
+        }
+      } catch (x) {
+        if (isFerryError(x) && x.code === ErrorCodes.PATH) throw x;
+        this.#entryFailed(e, x);
+      }
+    }
+    const decisions: Decision[] = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < files.length) {
+        const f = files[next++]!;
+        const d = await this.#decide(f);
+        if (d) decisions.push(d);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.#checkConcurrency, files.length) }, worker));
+    if (decisions.length > 0) await this.#sendControl(MsgType.DECISIONS, encodeDecisions(decisions));
+    if (this.#dryRun) {
+      for (const d of decisions) {
+        if (d.action === Action.SKIP) continue;
+        this.#queueCommit(d.index);
+        this.#resolve();
+      }
+    }
+    this.#ev.onManifest?.(this.#files, this.#bytesTotal);
+    this.#checkAllResolved();
+  }
+
+  #findFile(path: string): RFile | undefined {
+    // Hard links are rare; a linear scan from the end (targets are usually near) is fine.
+    for (let i = this.#entries.length - 1; i >= 0; i--) {
+      const x = this.#entries[i]!;
+      if ('status' in x && x.entry.path === path) return x;
+    }
+    return undefined;
+  }
+
+  async #decide(f: RFile): Promise<Decision | null> {
+    const e = f.entry;
+    try {
+      const qc = await this.#sink.quickCheck(e);
+      let same = qc === 'same';
+      if (same && this.#checksum) {
+        const h = await hashPath(this.#sink.abs(e.path), e.size);
+        same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
+      }
+      if (same) {
+        f.status = 'skipped';
+        this.#counts.skipped++;
+        this.#resolve();
+        this.#ev.onFileDone?.(e.path, 'skipped');
+        return { index: e.index, action: Action.SKIP, offset: 0 };
+      }
+      if (this.#dryRun) {
+        // Reported as "would be committed" once the decision is on the wire (see #onManifest).
+        f.status = 'committed';
+        this.#counts.committed++;
+        return { index: e.index, action: Action.SEND, offset: 0 };
+      }
+      f.status = 'send';
+      // A previous run's temp file can only exist in a directory we did not create.
+      if (!this.#createdDirs.has(parentOf(e.path))) {
+        const t = await this.#sink.beginFile(e, { resume: true });
+        f.temp = t;
+        const have = await t.existingPrefix();
+        if (have > 0 && have <= e.size) {
+          const prefixHash = await hashPath(t.tempPath, have);
+          f.offered = have;
+          return { index: e.index, action: Action.RESUME, offset: have, prefixHash };
+        }
+      }
+      return { index: e.index, action: Action.SEND, offset: 0 };
+    } catch (x) {
+      if (isFerryError(x) && x.code === ErrorCodes.PATH) throw x;
+      this.#fileFailed(f, x);
+      return null;
+    }
+  }
+
+  // --- data ---------------------------------------------------------------------------
+
+  #fileAt(index: number): RFile {
+    const f = this.#entries[index];
+    if (f === undefined || !('status' in f)) throw protocol(`data for entry ${index}, which is not a file`);
+    return f;
+  }
+
+  async #onData(payload: Uint8Array, state: { cur: OpenRange | null }): Promise<void> {
+    for (const rec of decodeData(payload)) {
+      switch (rec.rec) {
+        case 1: {
+          if (state.cur) throw protocol('BEGIN inside an open range');
+          const f = this.#fileAt(rec.index);
+          if (f.status === 'failed') {
+            state.cur = { file: f, start: rec.start, end: rec.end, pos: rec.start, hash: newHash() };
+            break; // we gave up on it; swallow the range
+          }
+          if (f.status !== 'send') throw protocol(`data for ${f.entry.path}, which we did not ask for`);
+          const size = f.entry.size;
+          if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
+          if (f.from === undefined) {
+            if (rec.from !== 0 && rec.from !== f.offered) throw protocol(`resume of ${f.entry.path} at an offset we did not offer`);
+            f.from = rec.from;
+            if (f.from > 0) this.#counts.resumedBytes += f.from;
+            await this.#fileSlots.acquire(1);
+            f.holdsSlot = true;
+            const from = f.from;
+            this.#enqueue(f, async () => {
+              if (!f.temp) f.temp = await this.#sink.beginFile(f.entry, { resume: false });
+              else if (from === 0 && f.offered > 0) await f.temp.truncate(0); // resume refused: start over
+            });
+          } else if (rec.from !== f.from) {
+            throw protocol(`ranges of ${f.entry.path} disagree on the start`);
+          }
+          if (rec.start < f.from) throw protocol(`range before the start of ${f.entry.path}`);
+          for (const [s, e] of f.ranges) {
+            if (rec.start < e && s < rec.end) throw protocol(`overlapping ranges of ${f.entry.path}`);
+          }
+          f.ranges.push([rec.start, rec.end]);
+          state.cur = { file: f, start: rec.start, end: rec.end, pos: rec.start, hash: newHash() };
+          break;
+        }
+        case 2: {
+          const cur = state.cur;
+          if (!cur) throw protocol('CHUNK outside a range');
+          const n = rec.data.length;
+          if (rec.offset < cur.pos || rec.offset + n > cur.end) throw protocol(`chunk outside its range in ${cur.file.entry.path}`);
+          if (rec.offset > cur.pos) updateZeros(cur.hash, rec.offset - cur.pos); // a hole the sender skipped
+          cur.hash.update(rec.data);
+          cur.pos = rec.offset + n;
+          const f = cur.file;
+          if (f.status !== 'send') break;
+          await this.#bytes.acquire(n);
+          const data = rec.data;
+          const off = rec.offset;
+          f.maxEnd = Math.max(f.maxEnd, off + n);
+          this.#enqueue(
+            f,
+            async () => {
+              await f.temp!.write(data, off);
+              this.#counts.bytesWritten += n;
+              this.#ev.onBytes?.(n);
+            },
+            () => this.#bytes.release(n),
+          );
+          break;
+        }
+        case 3: {
+          const cur = state.cur;
+          if (!cur) throw protocol('END outside a range');
+          state.cur = null;
+          const f = cur.file;
+          if (cur.pos < cur.end) updateZeros(cur.hash, cur.end - cur.pos);
+          if (f.status !== 'send') break;
+          if (!Buffer.from(rec.hash).equals(cur.hash.digest())) {
+            this.#fileFailed(f, new FerryError(ErrorCodes.INTEGRITY, `${f.entry.path}: content hash mismatch; not published`, { subject: f.entry.path }));
+            break;
+          }
+          f.ended += cur.end - cur.start;
+          if (f.ended === f.entry.size - f.from!) this.#commit(f);
+          break;
+        }
+        case 4: {
+          const f = this.#fileAt(rec.index);
+          if (state.cur && state.cur.file === f) state.cur = null;
+          else if (state.cur) throw protocol('ABORT of a file other than the open range');
+          if (f.status === 'failed') break;
+          if (f.status !== 'send') throw protocol(`ABORT of ${f.entry.path}, which we did not ask for`);
+          const code = Object.values(ErrorCodes).includes(rec.code as ErrorCode) ? (rec.code as ErrorCode) : ErrorCodes.REMOTE;
+          // The sender counted this failure itself; we record it, but do not report it back.
+          this.#fileFailed(f, new FerryError(code, `sender: ${rec.message}`, { subject: f.entry.path }), false);
+          break;
+        }
+      }
+    }
+  }
+
+  /** Run `op` after the file's earlier operations; a failure fails the file. */
+  #enqueue(f: RFile, op: () => Promise<void>, after?: () => void): void {
+    f.chain = f.chain
+      .then(async () => {
+        if (f.status !== 'send') return;
+        try {
+          await op();
+        } catch (e) {
+          this.#fileFailed(f, e);
+        }
+      })
+      .finally(() => after?.());
+  }
+
+  #commit(f: RFile): void {
+    this.#enqueue(f, async () => {
+      const t = f.temp!;
+      if (Math.max(f.maxEnd, f.from ?? 0) < f.entry.size) await t.truncate(f.entry.size); // trailing hole
+      await t.commit();
+      f.status = 'committed';
+      this.#counts.committed++;
+      this.#releaseSlot(f);
+      this.#queueCommit(f.entry.index);
+      this.#ev.onFileDone?.(f.entry.path, 'committed');
+      this.#resolve();
+    });
+  }
+
+  #releaseSlot(f: RFile): void {
+    if (f.holdsSlot) {
+      f.holdsSlot = false;
+      this.#fileSlots.release(1);
+    }
+  }
+
+  // --- resolution and reports -----------------------------------------------------------
+
+  #resolve(): void {
+    this.#unresolved--;
+    this.#checkAllResolved();
+  }
+
+  #checkAllResolved(): void {
+    if (this.#manifestEnded && this.#unresolved === 0) this.#allResolved();
+  }
+
+  #fileFailed(f: RFile, e: unknown, report = true): void {
+    if (f.status === 'failed' || f.status === 'committed' || f.status === 'skipped') return;
+    const err = isFerryError(e) ? e : fromSystemError(e, 'write', f.entry.path);
+    f.status = 'failed';
+    this.#counts.failed++;
+    this.#failures.push(err);
+    this.#ev.onFailure?.(err);
+    const t = f.temp;
+    // Keep the temp file when the sender abandoned it? No: its content is not trusted
+    // to be a prefix of anything; drop it. (A cut connection never reaches here.)
+    f.chain = f.chain.then(() => t?.abort());
+    void f.chain.then(() => this.#releaseSlot(f));
+    if (report) this.#queueFailed({ index: f.entry.index, code: err.code, message: err.message });
+    this.#resolve();
+  }
+
+  #entryFailed(e: WireEntry, x: unknown): void {
+    const err = isFerryError(x) ? x : fromSystemError(x, 'write', e.path);
+    this.#counts.failed++;
+    this.#failures.push(err);
+    this.#ev.onFailure?.(err);
+    this.#queueFailed({ index: e.index, code: err.code, message: err.message });
+  }
+
+  #queueCommit(index: number): void {
+    this.#pendingCommits.push(index);
+    this.#scheduleFlush();
+  }
+
+  #queueFailed(item: FailedItem): void {
+    this.#pendingFailed.push(item);
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setTimeout(() => {
+      this.#flushScheduled = false;
+      this.#flushReports().catch((e) => this.#fail(e));
+    }, 5);
+  }
+
+  async #flushReports(): Promise<void> {
+    while (this.#pendingCommits.length > 0) {
+      const batch = this.#pendingCommits.splice(0, 16384);
+      await this.#sendControl(MsgType.COMMITTED, encodeCommitted(batch));
+    }
+    while (this.#pendingFailed.length > 0) {
+      const batch = this.#pendingFailed.splice(0, 256);
+      await this.#sendControl(MsgType.FAILED, encodeFailed(batch));
+    }
+  }
+
+  // --- the end: links, deletions, directory metadata ---------------------------------------
+
+  async #finishTree(): Promise<void> {
+    if (this.#dryRun) return;
+    for (const e of this.#hardlinks) {
+      const target = this.#findFile(e.target!);
+      if (!target || (target.status !== 'committed' && target.status !== 'skipped')) {
+        this.#entryFailed(e, new FerryError(ErrorCodes.WRITE, `${e.path}: hard link target ${e.target} was not delivered`, { subject: e.path }));
+        continue;
+      }
+      try {
+        await this.#sink.hardlink(e);
+        this.#counts.hardlinks++;
+      } catch (x) {
+        this.#entryFailed(e, x);
+      }
+    }
+    if ((this.session.flags & SessionFlags.DELETE) !== 0) await this.#deleteExtraneous();
+    const symlinkIndex = new Map<string, WireEntry>();
+    for (const x of this.#entries) if (!('status' in x) && x.kind === 'symlink') symlinkIndex.set(x.path, x);
+    const errors = await this.#sink.finish({
+      onEntry: (e: Entry, err: FerryError | null) => {
+        if (e.kind !== 'symlink') return;
+        if (err) {
+          const w = symlinkIndex.get(e.path);
+          if (w) this.#queueFailed({ index: w.index, code: err.code, message: err.message });
+        } else this.#counts.symlinks++;
+      },
+    });
+    for (const err of errors) {
+      this.#counts.failed++;
+      this.#failures.push(err);
+      this.#ev.onFailure?.(err);
+    }
+  }
+
+  /** --delete: remove what DST has and the manifest has not, sparing excluded entries. */
+  async #deleteExtraneous(): Promise<void> {
+    const excluded = compileExcludes(this.session.excludes);
+    const walkDir = async (rel: string): Promise<void> => {
+      for (const { name, isDir } of await this.#sink.listDir(rel)) {
+        const p = rel === '' ? name : `${rel}/${name}`;
+        if (excluded(p, isDir)) continue;
+        if (!this.#paths.has(p)) {
+          try {
+            await this.#sink.remove(p);
+            this.#counts.deleted++;
+          } catch (x) {
+            const err = isFerryError(x) ? x : fromSystemError(x, 'write', p);
+            this.#counts.failed++;
+            this.#failures.push(err);
+            this.#ev.onFailure?.(err);
+          }
+        } else if (isDir && this.#dirs.has(p)) {
+          await walkDir(p);
+        }
+      }
+    };
+    await walkDir('');
+  }
+}
+
+/** SHA-256 of the first `length` bytes of a file in DST, never through a symlink. */
+async function hashPath(abs: string, length: number): Promise<Buffer> {
+  const h = newHash();
+  const fh = await fsp.open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(length, 1)));
+    let pos = 0;
+    while (pos < length) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest();
+}
+
+/** Refuse a session before it starts (e.g. a second sender while one runs). */
+export async function refuseSession(ch: FrameChannel, err: FerryError): Promise<void> {
+  try {
+    await ch.send(MsgType.ERROR, encodeError({ code: err.code, message: err.message }));
+    await ch.close();
+  } catch {
+    ch.destroy();
+  }
+}
+
+export type Opening =
+  | { kind: 'session'; session: SessionMsg; frames: AsyncIterator<Frame> }
+  | { kind: 'join'; join: JoinMsg; frames: AsyncIterator<Frame> };
+
+/**
+ * Read the first frame of a new connection: SESSION starts a session, JOIN adds a
+ * stream to a running one. Anything else is FERRY_E_PROTOCOL.
+ */
+export async function readOpening(ch: FrameChannel): Promise<Opening> {
+  const frames = ch.frames()[Symbol.asyncIterator]();
+  const r = await frames.next();
+  if (r.done) throw new FerryError(ErrorCodes.CONNECT, `${ch.info.peer} closed the connection before starting a session`);
+  const { type, payload } = r.value;
+  if (type === MsgType.SESSION) return { kind: 'session', session: decodeSession(payload), frames };
+  if (type === MsgType.JOIN) return { kind: 'join', join: decodeJoin(payload), frames };
+  throw protocol(`expected SESSION or JOIN, got frame type ${type}`);
+}

@@ -1,0 +1,688 @@
+/**
+ * The sending side of a transfer session, as a state machine over FrameChannels:
+ * manifest out, decisions in, data out, commits in. No sockets here (modes/send.ts
+ * connects them), so the same code runs over TCP, ssh pipes and in-memory pairs.
+ *
+ * Why it is built this way:
+ * - No per-file round trip. The manifest is streamed in batches while the walk runs;
+ *   the receiver answers with batches of decisions; every decision that asks for
+ *   data puts a job on one queue, and the stream workers send as soon as jobs arrive.
+ *   Over a 40 ms link a session therefore costs about one round trip of latency plus
+ *   its bytes, never a round trip per file (docs/PROTOCOL.md, "Pipelining").
+ * - Bounded memory. Jobs are small descriptors; file contents are read only by a
+ *   worker that is about to send them, into the frame it is building, and each
+ *   `send` is awaited, so the channel's backpressure stops the reads. The whole
+ *   manifest (metadata only) is kept, for the decisions that refer to it.
+ * - `-P N`: one worker per stream, all taking from the same queue; a file of
+ *   `splitThreshold` bytes or more is cut into ranges of `rangeSize` that different
+ *   streams carry at once. Small files are packed many to a DATA frame.
+ * - Trust nothing from the receiver: a decision for an index we never sent, for a
+ *   non-file, twice, or a resume offset past the size is FERRY_E_PROTOCOL; a resume
+ *   offer is honoured only when the prefix hash matches our own file's prefix.
+ * - A source file is stat'ed before and after it is read; if its size or mtime
+ *   changed it is aborted (FERRY_E_CHANGED) instead of ended, and the receiver
+ *   discards it: a file is never published with content that was not a snapshot.
+ * - Sparse files (allocated < size): all-zero chunks are not sent; the receiver leaves
+ *   holes. The hash still covers the zeros.
+ * - Success means confirmation: the result lists what the receiver committed; the
+ *   caller exits 0 only when every file was committed or skipped.
+ */
+import { constants as fsc, promises as fsp } from 'node:fs';
+import type { SourceEntry } from '../core/entry.js';
+import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
+import type { FrameChannel } from '../secure/channel-api.js';
+import {
+  Action,
+  ByteWriter,
+  MsgType,
+  SessionFlags,
+  TRANSFER_VERSION,
+  decodeCommitted,
+  decodeDecisions,
+  decodeError,
+  decodeFailed,
+  decodeSessionOk,
+  decodeSummary,
+  encodeCount,
+  encodeError,
+  encodeJoin,
+  encodeManifest,
+  encodeSession,
+  writeAbort,
+  writeBegin,
+  writeChunkHeader,
+  writeEnd,
+  type SummaryMsg,
+  type WireEntry,
+} from '../wire/messages.js';
+import { hashFile, hashFilePrefix, isAllZero, newHash } from './hash.js';
+import { WorkQueue } from './queue.js';
+
+export interface SenderOptions {
+  /** Parallel streams (1 = the control stream only). */
+  streams: number;
+  /** Bytes per read / per CHUNK record of a large file. */
+  chunkSize: number;
+  checksum: boolean;
+  delete: boolean;
+  dryRun: boolean;
+  /** Exclude patterns, forwarded so that `--delete` spares excluded entries. */
+  excludes: readonly string[];
+  preserveSpecial: boolean;
+  /** Opens extra stream i (1..streams-1), already authenticated. */
+  openStream?: (i: number) => Promise<FrameChannel>;
+  /** Files at least this big are split into ranges (when streams > 1). */
+  splitThreshold?: number;
+  rangeSize?: number;
+  events?: SenderEvents;
+}
+
+export interface SenderEvents {
+  /** Called as the manifest grows (progress totals). */
+  onManifest?(files: number, bytes: number): void;
+  /** Payload bytes of file data put on the wire. */
+  onBytes?(n: number): void;
+  /** A file was confirmed committed or skipped by the receiver. */
+  onFileDone?(entry: SourceEntry, how: 'committed' | 'skipped'): void;
+  /** A per-entry failure (ours or the receiver's). */
+  onFailure?(err: FerryError): void;
+  /** Warnings (unsupported entry types…). */
+  onWarning?(err: FerryError): void;
+}
+
+export interface SenderResult {
+  /** The receiver's final counters. */
+  summary: SummaryMsg;
+  /** Every per-entry failure, ours and the receiver's. */
+  failures: FerryError[];
+  warnings: FerryError[];
+  files: number;
+  bytesTotal: number;
+  /** File payload bytes sent. */
+  bytesSent: number;
+  /** Bytes not sent because the receiver's verified partial file already had them. */
+  resumedBytes: number;
+  streams: number;
+}
+
+interface FileState {
+  entry: SourceEntry;
+  index: number;
+  decided: boolean;
+  resolved: boolean;
+  /** Ranges still to be sent, for split files. */
+  rangesLeft: number;
+  /** We aborted it (read error, changed source) and counted the failure. */
+  aborted: boolean;
+  /** The receiver reported it failed: stop sending it. */
+  dropped: boolean;
+}
+
+interface Job {
+  file: FileState;
+  /** The first job of a file: decides resume and splitting. */
+  head: boolean;
+  /** RESUME offer to verify before sending (head job only). */
+  resumeOffer?: { offset: number; hash: Uint8Array };
+  from: number;
+  start: number;
+  end: number;
+}
+
+const FRAME_TARGET = 256 * 1024;
+/** Small files (read whole, many at once per stream): at most this big… */
+const SMALL_FILE_MAX = 256 * 1024;
+/** …at most this many and this many bytes read ahead per stream. */
+const PREFETCH_FILES = 64;
+const PREFETCH_BYTES = 8 * 1024 * 1024;
+const MANIFEST_BATCH = 1024;
+const MANIFEST_FLUSH_MS = 20;
+const DEFAULT_SPLIT = 64 * 1024 * 1024;
+const DEFAULT_RANGE = 32 * 1024 * 1024;
+
+function remoteError(code: string, message: string): FerryError {
+  const known = Object.values(ErrorCodes).includes(code as ErrorCode) ? (code as ErrorCode) : ErrorCodes.REMOTE;
+  return new FerryError(known, `receiver: ${message}`);
+}
+
+function protocol(msg: string): FerryError {
+  return new FerryError(ErrorCodes.PROTOCOL, `receiver broke the protocol: ${msg}`);
+}
+
+/**
+ * Run one session as the sender. `entries` yields the walk's batches (fs/walk).
+ * Resolves when the receiver has confirmed every file; rejects with a fatal
+ * FerryError (auth, protocol, connection, the receiver's fatal error).
+ */
+export async function runSender(
+  control: FrameChannel,
+  entries: AsyncIterable<readonly SourceEntry[]>,
+  opts: SenderOptions,
+): Promise<SenderResult> {
+  const ev = opts.events ?? {};
+  const files: FileState[] = [];
+  const byIndex: (FileState | SourceEntry)[] = [];
+  const failures: FerryError[] = [];
+  const warnings: FerryError[] = [];
+  const queue = new WorkQueue<Job>();
+  const channels: FrameChannel[] = [control];
+  const splitThreshold = opts.splitThreshold ?? DEFAULT_SPLIT;
+  const rangeSize = opts.rangeSize ?? DEFAULT_RANGE;
+  let manifestCount = 0;
+  let manifestDone = false;
+  let fileCount = 0;
+  let decidedCount = 0;
+  /** Head jobs not yet started: they may still split into more jobs. */
+  let headsPending = 0;
+  let bytesTotal = 0;
+  let bytesSent = 0;
+  let resumedBytes = 0;
+  let fatal: FerryError | undefined;
+  let summary: SummaryMsg | undefined;
+  let resolveSummary!: () => void;
+  const summaryArrived = new Promise<void>((r) => (resolveSummary = r));
+
+  const fail = (e: unknown): FerryError => {
+    const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
+    if (!fatal) {
+      fatal = err;
+      queue.close();
+      resolveSummary();
+      for (const ch of channels) ch.destroy(err);
+    }
+    return fatal;
+  };
+
+  const addFailure = (err: FerryError): void => {
+    failures.push(err);
+    ev.onFailure?.(err);
+  };
+
+  const maybeCloseQueue = (): void => {
+    if (manifestDone && decidedCount === fileCount && headsPending === 0 && !queue.closed) queue.close();
+  };
+
+  // --- 1. Session start ------------------------------------------------------------
+  const flags =
+    (opts.checksum ? SessionFlags.CHECKSUM : 0) |
+    (opts.delete ? SessionFlags.DELETE : 0) |
+    (opts.dryRun ? SessionFlags.DRY_RUN : 0) |
+    (opts.preserveSpecial ? SessionFlags.PRESERVE_SPECIAL : 0);
+  await control.send(
+    MsgType.SESSION,
+    encodeSession({
+      version: TRANSFER_VERSION,
+      flags,
+      streams: opts.streams,
+      chunkSize: opts.chunkSize,
+      excludes: [...opts.excludes],
+    }),
+  );
+  const controlFrames = control.frames()[Symbol.asyncIterator]();
+  const first = await controlFrames.next();
+  if (first.done) throw new FerryError(ErrorCodes.CONNECT, 'receiver closed the session before accepting it');
+  if (first.value.type === MsgType.ERROR) {
+    const m = decodeError(first.value.payload);
+    throw remoteError(m.code, m.message);
+  }
+  if (first.value.type !== MsgType.SESSION_OK) throw protocol(`expected SESSION_OK, got frame type ${first.value.type}`);
+  const token = decodeSessionOk(first.value.payload);
+
+  // --- 2. The control reader: decisions, commits, failures, summary -----------------
+  const onDecisions = (payload: Uint8Array): void => {
+    for (const d of decodeDecisions(payload)) {
+      const f = byIndex[d.index];
+      if (f === undefined || !('decided' in f)) throw protocol(`decision for entry ${d.index}, which is not a file we sent`);
+      if (f.decided) throw protocol(`second decision for entry ${d.index}`);
+      f.decided = true;
+      decidedCount++;
+      const size = f.entry.size;
+      if (d.action === Action.SKIP) {
+        f.resolved = true;
+        ev.onFileDone?.(f.entry, 'skipped');
+      } else if (opts.dryRun) {
+        // Dry run: the receiver only reports what it would ask for.
+        if (d.offset > size) throw protocol(`resume offset ${d.offset} past the size of ${f.entry.path}`);
+      } else {
+        if (d.offset > size) throw protocol(`resume offset ${d.offset} past the size of ${f.entry.path}`);
+        const job: Job = { file: f, head: true, from: 0, start: 0, end: size };
+        if (d.action === Action.RESUME) job.resumeOffer = { offset: d.offset, hash: d.prefixHash! };
+        headsPending++;
+        queue.push(job);
+      }
+    }
+    maybeCloseQueue();
+  };
+
+  const onCommitted = (payload: Uint8Array): void => {
+    for (const i of decodeCommitted(payload)) {
+      const f = byIndex[i];
+      if (f === undefined || !('decided' in f)) throw protocol(`commit for entry ${i}, which is not a file we sent`);
+      if (!f.decided || f.resolved) throw protocol(`unexpected commit for ${f.entry.path}`);
+      if (!opts.dryRun && (f.rangesLeft > 0 || f.aborted)) throw protocol(`commit for ${f.entry.path} before its data was sent`);
+      f.resolved = true;
+      ev.onFileDone?.(f.entry, 'committed');
+    }
+  };
+
+  const onFailed = (payload: Uint8Array): void => {
+    for (const item of decodeFailed(payload)) {
+      const f = byIndex[item.index];
+      if (f === undefined) throw protocol(`failure report for unknown entry ${item.index}`);
+      const path = 'decided' in f ? f.entry.path : f.path;
+      if ('decided' in f) {
+        if (f.aborted) continue; // we aborted it ourselves and counted it already
+        if (f.resolved) throw protocol(`failure report for ${path}, already resolved`);
+        f.resolved = true;
+        f.dropped = true;
+        if (!f.decided) {
+          f.decided = true;
+          decidedCount++;
+        }
+      }
+      const code = Object.values(ErrorCodes).includes(item.code as ErrorCode) ? (item.code as ErrorCode) : ErrorCodes.REMOTE;
+      addFailure(new FerryError(code, `receiver: ${item.message}`, { subject: path }));
+    }
+    maybeCloseQueue();
+  };
+
+  const controlReader = (async () => {
+    for (;;) {
+      const r = await controlFrames.next();
+      if (r.done) {
+        if (!summary) throw new FerryError(ErrorCodes.CONNECT, `receiver ${control.info.peer} ended the session early`);
+        return;
+      }
+      const { type, payload } = r.value;
+      switch (type) {
+        case MsgType.DECISIONS:
+          onDecisions(payload);
+          break;
+        case MsgType.COMMITTED:
+          onCommitted(payload);
+          break;
+        case MsgType.FAILED:
+          onFailed(payload);
+          break;
+        case MsgType.SUMMARY:
+          if (summary) throw protocol('second SUMMARY');
+          summary = decodeSummary(payload);
+          if (!manifestDone) throw protocol('SUMMARY before the manifest was complete');
+          for (const f of files) if (!f.resolved) throw protocol(`SUMMARY before ${f.entry.path} was confirmed`);
+          resolveSummary();
+          break;
+        case MsgType.ERROR: {
+          const m = decodeError(payload);
+          throw remoteError(m.code, m.message);
+        }
+        default:
+          throw protocol(`unexpected frame type ${type} on the control stream`);
+      }
+    }
+  })().catch((e) => {
+    throw fail(e);
+  });
+  controlReader.catch(() => undefined);
+
+  // --- 3. Extra streams -------------------------------------------------------------
+  const extraReaders: Promise<void>[] = [];
+  const drainExtra = async (ch: FrameChannel): Promise<void> => {
+    for await (const f of ch.frames()) {
+      if (f.type === MsgType.ERROR) {
+        const m = decodeError(f.payload);
+        throw remoteError(m.code, m.message);
+      }
+      throw protocol(`unexpected frame type ${f.type} on a data stream`);
+    }
+  };
+  if (opts.streams > 1) {
+    if (!opts.openStream) throw new FerryError(ErrorCodes.INTERNAL, 'streams > 1 without openStream');
+    const opened = await Promise.all(
+      Array.from({ length: opts.streams - 1 }, async (_, k) => {
+        const ch = await opts.openStream!(k + 1);
+        await ch.send(MsgType.JOIN, encodeJoin({ token, stream: k + 1 }));
+        return ch;
+      }),
+    ).catch((e) => {
+      throw fail(e);
+    });
+    for (const ch of opened) {
+      channels.push(ch);
+      const p = drainExtra(ch).catch((e) => {
+        throw fail(e);
+      });
+      p.catch(() => undefined);
+      extraReaders.push(p);
+    }
+    if (fatal) throw fatal;
+  }
+
+  // --- 4. Stream workers ------------------------------------------------------------
+  const zeroSparse = (e: SourceEntry): boolean => e.allocated < e.size;
+
+  const sendJob = async (ch: FrameChannel, job: Job, frame: { w: ByteWriter }, flush: () => Promise<void>): Promise<void> => {
+    const { file } = job;
+    const entry = file.entry;
+    const abort = (err: FerryError): void => {
+      writeAbort(frame.w, file.index, err.code, err.message);
+      if (!file.aborted) {
+        file.aborted = true;
+        if (!file.resolved) {
+          file.resolved = true;
+          addFailure(err);
+        }
+      }
+    };
+    let headDone = !job.head;
+    const finishHead = (): void => {
+      if (!headDone) {
+        headDone = true;
+        headsPending--;
+        maybeCloseQueue();
+      }
+    };
+    if (file.aborted || file.dropped) return finishHead();
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(entry.absPath, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      const st0 = await fh.stat({ bigint: true });
+      if (Number(st0.size) !== entry.size || st0.mtimeNs !== entry.mtimeNs) {
+        throw new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed since it was listed`, { subject: entry.path });
+      }
+      if (job.head) {
+        job.head = false;
+        let from = 0;
+        if (job.resumeOffer) {
+          // The receiver claims to hold the first `offset` bytes: believe it only if the hashes agree.
+          const { offset, hash } = job.resumeOffer;
+          const mine = await hashFilePrefix(entry.absPath, offset);
+          if (mine.equals(hash)) from = offset;
+          resumedBytes += from;
+          delete job.resumeOffer;
+        }
+        job.from = from;
+        job.start = from;
+        // Split what is left into ranges that the other streams carry at once.
+        const left = entry.size - from;
+        if (opts.streams > 1 && left >= splitThreshold) {
+          const ranges: Job[] = [];
+          for (let s = from; s < entry.size; s += rangeSize) {
+            ranges.push({ file, head: false, from, start: s, end: Math.min(entry.size, s + rangeSize) });
+          }
+          file.rangesLeft = ranges.length;
+          job.end = ranges[0]!.end;
+          queue.pushFront(ranges.slice(1));
+        } else {
+          file.rangesLeft = 1;
+        }
+        headsPending--;
+        headDone = true;
+        maybeCloseQueue();
+      }
+      if (frame.w.length > FRAME_TARGET) await flush();
+      writeBegin(frame.w, file.index, job.from, job.start, job.end);
+      const h = newHash();
+      const sparse = zeroSparse(entry);
+      let pos = job.start;
+      while (pos < job.end) {
+        if (file.aborted || file.dropped) {
+          // Another range failed, or the receiver gave up on the file: close our range.
+          writeAbort(frame.w, file.index, ErrorCodes.CHANGED, `${entry.path}: abandoned`);
+          return;
+        }
+        const n = Math.min(opts.chunkSize, job.end - pos);
+        if (frame.w.length + n + 64 > Math.max(FRAME_TARGET, opts.chunkSize + 64) && frame.w.length > 0) await flush();
+        const mark = frame.w.length;
+        writeChunkHeader(frame.w, pos, n);
+        const room = frame.w.reserve(n);
+        let got = 0;
+        while (got < n) {
+          const { bytesRead } = await fh.read(room, got, n - got, pos + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        if (got < n) {
+          frame.w.rewind(mark);
+          throw new FerryError(ErrorCodes.CHANGED, `${entry.path}: shrank while being sent`, { subject: entry.path });
+        }
+        const data = room.subarray(0, n);
+        h.update(data);
+        if (sparse && isAllZero(data)) {
+          frame.w.rewind(mark); // leave a hole: the receiver feeds zeros to its hash
+        } else {
+          frame.w.advance(n);
+          bytesSent += n;
+          ev.onBytes?.(n);
+        }
+        pos += n;
+      }
+      const st1 = await fh.stat({ bigint: true });
+      if (Number(st1.size) !== entry.size || st1.mtimeNs !== entry.mtimeNs || st1.ctimeNs !== st0.ctimeNs) {
+        throw new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed while being sent`, { subject: entry.path });
+      }
+      writeEnd(frame.w, h.digest());
+      file.rangesLeft--;
+    } catch (e) {
+      if (fatal) throw fatal;
+      const err = isFerryError(e) ? e : fromSystemError(e, 'read', entry.path);
+      if (err.code === ErrorCodes.PROTOCOL || err.code === ErrorCodes.INTEGRITY || err.code === ErrorCodes.CONNECT) throw err;
+      abort(err);
+    } finally {
+      finishHead();
+      await fh?.close().catch(() => undefined);
+    }
+  };
+
+  /**
+   * Small files are read ahead, many at once: one stream handling one file at a time
+   * would pay open/stat/read/stat/close thread-pool round trips in series for each
+   * file. `prefetch` does all of that for a whole small file (its bytes are kept,
+   * bounded by PREFETCH_BYTES per stream); `emitSmall` then packs it into the frame
+   * in queue order.
+   */
+  const isSmall = (job: Job): boolean =>
+    job.head && job.resumeOffer === undefined && job.file.entry.size <= SMALL_FILE_MAX && job.file.entry.size <= opts.chunkSize;
+
+  const prefetch = async (job: Job): Promise<Buffer | FerryError> => {
+    const entry = job.file.entry;
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(entry.absPath, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      const st0 = await fh.stat({ bigint: true });
+      if (Number(st0.size) !== entry.size || st0.mtimeNs !== entry.mtimeNs) {
+        return new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed since it was listed`, { subject: entry.path });
+      }
+      const buf = Buffer.allocUnsafe(entry.size);
+      let got = 0;
+      while (got < entry.size) {
+        const { bytesRead } = await fh.read(buf, got, entry.size - got, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      const st1 = await fh.stat({ bigint: true });
+      if (got !== entry.size || Number(st1.size) !== entry.size || st1.mtimeNs !== entry.mtimeNs || st1.ctimeNs !== st0.ctimeNs) {
+        return new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed while being sent`, { subject: entry.path });
+      }
+      return buf;
+    } catch (e) {
+      return isFerryError(e) ? e : fromSystemError(e, 'read', entry.path);
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+  };
+
+  const emitSmall = (job: Job, data: Buffer | FerryError, frame: { w: ByteWriter }): void => {
+    const file = job.file;
+    job.head = false;
+    file.rangesLeft = 1;
+    headsPending--;
+    maybeCloseQueue();
+    if (file.aborted || file.dropped) return;
+    if (!(data instanceof Buffer)) {
+      writeAbort(frame.w, file.index, data.code, data.message);
+      file.aborted = true;
+      if (!file.resolved) {
+        file.resolved = true;
+        addFailure(data);
+      }
+      return;
+    }
+    const size = file.entry.size;
+    writeBegin(frame.w, file.index, 0, 0, size);
+    const sparse = file.entry.allocated < size && isAllZero(data);
+    if (size > 0 && !sparse) {
+      writeChunkHeader(frame.w, 0, size);
+      frame.w.bytes(data);
+      bytesSent += size;
+      ev.onBytes?.(size);
+    }
+    writeEnd(frame.w, newHash().update(data).digest());
+    file.rangesLeft = 0;
+  };
+
+  const worker = async (ch: FrameChannel): Promise<void> => {
+    const frame = { w: new ByteWriter(FRAME_TARGET + opts.chunkSize + 256) };
+    const flush = async (): Promise<void> => {
+      if (frame.w.length === 0) return;
+      const payload = frame.w.view();
+      frame.w = new ByteWriter(FRAME_TARGET + opts.chunkSize + 256);
+      await ch.send(MsgType.DATA, payload);
+    };
+    const window: { job: Job; data: Promise<Buffer | FerryError> | null }[] = [];
+    let windowBytes = 0;
+    for (;;) {
+      if (fatal) throw fatal;
+      // Top up the read-ahead window with small files; a big file ends the top-up.
+      while (window.length < PREFETCH_FILES && windowBytes < PREFETCH_BYTES) {
+        if (window.length > 0 && window[window.length - 1]!.data === null) break;
+        let job = queue.tryTake();
+        if (job === undefined && window.length === 0) {
+          await flush();
+          job = await queue.take();
+        }
+        if (job === undefined) break;
+        if (isSmall(job)) {
+          const p = prefetch(job);
+          window.push({ job, data: p });
+          windowBytes += job.file.entry.size;
+        } else {
+          window.push({ job, data: null });
+        }
+      }
+      const item = window.shift();
+      if (item === undefined) break; // queue closed and drained
+      if (item.data === null) {
+        await sendJob(ch, item.job, frame, flush);
+      } else {
+        const data = await item.data;
+        windowBytes -= item.job.file.entry.size;
+        if (frame.w.length + item.job.file.entry.size + 128 > FRAME_TARGET && frame.w.length > 0) await flush();
+        emitSmall(item.job, data, frame);
+      }
+    }
+    await flush();
+  };
+
+  const workers = channels.map((ch) =>
+    worker(ch).catch((e) => {
+      throw fail(e);
+    }),
+  );
+  for (const w of workers) w.catch(() => undefined);
+
+  // --- 5. The manifest, streamed while the walk runs -----------------------------------
+  try {
+    let batch: WireEntry[] = [];
+    let batchStarted = Date.now();
+    const flushManifest = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const b = batch;
+      batch = [];
+      if (opts.checksum) await hashBatch(b, byIndex);
+      await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum));
+      ev.onManifest?.(fileCount, bytesTotal);
+    };
+    for await (const group of entries) {
+      if (fatal) break;
+      for (const e of group) {
+        const index = manifestCount++;
+        const w: WireEntry = { index, kind: e.kind, path: e.path, size: e.size, mode: e.mode, mtimeNs: e.mtimeNs };
+        if (e.target !== undefined) w.target = e.target;
+        if (e.kind === 'file') {
+          const f: FileState = { entry: e, index, decided: false, resolved: false, rangesLeft: 1, aborted: false, dropped: false };
+          files.push(f);
+          byIndex[index] = f;
+          fileCount++;
+          bytesTotal += e.size;
+        } else {
+          byIndex[index] = e;
+        }
+        if (batch.length === 0) batchStarted = Date.now();
+        batch.push(w);
+        if (batch.length >= MANIFEST_BATCH || Date.now() - batchStarted > MANIFEST_FLUSH_MS) await flushManifest();
+      }
+    }
+    if (fatal) throw fatal;
+    await flushManifest();
+    manifestDone = true;
+    await control.send(MsgType.MANIFEST_END, encodeCount(manifestCount));
+    ev.onManifest?.(fileCount, bytesTotal);
+    maybeCloseQueue();
+  } catch (e) {
+    throw fail(e);
+  }
+
+  // --- 6. Wait for the data to go out and the receiver to confirm -----------------------
+  await Promise.all(workers).catch((e) => {
+    throw fail(e);
+  });
+  await summaryArrived;
+  if (fatal) throw fatal;
+  for (const f of files) {
+    if (!f.resolved) throw fail(protocol(`summary before ${f.entry.path} was confirmed`));
+  }
+  await Promise.all(channels.map((ch) => ch.close())).catch((e) => {
+    throw fail(e);
+  });
+  await Promise.all([controlReader, ...extraReaders]).catch((e) => {
+    throw fail(e);
+  });
+  return {
+    summary: summary!,
+    failures,
+    warnings,
+    files: fileCount,
+    bytesTotal,
+    bytesSent,
+    resumedBytes,
+    streams: channels.length,
+  };
+}
+
+/** --checksum: hash the files of a manifest batch (a few at a time) before sending it. */
+async function hashBatch(batch: WireEntry[], byIndex: (FileState | SourceEntry)[]): Promise<void> {
+  const todo = batch.filter((w) => w.kind === 'file');
+  let next = 0;
+  const one = async (): Promise<void> => {
+    while (next < todo.length) {
+      const w = todo[next++]!;
+      const f = byIndex[w.index] as FileState;
+      try {
+        w.hash = await hashFile(f.entry.absPath, f.entry.size);
+      } catch {
+        w.hash = new Uint8Array(32); // unreadable: the receiver asks for it, the read then fails and is reported
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, one));
+}
+
+/** Send a fatal error to the peer, best effort, before tearing the channel down. */
+export async function sendFatal(ch: FrameChannel, err: FerryError): Promise<void> {
+  try {
+    await ch.send(MsgType.ERROR, encodeError({ code: err.code, message: err.message }));
+    await ch.close();
+  } catch {
+    /* the peer may be gone already */
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * Channel frames: the unit the transfer layer speaks in, carried as a plain byte
+ * stream inside the secure channel's records (or raw, with --no-encrypt).
+ *
+ *   frame = type (u8) || length (u32, big-endian) || payload (length bytes)
+ *
+ * Frames and records are deliberately independent: a record (≤ 16 KiB, RFC 8446
+ * §5.2) may hold many small frames, and a large frame spans many records. That keeps
+ * the record layer byte-identical to what the kernel's kTLS produces (the kernel
+ * knows nothing of frames) and lets small frames share a record.
+ *
+ * The decoder follows undici's ByteParser: incoming chunks go into a `BufferList`,
+ * `consume(n)` hands out a `subarray` when the bytes lie in one chunk and copies
+ * only when a frame spans chunks. The length field is checked against the cap
+ * before anything is allocated, so a peer announcing 2 GiB costs us nothing.
+ *
+ * Pure: no I/O, no timers. Types 0x00-0x0f are reserved for the channel itself
+ * (end of stream, key update); transfer/ uses 0x10 and up.
+ */
+import { ErrorCodes, FerryError } from '../core/errors.js';
+
+export const FRAME_HEADER_BYTES = 5;
+/** Default cap on one frame's payload: 4 MiB (secure/channel-api.ts MAX_FRAME_PAYLOAD). */
+export const DEFAULT_MAX_FRAME_PAYLOAD = 4 * 1024 * 1024;
+
+/** Channel-level frame types (0x00-0x0f are reserved for the channel). */
+export const FrameTypes = {
+  /** The authenticated end of a direction: nothing follows it. Empty payload. */
+  END: 0x00,
+  /** The sender switches to its next traffic key after this frame's record (RFC 8446 §4.6.3, §7.2). */
+  KEY_UPDATE: 0x01,
+} as const;
+export const LAST_RESERVED_FRAME_TYPE = 0x0f;
+
+export interface WireFrame {
+  type: number;
+  payload: Buffer;
+}
+
+/** The 5-byte header for a frame of `length` payload bytes. */
+export function encodeFrameHeader(type: number, length: number): Buffer {
+  if (!Number.isInteger(type) || type < 0 || type > 0xff) {
+    throw new FerryError(ErrorCodes.INTERNAL, `frame type ${type} is not a byte`);
+  }
+  if (!Number.isInteger(length) || length < 0 || length > 0xffffffff) {
+    throw new FerryError(ErrorCodes.INTERNAL, `frame length ${length} out of range`);
+  }
+  const h = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+  h[0] = type;
+  h.writeUInt32BE(length, 1);
+  return h;
+}
+
+/** A whole frame as a list of buffers (header first), ready for writev or sealing. */
+export function encodeFrame(type: number, payload: Uint8Array | readonly Uint8Array[]): Buffer[] {
+  const parts: Buffer[] = [];
+  let length = 0;
+  if (payload instanceof Uint8Array) {
+    parts.push(toBuffer(payload));
+    length = payload.byteLength;
+  } else {
+    for (const p of payload) {
+      parts.push(toBuffer(p));
+      length += p.byteLength;
+    }
+  }
+  return [encodeFrameHeader(type, length), ...parts];
+}
+
+function toBuffer(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/**
+ * A queue of byte chunks read from a stream. `consume(n)` removes and returns the
+ * first n bytes: a view when they lie in the first chunk, one copy otherwise.
+ */
+export class BufferList {
+  #chunks: Buffer[] = [];
+  #head = 0; // index of the first live chunk in #chunks
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.#chunks.push(chunk);
+    this.#length += chunk.length;
+  }
+
+  /** Byte at offset `i` (must be < length). */
+  byteAt(i: number): number {
+    let k = this.#head;
+    for (;;) {
+      const c = this.#chunks[k]!;
+      if (i < c.length) return c[i]!;
+      i -= c.length;
+      k++;
+    }
+  }
+
+  /** Big-endian unsigned integer of `size` (1..4) bytes at offset `at`, without consuming. */
+  readUIntBE(at: number, size: number): number {
+    const first = this.#chunks[this.#head];
+    if (first !== undefined && at + size <= first.length) return first.readUIntBE(at, size);
+    let v = 0;
+    for (let i = 0; i < size; i++) v = v * 256 + this.byteAt(at + i);
+    return v;
+  }
+
+  /** Remove and return the first n bytes (n ≤ length). */
+  consume(n: number): Buffer {
+    if (n > this.#length) throw new FerryError(ErrorCodes.INTERNAL, `consume(${n}) beyond ${this.#length} buffered bytes`);
+    if (n === 0) return Buffer.alloc(0);
+    this.#length -= n;
+    const first = this.#chunks[this.#head]!;
+    if (n < first.length) {
+      this.#chunks[this.#head] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (n === first.length) {
+      this.#shift();
+      return first;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.#chunks[this.#head]!;
+      const take = Math.min(c.length, n - off);
+      c.copy(out, off, 0, take);
+      off += take;
+      if (take === c.length) this.#shift();
+      else this.#chunks[this.#head] = c.subarray(take);
+    }
+    return out;
+  }
+
+  /** Remove the first n bytes and return them as views of the chunks they lie in (no copy). */
+  consumeParts(n: number): Buffer[] {
+    if (n > this.#length) throw new FerryError(ErrorCodes.INTERNAL, `consume(${n}) beyond ${this.#length} buffered bytes`);
+    this.#length -= n;
+    const out: Buffer[] = [];
+    while (n > 0) {
+      const c = this.#chunks[this.#head]!;
+      if (n < c.length) {
+        out.push(c.subarray(0, n));
+        this.#chunks[this.#head] = c.subarray(n);
+        break;
+      }
+      out.push(c);
+      n -= c.length;
+      this.#shift();
+    }
+    return out;
+  }
+
+  /** Remove and return everything buffered, as the list of chunks (no copy). */
+  drain(): Buffer[] {
+    const out = this.#chunks.slice(this.#head);
+    this.#chunks = [];
+    this.#head = 0;
+    this.#length = 0;
+    return out;
+  }
+
+  #shift(): void {
+    this.#chunks[this.#head] = undefined as unknown as Buffer;
+    this.#head++;
+    if (this.#head > 64 && this.#head * 2 > this.#chunks.length) {
+      this.#chunks = this.#chunks.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+}
+
+export interface FrameDecoderOptions {
+  /** Largest payload accepted; checked before allocating. Default 4 MiB. */
+  maxPayload?: number;
+  /** Who sent the bytes, for error messages. */
+  peer?: string;
+}
+
+/**
+ * Streaming frame decoder: `push` bytes as they arrive, then call `next()` until it
+ * returns null. Throws FerryError(FERRY_E_PROTOCOL) on an oversized length.
+ */
+export class FrameDecoder {
+  readonly #list = new BufferList();
+  readonly #max: number;
+  readonly #peer: string;
+
+  constructor(opts: FrameDecoderOptions = {}) {
+    this.#max = opts.maxPayload ?? DEFAULT_MAX_FRAME_PAYLOAD;
+    this.#peer = opts.peer ?? 'peer';
+  }
+
+  /** Bytes received but not yet returned as frames. */
+  get buffered(): number {
+    return this.#list.length;
+  }
+
+  push(chunk: Buffer): void {
+    this.#list.push(chunk);
+  }
+
+  next(): WireFrame | null {
+    const list = this.#list;
+    if (list.length < FRAME_HEADER_BYTES) return null;
+    const length = list.readUIntBE(1, 4);
+    if (length > this.#max) {
+      throw new FerryError(
+        ErrorCodes.PROTOCOL,
+        `${this.#peer}: frame of ${length} bytes exceeds the ${this.#max}-byte limit`,
+        { subject: this.#peer },
+      );
+    }
+    if (list.length < FRAME_HEADER_BYTES + length) return null;
+    const type = list.byteAt(0);
+    list.consume(FRAME_HEADER_BYTES);
+    return { type, payload: list.consume(length) };
+  }
+}

@@ -1,0 +1,116 @@
+// The tree walker (fs/walk.ts): trailing-slash rule, order, hard links, excludes, warnings.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { ErrorCodes, FerryError } from '../src/core/errors.js';
+import { compileExcludes } from '../src/fs/exclude.js';
+import { resolveSource, walk, walkAll } from '../src/fs/walk.js';
+import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
+
+after(cleanupTmpDirs);
+
+async function sample(): Promise<string> {
+  const base = await tmpDir();
+  const src = path.join(base, 'src');
+  const spec: Record<string, string | { type: 'hardlink'; target: string } | { type: 'symlink'; target: string }> = {
+    'a/b/c/deep.txt': 'deep',
+    'a/one.txt': '1',
+    'top.txt': 'top',
+    'h1': 'linked',
+    'a/h2': { type: 'hardlink', target: 'h1' },
+    'a/b/h3': { type: 'hardlink', target: 'h1' },
+    'ln': { type: 'symlink', target: 'a/one.txt' },
+  };
+  for (let i = 0; i < 300; i++) spec[`many/f${i}`] = String(i);
+  await makeTree(src, spec);
+  return src;
+}
+
+test('trailing-slash rule: SRC/ gives contents, SRC gives SRC/<name>', async () => {
+  const src = await sample();
+  const r1 = await resolveSource(src + '/');
+  assert.equal(r1.prefix, '');
+  const r2 = await resolveSource(src);
+  assert.equal(r2.prefix, 'src');
+  const e1 = await walkAll(r1);
+  const e2 = await walkAll(r2);
+  assert.ok(e1.some((e) => e.path === 'top.txt'));
+  assert.equal(e2[0]?.path, 'src');
+  assert.equal(e2[0]?.kind, 'dir');
+  assert.ok(e2.every((e) => e.path === 'src' || e.path.startsWith('src/')));
+  assert.equal(e2.length, e1.length + 1);
+});
+
+test('single file source and missing source', async () => {
+  const src = await sample();
+  const r = await resolveSource(path.join(src, 'top.txt'));
+  assert.equal(r.kind, 'file');
+  const all = await walkAll(r);
+  assert.deepEqual(all.map((e) => [e.path, e.kind, e.size]), [['top.txt', 'file', 3]]);
+  await assert.rejects(resolveSource(path.join(src, 'nope')), (e: unknown) => e instanceof FerryError && e.code === ErrorCodes.SRC_MISSING);
+});
+
+test('parents come before children; every entry once; streamed in batches', async () => {
+  const src = await sample();
+  const seen = new Set<string>();
+  let batches = 0;
+  for await (const batch of walk(await resolveSource(src + '/'), { concurrency: 8, dirConcurrency: 3 })) {
+    batches++;
+    for (const e of batch) {
+      const parent = e.path.includes('/') ? e.path.slice(0, e.path.lastIndexOf('/')) : '';
+      if (parent !== '') assert.ok(seen.has(parent), `${e.path} before its parent`);
+      assert.ok(!seen.has(e.path), `${e.path} twice`);
+      seen.add(e.path);
+    }
+  }
+  assert.ok(batches > 1);
+  assert.equal(seen.size, 300 + 1 + 3 + 1 + 1 + 1 + 3 + 1); // many/*, many, a a/b a/b/c, deep, one, top, h1 h2 h3, ln
+});
+
+test('hard links: first emitted is a file, the rest point at it', async () => {
+  const src = await sample();
+  const all = await walkAll(await resolveSource(src + '/'));
+  const group = all.filter((e) => ['h1', 'a/h2', 'a/b/h3'].includes(e.path));
+  const files = group.filter((e) => e.kind === 'file');
+  assert.equal(files.length, 1);
+  for (const e of group.filter((x) => x.kind === 'hardlink')) {
+    assert.equal(e.target, files[0]!.path);
+    assert.ok(all.indexOf(e) > all.indexOf(files[0]!));
+  }
+  const ln = all.find((e) => e.path === 'ln')!;
+  assert.equal(ln.kind, 'symlink');
+  assert.equal(ln.target, 'a/one.txt');
+});
+
+test('excludes: excluded directories are not descended; an excluded first link does not dangle', async () => {
+  const src = await sample();
+  const all = await walkAll(await resolveSource(src + '/'), { exclude: compileExcludes(['many/', 'h1', '*.txt']) });
+  const paths = all.map((e) => e.path);
+  assert.ok(!paths.some((p) => p.startsWith('many')));
+  assert.ok(!paths.some((p) => p.endsWith('.txt')));
+  const links = all.filter((e) => e.path === 'a/h2' || e.path === 'a/b/h3');
+  assert.equal(links.filter((e) => e.kind === 'file').length, 1);
+});
+
+test('FIFOs are reported as FERRY_E_UNSUPPORTED and skipped; ferry temp files are skipped', async () => {
+  const src = await sample();
+  execFileSync('mkfifo', [path.join(src, 'pipe')]);
+  await fsp.writeFile(path.join(src, '.ferry-0123abcd.top.txt.part'), 'partial');
+  const problems: FerryError[] = [];
+  const all = await walkAll(await resolveSource(src + '/'), { onProblem: (e) => problems.push(e) });
+  assert.ok(!all.some((e) => e.path === 'pipe' || e.path.startsWith('.ferry-')));
+  assert.deepEqual(problems.map((p) => [p.code, p.subject]), [[ErrorCodes.UNSUPPORTED, 'pipe']]);
+});
+
+test('metadata: mode, size, mtime in ns, allocated', async () => {
+  const base = await tmpDir();
+  await makeTree(base, { f: { type: 'file', content: 'abc', mode: 0o640, mtime: 1_500_000_000_123_456_789n } });
+  const [e] = await walkAll(await resolveSource(path.join(base, 'f')));
+  assert.equal(e!.mode, 0o640);
+  assert.equal(e!.size, 3);
+  const st = await fsp.stat(path.join(base, 'f'), { bigint: true });
+  assert.equal(e!.mtimeNs, st.mtimeNs);
+  assert.equal(e!.ino, st.ino);
+});

@@ -1,0 +1,272 @@
+/**
+ * Test helpers shared by every suite that builds or compares directory trees.
+ *
+ *   const root = await tmpDir();                 // under os.tmpdir(); removed by cleanupTmpDirs()
+ *   await makeTree(root, { 'a/b.txt': 'hi', 'd/': { type: 'dir', mode: 0o755 }, ... });
+ *   assert.deepEqual(await compareTrees(src, dst), []);   // [] = identical
+ *   const r = await runFerry(['copy', src + '/', dst, '--json']);
+ *
+ * Spec values: a string/Buffer is a file's content; objects give the kind and metadata
+ * (see TreeSpecEntry). Paths ending in '/' are directories. Entries are created in
+ * sorted order with parents first; hard links and symlinks after files; modes and
+ * mtimes last (deepest first) so directory mtimes stick.
+ *
+ * compareTrees lists differences as readable strings: kind, content (SHA-256), size,
+ * mode, mtime (equal, or equal to what Node's utimes stores: fs/safe-writer
+ * mtimesEqual), symlink target, hard-link
+ * groups (which paths share an inode), and optionally sparseness.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fsp, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { mtimesEqual } from '../../src/fs/safe-writer.js';
+
+export type TreeSpecEntry =
+  | string
+  | Buffer
+  | { type: 'file'; content?: string | Buffer; mode?: number; mtime?: bigint | Date }
+  | { type: 'sparse'; size: number; data?: Array<{ offset: number; content: string | Buffer }>; mode?: number; mtime?: bigint | Date }
+  | { type: 'dir'; mode?: number; mtime?: bigint | Date }
+  | { type: 'symlink'; target: string; mtime?: bigint | Date }
+  | { type: 'hardlink'; target: string };
+
+export type TreeSpec = Record<string, TreeSpecEntry>;
+
+const made: string[] = [];
+
+/** A fresh directory under os.tmpdir(), removed by cleanupTmpDirs() (and at exit). */
+export async function tmpDir(prefix = 'ferry-test-'): Promise<string> {
+  const d = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  made.push(d);
+  return d;
+}
+
+export async function cleanupTmpDirs(): Promise<void> {
+  while (made.length > 0) {
+    const d = made.pop()!;
+    await makeWritable(d).catch(() => {});
+    await fsp.rm(d, { recursive: true, force: true });
+  }
+}
+
+process.on('exit', () => {
+  for (const d of made) {
+    try {
+      rmSync(d, { recursive: true, force: true });
+    } catch {
+      /* best effort */
+    }
+  }
+});
+
+async function makeWritable(d: string): Promise<void> {
+  const st = await fsp.lstat(d);
+  if (!st.isDirectory()) return;
+  await fsp.chmod(d, 0o700);
+  for (const n of await fsp.readdir(d)) await makeWritable(path.join(d, n)).catch(() => {});
+}
+
+function toSeconds(t: bigint | Date): number {
+  if (t instanceof Date) return t.getTime() / 1000;
+  return Number(t / 1_000_000_000n) + Number(t % 1_000_000_000n) / 1e9;
+}
+
+/** Build a tree under `root` (which may exist). */
+export async function makeTree(root: string, spec: TreeSpec): Promise<void> {
+  const names = Object.keys(spec).sort();
+  const late: Array<() => Promise<void>> = [];
+  const meta: Array<{ p: string; mode?: number; mtime?: bigint | Date; link?: boolean; depth: number }> = [];
+  const isDirKey = (k: string): boolean => k.endsWith('/') || (typeof spec[k] === 'object' && !Buffer.isBuffer(spec[k]) && (spec[k] as { type: string }).type === 'dir');
+  for (const key of names) {
+    const rel = key.replace(/\/+$/, '');
+    const p = path.join(root, rel);
+    const v = spec[key]!;
+    await fsp.mkdir(path.dirname(p), { recursive: true });
+    const depth = rel.split('/').length;
+    if (typeof v === 'string' || Buffer.isBuffer(v)) {
+      if (isDirKey(key)) await fsp.mkdir(p, { recursive: true });
+      else await fsp.writeFile(p, v);
+      continue;
+    }
+    switch (v.type) {
+      case 'file':
+        await fsp.writeFile(p, v.content ?? '');
+        meta.push({ p, depth, ...(v.mode !== undefined ? { mode: v.mode } : {}), ...(v.mtime !== undefined ? { mtime: v.mtime } : {}) });
+        break;
+      case 'sparse': {
+        const fh = await fsp.open(p, 'w');
+        for (const d of v.data ?? []) {
+          const b = Buffer.from(d.content);
+          await fh.write(b, 0, b.length, d.offset);
+        }
+        await fh.truncate(v.size);
+        await fh.close();
+        meta.push({ p, depth, ...(v.mode !== undefined ? { mode: v.mode } : {}), ...(v.mtime !== undefined ? { mtime: v.mtime } : {}) });
+        break;
+      }
+      case 'dir':
+        await fsp.mkdir(p, { recursive: true });
+        meta.push({ p, depth, ...(v.mode !== undefined ? { mode: v.mode } : {}), ...(v.mtime !== undefined ? { mtime: v.mtime } : {}) });
+        break;
+      case 'symlink':
+        late.push(async () => {
+          await fsp.symlink(v.target, p);
+          if (v.mtime !== undefined) await fsp.lutimes(p, toSeconds(v.mtime), toSeconds(v.mtime));
+        });
+        break;
+      case 'hardlink':
+        late.push(() => fsp.link(path.join(root, v.target), p));
+        break;
+    }
+  }
+  for (const f of late) await f();
+  meta.sort((a, b) => b.depth - a.depth);
+  for (const m of meta) {
+    if (m.mode !== undefined) await fsp.chmod(m.p, m.mode);
+    if (m.mtime !== undefined) await fsp.utimes(m.p, toSeconds(m.mtime), toSeconds(m.mtime));
+  }
+}
+
+export interface SnapEntry {
+  kind: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  mtimeNs: bigint;
+  ino: bigint;
+  nlink: number;
+  allocated: number;
+  hash?: string;
+  target?: string;
+}
+
+/** Every entry under root (relative path → metadata and content hash). */
+export async function snapshotTree(root: string, opts: { hash?: boolean } = {}): Promise<Map<string, SnapEntry>> {
+  const out = new Map<string, SnapEntry>();
+  async function rec(dir: string, rel: string): Promise<void> {
+    for (const name of (await fsp.readdir(dir)).sort()) {
+      const p = path.join(dir, name);
+      const r = rel === '' ? name : `${rel}/${name}`;
+      const st = await fsp.lstat(p, { bigint: true });
+      const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+      const e: SnapEntry = {
+        kind,
+        size: kind === 'file' ? Number(st.size) : 0,
+        mode: Number(st.mode & 0o7777n),
+        mtimeNs: st.mtimeNs,
+        ino: st.ino,
+        nlink: Number(st.nlink),
+        allocated: Number(st.blocks) * 512,
+      };
+      if (kind === 'file' && opts.hash !== false) e.hash = createHash('sha256').update(await fsp.readFile(p)).digest('hex');
+      if (kind === 'symlink') e.target = await fsp.readlink(p);
+      out.set(r, e);
+      if (kind === 'dir') await rec(p, r);
+    }
+  }
+  await rec(root, '');
+  return out;
+}
+
+export interface CompareOptions {
+  checkMtime?: boolean;
+  checkMode?: boolean;
+  /** Compare which paths share an inode (default true). */
+  checkHardlinks?: boolean;
+  /** Files sparse in a must be sparse in b (default false). */
+  checkSparse?: boolean;
+  /** Compare symlinks' own mtimes (default true when checkMtime). */
+  checkLinkMtime?: boolean;
+  ignore?: (rel: string) => boolean;
+}
+
+/** Differences between two trees as readable lines; [] means identical. */
+export async function compareTrees(a: string, b: string, opts: CompareOptions = {}): Promise<string[]> {
+  const checkMtime = opts.checkMtime ?? true;
+  const checkMode = opts.checkMode ?? true;
+  const sa = await snapshotTree(a);
+  const sb = await snapshotTree(b);
+  const diffs: string[] = [];
+  const ign = opts.ignore ?? ((): boolean => false);
+  for (const [rel, x] of sa) {
+    if (ign(rel)) continue;
+    const y = sb.get(rel);
+    if (!y) {
+      diffs.push(`${rel}: missing in ${b}`);
+      continue;
+    }
+    if (x.kind !== y.kind) {
+      diffs.push(`${rel}: kind ${x.kind} != ${y.kind}`);
+      continue;
+    }
+    if (x.kind === 'file') {
+      if (x.size !== y.size) diffs.push(`${rel}: size ${x.size} != ${y.size}`);
+      else if (x.hash !== y.hash) diffs.push(`${rel}: content differs`);
+      if (opts.checkSparse && x.allocated < x.size && y.allocated >= y.size) diffs.push(`${rel}: not sparse (${y.allocated} bytes allocated of ${y.size})`);
+    }
+    if (x.kind === 'symlink' && x.target !== y.target) diffs.push(`${rel}: symlink target ${x.target} != ${y.target}`);
+    if (checkMode && x.kind !== 'symlink' && x.mode !== y.mode) diffs.push(`${rel}: mode ${x.mode.toString(8)} != ${y.mode.toString(8)}`);
+    if (checkMtime && (x.kind !== 'symlink' || opts.checkLinkMtime !== false)) {
+      if (!mtimesEqual(x.mtimeNs, y.mtimeNs)) diffs.push(`${rel}: mtime ${x.mtimeNs} != ${y.mtimeNs}`);
+    }
+  }
+  for (const rel of sb.keys()) if (!ign(rel) && !sa.has(rel)) diffs.push(`${rel}: extra in ${b}`);
+  if (opts.checkHardlinks ?? true) {
+    const groups = (s: Map<string, SnapEntry>): Map<string, string> => {
+      const byIno = new Map<bigint, string[]>();
+      for (const [rel, e] of s) if (e.kind === 'file' && e.nlink > 1 && !ign(rel)) byIno.set(e.ino, [...(byIno.get(e.ino) ?? []), rel]);
+      const m = new Map<string, string>();
+      for (const paths of byIno.values()) for (const p of paths) m.set(p, paths.sort().join(','));
+      return m;
+    };
+    const ga = groups(sa);
+    const gb = groups(sb);
+    for (const [rel, g] of ga) if (gb.get(rel) !== g) diffs.push(`${rel}: hard links ${g} != ${gb.get(rel) ?? '(none)'}`);
+  }
+  return diffs;
+}
+
+/** Absolute path of the repo root (dist/test/support -> ../../..). */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const FERRY_MAIN = path.join(REPO_ROOT, 'dist/src/cli/main.js');
+export const FERRY_BIN = path.join(REPO_ROOT, 'bin/ferry');
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the real CLI (node dist/src/cli/main.js) and collect its output. */
+export function runFerry(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; uid?: number; gid?: number; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [FERRY_MAIN, ...args], {
+      cwd: opts.cwd ?? process.cwd(),
+      env: { ...process.env, NO_COLOR: '1', ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** True when running as root (some error cases need a non-root child or a mount). */
+export function isRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
