@@ -15,7 +15,7 @@
  * not in it, so it is never part of what is copied.
  */
 import { createCipheriv, createHash } from 'node:crypto';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -171,11 +171,16 @@ export async function ensureDataset(
   } catch {
     // no marker or unreadable: generate
   }
-  await rm(markerPath, { force: true });
-  await rm(dir, { recursive: true, force: true });
+  // Generate beside the final place and rename it in, so a concurrent bench run
+  // never sees (or copies) a half-written tree under the final name.
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await rm(tmp, { recursive: true, force: true });
   const t0 = Date.now();
-  const counts = await generateDataset(dir, shape);
+  const counts = await generateDataset(tmp, shape);
   opts.log?.(`generated ${name}: ${counts.files} files, ${(counts.bytes / 1e6).toFixed(1)} MB in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${dir}`);
+  await rm(markerPath, { force: true });
+  await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  await rename(tmp, dir);
   await writeFile(markerPath, `${JSON.stringify({ version: MARKER_VERSION, shape, ...counts })}\n`);
   return { name, dir, shape, ...counts };
 }

@@ -32,10 +32,11 @@
  * destination 'fresh' | 'uptodate', datasets(), tools(ctx). Register it in
  * `allSuites()` below. A StandaloneSuite (a micro-benchmark) has runStandalone()
  * instead. bench/suites/channel.ts, when it exists, is loaded by a dynamic import
- * and must export `suite` (either kind).
+ * and must export `suite` (either kind); until then the stand-alone
+ * bench/channel.ts is wrapped by bench/suites/channel-adapter.ts.
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -50,6 +51,7 @@ import {
   ToolUnavailable,
   dropCaches,
   haveGnuTime,
+  killAllProcesses,
   makeScratch,
   runProcess,
   syncFs,
@@ -61,6 +63,7 @@ import { localSuite } from './suites/local.js';
 import { noopSuite } from './suites/noop.js';
 import { networkNoopSuite, networkSuite } from './suites/network.js';
 import { makeWanSuite } from './suites/wan.js';
+import { loadChannelAdapter } from './suites/channel-adapter.js';
 
 interface RunRecord {
   run: number;
@@ -92,7 +95,7 @@ interface ToolResult {
 const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel]
                         [--dataset ${DATASET_NAMES.join(',')}] [--json FILE]
                         [--wan-delay MS (one way, default 20)] [--wan-rate MB/s (default 100)]
-  --quick   ml_small and 2×128 MiB (wan: ml_tiny), 3 runs: a few minutes
+  --quick   ml_small and 2×128 MiB (wan: ml_tiny), 3 runs: ~12 min on the shared 2-core box
   --full    ml_images with the seed's 100,000 files (~10 GB)
 `;
 
@@ -100,9 +103,17 @@ function out(line = ''): void {
   process.stdout.write(`${line}\n`);
 }
 
-async function loadChannelSuite(): Promise<AnySuite | undefined> {
+async function loadChannelSuite(runs: number): Promise<AnySuite | undefined> {
   const file = new URL('./suites/channel.js', import.meta.url);
-  if (!existsSync(file)) return undefined;
+  if (!existsSync(file)) {
+    // No suite file yet: wrap the stand-alone bench/channel.ts when it is there.
+    try {
+      return await loadChannelAdapter(runs);
+    } catch (e) {
+      out(`!! bench/channel.js failed to load: ${(e as Error).message}`);
+      return undefined;
+    }
+  }
   try {
     const mod = (await import(file.href)) as { suite?: AnySuite; default?: AnySuite };
     return mod.suite ?? mod.default;
@@ -112,9 +123,9 @@ async function loadChannelSuite(): Promise<AnySuite | undefined> {
   }
 }
 
-async function allSuites(wan: { delayMs: number; rateBytesPerSec: number }): Promise<AnySuite[]> {
+async function allSuites(wan: { delayMs: number; rateBytesPerSec: number }, runs: number): Promise<AnySuite[]> {
   const suites: AnySuite[] = [localSuite, noopSuite, networkSuite, networkNoopSuite, makeWanSuite(wan)];
-  const channel = await loadChannelSuite();
+  const channel = await loadChannelSuite(runs);
   if (channel) suites.push(channel);
   return suites;
 }
@@ -150,11 +161,12 @@ async function main(): Promise<number> {
   const full = values.full ?? false;
   const runs = values.runs !== undefined ? Number.parseInt(values.runs, 10) : 3;
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer');
+  if (runs < 3) out(`!! --runs ${runs}: fewer than 3 runs; medians are not meaningful (fine for a smoke test)`);
   const wan = {
     delayMs: values['wan-delay'] !== undefined ? Number(values['wan-delay']) : 20,
     rateBytesPerSec: (values['wan-rate'] !== undefined ? Number(values['wan-rate']) : 100) * 1e6,
   };
-  const suites = await allSuites(wan);
+  const suites = await allSuites(wan, runs);
   const groups = values.suite?.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const known = new Set(suites.map((s) => s.group));
   for (const g of groups ?? []) if (!known.has(g)) throw new Error(`unknown suite '${g}' (${[...known].join(', ')})`);
@@ -172,8 +184,12 @@ async function main(): Promise<number> {
   }
   if (!haveGnuTime()) out('!! /usr/bin/time not found (apt-get install time): peak RSS is not measured');
 
-  const workDir = join(defaultCacheRoot(), '.work');
+  // Per process: two bench runs at once (several engineers share this machine)
+  // must not write into each other's destinations.
+  const workDir = join(defaultCacheRoot(), `.work-${process.pid}`);
   await mkdir(workDir, { recursive: true });
+  // Also on a crash or Ctrl-C: destinations can be gigabytes.
+  process.once('exit', () => rmSync(workDir, { recursive: true, force: true }));
   const snapshots = new Map<string, Snapshot>();
   const results: ToolResult[] = [];
   const standalone: { suite: string; json: unknown }[] = [];
@@ -181,8 +197,20 @@ async function main(): Promise<number> {
   let invalid = 0;
   let coldEverywhere = coldProbe;
 
+  // Ctrl-C / SIGTERM: tools run in their own process groups (so a timeout can kill
+  // a whole pipeline), hence they do not get the terminal's signal: kill them, undo
+  // the suite's helpers (sshd, proxies), and leave.
+  let cleanups: (() => Promise<void> | void)[] = [];
+  const onSignal = (sig: NodeJS.Signals): void => {
+    out(`\n!! ${sig}: stopping`);
+    killAllProcesses();
+    void Promise.allSettled(cleanups.reverse().map(async (fn) => fn())).then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
   for (const suite of selected) {
-    const cleanups: (() => Promise<void> | void)[] = [];
+    cleanups = [];
     const ctx: SuiteContext = { quick, full, workDir, onCleanup: (fn) => cleanups.push(fn), log: (l) => out(l) };
     try {
       out();
@@ -202,7 +230,10 @@ async function main(): Promise<number> {
           snap = await snapshotTree(ds.dir);
           snapshots.set(ds.dir, snap);
         }
-        const r = await benchDataset(suite, ds, tools, snap, runs, ctx, (cold) => (coldEverywhere &&= cold));
+        const r = await benchDataset(suite, ds, tools, snap, runs, ctx, (cold) => {
+          if (!cold && coldEverywhere) out('!! could not drop the page cache before a run: results from here on are WARM-CACHE');
+          coldEverywhere &&= cold;
+        });
         invalid += r.invalid;
         results.push(...r.results);
         markdown.push(r.markdown);
@@ -213,11 +244,13 @@ async function main(): Promise<number> {
     }
   }
   await rm(workDir, { recursive: true, force: true });
+  process.removeListener('SIGINT', onSignal);
+  process.removeListener('SIGTERM', onSignal);
 
   out();
   out('── Markdown (for the README) ──');
   out();
-  out(`Measured with \`${command}\` on ${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? '?'}), Linux ${kernel}, Node ${process.version}, ${coldEverywhere ? 'cold' : 'WARM'} page cache, ${runs} runs each, median.`);
+  out(`Measured with \`${command}\` on ${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? '?'}), Linux ${kernel}, Node ${process.version}, ${coldEverywhere ? 'cold' : 'WARM'} page cache, ${runs} runs each, median. "÷ X" is the median time divided by X's (below 1× = faster than X); MB/s is decimal; peak RSS per side.`);
   out();
   out(markdown.join('\n\n'));
 
@@ -251,10 +284,10 @@ async function main(): Promise<number> {
 
 async function prepareDestination(suite: Suite, src: string, dst: string, seeded: Set<string>): Promise<void> {
   if (suite.destination === 'fresh') {
-    await rm(dst, { recursive: true, force: true });
+    await rm(dst, { recursive: true, force: true, maxRetries: 3 });
   } else if (!seeded.has(dst)) {
     // Up to date: an exact copy with mtimes and modes (cp -a), made once per tool.
-    await rm(dst, { recursive: true, force: true });
+    await rm(dst, { recursive: true, force: true, maxRetries: 3 });
     await runProcess(['cp', '-a', src, dst], { timeoutMs: 3_600_000, label: 'seed destination' });
     seeded.add(dst);
   }

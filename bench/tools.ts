@@ -126,6 +126,21 @@ export class Rss {
   }
 }
 
+/** Process groups started by startProcess and still running (killed on Ctrl-C). */
+const live = new Set<number>();
+
+/** SIGKILL every process group this harness started that is still running. */
+export function killAllProcesses(): void {
+  for (const pgid of live) {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+}
+
 export interface Proc {
   done: Promise<void>;
   kill(): void;
@@ -139,6 +154,8 @@ export function startProcess(argv: string[], opts: { timeoutMs: number; label: s
   const [cmd, ...args] = argv;
   if (cmd === undefined) throw new Error('startProcess: empty argv');
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, env: opts.env ?? process.env });
+  const pgid = child.pid;
+  if (pgid !== undefined) live.add(pgid);
   let stderr = '';
   child.stderr?.on('data', (b: Buffer) => {
     stderr = (stderr + b.toString()).slice(-2000);
@@ -162,6 +179,7 @@ export function startProcess(argv: string[], opts: { timeoutMs: number; label: s
     });
     child.once('close', (code, signal) => {
       clearTimeout(timer);
+      if (pgid !== undefined) live.delete(pgid);
       if (timedOut) reject(new TimeoutError(`${opts.label}: timed out after ${(opts.timeoutMs / 1000).toFixed(0)} s`));
       else if (code === 0) resolvePromise();
       else {

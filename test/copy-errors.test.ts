@@ -69,6 +69,9 @@ test('FERRY_E_READ: an unreadable source directory is reported and --delete is s
   const r = await runFerry(['copy', `${src}/`, dst, '--delete'], who);
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /^ferry: FERRY_E_READ: closed: cannot read: EACCES/m);
+  // The directory itself was listed by its parent and copied with its mode (000).
+  assert.equal((await fsp.stat(path.join(dst, 'closed'))).mode & 0o777, 0);
+  await fsp.chmod(path.join(dst, 'closed'), 0o755);
   assert.equal(await fsp.readFile(path.join(dst, 'closed/inner.txt'), 'utf8'), 'x');
   assert.equal(await fsp.readFile(path.join(dst, 'extra.txt'), 'utf8'), 'would be deleted');
   await fsp.chmod(path.join(src, 'closed'), 0o755);
@@ -127,15 +130,18 @@ test('a directory entry that cannot be created fails its subtree, not the run', 
   const base = await tmpDir();
   const src = path.join(base, 'src');
   const dst = path.join(base, 'dst');
-  await makeTree(src, { 'x/y/1': '1', 'x/y/2': '2', 'fine.txt': 'f' });
-  await makeTree(dst, { 'x/y/': { type: 'dir' } });
-  // A non-empty directory cannot be replaced by ... a directory is fine; make y a file's parent that is read-only instead.
+  await makeTree(src, { 'x/y/1': '1', 'x/y/2': '2', 'ok/fine.txt': 'f' });
+  // DST has a file where SRC has the directory x, in a directory we may not change.
+  await makeTree(dst, { x: 'a file in the way', 'ok/': { type: 'dir' } });
   const who = await unprivileged(base);
-  if (isRoot()) execFileSync('chown', ['-R', '0:0', path.join(dst, 'x')]);
-  else await fsp.chmod(path.join(dst, 'x/y'), 0o555);
+  if (isRoot()) execFileSync('chown', ['0:0', dst]);
+  else await fsp.chmod(dst, 0o555);
   const r = await runFerry(['copy', `${src}/`, dst, '--progress=never'], who);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /FERRY_E_WRITE: x\/y\/1: /);
-  assert.match(r.stderr, /FERRY_E_WRITE: x\/y\/2: /);
-  assert.equal(await fsp.readFile(path.join(dst, 'fine.txt'), 'utf8'), 'f');
+  assert.match(r.stderr, /^ferry: FERRY_E_WRITE: x: cannot write: EACCES/m);
+  assert.match(r.stderr, /^ferry: FERRY_E_WRITE: x\/y\/1: not copied: its directory could not be created$/m);
+  assert.match(r.stderr, /^ferry: FERRY_E_WRITE: x\/y\/2: not copied: its directory could not be created$/m);
+  assert.equal(await fsp.readFile(path.join(dst, 'ok/fine.txt'), 'utf8'), 'f');
+  assert.equal(await fsp.readFile(path.join(dst, 'x'), 'utf8'), 'a file in the way');
+  await fsp.chmod(dst, 0o755);
 });

@@ -142,3 +142,19 @@ test('usage errors exit 2', async () => {
     assert.match(r.stderr, /FERRY_E_USAGE/);
   }
 });
+
+test('--no-encrypt on both ends works (with a warning); recv --json announces where it listens', async () => {
+  const root = await tmpDir('ferry-net-');
+  const src = path.join(root, 'src');
+  await makeTree(src, { 'a.txt': 'aaaa', 'b/c.txt': 'cc' });
+  const dst = path.join(root, 'dst');
+  const r = await transfer(`${src}/`, dst, ['--no-encrypt', '--json'], ['--no-encrypt', '--json']);
+  assert.equal(r.send.code, 0, r.send.stderr);
+  assert.equal(r.recv.code, 0, r.recv.stderr);
+  assert.match(r.send.stderr, /warning: --no-encrypt/);
+  assert.equal(lastJson(r.send.stdout)['cipher'], 'none');
+  const first = JSON.parse(r.recv.stdout.split('\n')[0]!) as Record<string, unknown>;
+  assert.equal(first['event'], 'listening');
+  assert.equal(typeof first['port'], 'number');
+  assert.deepEqual(await compareTrees(src, dst), []);
+});

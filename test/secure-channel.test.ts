@@ -332,3 +332,32 @@ test('half-close: after the peer has closed its direction we can still send', as
     close();
   }
 });
+
+test('records that arrive in the same read as the last handshake message are not lost', async () => {
+  let n = 0;
+  let held: Buffer | null = null;
+  const [a, b] = duplexPair((chunk) => {
+    const i = n++;
+    if (i === 1) {
+      held = Buffer.from(chunk); // ClientConfirm: hold it back ...
+      return null;
+    }
+    if (held) {
+      const out = Buffer.concat([held, chunk]); // ... and deliver it glued to the first records
+      held = null;
+      return out;
+    }
+    return chunk;
+  });
+  const p = channelPair(a, b);
+  const c = await p.client;
+  await c.send(0x10, Buffer.from('first frame'));
+  await c.send(0x11, Buffer.from('second frame'));
+  await c.close();
+  const s = await p.server;
+  assert.deepEqual(await collect(s), [
+    { type: 0x10, payload: Buffer.from('first frame') },
+    { type: 0x11, payload: Buffer.from('second frame') },
+  ]);
+  a.destroy();
+});

@@ -126,3 +126,28 @@ test('fuzz: random and mutated streams give frames or FERRY_E_PROTOCOL, nothing 
     }
   }
 });
+
+test('large frames are assembled in place across many chunks, with frames before and after', () => {
+  const big = randomBytes(200_000);
+  const wire = Buffer.concat([
+    ...encodeFrame(0x10, Buffer.from('first')),
+    ...encodeFrame(0x11, big),
+    ...encodeFrame(0x12, Buffer.from('after')),
+    ...encodeFrame(0x13, randomBytes(70_000)),
+  ]);
+  const rnd = prng(99);
+  for (let round = 0; round < 20; round++) {
+    const d = new FrameDecoder();
+    const got: { type: number; payload: Buffer }[] = [];
+    for (let off = 0; off < wire.length; ) {
+      const n = 1 + Math.floor(rnd() * 40_000);
+      d.push(wire.subarray(off, off + n));
+      off += n;
+      for (let f = d.next(); f; f = d.next()) got.push({ type: f.type, payload: Buffer.from(f.payload) });
+    }
+    assert.deepEqual(got.map((f) => f.type), [0x10, 0x11, 0x12, 0x13], `round ${round}`);
+    assert.ok(got[1]!.payload.equals(big));
+    assert.equal(got[2]!.payload.toString(), 'after');
+    assert.equal(d.buffered, 0);
+  }
+});

@@ -177,8 +177,9 @@ export function ferryNetworkTools(opts: { viaProxy?: (targetPort: number) => Pro
       return { rssKb: rss.read() };
     },
   });
-  // Encrypted (the default) is the figure that counts; -P 1 shows what parallel streams add.
-  return [tool('ferry send/recv', []), tool('ferry send/recv -P 1', ['-P', '1'])];
+  // Encrypted with the defaults (-P 1) is the figure that counts; -P 2 shows what a
+  // second stream adds (or costs) here.
+  return [tool('ferry send/recv', []), tool('ferry send/recv -P 2', ['-P', '2'])];
 }
 // ────────────────────────────────────────────────────────────────────────────────
 

@@ -193,8 +193,8 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
             seconds: s.seconds,
             streams: r.streams,
             cipher: s.cipher,
-            tx: s.cipher === 'none' ? 'plaintext' : 'userspace',
-            rx: s.cipher === 'none' ? 'plaintext' : 'userspace',
+            tx: s.tx,
+            rx: s.rx,
             errors: r.failures,
           }),
         );

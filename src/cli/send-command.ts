@@ -25,8 +25,15 @@ import { printError, printInfo, printJson, printWarning, useColor } from './outp
 import { ProgressReporter, type ProgressCounters, type ProgressMode } from './progress.js';
 import { renderSummaryLine } from './summary.js';
 
-/** Default `-P`: chosen by measurement on a 2-core machine (docs/PROTOCOL.md, "Parallel streams"). */
-export const DEFAULT_STREAMS = 2;
+/**
+ * Default `-P`: 1, chosen by measurement (docs/PROTOCOL.md, "Parallel streams"). Each
+ * side is one Node process with one main thread doing the crypto and hashing, so
+ * extra streams add no CPU; on this 2-core machine (both ends on it) the quick network
+ * bench gave -P 1 / -P 2 medians of 4.90 / 5.32 s on ml_small, 2.89 / 2.98 s on
+ * 2×128 MiB and 1.76 / 1.91 s for the no-op re-send. More streams help only where one
+ * TCP connection cannot fill the path (long fat or lossy links): use -P there.
+ */
+export const DEFAULT_STREAMS = 1;
 export const DEFAULT_CHUNK = 1024 * 1024;
 
 const OPTIONS = {

@@ -37,21 +37,36 @@ function fail(p: string, why: string): never {
   throw new FerryError(ErrorCodes.PATH, `unsafe path "${shown}": ${why}`, { subject: p });
 }
 
-/** Validate a transfer-relative path; returns it unchanged when it is safe. */
+/**
+ * Validate a transfer-relative path; returns it unchanged when it is safe.
+ * One pass over the UTF-16 code units (this runs for every entry, twice on the no-op
+ * path): components are checked as they end; UTF-8 byte lengths are computed only
+ * when a component could exceed MAX_NAME_BYTES (a UTF-16 unit is at most 3 bytes).
+ */
 export function validateRelativePath(p: string): string {
   if (typeof p !== 'string' || p.length === 0) fail(String(p), 'empty path');
-  if (p.includes('\0')) fail(p, 'contains a NUL byte');
-  if (p.startsWith('/')) fail(p, 'absolute path');
-  if (Buffer.byteLength(p, 'utf8') > MAX_PATH_BYTES) fail(p, `longer than ${MAX_PATH_BYTES} bytes`);
-  if (LONE_SURROGATE.test(p)) fail(p, 'not valid UTF-8 (lone surrogate)');
-  const parts = p.split('/');
-  if (parts.length > MAX_PATH_DEPTH) fail(p, `deeper than ${MAX_PATH_DEPTH} levels`);
-  for (const c of parts) {
-    if (c === '') fail(p, 'empty component (leading, trailing or double slash)');
-    if (c === '.') fail(p, "'.' component");
-    if (c === '..') fail(p, "'..' component (traversal)");
-    if (Buffer.byteLength(c, 'utf8') > MAX_NAME_BYTES) fail(p, `a component is longer than ${MAX_NAME_BYTES} bytes`);
+  if (p.charCodeAt(0) === 47) fail(p, 'absolute path');
+  if (p.length > MAX_PATH_BYTES / 3 && Buffer.byteLength(p, 'utf8') > MAX_PATH_BYTES) fail(p, `longer than ${MAX_PATH_BYTES} bytes`);
+  let depth = 1;
+  let start = 0;
+  let surrogates = false;
+  for (let i = 0; i <= p.length; i++) {
+    const c = i === p.length ? 47 : p.charCodeAt(i);
+    if (c === 0) fail(p, 'contains a NUL byte');
+    if (c >= 0xd800 && c <= 0xdfff) surrogates = true;
+    if (c !== 47) continue;
+    const len = i - start;
+    if (len === 0) fail(p, 'empty component (leading, trailing or double slash)');
+    if (len <= 2 && p.charCodeAt(start) === 46 && (len === 1 || p.charCodeAt(start + 1) === 46)) {
+      fail(p, len === 1 ? "'.' component" : "'..' component (traversal)");
+    }
+    if (len * 3 > MAX_NAME_BYTES && Buffer.byteLength(p.slice(start, i), 'utf8') > MAX_NAME_BYTES) {
+      fail(p, `a component is longer than ${MAX_NAME_BYTES} bytes`);
+    }
+    if (i < p.length && ++depth > MAX_PATH_DEPTH) fail(p, `deeper than ${MAX_PATH_DEPTH} levels`);
+    start = i + 1;
   }
+  if (surrogates && LONE_SURROGATE.test(p)) fail(p, 'not valid UTF-8 (lone surrogate)');
   return p;
 }
 

@@ -50,7 +50,7 @@
  *   await w.hardlink(entry);  w.symlink(entry) (queued);  await w.remove(relPath)
  *   await w.listDir(relPath);  await w.finish({onEntry}) -> per-entry errors
  */
-import { constants as C, promises as fsp, type BigIntStats } from 'node:fs';
+import { constants as C, lstatSync, promises as fsp, type BigIntStats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Entry } from '../core/entry.js';
@@ -297,12 +297,7 @@ export class SafeWriter {
     }
     switch (entry.kind) {
       case 'file':
-        return st.isFile() &&
-          Number(st.size) === entry.size &&
-          mtimesEqual(st.mtimeNs, entry.mtimeNs) &&
-          Number(st.mode & 0o7777n) === this.mode(entry.mode)
-          ? 'same'
-          : 'differs';
+        return this.#sameFile(st, entry) ? 'same' : 'differs';
       case 'dir':
         return st.isDirectory() ? 'same' : 'differs';
       case 'symlink': {
@@ -317,6 +312,36 @@ export class SafeWriter {
         return tst !== null && tst.ino === st.ino && tst.dev === st.dev ? 'same' : 'differs';
       }
     }
+  }
+
+  /**
+   * The quick check for a regular file without a promise, when it can be decided at
+   * once (synchronous metadata mode and a parent already checked this session);
+   * null otherwise: then use quickCheck(). This is the no-op run's hot path.
+   */
+  quickCheckSync(entry: Entry): QuickCheck | null {
+    if (!this.m.sync || entry.kind !== 'file') return null;
+    const rel = validateRelativePath(entry.path);
+    const parent = parentOf(rel);
+    if (this.#fresh.has(parent)) return 'missing';
+    if (!this.#trusted.has(parent)) return null;
+    let st: BigIntStats | undefined;
+    try {
+      st = lstatSync(this.abs(rel), { bigint: true, throwIfNoEntry: false });
+    } catch {
+      return null;
+    }
+    if (st === undefined) return 'missing';
+    return this.#sameFile(st, entry) ? 'same' : 'differs';
+  }
+
+  #sameFile(st: BigIntStats, entry: Entry): boolean {
+    return (
+      st.isFile() &&
+      Number(st.size) === entry.size &&
+      mtimesEqual(st.mtimeNs, entry.mtimeNs) &&
+      Number(st.mode & 0o7777n) === this.mode(entry.mode)
+    );
   }
 
   /** Start a file: returns its temp file (created lazily by write() or copyFrom()). */

@@ -3,10 +3,15 @@
  * Source half of every ferry pipeline (local copy and `send`).
  *
  * Why it is built this way:
- * - Parallel: on 100k small files the walk is lstat-bound, and lstat is a thread-pool
- *   call in Node, so several directories are listed at once and each directory's
- *   children are lstat'ed in chunks of `concurrency` in flight. io_uring (when libuv
- *   uses it) covers lstat too.
+ * - Cheap per entry: on 100k small files the walk is lstat-bound. With a warm cache
+ *   a synchronous lstat costs a few µs of CPU and a thread-pool lstat 10-30 µs
+ *   (fs/meta-ops has the numbers), so by default ('auto') the walker calls lstat on
+ *   the main thread, in chunks, yielding between chunks so copies keep flowing; if
+ *   the thread turns out to block in lstat (> SLOW_STAT_US per entry, measured with
+ *   /proc/thread-self/schedstat so that waiting for a busy CPU does not count: cold
+ *   cache, network filesystem)
+ *   it switches to the parallel form: several directories listed at once and each
+ *   chunk's lstats in flight together in the thread pool.
  * - Streaming: entries come out in batches, one batch per directory chunk, as soon as
  *   they are known, so a sender can start before the walk ends. A bounded output
  *   buffer (HIGH_WATER entries) pauses the walk when the consumer is slower.
@@ -35,13 +40,14 @@
  *   walk(root: SourceRoot, opts): AsyncGenerator<SourceEntry[]>   (batches)
  *   entryFromStat(path, absPath, st, target?): SourceEntry
  */
-import { promises as fsp, type BigIntStats } from 'node:fs';
+import { lstatSync, promises as fsp, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import type { ExcludeFn } from './exclude.js';
 import { validateLinkTarget, validateRelativePath } from './path-safety.js';
 import { isFerryTempName } from './temp-names.js';
+import { metaOps } from './meta-ops.js';
 
 export interface SourceRoot {
   /** Absolute path of SRC as given (trailing slash removed). */
@@ -63,6 +69,41 @@ export interface WalkOptions {
   dirConcurrency?: number;
   /** Per-entry problems: FERRY_E_UNSUPPORTED is a warning, anything else a failure. */
   onProblem?: (e: FerryError) => void;
+  /**
+   * How lstat/readdir/readlink run (fs/meta-ops): 'sync' on the main thread, 'async'
+   * in the thread pool, 'auto' (default) synchronous until a chunk averages more than
+   * SLOW_STAT_US per entry (cold cache, network filesystem), then async for the rest.
+   */
+  statMode?: 'auto' | 'sync' | 'async';
+}
+
+/** Above this average time blocked per lstat (µs) the 'auto' walker goes parallel. */
+export const SLOW_STAT_US = 50;
+const STAT_WINDOW = 1024;
+
+/**
+ * Nanoseconds the calling thread spent blocked (not running, not waiting for a CPU):
+ * wall time minus /proc/thread-self/schedstat's on-CPU and run-queue times. On a busy
+ * machine wall time alone would mistake waiting for a CPU for slow I/O. Returns a
+ * function that measures from now; null where schedstat is unavailable.
+ */
+function blockedTimer(): (() => number) | null {
+  const read = (): [number, number] | null => {
+    try {
+      const [run, wait] = readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ');
+      return [Number(run), Number(wait)];
+    } catch {
+      return null;
+    }
+  };
+  const a = read();
+  if (a === null) return null;
+  const t0 = process.hrtime.bigint();
+  return () => {
+    const b = read();
+    const wall = Number(process.hrtime.bigint() - t0);
+    return b === null ? wall : wall - (b[0] - a[0]) - (b[1] - a[1]);
+  };
 }
 
 const HIGH_WATER = 16384;
@@ -121,12 +162,12 @@ function isSupported(st: BigIntStats): boolean {
   return st.isFile() || st.isDirectory() || st.isSymbolicLink();
 }
 
-async function makeEntry(rel: string, abs: string, st: BigIntStats): Promise<SourceEntry> {
+async function makeEntry(rel: string, abs: string, st: BigIntStats, readlink: (p: string) => Promise<string>): Promise<SourceEntry> {
   validateRelativePath(rel);
   if (st.isSymbolicLink()) {
     let target: string;
     try {
-      target = await fsp.readlink(abs);
+      target = await readlink(abs);
     } catch (e) {
       throw fromSystemError(e, 'read', rel);
     }
@@ -149,6 +190,10 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   const dirConcurrency = Math.max(1, opts.dirConcurrency ?? 4);
   const report = opts.onProblem ?? ((): void => {});
   const seenInodes = new Map<string, string>();
+  const statMode = opts.statMode ?? 'auto';
+  let ops = metaOps(statMode !== 'async');
+  let windowBlockedNs = 0;
+  let windowEntries = 0;
 
   // Hard-link detection happens on the consumer side, in emission order.
   function linkify(batch: SourceEntry[]): SourceEntry[] {
@@ -180,7 +225,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
       return;
     }
     try {
-      yield [await makeEntry(root.prefix, root.absPath, rootSt)];
+      yield [await makeEntry(root.prefix, root.absPath, rootSt, (p) => fsp.readlink(p))];
     } catch (e) {
       report(e instanceof FerryError ? e : fromSystemError(e, 'read', root.prefix));
     }
@@ -212,36 +257,80 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     while (buffered > HIGH_WATER) await new Promise<void>((r) => wakeProducers.push(r));
   };
 
+  // One child: null when skipped (excluded, vanished, unsupported, failed).
+  const classify = (childRel: string, st: BigIntStats): boolean => {
+    if (!isSupported(st)) {
+      if (!exclude(childRel, false)) report(unsupported(childRel));
+      return false;
+    }
+    return !exclude(childRel, st.isDirectory());
+  };
+  const childFailed = (childRel: string, e: unknown): null => {
+    // A name that vanished between readdir and lstat is not an error (rsync's "vanished").
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') report(e instanceof FerryError ? e : fromSystemError(e, 'read', childRel));
+    return null;
+  };
+
+  // The synchronous form runs start to end without yielding, so the time it spends
+  // blocked is its own: measured for 'auto', which goes async when it is high.
+  const statChunkSync = (rel: string, abs: string, slice: string[]): Array<SourceEntry | null> => {
+    const blocked = statMode === 'auto' ? blockedTimer() : null;
+    const out: Array<SourceEntry | null> = [];
+    for (const name of slice) {
+      if (isFerryTempName(name)) continue;
+      const childRel = rel === '' ? name : `${rel}/${name}`;
+      const childAbs = `${abs}/${name}`;
+      try {
+        const st = lstatSync(childAbs, { bigint: true });
+        if (!classify(childRel, st)) continue;
+        validateRelativePath(childRel);
+        const target = st.isSymbolicLink() ? validateLinkTarget(readlinkSync(childAbs), childRel) : undefined;
+        out.push(entryFromStat(childRel, childAbs, st, target));
+      } catch (e) {
+        out.push(childFailed(childRel, e));
+      }
+    }
+    if (blocked) {
+      // Judge over windows of STAT_WINDOW entries: one slow chunk (a page fault, a
+      // journal commit) must not turn the whole walk async.
+      windowBlockedNs += blocked();
+      windowEntries += slice.length;
+      if (windowEntries >= STAT_WINDOW) {
+        if (windowBlockedNs / 1000 / windowEntries > SLOW_STAT_US) ops = metaOps(false);
+        windowBlockedNs = 0;
+        windowEntries = 0;
+      }
+    }
+    return out;
+  };
+
+  const statChunkAsync = (rel: string, abs: string, slice: string[]): Promise<Array<SourceEntry | null>> =>
+    Promise.all(
+      slice.map(async (name): Promise<SourceEntry | null> => {
+        if (isFerryTempName(name)) return null;
+        const childRel = rel === '' ? name : `${rel}/${name}`;
+        const childAbs = `${abs}/${name}`;
+        try {
+          const st = await fsp.lstat(childAbs, { bigint: true });
+          if (!classify(childRel, st)) return null;
+          return await makeEntry(childRel, childAbs, st, (p) => fsp.readlink(p));
+        } catch (e) {
+          return childFailed(childRel, e);
+        }
+      }),
+    );
+
   const listDir = async (rel: string, abs: string): Promise<void> => {
     let names: string[];
     try {
-      names = await fsp.readdir(abs);
+      names = await ops.readdir(abs);
     } catch (e) {
       report(fromSystemError(e, 'read', rel === '' ? abs : rel));
       return;
     }
     for (let i = 0; i < names.length; i += chunk) {
       const slice = names.slice(i, i + chunk);
-      const results = await Promise.all(
-        slice.map(async (name): Promise<SourceEntry | null> => {
-          if (isFerryTempName(name)) return null;
-          const childRel = rel === '' ? name : `${rel}/${name}`;
-          const childAbs = `${abs}/${name}`;
-          try {
-            const st = await fsp.lstat(childAbs, { bigint: true });
-            if (!isSupported(st)) {
-              if (!exclude(childRel, false)) report(unsupported(childRel));
-              return null;
-            }
-            if (exclude(childRel, st.isDirectory())) return null;
-            return await makeEntry(childRel, childAbs, st);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null; // vanished: not an error, like rsync's "vanished" note
-            report(e instanceof FerryError ? e : fromSystemError(e, 'read', childRel));
-            return null;
-          }
-        }),
-      );
+      const results = ops.sync ? statChunkSync(rel, abs, slice) : await statChunkAsync(rel, abs, slice);
       const batch: SourceEntry[] = [];
       const files: SourceEntry[] = [];
       for (const e of results) {

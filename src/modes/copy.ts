@@ -108,6 +108,9 @@ export function newCounters(): CopyCounters {
   };
 }
 
+/** Entries the walk may run ahead of the copies (metadata only: ~100 MB at most). */
+const WALK_AHEAD = 200_000;
+
 class Semaphore {
   #free: number;
   #waiters: Array<() => void> = [];
@@ -219,8 +222,15 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
   const tasks = new Set<Promise<void>>();
 
   const parentReady = (p: string): Promise<boolean> => dirReady.get(parentOf(p)) ?? Promise.resolve(true);
+  /** Directories known ready (synchronously), for the no-op fast path. */
+  const dirOk = new Set<string>(['']);
 
   const doDir = async (e: SourceEntry): Promise<boolean> => {
+    const ok = await doDirInner(e);
+    if (ok) dirOk.add(e.path);
+    return ok;
+  };
+  const doDirInner = async (e: SourceEntry): Promise<boolean> => {
     if (!(await parentReady(e.path))) return false;
     try {
       if (dryRun) {
@@ -289,7 +299,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
           if (opts.hooks?.afterData) await opts.hooks.afterData(e, t.tempPath);
           let st;
           try {
-            st = await fsp.lstat(e.absPath, { bigint: true });
+            st = await writer.m.lstat(e.absPath);
           } catch (x) {
             throw fromSystemError(x, 'read', e.path);
           }
@@ -323,8 +333,6 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
       dirReady.set(e.path, p);
       sourceDirs.push(e.path);
     } else {
-      counters.filesTotal++;
-      counters.bytesTotal += e.size;
       p = doFile(e);
       if (e.kind === 'file' && e.nlink > 1) linkTargets.set(e.path, p);
     }
@@ -339,19 +347,91 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     });
   };
 
+  // The walk runs ahead of the copies (its entries are metadata only, ~100k is fine)
+  // so the totals, and with them the ETA, are known early.
+  const queue: SourceEntry[][] = [];
+  let walking = true;
+  let walkError: unknown = null;
+  let wakeCopier: (() => void) | null = null;
+  let wakeWalker: (() => void) | null = null;
+  let queued = 0;
+  const wake = (): void => {
+    const w = wakeCopier;
+    wakeCopier = null;
+    w?.();
+  };
+  const walker = (async (): Promise<void> => {
+    try {
+      for await (const batch of walk(root, { exclude, onProblem, concurrency: Math.min(256, opts.queueDepth ?? 64) })) {
+        for (const e of batch) {
+          counters.entries++;
+          if (e.kind === 'dir') counters.dirs++;
+          else {
+            counters.filesTotal++;
+            counters.bytesTotal += e.size;
+          }
+        }
+        queue.push(batch);
+        queued += batch.length;
+        wake();
+        // Bounded look-ahead: past WALK_AHEAD entries the walk waits for the copies.
+        while (queued > WALK_AHEAD) await new Promise<void>((r) => (wakeWalker = r));
+      }
+    } catch (x) {
+      walkError = x;
+    } finally {
+      walking = false;
+      counters.walkDone = true;
+      wake();
+    }
+  })();
+  async function* entries(): AsyncGenerator<SourceEntry[]> {
+    for (;;) {
+      const b = queue.shift();
+      if (b !== undefined) {
+        queued -= b.length;
+        if (queued <= WALK_AHEAD) {
+          const w = wakeWalker;
+          wakeWalker = null;
+          w?.();
+        }
+        yield b;
+      }
+      else if (!walking) return;
+      else await new Promise<void>((r) => (wakeCopier = r));
+    }
+  }
+
   try {
-    for await (const batch of walk(root, { exclude, onProblem, concurrency: Math.min(256, opts.queueDepth ?? 64) })) {
+    for await (const batch of entries()) {
       for (const e of batch) {
-        counters.entries++;
-        if (e.kind === 'dir') counters.dirs++;
         seen?.add(e.path);
+        // No-op fast path: an up-to-date file in a ready directory is settled here,
+        // with one synchronous lstat and no task, promise or semaphore.
+        if (e.kind === 'file' && !opts.checksum && dirOk.has(parentOf(e.path))) {
+          let q: QuickCheck | null = null;
+          try {
+            q = writer.quickCheckSync(e);
+          } catch {
+            q = null; // let the full path report it
+          }
+          if (q === 'same') {
+            counters.skipped++;
+            counters.filesDone++;
+            counters.bytesDone += e.size;
+            if (e.nlink > 1) linkTargets.set(e.path, Promise.resolve(true));
+            emit({ type: 'skipped', path: e.path, kind: e.kind });
+            continue;
+          }
+        }
         await schedule(e);
       }
     }
   } finally {
-    counters.walkDone = true;
+    await walker;
     await Promise.all([...tasks]);
   }
+  if (walkError !== null) throw walkError;
 
   if (opts.delete) {
     if (readErrors > 0) {

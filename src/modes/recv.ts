@@ -56,6 +56,8 @@ export interface RecvSessionOutcome {
   seconds: number;
   peer: string;
   cipher: string;
+  tx: string;
+  rx: string;
 }
 
 export interface RecvOutcome {
@@ -147,7 +149,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     } finally {
       active = null;
     }
-    const out: RecvSessionOutcome = { seconds: (performance.now() - t0) / 1000, peer, cipher: ch.info.cipher };
+    const out: RecvSessionOutcome = { seconds: (performance.now() - t0) / 1000, peer, cipher: ch.info.cipher, tx: ch.info.tx, rx: ch.info.rx };
     if (result) out.result = result;
     if (error) out.error = error;
     sessions.push(out);

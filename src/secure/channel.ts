@@ -221,7 +221,6 @@ class Channel implements SecureChannel {
 
   readonly #stream: Duplex;
   readonly #peer: string;
-  readonly #encrypt: boolean;
   readonly #ktlsTx: boolean;
   readonly #rekeyAfter: number;
   readonly #maxPayload: number;
@@ -257,7 +256,6 @@ class Channel implements SecureChannel {
   constructor(stream: Duplex, s: ChannelState) {
     this.#stream = stream;
     this.#peer = s.peer;
-    this.#encrypt = s.encrypt;
     this.#ktlsTx = s.ktlsTx;
     this.#txSecret = s.txSecret;
     this.#rxSecret = s.rxSecret;
@@ -330,6 +328,7 @@ class Channel implements SecureChannel {
           throw this.#protocol('sent data after its end of stream');
         }
         this.#ended = true;
+        this.#clearIdle();
       } else if (f.type === FrameTypes.KEY_UPDATE) {
         if (!recordEnd || d.buffered !== 0 || f.payload.length !== 0) throw this.#protocol('sent a misplaced key update');
         this.#rxSecret = nextTrafficSecret(this.#rxSecret);
@@ -430,7 +429,9 @@ class Channel implements SecureChannel {
     try {
       await wait();
     } finally {
-      if (--this.#waiting === 0) this.#clearIdle();
+      // The timer is left armed (re-arming per wait would cost a timer per frame);
+      // it stops itself when it finds nobody waiting, and is cleared at the end.
+      this.#waiting--;
     }
   }
 
@@ -442,13 +443,13 @@ class Channel implements SecureChannel {
       const idle = performance.now() - this.#lastProgress;
       if (idle >= this.#idleMs) {
         this.#fail(
-          new FerryError(ErrorCodes.TIMEOUT, `${this.#peer}: no progress for ${Math.round(idle / 1000)} s`, { subject: this.#peer }),
+          new FerryError(ErrorCodes.TIMEOUT, `${this.#peer}: no progress for ${(idle / 1000).toFixed(idle < 10_000 ? 1 : 0)} s`, { subject: this.#peer }),
         );
         return;
       }
       this.#idleTimer = setTimeout(check, this.#idleMs - idle + 1);
     };
-    // Not unref'd: it only runs while someone awaits this channel, and is cleared when nobody does.
+    // Not unref'd: someone awaits this channel; cleared at the peer's end, on failure and on close.
     this.#idleTimer = setTimeout(check, Math.max(1, this.#idleMs - (performance.now() - this.#lastProgress)) + 1);
   }
 

@@ -198,6 +198,7 @@ class HandshakeIO {
   readonly #stream: Duplex;
   readonly #peer: string;
   readonly #encrypt: boolean;
+  readonly #timeoutMs: number;
   readonly #list = new BufferList();
   #eof = false;
   #error: Error | null = null;
@@ -222,6 +223,7 @@ class HandshakeIO {
     this.#peer = opts.peer;
     this.#encrypt = opts.encrypt;
     const timeoutMs = opts.timeoutMs;
+    this.#timeoutMs = timeoutMs;
     stream.on('data', this.#onData);
     stream.on('end', this.#onEnd);
     stream.on('close', this.#onEnd);
@@ -248,7 +250,9 @@ class HandshakeIO {
       check?.();
       if (this.#list.length >= n) return;
       if (this.#timedOut) {
-        throw new FerryError(ErrorCodes.TIMEOUT, `${this.#peer}: handshake timed out`, { subject: this.#peer });
+        throw new FerryError(ErrorCodes.TIMEOUT, `${this.#peer}: handshake not finished after ${(this.#timeoutMs / 1000).toFixed(1)} s`, {
+          subject: this.#peer,
+        });
       }
       if (this.#error) {
         throw new FerryError(ErrorCodes.CONNECT, `${this.#peer}: connection failed during the handshake: ${this.#error.message}`, {

@@ -60,6 +60,10 @@ import {
 } from '../wire/messages.js';
 import { newHash, updateZeros } from './hash.js';
 import { Budget } from './queue.js';
+import { writeSmallFileSync, type Part } from './small-file-writer.js';
+
+/** Files up to this size that arrive whole are written synchronously (small-file-writer.ts). */
+const SMALL_SYNC_MAX = 256 * 1024;
 
 export interface ReceiverEvents {
   onManifest?(files: number, bytes: number): void;
@@ -104,6 +108,8 @@ interface RFile {
   maxEnd: number;
   chain: Promise<void>;
   holdsSlot: boolean;
+  /** Fast path (transfer/small-file-writer.ts): the parts, written at END. */
+  parts: Part[] | null;
 }
 
 interface OpenRange {
@@ -136,6 +142,8 @@ export class ReceiverSession {
   readonly #checksum: boolean;
   readonly #entries: (RFile | WireEntry)[] = [];
   readonly #paths = new Set<string>();
+  /** Files by path, for hard-link targets. */
+  readonly #filesByPath = new Map<string, RFile>();
   readonly #dirs = new Set<string>(['']);
   readonly #createdDirs = new Set<string>();
   readonly #hardlinks: WireEntry[] = [];
@@ -183,7 +191,7 @@ export class ReceiverSession {
     this.#sink = sink;
     this.#ev = opts.events ?? {};
     this.#fileSlots = new Budget(opts.maxOpenFiles ?? 128);
-    this.#bytes = new Budget(opts.maxPendingBytes ?? 64 * 1024 * 1024);
+    this.#bytes = new Budget(opts.maxPendingBytes ?? 32 * 1024 * 1024);
     this.#checkConcurrency = opts.checkConcurrency ?? 64;
     this.#dryRun = (session.flags & SessionFlags.DRY_RUN) !== 0;
     this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
@@ -215,6 +223,12 @@ export class ReceiverSession {
       this.#allResolved();
       // Tell the sender why (best effort), then tear everything down.
       const ch = this.#control;
+      const teardown = (): void => {
+        for (const c of this.#channels) c.destroy();
+      };
+      // A peer that stopped reading must not keep us waiting: give the message 2 s.
+      const timer = setTimeout(teardown, 2000);
+      timer.unref();
       void (async () => {
         try {
           await ch.send(MsgType.ERROR, encodeError({ code: err.code, message: err.message }));
@@ -222,7 +236,8 @@ export class ReceiverSession {
         } catch {
           /* gone */
         }
-        for (const c of this.#channels) c.destroy();
+        clearTimeout(timer);
+        teardown();
       })();
       for (const c of this.#channels) if (c !== ch) c.destroy();
     }
@@ -345,8 +360,10 @@ export class ReceiverSession {
           maxEnd: 0,
           chain: Promise.resolve(),
           holdsSlot: false,
+          parts: null,
         };
         this.#entries.push(f);
+        this.#filesByPath.set(e.path, f);
         files.push(f);
         this.#files++;
         this.#unresolved++;
@@ -394,18 +411,15 @@ export class ReceiverSession {
   }
 
   #findFile(path: string): RFile | undefined {
-    // Hard links are rare; a linear scan from the end (targets are usually near) is fine.
-    for (let i = this.#entries.length - 1; i >= 0; i--) {
-      const x = this.#entries[i]!;
-      if ('status' in x && x.entry.path === path) return x;
-    }
-    return undefined;
+    return this.#filesByPath.get(path);
   }
 
   async #decide(f: RFile): Promise<Decision | null> {
     const e = f.entry;
     try {
-      const qc = await this.#sink.quickCheck(e);
+      // In a directory this session created nothing can be up to date or partial: no lstat.
+      const fresh = this.#createdDirs.has(parentOf(e.path));
+      const qc = fresh ? 'missing' : await this.#sink.quickCheck(e);
       let same = qc === 'same';
       if (same && this.#checksum) {
         const h = await hashPath(this.#sink.abs(e.path), e.size);
@@ -426,7 +440,7 @@ export class ReceiverSession {
       }
       f.status = 'send';
       // A previous run's temp file can only exist in a directory we did not create.
-      if (!this.#createdDirs.has(parentOf(e.path))) {
+      if (!fresh) {
         const t = await this.#sink.beginFile(e, { resume: true });
         f.temp = t;
         const have = await t.existingPrefix();
@@ -465,7 +479,11 @@ export class ReceiverSession {
           if (f.status !== 'send') throw protocol(`data for ${f.entry.path}, which we did not ask for`);
           const size = f.entry.size;
           if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
-          if (f.from === undefined) {
+          if (f.from === undefined && rec.from === 0 && rec.start === 0 && rec.end === size && size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path))) {
+            // A small file, whole in this range, in a directory we created: written synchronously at END.
+            f.from = 0;
+            f.parts = [];
+          } else if (f.from === undefined) {
             if (rec.from !== 0 && rec.from !== f.offered) throw protocol(`resume of ${f.entry.path} at an offset we did not offer`);
             f.from = rec.from;
             if (f.from > 0) this.#counts.resumedBytes += f.from;
@@ -497,6 +515,11 @@ export class ReceiverSession {
           cur.pos = rec.offset + n;
           const f = cur.file;
           if (f.status !== 'send') break;
+          if (f.parts) {
+            f.parts.push({ offset: rec.offset, data: rec.data });
+            f.maxEnd = rec.offset + n;
+            break;
+          }
           await this.#bytes.acquire(n);
           const data = rec.data;
           const off = rec.offset;
@@ -524,6 +547,21 @@ export class ReceiverSession {
             break;
           }
           f.ended += cur.end - cur.start;
+          if (f.parts) {
+            const parts = f.parts;
+            f.parts = null;
+            try {
+              writeSmallFileSync(this.#sink, f.entry, parts);
+            } catch (x) {
+              this.#fileFailed(f, x);
+              break;
+            }
+            const n = parts.reduce((a, p) => a + p.data.length, 0);
+            this.#counts.bytesWritten += n;
+            this.#ev.onBytes?.(n);
+            this.#committed(f);
+            break;
+          }
           if (f.ended === f.entry.size - f.from!) this.#commit(f);
           break;
         }
@@ -561,13 +599,17 @@ export class ReceiverSession {
       const t = f.temp!;
       if (Math.max(f.maxEnd, f.from ?? 0) < f.entry.size) await t.truncate(f.entry.size); // trailing hole
       await t.commit();
-      f.status = 'committed';
-      this.#counts.committed++;
-      this.#releaseSlot(f);
-      this.#queueCommit(f.entry.index);
-      this.#ev.onFileDone?.(f.entry.path, 'committed');
-      this.#resolve();
+      this.#committed(f);
     });
+  }
+
+  #committed(f: RFile): void {
+    f.status = 'committed';
+    this.#counts.committed++;
+    this.#releaseSlot(f);
+    this.#queueCommit(f.entry.index);
+    this.#ev.onFileDone?.(f.entry.path, 'committed');
+    this.#resolve();
   }
 
   #releaseSlot(f: RFile): void {
@@ -680,7 +722,7 @@ export class ReceiverSession {
 
   /** --delete: remove what DST has and the manifest has not, sparing excluded entries. */
   async #deleteExtraneous(): Promise<void> {
-    const excluded = compileExcludes(this.session.excludes);
+    const excluded = compilePeerExcludes(this.session.excludes);
     const walkDir = async (rel: string): Promise<void> => {
       for (const { name, isDir } of await this.#sink.listDir(rel)) {
         const p = rel === '' ? name : `${rel}/${name}`;
@@ -701,6 +743,25 @@ export class ReceiverSession {
       }
     };
     await walkDir('');
+  }
+}
+
+/** Wildcards allowed in one exclude pattern from the peer (bounds regex backtracking). */
+const MAX_PATTERN_WILDCARDS = 16;
+
+/**
+ * The sender's --exclude patterns, used only to spare excluded entries from
+ * --delete. They come from the peer: a bad pattern is a protocol error, and the
+ * number of wildcards is capped so a crafted pattern cannot make matching slow.
+ */
+function compilePeerExcludes(patterns: readonly string[]): (rel: string, isDir: boolean) => boolean {
+  for (const p of patterns) {
+    if ((p.match(/[*?[]/g)?.length ?? 0) > MAX_PATTERN_WILDCARDS) throw protocol(`exclude pattern with more than ${MAX_PATTERN_WILDCARDS} wildcards`);
+  }
+  try {
+    return compileExcludes(patterns);
+  } catch (e) {
+    throw protocol(`bad exclude pattern: ${(e as Error).message}`);
   }
 }
 

@@ -423,34 +423,48 @@ export async function runSender(
       writeBegin(frame.w, file.index, job.from, job.start, job.end);
       const h = newHash();
       const sparse = zeroSparse(entry);
-      let pos = job.start;
-      while (pos < job.end) {
-        if (file.aborted || file.dropped) {
-          // Another range failed, or the receiver gave up on the file: close our range.
-          writeAbort(frame.w, file.index, ErrorCodes.CHANGED, `${entry.path}: abandoned`);
-          return;
-        }
-        const n = Math.min(opts.chunkSize, job.end - pos);
-        if (frame.w.length + n + 64 > Math.max(FRAME_TARGET, opts.chunkSize + 64) && frame.w.length > 0) await flush();
-        const mark = frame.w.length;
-        writeChunkHeader(frame.w, pos, n);
-        const room = frame.w.reserve(n);
+      // One read ahead: the next chunk is read by the thread pool while this one is
+      // hashed, framed and encrypted on the main thread.
+      const handle = fh;
+      const readAt = async (at: number): Promise<Buffer> => {
+        const n = Math.min(opts.chunkSize, job.end - at);
+        const buf = Buffer.allocUnsafe(n);
         let got = 0;
         while (got < n) {
-          const { bytesRead } = await fh.read(room, got, n - got, pos + got);
+          const { bytesRead } = await handle.read(buf, got, n - got, at + got);
           if (bytesRead === 0) break;
           got += bytesRead;
         }
-        if (got < n) {
-          frame.w.rewind(mark);
+        return got < n ? buf.subarray(0, got) : buf;
+      };
+      let pos = job.start;
+      let next: Promise<Buffer> | null = pos < job.end ? readAt(pos) : null;
+      next?.catch(() => undefined);
+      while (pos < job.end && next) {
+        const n = Math.min(opts.chunkSize, job.end - pos);
+        const data = await next;
+        next = pos + n < job.end ? readAt(pos + n) : null;
+        next?.catch(() => undefined);
+        if (file.aborted || file.dropped) {
+          // Another range failed, or the receiver gave up on the file: close our range.
+          writeAbort(frame.w, file.index, ErrorCodes.CHANGED, `${entry.path}: abandoned`);
+          await next?.catch(() => undefined);
+          return;
+        }
+        if (data.length < n) {
+          await next?.catch(() => undefined);
           throw new FerryError(ErrorCodes.CHANGED, `${entry.path}: shrank while being sent`, { subject: entry.path });
         }
-        const data = room.subarray(0, n);
         h.update(data);
-        if (sparse && isAllZero(data)) {
-          frame.w.rewind(mark); // leave a hole: the receiver feeds zeros to its hash
-        } else {
-          frame.w.advance(n);
+        if (!(sparse && isAllZero(data))) {
+          // (an all-zero chunk of a sparse file is left out: the receiver feeds zeros to its hash)
+          if (frame.w.length + n + 64 > frame.w.capacity) {
+            // A big chunk gets a frame sized for it, so it is copied once, not regrown.
+            await flush();
+            if (n + 64 > frame.w.capacity) frame.w = new ByteWriter(n + 128);
+          }
+          writeChunkHeader(frame.w, pos, n);
+          frame.w.bytes(data);
           bytesSent += n;
           ev.onBytes?.(n);
         }
@@ -487,11 +501,10 @@ export async function runSender(
     const entry = job.file.entry;
     let fh: fsp.FileHandle | undefined;
     try {
+      // Four thread-pool calls: open, one read (regular files do not return short
+      // reads before EOF), fstat (size and mtime must still be what the walk saw:
+      // a write during the read changes the mtime), close.
       fh = await fsp.open(entry.absPath, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-      const st0 = await fh.stat({ bigint: true });
-      if (Number(st0.size) !== entry.size || st0.mtimeNs !== entry.mtimeNs) {
-        return new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed since it was listed`, { subject: entry.path });
-      }
       const buf = Buffer.allocUnsafe(entry.size);
       let got = 0;
       while (got < entry.size) {
@@ -499,9 +512,9 @@ export async function runSender(
         if (bytesRead === 0) break;
         got += bytesRead;
       }
-      const st1 = await fh.stat({ bigint: true });
-      if (got !== entry.size || Number(st1.size) !== entry.size || st1.mtimeNs !== entry.mtimeNs || st1.ctimeNs !== st0.ctimeNs) {
-        return new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed while being sent`, { subject: entry.path });
+      const st = await fh.stat({ bigint: true });
+      if (got !== entry.size || Number(st.size) !== entry.size || st.mtimeNs !== entry.mtimeNs) {
+        return new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed since it was listed`, { subject: entry.path });
       }
       return buf;
     } catch (e) {
@@ -518,7 +531,7 @@ export async function runSender(
     headsPending--;
     maybeCloseQueue();
     if (file.aborted || file.dropped) return;
-    if (!(data instanceof Buffer)) {
+    if (data instanceof FerryError) {
       writeAbort(frame.w, file.index, data.code, data.message);
       file.aborted = true;
       if (!file.resolved) {
@@ -541,11 +554,11 @@ export async function runSender(
   };
 
   const worker = async (ch: FrameChannel): Promise<void> => {
-    const frame = { w: new ByteWriter(FRAME_TARGET + opts.chunkSize + 256) };
+    const frame = { w: new ByteWriter(FRAME_TARGET + 4096) };
     const flush = async (): Promise<void> => {
       if (frame.w.length === 0) return;
       const payload = frame.w.view();
-      frame.w = new ByteWriter(FRAME_TARGET + opts.chunkSize + 256);
+      frame.w = new ByteWriter(FRAME_TARGET + 4096);
       await ch.send(MsgType.DATA, payload);
     };
     const window: { job: Job; data: Promise<Buffer | FerryError> | null }[] = [];

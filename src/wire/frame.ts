@@ -185,11 +185,20 @@ export interface FrameDecoderOptions {
 /**
  * Streaming frame decoder: `push` bytes as they arrive, then call `next()` until it
  * returns null. Throws FerryError(FERRY_E_PROTOCOL) on an oversized length.
+ *
+ * A frame that lies in one pushed chunk comes out as a view of it. A frame larger
+ * than what is buffered gets its payload buffer allocated once its (capped) length
+ * is known, and later chunks are copied into it as they are pushed, while they are
+ * still hot in the cache, instead of being collected and joined at the end.
  */
 export class FrameDecoder {
   readonly #list = new BufferList();
   readonly #max: number;
   readonly #peer: string;
+  // frame being assembled
+  #type = -1;
+  #payload: Buffer | null = null;
+  #filled = 0;
 
   constructor(opts: FrameDecoderOptions = {}) {
     this.#max = opts.maxPayload ?? DEFAULT_MAX_FRAME_PAYLOAD;
@@ -198,15 +207,30 @@ export class FrameDecoder {
 
   /** Bytes received but not yet returned as frames. */
   get buffered(): number {
-    return this.#list.length;
+    return this.#list.length + this.#filled;
   }
 
   push(chunk: Buffer): void {
+    const p = this.#payload;
+    if (p !== null && this.#list.length === 0) {
+      const take = Math.min(chunk.length, p.length - this.#filled);
+      chunk.copy(p, this.#filled, 0, take);
+      this.#filled += take;
+      if (take < chunk.length) this.#list.push(chunk.subarray(take));
+      return;
+    }
     this.#list.push(chunk);
   }
 
   next(): WireFrame | null {
     const list = this.#list;
+    const p = this.#payload;
+    if (p !== null) {
+      if (this.#filled < p.length) return null;
+      this.#payload = null;
+      this.#filled = 0;
+      return { type: this.#type, payload: p };
+    }
     if (list.length < FRAME_HEADER_BYTES) return null;
     const length = list.readUIntBE(1, 4);
     if (length > this.#max) {
@@ -216,9 +240,22 @@ export class FrameDecoder {
         { subject: this.#peer },
       );
     }
-    if (list.length < FRAME_HEADER_BYTES + length) return null;
+    if (list.length < FRAME_HEADER_BYTES + length) {
+      // Large and incomplete: start assembling in place (the length is capped above).
+      if (length >= ASSEMBLE_MIN) {
+        this.#type = list.byteAt(0);
+        list.consume(FRAME_HEADER_BYTES);
+        const buf = Buffer.allocUnsafe(length);
+        for (const c of list.drain()) this.#filled += c.copy(buf, this.#filled);
+        this.#payload = buf;
+      }
+      return null;
+    }
     const type = list.byteAt(0);
     list.consume(FRAME_HEADER_BYTES);
     return { type, payload: list.consume(length) };
   }
 }
+
+/** Frames at least this large are assembled in place as their bytes arrive. */
+const ASSEMBLE_MIN = 64 * 1024;

@@ -157,6 +157,11 @@ export class ByteWriter {
     return this.#len;
   }
 
+  /** Bytes that fit before the buffer has to grow. */
+  get capacity(): number {
+    return this.#buf.length;
+  }
+
   reset(): void {
     this.#len = 0;
   }

@@ -25,7 +25,7 @@ import { establishChannel, type ChannelOptions, type SecureChannel } from '../..
 
 const inLab = process.env.FERRY_IN_LAB === '1';
 const skip = inLab ? false : 'runs only inside the kernel lab (FERRY_IN_LAB=1, see scripts/kernel-lab.sh)';
-const T = { skip, timeout: 120_000 };
+const T = { skip, timeout: 240_000 };
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
 async function tcpPair(): Promise<{ client: Socket; server: Socket; close: () => void }> {
@@ -138,10 +138,13 @@ function runFerry(args: string[], onLine?: (line: string) => void): Promise<{ co
     });
     let stdout = '';
     let stderr = '';
+    let partial = ''; // a line may arrive in pieces
     child.stdout.on('data', (d: Buffer) => {
       const s = d.toString();
       stdout += s;
-      if (onLine) for (const l of s.split('\n')) if (l !== '') onLine(l);
+      const lines = (partial + s).split('\n');
+      partial = lines.pop() ?? '';
+      if (onLine) for (const l of lines) if (l !== '') onLine(l);
     });
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.once('error', reject);

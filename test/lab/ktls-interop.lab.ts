@@ -29,7 +29,7 @@ import type { TrafficSecret } from '../../src/secure/traffic-secret.js';
 
 const inLab = process.env.FERRY_IN_LAB === '1';
 const skip = inLab ? false : 'runs only inside the kernel lab (FERRY_IN_LAB=1, see scripts/kernel-lab.sh)';
-const T = { skip, timeout: 60_000 };
+const T = { skip, timeout: 120_000 };
 
 function secret(seq = 0n): TrafficSecret {
   return { key: randomBytes(16), iv: randomBytes(12), seq };
