@@ -360,6 +360,9 @@ async function benchDataset(
           for (const ex of cmp.examples) out(`   !!!!     ${ex}`);
         }
       }
+      // Fresh destinations are not needed once verified; with big datasets and six
+      // tools, keeping them until the next round would hold tens of GB.
+      if (suite.destination === 'fresh') await rm(dst, { recursive: true, force: true, maxRetries: 3 });
       const rss = Object.entries(rec.rssKb).map(([k, v]) => `${k} ${v === null ? '?' : `${(v / 1024).toFixed(0)} MB`}`).join(', ');
       out(`   run ${run} ${t.name.padEnd(16)} ${rec.seconds !== null ? `${fmtSeconds(rec.seconds)} s` : 'FAILED'}${rss ? `  (rss ${rss})` : ''}${rec.error ? `  ${rec.error}` : ''}`);
       r.runs.push(rec);

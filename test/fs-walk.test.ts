@@ -114,3 +114,16 @@ test('metadata: mode, size, mtime in ns, allocated', async () => {
   assert.equal(e!.mtimeNs, st.mtimeNs);
   assert.equal(e!.ino, st.ino);
 });
+
+test('a file name that is not valid UTF-8 is reported, not skipped in silence', async () => {
+  const base = await tmpDir();
+  // A Buffer path lets the test create a name with a raw 0xff byte.
+  await fsp.writeFile(Buffer.concat([Buffer.from(`${base}/bad-`), Buffer.from([0xff]), Buffer.from('-name')]), 'x');
+  await fsp.writeFile(path.join(base, 'good'), 'y');
+  const problems: FerryError[] = [];
+  const all = await walkAll(await resolveSource(base + '/'), { onProblem: (e) => problems.push(e) });
+  assert.deepEqual(all.map((e) => e.path), ['good']);
+  assert.equal(problems.length, 1);
+  assert.equal(problems[0]!.code, ErrorCodes.READ);
+  assert.match(problems[0]!.message, /not valid UTF-8/);
+});

@@ -158,3 +158,24 @@ test('--no-encrypt on both ends works (with a warning); recv --json announces wh
   assert.equal(typeof first['port'], 'number');
   assert.deepEqual(await compareTrees(src, dst), []);
 });
+
+test('--keep-serving serves sessions one after another', async () => {
+  const root = await tmpDir('ferry-net-');
+  const a = path.join(root, 'a');
+  const b = path.join(root, 'b');
+  await makeTree(a, { 'one.txt': '1' });
+  await makeTree(b, { 'two.txt': '2' });
+  const dst = path.join(root, 'dst');
+  const rv = await startRecv(dst, ['--keep-serving']);
+  try {
+    const [s1, s2] = await Promise.all([sendTo(`${a}/`, rv.port).done, sendTo(`${b}/`, rv.port).done]);
+    assert.equal(s1.code, 0, s1.stderr);
+    assert.equal(s2.code, 0, s2.stderr);
+    assert.equal(await fsp.readFile(path.join(dst, 'one.txt'), 'utf8'), '1');
+    assert.equal(await fsp.readFile(path.join(dst, 'two.txt'), 'utf8'), '2');
+    assert.equal(rv.child.exitCode, null, 'recv still serving');
+  } finally {
+    rv.child.kill('SIGTERM');
+    await rv.done;
+  }
+});

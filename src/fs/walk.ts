@@ -266,8 +266,15 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     return !exclude(childRel, st.isDirectory());
   };
   const childFailed = (childRel: string, e: unknown): null => {
-    // A name that vanished between readdir and lstat is not an error (rsync's "vanished").
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') report(e instanceof FerryError ? e : fromSystemError(e, 'read', childRel));
+    // A name that vanished between readdir and lstat is not an error (rsync's "vanished"),
+    // except when the name is not valid UTF-8: Node decodes it lossily (U+FFFD), so it
+    // can never be found again. Reported, never skipped in silence.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && childRel.includes('\ufffd')) {
+      report(new FerryError(ErrorCodes.READ, `${childRel}: file name is not valid UTF-8; not copied`, { subject: childRel }));
+    } else if (code !== 'ENOENT') {
+      report(e instanceof FerryError ? e : fromSystemError(e, 'read', childRel));
+    }
     return null;
   };
 

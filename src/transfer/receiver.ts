@@ -419,7 +419,8 @@ export class ReceiverSession {
     try {
       // In a directory this session created nothing can be up to date or partial: no lstat.
       const fresh = this.#createdDirs.has(parentOf(e.path));
-      const qc = fresh ? 'missing' : await this.#sink.quickCheck(e);
+      // The SafeWriter answers at once (one lstat on the main thread) when it can: the no-op re-send's hot path.
+      const qc = fresh ? 'missing' : (this.#sink.quickCheckSync(e) ?? (await this.#sink.quickCheck(e)));
       let same = qc === 'same';
       if (same && this.#checksum) {
         const h = await hashPath(this.#sink.abs(e.path), e.size);
