@@ -8,11 +8,12 @@
  * SHA-256 of the result with the source, prints what it did with timings, and
  * removes everything. Exit status 1 when the result differs or ferry fails.
  *
- * The transfer is one function, `transfer(src, dst)`, so switching the demo from
- * the local copy to a network send/recv over loopback is a change in one place.
+ * The transfer is one function, `transfer(src, dst)`: `ferry recv` and `ferry send`
+ * over loopback, encrypted, with a fresh random secret.
  * ferry is spawned through bin/ferry, which sets up its environment.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -28,18 +29,37 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-function ferry(args: string[]): Promise<number> {
-  say(`  $ ferry ${args.join(' ')}`);
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(FERRY, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-    child.once('error', reject);
-    child.once('close', (code, signal) => resolvePromise(code ?? (signal ? 128 : 1)));
-  });
-}
-
-/** The step being demonstrated: move the tree at `src` to `dst`. Returns ferry's exit code. */
+/**
+ * The step being demonstrated: move the tree at `src` to `dst` over the network,
+ * on loopback: `ferry recv` listens on a free port, `ferry send` connects, both
+ * authenticate with a fresh shared secret (CPace) and the data is encrypted.
+ * Returns 0 when both sides exit 0.
+ */
 async function transfer(src: string, dst: string): Promise<number> {
-  return ferry(['copy', '--progress=never', `${src}/`, `${dst}/`]);
+  const secret = randomBytes(16).toString('hex');
+  const env = { ...process.env, FERRY_SECRET: secret };
+  say('  $ ferry recv DST --listen 127.0.0.1:0 --progress=never   (FERRY_SECRET set to a fresh random secret)');
+  const recv = spawn(FERRY, ['recv', dst, '--listen', '127.0.0.1:0', '--progress=never'], { env, stdio: ['ignore', 'inherit', 'pipe'] });
+  const recvDone = new Promise<number>((res) => recv.once('close', (code, signal) => res(code ?? (signal ? 128 : 1))));
+  let stderr = '';
+  const port = await new Promise<number | null>((res) => {
+    recv.stderr.setEncoding('utf8').on('data', (d: string) => {
+      process.stderr.write(d);
+      stderr += d;
+      const m = /listening on [^\s]*:(\d+)/.exec(stderr);
+      if (m) res(Number(m[1]));
+    });
+    recv.once('close', () => res(null));
+  });
+  if (port === null) return recvDone;
+  say(`  $ ferry send SRC/ 127.0.0.1:${port} --progress=never`);
+  const sent = await new Promise<number>((res, rej) => {
+    const child = spawn(FERRY, ['send', `${src}/`, `127.0.0.1:${port}`, '--progress=never'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+    child.once('error', rej);
+    child.once('close', (code, signal) => res(code ?? (signal ? 128 : 1)));
+  });
+  const received = await recvDone;
+  return sent !== 0 ? sent : received;
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
@@ -62,7 +82,7 @@ async function main(): Promise<number> {
     });
     say(`   ${gen.files} files, ${(gen.bytes / 1e6).toFixed(1)} MB in ${genS.toFixed(2)} s`);
 
-    say('2. transferring with ferry');
+    say('2. sending it with ferry send → ferry recv over loopback (authenticated, encrypted)');
     const [code, xferS] = await timed(() => transfer(src, dst));
     if (code !== 0) {
       say(`   ferry exited with status ${code}: FAILED`);

@@ -56,7 +56,18 @@ export async function main(argv: string[]): Promise<number> {
   return (await (await commands.copy!())(argv));
 }
 
+/**
+ * Ctrl-C / SIGTERM: say so and exit 130. Nothing is lost: every file in flight is
+ * still under its temporary name, and the next run removes or resumes it.
+ */
+function exitOnSignal(signal: NodeJS.Signals): void {
+  printError(`${ErrorCodes.INTERRUPTED}: interrupted by ${signal}; temporary files are cleaned up or resumed by the next run`);
+  process.exit(ExitCodes.INTERRUPTED);
+}
+
 async function run(): Promise<void> {
+  process.once('SIGINT', exitOnSignal);
+  process.once('SIGTERM', exitOnSignal);
   let code: number;
   try {
     code = await main(process.argv.slice(2));

@@ -27,6 +27,7 @@
  */
 import { ErrorCodes, FerryError, cleanForDisplay } from '../core/errors.js';
 import { readSecretFile, secretFromEnv, SECRET_ENV_VAR } from '../secure/secret.js';
+import { ktlsSupport } from '../secure/ktls.js';
 import type { SummaryMsg } from '../wire/messages.js';
 import { MAX_CHUNK_SIZE, MAX_STREAMS } from '../wire/messages.js';
 import { parseSize } from './copy-command.js';
@@ -80,6 +81,11 @@ export function parseListen(s: string, cmd: string): { host: string; port: numbe
 export function parseKtls(s: string | undefined, cmd: string): 'auto' | 'on' | 'off' {
   const v = s ?? 'auto';
   if (v !== 'auto' && v !== 'on' && v !== 'off') throw usage(cmd, `--ktls must be auto, on or off, got "${v}"`);
+  if (v === 'on') {
+    // Fail at start, not at the first connection: a recv that can never serve must not wait.
+    const support = ktlsSupport();
+    if (!support.available) throw new FerryError(ErrorCodes.KTLS, `${cmd}: --ktls=on but kTLS is not available: ${support.reason}`);
+  }
   return v;
 }
 

@@ -10,9 +10,10 @@
  * disk (a source that changed under the reader, a bug in range bookkeeping).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { CHECKSUM_ALGORITHM } from '../fs/checksum.js';
 
-export const HASH_ALGORITHM = 'sha256';
+/** The same hash as `--checksum` uses (fs/checksum.ts, which also hashes files). */
+export const HASH_ALGORITHM = CHECKSUM_ALGORITHM;
 
 export function newHash(): Hash {
   return createHash(HASH_ALGORITHM);
@@ -38,32 +39,4 @@ export function isAllZero(b: Uint8Array): boolean {
     off += k;
   }
   return true;
-}
-
-/**
- * SHA-256 of bytes [0, length) of a file (resume prefixes, --checksum). Throws the
- * system error when the file is shorter than `length` is not an error: the hash then
- * covers what exists, and the comparison with the peer's hash fails.
- */
-export async function hashFilePrefix(path: string, length: number, bufSize = 1 << 20): Promise<Buffer> {
-  const h = newHash();
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(Math.min(bufSize, Math.max(length, 1)));
-    let pos = 0;
-    while (pos < length) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-  return h.digest();
-}
-
-/** SHA-256 of a whole file. */
-export async function hashFile(path: string, size: number): Promise<Buffer> {
-  return hashFilePrefix(path, size);
 }

@@ -25,11 +25,11 @@
  * `maxOpenFiles` and a byte budget — awaiting that budget is what stops us reading
  * frames and so pushes back on the sender.
  */
-import { constants as fsc, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
 import { compileExcludes } from '../fs/exclude.js';
+import { hashFilePrefix } from '../fs/checksum.js';
 import { parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
 import type { SafeWriter, TempFile } from '../fs/safe-writer.js';
 import type { Frame, FrameChannel } from '../secure/channel-api.js';
@@ -423,7 +423,7 @@ export class ReceiverSession {
       const qc = fresh ? 'missing' : (this.#sink.quickCheckSync(e) ?? (await this.#sink.quickCheck(e)));
       let same = qc === 'same';
       if (same && this.#checksum) {
-        const h = await hashPath(this.#sink.abs(e.path), e.size);
+        const h = await hashFilePrefix(this.#sink.abs(e.path), e.size);
         same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
       }
       if (same) {
@@ -446,7 +446,7 @@ export class ReceiverSession {
         f.temp = t;
         const have = await t.existingPrefix();
         if (have > 0 && have <= e.size) {
-          const prefixHash = await hashPath(t.tempPath, have);
+          const prefixHash = await hashFilePrefix(t.tempPath, have);
           f.offered = have;
           return { index: e.index, action: Action.RESUME, offset: have, prefixHash };
         }
@@ -764,25 +764,6 @@ function compilePeerExcludes(patterns: readonly string[]): (rel: string, isDir: 
   } catch (e) {
     throw protocol(`bad exclude pattern: ${(e as Error).message}`);
   }
-}
-
-/** SHA-256 of the first `length` bytes of a file in DST, never through a symlink. */
-async function hashPath(abs: string, length: number): Promise<Buffer> {
-  const h = newHash();
-  const fh = await fsp.open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-  try {
-    const buf = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(length, 1)));
-    let pos = 0;
-    while (pos < length) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-  return h.digest();
 }
 
 /** Refuse a session before it starts (e.g. a second sender while one runs). */

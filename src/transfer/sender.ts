@@ -19,9 +19,12 @@
  * - Trust nothing from the receiver: a decision for an index we never sent, for a
  *   non-file, twice, or a resume offset past the size is FERRY_E_PROTOCOL; a resume
  *   offer is honoured only when the prefix hash matches our own file's prefix.
- * - A source file is stat'ed before and after it is read; if its size or mtime
- *   changed it is aborted (FERRY_E_CHANGED) instead of ended, and the receiver
- *   discards it: a file is never published with content that was not a snapshot.
+ * - A source file is fstat'ed after it is read (large files also before) and compared
+ *   with what the walk saw; if its size or mtime (or ctime) changed it is aborted
+ *   (FERRY_E_CHANGED) instead of ended, and the receiver discards it: a file is never
+ *   published with content that was not a snapshot.
+ * - Small files are read ahead, many at once per stream (open, read, fstat, close
+ *   overlap in the thread pool); large files are read one chunk ahead.
  * - Sparse files (allocated < size): all-zero chunks are not sent; the receiver leaves
  *   holes. The hash still covers the zeros.
  * - Success means confirmation: the result lists what the receiver committed; the
@@ -55,7 +58,8 @@ import {
   type SummaryMsg,
   type WireEntry,
 } from '../wire/messages.js';
-import { hashFile, hashFilePrefix, isAllZero, newHash } from './hash.js';
+import { hashFilePrefix } from '../fs/checksum.js';
+import { isAllZero, newHash } from './hash.js';
 import { WorkQueue } from './queue.js';
 
 export interface SenderOptions {
@@ -681,7 +685,7 @@ async function hashBatch(batch: WireEntry[], byIndex: (FileState | SourceEntry)[
       const w = todo[next++]!;
       const f = byIndex[w.index] as FileState;
       try {
-        w.hash = await hashFile(f.entry.absPath, f.entry.size);
+        w.hash = await hashFilePrefix(f.entry.absPath, f.entry.size);
       } catch {
         w.hash = new Uint8Array(32); // unreadable: the receiver asks for it, the read then fails and is reported
       }
