@@ -25,7 +25,9 @@
  *     "errors": [{"code": string, "path": string, "message": string}]
  *   }
  */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ErrorCodes, FerryError, cleanForDisplay } from '../core/errors.js';
+import type { ProgressMode } from './progress.js';
 import { readSecretFile, secretFromEnv, SECRET_ENV_VAR } from '../secure/secret.js';
 import { ktlsSupport } from '../secure/ktls.js';
 import type { SummaryMsg } from '../wire/messages.js';
@@ -49,6 +51,26 @@ export const NET_OPTIONS = {
 
 export function usage(cmd: string, msg: string): FerryError {
   return new FerryError(ErrorCodes.USAGE, `${cmd}: ${msg} (see 'ferry ${cmd} --help')`);
+}
+
+/**
+ * The start both network commands share: parse strictly (a parseArgs complaint becomes
+ * a one-line FERRY_E_USAGE naming the command), and validate `--progress`.
+ */
+type NetArgs<O extends NonNullable<ParseArgsConfig['options']>> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>
+> & { progressMode: ProgressMode };
+
+export function parseNetArgs<O extends NonNullable<ParseArgsConfig['options']>>(cmd: string, argv: string[], options: O): NetArgs<O> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: normaliseArgv(argv), options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw usage(cmd, String((e as Error).message).split(/\.\s|\n/)[0]!.replace(/\.$/, ''));
+  }
+  const progressMode = ((parsed.values as { progress?: string }).progress ?? 'auto') as ProgressMode;
+  if (!['auto', 'always', 'never'].includes(progressMode)) throw usage(cmd, '--progress must be auto, always or never');
+  return { ...parsed, progressMode };
 }
 
 /** `--progress` alone means `--progress=always` (parseArgs wants a value). */

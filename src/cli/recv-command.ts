@@ -7,15 +7,14 @@
  * authentication is in modes/recv.ts. The summary matches the sender's.
  */
 import os from 'node:os';
-import { parseArgs } from 'node:util';
 import { ExitCodes, FerryError } from '../core/errors.js';
 import { recv, type RecvSessionOutcome } from '../modes/recv.js';
 import { NO_ENCRYPT_WARNING } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
 import { SessionFlags } from '../wire/messages.js';
-import { NET_OPTIONS, buildNetJson, chooseSecret, normaliseArgv, parseKtls, parseListen, usage } from './net-common.js';
+import { NET_OPTIONS, buildNetJson, chooseSecret, parseKtls, parseListen, parseNetArgs, usage } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
-import { ProgressReporter, type ProgressCounters, type ProgressMode } from './progress.js';
+import { ProgressReporter, type ProgressCounters } from './progress.js';
 import { renderSummaryLine } from './summary.js';
 
 const OPTIONS = {
@@ -69,13 +68,7 @@ function displayHost(listenHost: string): string {
 }
 
 export async function runRecvCommand(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: normaliseArgv(argv), options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw usage('recv', String((e as Error).message).split(/\.\s|\n/)[0]!.replace(/\.$/, ''));
-  }
-  const { values: v, positionals } = parsed;
+  const { values: v, positionals, progressMode } = parseNetArgs('recv', argv, OPTIONS);
   if (v.help) {
     process.stdout.write(RECV_HELP);
     return ExitCodes.OK;
@@ -84,8 +77,6 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
   if (v.listen === undefined) throw usage('recv', '--listen [ADDR:]PORT is required');
   const dst = positionals[0]!;
   const { host, port } = parseListen(v.listen, 'recv');
-  const progressMode = (v.progress ?? 'auto') as ProgressMode;
-  if (!['auto', 'always', 'never'].includes(progressMode)) throw usage('recv', `--progress must be auto, always or never`);
   const ktls = parseKtls(v.ktls, 'recv');
   let maxAuthFailures = 3;
   if (v['max-auth-failures'] !== undefined) {

@@ -4,7 +4,6 @@
  * failures and the summary the receiver confirmed. Exit 0 only when the receiver
  * confirmed every file; see cli/net-common.ts for the `--json` schema.
  */
-import { parseArgs } from 'node:util';
 import { ErrorCodes, ExitCodes, FerryError } from '../core/errors.js';
 import { send } from '../modes/send.js';
 import { NO_ENCRYPT_WARNING } from '../secure/channel.js';
@@ -14,7 +13,7 @@ import {
   NO_SECRET_HINT,
   buildNetJson,
   chooseSecret,
-  normaliseArgv,
+  parseNetArgs,
   parseChunk,
   parseHostPort,
   parseKtls,
@@ -22,7 +21,7 @@ import {
   usage,
 } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
-import { ProgressReporter, type ProgressCounters, type ProgressMode } from './progress.js';
+import { ProgressReporter, type ProgressCounters } from './progress.js';
 import { renderSummaryLine } from './summary.js';
 
 /**
@@ -80,13 +79,7 @@ Exit codes: 0 every file delivered and confirmed, 1 some files failed,
 `;
 
 export async function runSendCommand(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: normaliseArgv(argv), options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw usage('send', String((e as Error).message).split(/\.\s|\n/)[0]!.replace(/\.$/, ''));
-  }
-  const { values: v, positionals } = parsed;
+  const { values: v, positionals, progressMode } = parseNetArgs('send', argv, OPTIONS);
   if (v.help) {
     process.stdout.write(SEND_HELP);
     return ExitCodes.OK;
@@ -94,8 +87,6 @@ export async function runSendCommand(argv: string[]): Promise<number> {
   if (positionals.length !== 2) throw usage('send', 'expected SRC and HOST:PORT');
   const src = positionals[0]!;
   const { host, port } = parseHostPort(positionals[1]!, 'send');
-  const progressMode = (v.progress ?? 'auto') as ProgressMode;
-  if (!['auto', 'always', 'never'].includes(progressMode)) throw usage('send', `--progress must be auto, always or never`);
   const streams = parseStreams(v.parallel, 'send', DEFAULT_STREAMS);
   const chunkSize = parseChunk(v['chunk-size'], 'send', DEFAULT_CHUNK);
   const ktls = parseKtls(v.ktls, 'send');
