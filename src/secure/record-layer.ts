@@ -169,47 +169,10 @@ export class RecordSealer {
 
   /**
    * Seal `parts` (concatenated) as full 16 KiB records and a last partial one, into
-   * one output buffer. Empty input gives an empty buffer (no empty records).
+   * one output buffer: `sealv`'s bytes, joined. Empty input gives an empty buffer.
    */
   seal(parts: readonly Uint8Array[]): Buffer {
-    let total = 0;
-    for (const p of parts) total += p.byteLength;
-    const n = RecordSealer.recordsFor(total);
-    const k = this.#k;
-    if (k.seq + n > HARD_RECORD_LIMIT) {
-      throw new FerryError(ErrorCodes.INTERNAL, `record layer: ${HARD_RECORD_LIMIT} records under one key reached without a key update`);
-    }
-    const out = Buffer.allocUnsafe(total + n * RECORD_OVERHEAD);
-    let off = 0;
-    let pi = 0; // current part
-    let po = 0; // offset inside it
-    let left = total;
-    while (left > 0) {
-      const len = Math.min(left, MAX_RECORD_PLAINTEXT);
-      left -= len;
-      const hdr = off;
-      writeHeader(out, hdr, len + 1 + TAG_BYTES);
-      off += RECORD_HEADER_BYTES;
-      const c = createCipheriv(ALG, k.key, k.nextNonce());
-      c.setAAD(out.subarray(hdr, off));
-      let need = len;
-      while (need > 0) {
-        const p = parts[pi]!;
-        const take = Math.min(need, p.byteLength - po);
-        const ct = c.update(p.subarray(po, po + take));
-        off += ct.copy(out, off);
-        need -= take;
-        po += take;
-        if (po === p.byteLength) {
-          pi++;
-          po = 0;
-        }
-      }
-      off += c.update(TYPE_BYTE).copy(out, off);
-      c.final();
-      off += c.getAuthTag().copy(out, off);
-    }
-    return out;
+    return Buffer.concat(this.sealv(parts));
   }
 }
 
