@@ -27,7 +27,8 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ErrorCodes, FerryError, cleanForDisplay } from '../core/errors.js';
-import type { ProgressMode } from './progress.js';
+import { printError } from './output.js';
+import type { ProgressCounters, ProgressMode, ProgressReporter } from './progress.js';
 import { readSecretFile, secretFromEnv, SECRET_ENV_VAR } from '../secure/secret.js';
 import { ktlsSupport } from '../secure/ktls.js';
 import type { SummaryMsg } from '../wire/messages.js';
@@ -205,4 +206,29 @@ export function buildNetJson(i: JsonSummaryInput): Record<string, unknown> {
   };
   if (i.bytesSent !== undefined) out['bytesSent'] = i.bytesSent;
   return out;
+}
+
+/**
+ * The progress half of a session's events, the same on both ends: totals and bytes
+ * feed the live line; each failure is counted and printed once, on its own line.
+ */
+export function progressEvents(counters: ProgressCounters, reporter: ProgressReporter, onFailure: (e: FerryError) => void = () => {}) {
+  return {
+    onManifest: (files: number, bytes: number): void => {
+      counters.filesTotal = files;
+      counters.bytesTotal = bytes;
+    },
+    onBytes: (n: number): void => {
+      counters.bytesDone += n;
+    },
+    onFileDone: (): void => {
+      counters.filesDone++;
+    },
+    onFailure: (e: FerryError): void => {
+      counters.failed = (counters.failed ?? 0) + 1;
+      onFailure(e);
+      reporter.clear();
+      printError(e.toLine());
+    },
+  };
 }

@@ -12,7 +12,7 @@ import { recv, type RecvSessionOutcome } from '../modes/recv.js';
 import { NO_ENCRYPT_WARNING } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
 import { SessionFlags } from '../wire/messages.js';
-import { NET_OPTIONS, buildNetJson, chooseSecret, parseKtls, parseListen, parseNetArgs, usage } from './net-common.js';
+import { NET_OPTIONS, buildNetJson, chooseSecret, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, type ProgressCounters } from './progress.js';
 import { renderSummaryLine } from './summary.js';
@@ -130,24 +130,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
       const counters: ProgressCounters = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0, walkDone: false, startedAt: performance.now(), failed: 0 };
       reporter = new ProgressReporter(counters, { mode: progressMode });
       reporter.start();
-      const r = reporter;
-      return {
-        onManifest: (files, bytes) => {
-          counters.filesTotal = files;
-          counters.bytesTotal = bytes;
-        },
-        onBytes: (n) => {
-          counters.bytesDone += n;
-        },
-        onFileDone: () => {
-          counters.filesDone++;
-        },
-        onFailure: (e) => {
-          counters.failed = (counters.failed ?? 0) + 1;
-          r.clear();
-          printError(e.toLine());
-        },
-      };
+      return progressEvents(counters, reporter);
     },
     onSessionEnd: (s: RecvSessionOutcome) => {
       reporter?.stop();

@@ -14,6 +14,7 @@ import {
   buildNetJson,
   chooseSecret,
   parseNetArgs,
+  progressEvents,
   parseChunk,
   parseHostPort,
   parseKtls,
@@ -128,22 +129,7 @@ export async function runSendCommand(argv: string[]): Promise<number> {
       excludes: v.exclude ?? [],
       preserveSpecial: v['preserve-special-bits'] === true,
       events: {
-        onManifest: (files, bytes) => {
-          counters.filesTotal = files;
-          counters.bytesTotal = bytes;
-        },
-        onBytes: (n) => {
-          counters.bytesDone += n;
-        },
-        onFileDone: () => {
-          counters.filesDone++;
-        },
-        onFailure: (e) => {
-          counters.failed = (counters.failed ?? 0) + 1;
-          errors.push(e);
-          reporter.clear();
-          printError(e.toLine());
-        },
+        ...progressEvents(counters, reporter, (e) => errors.push(e)),
         onWarning: (e) => {
           reporter.clear();
           printWarning(e.toLine());
