@@ -361,3 +361,29 @@ test('records that arrive in the same read as the last handshake message are not
   ]);
   a.destroy();
 });
+
+test('a payload may be reused as soon as send() resolves (encrypted and --no-encrypt, small and large)', async () => {
+  for (const encrypt of [true, false]) {
+    const [a, b] = duplexPair();
+    const p = channelPair(a, b, { encrypt }, { encrypt });
+    const [c, s] = await Promise.all([p.client, p.server]);
+    const got = collect(s);
+    // One buffer, overwritten after every send: what arrives must be what was sent then.
+    const buf = Buffer.alloc(300 * 1024);
+    const sent: Buffer[] = [];
+    for (const [i, size] of [10, 70_000, 5, 300 * 1024, 17, 65_536].entries()) {
+      buf.fill(i + 1, 0, size);
+      sent.push(Buffer.from(buf.subarray(0, size)));
+      await c.send(0x10, [Buffer.from([i]), buf.subarray(0, size)]);
+      buf.fill(0xee); // the next frame's bytes, or garbage: must not leak into this one
+    }
+    await c.close();
+    const frames = await got;
+    assert.equal(frames.length, sent.length, `encrypt=${encrypt}`);
+    frames.forEach((f, i) => {
+      assert.equal(f.payload[0], i);
+      assert.ok(f.payload.subarray(1).equals(sent[i]!), `frame ${i} (encrypt=${encrypt}) was changed after send()`);
+    });
+    a.destroy();
+  }
+});

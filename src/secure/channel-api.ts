@@ -8,7 +8,9 @@
  *
  * - `send` queues one frame. It resolves at once while the outgoing buffer is below
  *   its high-water mark and otherwise when it has drained: `await` every call and
- *   backpressure is honoured end to end.
+ *   backpressure is honoured end to end. Once it resolves the channel no longer
+ *   reads the payload: the caller may reuse the memory (the sender recycles its read
+ *   buffers this way).
  * - `frames()` yields the peer's frames in order. It ends normally only after the
  *   peer's authenticated end (`close()`); a connection cut before it, or any record
  *   that fails authentication, throws FerryError(FERRY_E_INTEGRITY). It may be

@@ -464,9 +464,15 @@ class Channel implements SecureChannel {
     if (type <= LAST_RESERVED_FRAME_TYPE || type > 0xff) {
       throw new FerryError(ErrorCodes.INTERNAL, `frame type ${type} is reserved for the channel`);
     }
+    const first = this.#pending.length + 1; // after the frame header, which is ours
     this.#enqueue(type, payload);
     if (this.#pendingBytes >= FLUSH_BYTES) this.#flush();
-    else this.#scheduleFlush();
+    else {
+      // The caller may reuse the payload once we return (channel-api.ts): a frame that
+      // waits for the end of the tick is copied; a flushed one is already sealed.
+      for (let i = first; i < this.#pending.length; i++) this.#pending[i] = Buffer.from(this.#pending[i]!);
+      this.#scheduleFlush();
+    }
     if (this.#stream.writableNeedDrain) await this.#drain();
   }
 
@@ -526,9 +532,8 @@ class Channel implements SecureChannel {
           );
         }
       }
-      s.cork();
-      for (let i = 0; i < parts.length; i++) s.write(parts[i]!, i === parts.length - 1 ? this.#onWritten : undefined);
-      s.uncork();
+      // One copy, so that the socket never holds the caller's buffers (see send).
+      s.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes), this.#onWritten);
     } catch (e) {
       this.#fail(e);
     }

@@ -30,7 +30,6 @@
  * - Success means confirmation: the result lists what the receiver committed; the
  *   caller exits 0 only when every file was committed or skipped.
  */
-import { constants as fsc, promises as fsp } from 'node:fs';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
 import type { FrameChannel } from '../secure/channel-api.js';
@@ -59,7 +58,8 @@ import {
   type WireEntry,
 } from '../wire/messages.js';
 import { hashFilePrefix } from '../fs/checksum.js';
-import { isAllZero, newHash } from './hash.js';
+import { FileReader, type RangeRead, type SmallRead } from './file-reader.js';
+import { isAllZero } from './hash.js';
 import { WorkQueue } from './queue.js';
 
 export interface SenderOptions {
@@ -137,8 +137,11 @@ const FRAME_TARGET = 256 * 1024;
 /** Small files (read whole, many at once per stream): at most this big… */
 const SMALL_FILE_MAX = 256 * 1024;
 /** …at most this many and this many bytes read ahead per stream. */
-const PREFETCH_FILES = 64;
+const PREFETCH_FILES = 256;
 const PREFETCH_BYTES = 8 * 1024 * 1024;
+/** Small files go to a reader thread in batches of at most this many files and bytes. */
+const READ_BATCH_FILES = 16;
+const READ_BATCH_BYTES = 1024 * 1024;
 const MANIFEST_BATCH = 1024;
 const MANIFEST_FLUSH_MS = 20;
 const DEFAULT_SPLIT = 64 * 1024 * 1024;
@@ -186,10 +189,12 @@ export async function runSender(
   let resolveSummary!: () => void;
   const summaryArrived = new Promise<void>((r) => (resolveSummary = r));
 
+  let readerToClose: FileReader | undefined;
   const fail = (e: unknown): FerryError => {
     const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
     if (!fatal) {
       fatal = err;
+      void readerToClose?.close();
       queue.close();
       resolveSummary();
       for (const ch of channels) ch.destroy(err);
@@ -362,9 +367,11 @@ export async function runSender(
   }
 
   // --- 4. Stream workers ------------------------------------------------------------
+  const reader = new FileReader();
+  readerToClose = reader;
   const zeroSparse = (e: SourceEntry): boolean => e.allocated < e.size;
 
-  const sendJob = async (ch: FrameChannel, job: Job, frame: { w: ByteWriter }, flush: () => Promise<void>): Promise<void> => {
+  const sendJob = async (ch: FrameChannel, job: Job, frame: { w: ByteWriter }, flush: (data?: Buffer) => Promise<void>): Promise<void> => {
     const { file } = job;
     const entry = file.entry;
     const abort = (err: FerryError): void => {
@@ -386,13 +393,8 @@ export async function runSender(
       }
     };
     if (file.aborted || file.dropped) return finishHead();
-    let fh: fsp.FileHandle | undefined;
+    let range: RangeRead | undefined;
     try {
-      fh = await fsp.open(entry.absPath, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-      const st0 = await fh.stat({ bigint: true });
-      if (Number(st0.size) !== entry.size || st0.mtimeNs !== entry.mtimeNs) {
-        throw new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed since it was listed`, { subject: entry.path });
-      }
       if (job.head) {
         job.head = false;
         let from = 0;
@@ -423,62 +425,30 @@ export async function runSender(
         headDone = true;
         maybeCloseQueue();
       }
-      if (frame.w.length > FRAME_TARGET) await flush();
+      // A worker thread opens the file, checks it against the walk, reads and hashes
+      // chunk n+1 while this thread frames and seals chunk n (file-reader.ts).
+      range = reader.readRange(entry, job.start, job.end, { chunk: opts.chunkSize, sparse: zeroSparse(entry) });
       writeBegin(frame.w, file.index, job.from, job.start, job.end);
-      const h = newHash();
-      const sparse = zeroSparse(entry);
-      // One read ahead: the next chunk is read by the thread pool while this one is
-      // hashed, framed and encrypted on the main thread.
-      const handle = fh;
-      const readAt = async (at: number): Promise<Buffer> => {
-        const n = Math.min(opts.chunkSize, job.end - at);
-        const buf = Buffer.allocUnsafe(n);
-        let got = 0;
-        while (got < n) {
-          const { bytesRead } = await handle.read(buf, got, n - got, at + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        return got < n ? buf.subarray(0, got) : buf;
-      };
-      let pos = job.start;
-      let next: Promise<Buffer> | null = pos < job.end ? readAt(pos) : null;
-      next?.catch(() => undefined);
-      while (pos < job.end && next) {
-        const n = Math.min(opts.chunkSize, job.end - pos);
-        const data = await next;
-        next = pos + n < job.end ? readAt(pos + n) : null;
-        next?.catch(() => undefined);
+      for await (const c of range) {
         if (file.aborted || file.dropped) {
           // Another range failed, or the receiver gave up on the file: close our range.
+          c.release();
+          range.cancel();
           writeAbort(frame.w, file.index, ErrorCodes.CHANGED, `${entry.path}: abandoned`);
-          await next?.catch(() => undefined);
           return;
         }
-        if (data.length < n) {
-          await next?.catch(() => undefined);
-          throw new FerryError(ErrorCodes.CHANGED, `${entry.path}: shrank while being sent`, { subject: entry.path });
-        }
-        h.update(data);
-        if (!(sparse && isAllZero(data))) {
+        if (c.data !== null) {
           // (an all-zero chunk of a sparse file is left out: the receiver feeds zeros to its hash)
-          if (frame.w.length + n + 64 > frame.w.capacity) {
-            // A big chunk gets a frame sized for it, so it is copied once, not regrown.
-            await flush();
-            if (n + 64 > frame.w.capacity) frame.w = new ByteWriter(n + 128);
-          }
-          writeChunkHeader(frame.w, pos, n);
-          frame.w.bytes(data);
-          bytesSent += n;
-          ev.onBytes?.(n);
+          // The chunk goes out as its own part of the frame, not copied into it; once
+          // send() resolves the channel has sealed it and the buffer goes back.
+          writeChunkHeader(frame.w, c.pos, c.len);
+          await flush(c.data);
+          bytesSent += c.len;
+          ev.onBytes?.(c.len);
         }
-        pos += n;
+        c.release();
       }
-      const st1 = await fh.stat({ bigint: true });
-      if (Number(st1.size) !== entry.size || st1.mtimeNs !== entry.mtimeNs || st1.ctimeNs !== st0.ctimeNs) {
-        throw new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed while being sent`, { subject: entry.path });
-      }
-      writeEnd(frame.w, h.digest());
+      writeEnd(frame.w, range.digest!);
       file.rangesLeft--;
     } catch (e) {
       if (fatal) throw fatal;
@@ -487,48 +457,18 @@ export async function runSender(
       abort(err);
     } finally {
       finishHead();
-      await fh?.close().catch(() => undefined);
     }
   };
 
   /**
-   * Small files are read ahead, many at once: one stream handling one file at a time
-   * would pay open/stat/read/stat/close thread-pool round trips in series for each
-   * file. `prefetch` does all of that for a whole small file (its bytes are kept,
-   * bounded by PREFETCH_BYTES per stream); `emitSmall` then packs it into the frame
-   * in queue order.
+   * Small files are read ahead, many at once per stream, in batches by the reader
+   * threads (open, read, fstat, close and the hash, back to back, one message per
+   * batch); `emitSmall` then packs each into the frame in queue order.
    */
   const isSmall = (job: Job): boolean =>
     job.head && job.resumeOffer === undefined && job.file.entry.size <= SMALL_FILE_MAX && job.file.entry.size <= opts.chunkSize;
 
-  const prefetch = async (job: Job): Promise<Buffer | FerryError> => {
-    const entry = job.file.entry;
-    let fh: fsp.FileHandle | undefined;
-    try {
-      // Four thread-pool calls: open, one read (regular files do not return short
-      // reads before EOF), fstat (size and mtime must still be what the walk saw:
-      // a write during the read changes the mtime), close.
-      fh = await fsp.open(entry.absPath, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-      const buf = Buffer.allocUnsafe(entry.size);
-      let got = 0;
-      while (got < entry.size) {
-        const { bytesRead } = await fh.read(buf, got, entry.size - got, got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      const st = await fh.stat({ bigint: true });
-      if (got !== entry.size || Number(st.size) !== entry.size || st.mtimeNs !== entry.mtimeNs) {
-        return new FerryError(ErrorCodes.CHANGED, `${entry.path}: changed since it was listed`, { subject: entry.path });
-      }
-      return buf;
-    } catch (e) {
-      return isFerryError(e) ? e : fromSystemError(e, 'read', entry.path);
-    } finally {
-      await fh?.close().catch(() => undefined);
-    }
-  };
-
-  const emitSmall = (job: Job, data: Buffer | FerryError, frame: { w: ByteWriter }): void => {
+  const emitSmall = (job: Job, data: SmallRead | FerryError, frame: { w: ByteWriter }): void => {
     const file = job.file;
     job.head = false;
     file.rangesLeft = 1;
@@ -546,46 +486,61 @@ export async function runSender(
     }
     const size = file.entry.size;
     writeBegin(frame.w, file.index, 0, 0, size);
-    const sparse = file.entry.allocated < size && isAllZero(data);
+    const sparse = file.entry.allocated < size && isAllZero(data.data);
     if (size > 0 && !sparse) {
       writeChunkHeader(frame.w, 0, size);
-      frame.w.bytes(data);
+      frame.w.bytes(data.data);
       bytesSent += size;
       ev.onBytes?.(size);
     }
-    writeEnd(frame.w, newHash().update(data).digest());
+    writeEnd(frame.w, data.hash);
     file.rangesLeft = 0;
   };
 
   const worker = async (ch: FrameChannel): Promise<void> => {
+    // One frame buffer per stream, reused: send() is done with it once it resolves.
     const frame = { w: new ByteWriter(FRAME_TARGET + 4096) };
-    const flush = async (): Promise<void> => {
+    const flush = async (data?: Buffer): Promise<void> => {
       if (frame.w.length === 0) return;
-      const payload = frame.w.view();
-      frame.w = new ByteWriter(FRAME_TARGET + 4096);
-      await ch.send(MsgType.DATA, payload);
+      const head = frame.w.view();
+      await ch.send(MsgType.DATA, data ? [head, data] : head);
+      frame.w.reset();
     };
-    const window: { job: Job; data: Promise<Buffer | FerryError> | null }[] = [];
+    const window: { job: Job; data: Promise<SmallRead | FerryError> | null }[] = [];
     let windowBytes = 0;
+    let batch: Job[] = [];
+    let batchBytes = 0;
+    const submit = (): void => {
+      if (batch.length === 0) return;
+      const jobs = batch;
+      batch = [];
+      batchBytes = 0;
+      const read = reader.readSmall(jobs.map((j) => j.file.entry));
+      read.catch(() => undefined);
+      jobs.forEach((job, i) => window.push({ job, data: read.then((r) => r[i]!) }));
+    };
     for (;;) {
       if (fatal) throw fatal;
       // Top up the read-ahead window with small files; a big file ends the top-up.
-      while (window.length < PREFETCH_FILES && windowBytes < PREFETCH_BYTES) {
+      while (window.length + batch.length < PREFETCH_FILES && windowBytes < PREFETCH_BYTES) {
         if (window.length > 0 && window[window.length - 1]!.data === null) break;
         let job = queue.tryTake();
-        if (job === undefined && window.length === 0) {
+        if (job === undefined && window.length === 0 && batch.length === 0) {
           await flush();
           job = await queue.take();
         }
         if (job === undefined) break;
         if (isSmall(job)) {
-          const p = prefetch(job);
-          window.push({ job, data: p });
+          batch.push(job);
+          batchBytes += job.file.entry.size;
           windowBytes += job.file.entry.size;
+          if (batch.length >= READ_BATCH_FILES || batchBytes >= READ_BATCH_BYTES) submit();
         } else {
+          submit();
           window.push({ job, data: null });
         }
       }
+      submit();
       const item = window.shift();
       if (item === undefined) break; // queue closed and drained
       if (item.data === null) {
@@ -664,6 +619,7 @@ export async function runSender(
   await Promise.all([controlReader, ...extraReaders]).catch((e) => {
     throw fail(e);
   });
+  await reader.close();
   return {
     summary: summary!,
     failures,

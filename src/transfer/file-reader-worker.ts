@@ -1,0 +1,227 @@
+/**
+ * The thread behind transfer/file-reader.ts: reads source files with synchronous
+ * system calls and hashes them, so that the sender's main thread only frames and
+ * seals. See file-reader.ts for why; this file is the protocol's other half.
+ *
+ * Requests (all carry an `id`):
+ *   small  {paths, sizes, mtimes}  → one reply: every file read whole into one
+ *          ArrayBuffer (transferred), its SHA-256, or an error, per file
+ *   range  {path, start, end, chunk, size, mtimeNs, ahead, sparse} → `chunk`
+ *          replies (at most `ahead` unreturned), then `end` with the digest
+ *   credit {buf?}  a chunk's buffer comes back: reuse it, read the next chunk
+ *   cancel         stop a range, close its file
+ *
+ * Every file is opened O_NOFOLLOW and fstat'ed after it is read (a range also
+ * before), and must still have the size and mtime the walk saw (a range also the
+ * same ctime throughout): otherwise the reply is `changed`, never data.
+ */
+import { closeSync, constants as C, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { isAllZero, newHash } from './hash.js';
+
+export interface WorkerError {
+  /** errno code of a failed system call, when there was one. */
+  errno?: string;
+  message: string;
+  /** The file is not what the walk saw (size/mtime/ctime, or shorter than listed). */
+  changed?: boolean;
+}
+
+export type ReaderRequest =
+  | { op: 'small'; id: number; paths: string[]; sizes: number[]; mtimes: bigint[] }
+  | {
+      op: 'range';
+      id: number;
+      path: string;
+      start: number;
+      end: number;
+      chunk: number;
+      size: number;
+      mtimeNs: bigint;
+      ahead: number;
+      sparse: boolean;
+    }
+  | { op: 'credit'; id: number; buf?: ArrayBuffer }
+  | { op: 'cancel'; id: number };
+
+export type ReaderReply =
+  | { kind: 'small'; id: number; buf: ArrayBuffer; hashes: ArrayBuffer; errors: (WorkerError | null)[] }
+  | { kind: 'chunk'; id: number; pos: number; len: number; buf: ArrayBuffer | null }
+  | { kind: 'end'; id: number; digest: ArrayBuffer }
+  | { kind: 'error'; id: number; error: WorkerError };
+
+const HASH_BYTES = 32;
+
+function toWorkerError(e: unknown): WorkerError {
+  const err = e as NodeJS.ErrnoException;
+  return err?.code ? { errno: err.code, message: err.message } : { message: String(err?.message ?? e) };
+}
+
+function readFully(fd: number, view: Uint8Array, position: number): number {
+  let got = 0;
+  while (got < view.length) {
+    const n = readSync(fd, view, got, view.length - got, position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+function readSmall(req: Extract<ReaderRequest, { op: 'small' }>): void {
+  let total = 0;
+  for (const s of req.sizes) total += s;
+  const buf = new ArrayBuffer(total);
+  const hashes = new ArrayBuffer(HASH_BYTES * req.paths.length);
+  const errors: (WorkerError | null)[] = [];
+  let off = 0;
+  for (let i = 0; i < req.paths.length; i++) {
+    const size = req.sizes[i]!;
+    const view = new Uint8Array(buf, off, size);
+    off += size;
+    let fd = -1;
+    try {
+      fd = openSync(req.paths[i]!, C.O_RDONLY | C.O_NOFOLLOW);
+      const got = readFully(fd, view, 0);
+      const st = fstatSync(fd, { bigint: true });
+      if (got !== size || Number(st.size) !== size || st.mtimeNs !== req.mtimes[i]) {
+        errors.push({ changed: true, message: 'changed since it was listed' });
+        continue;
+      }
+      newHash().update(view).digest().copy(new Uint8Array(hashes, i * HASH_BYTES, HASH_BYTES));
+      errors.push(null);
+    } catch (e) {
+      errors.push(toWorkerError(e));
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+  }
+  post({ kind: 'small', id: req.id, buf, hashes, errors }, [buf, hashes]);
+}
+
+interface Range {
+  id: number;
+  fd: number;
+  st0: BigIntStats;
+  hash: ReturnType<typeof newHash>;
+  pos: number;
+  end: number;
+  chunk: number;
+  ahead: number;
+  sparse: boolean;
+  out: number;
+  free: ArrayBuffer[];
+}
+
+const ranges = new Map<number, Range>();
+
+function startRange(req: Extract<ReaderRequest, { op: 'range' }>): void {
+  let fd = -1;
+  try {
+    fd = openSync(req.path, C.O_RDONLY | C.O_NOFOLLOW);
+    const st0 = fstatSync(fd, { bigint: true });
+    if (Number(st0.size) !== req.size || st0.mtimeNs !== req.mtimeNs) {
+      closeSync(fd);
+      post({ kind: 'error', id: req.id, error: { changed: true, message: 'changed since it was listed' } });
+      return;
+    }
+    const r: Range = {
+      id: req.id,
+      fd,
+      st0,
+      hash: newHash(),
+      pos: req.start,
+      end: req.end,
+      chunk: req.chunk,
+      ahead: Math.max(1, req.ahead),
+      sparse: req.sparse,
+      out: 0,
+      free: [],
+    };
+    ranges.set(req.id, r);
+    pump(r);
+  } catch (e) {
+    if (fd >= 0) closeSync(fd);
+    post({ kind: 'error', id: req.id, error: toWorkerError(e) });
+  }
+}
+
+function finishRange(r: Range, error?: WorkerError): void {
+  ranges.delete(r.id);
+  try {
+    if (!error) {
+      const st1 = fstatSync(r.fd, { bigint: true });
+      if (st1.size !== r.st0.size || st1.mtimeNs !== r.st0.mtimeNs || st1.ctimeNs !== r.st0.ctimeNs) {
+        error = { changed: true, message: 'changed while being sent' };
+      }
+    }
+  } catch (e) {
+    error = toWorkerError(e);
+  } finally {
+    closeSync(r.fd);
+  }
+  if (error) post({ kind: 'error', id: r.id, error });
+  else {
+    const d = r.hash.digest();
+    const digest = new Uint8Array(d).buffer; // a copy of its own, to transfer
+    post({ kind: 'end', id: r.id, digest }, [digest]);
+  }
+}
+
+function pump(r: Range): void {
+  try {
+    while (r.out < r.ahead && r.pos < r.end) {
+      const len = Math.min(r.chunk, r.end - r.pos);
+      const buf = r.free.pop() ?? new ArrayBuffer(r.chunk);
+      const view = new Uint8Array(buf, 0, len);
+      if (readFully(r.fd, view, r.pos) < len) {
+        finishRange(r, { changed: true, message: 'shrank while being sent' });
+        return;
+      }
+      r.hash.update(view);
+      const pos = r.pos;
+      r.pos += len;
+      if (r.sparse && isAllZero(view)) {
+        // A hole: nothing to send, the receiver feeds the zeros to its own hash.
+        r.free.push(buf);
+        post({ kind: 'chunk', id: r.id, pos, len, buf: null });
+      } else {
+        r.out++;
+        post({ kind: 'chunk', id: r.id, pos, len, buf }, [buf]);
+      }
+    }
+    if (r.pos >= r.end) finishRange(r);
+  } catch (e) {
+    finishRange(r, toWorkerError(e));
+  }
+}
+
+function post(msg: ReaderReply, transfer: ArrayBuffer[] = []): void {
+  parentPort!.postMessage(msg, transfer);
+}
+
+parentPort!.on('message', (req: ReaderRequest) => {
+  switch (req.op) {
+    case 'small':
+      readSmall(req);
+      break;
+    case 'range':
+      startRange(req);
+      break;
+    case 'credit': {
+      const r = ranges.get(req.id);
+      if (!r) break; // the range already ended: its last buffers just come home
+      r.out--;
+      if (req.buf && req.buf.byteLength === r.chunk) r.free.push(req.buf);
+      pump(r);
+      break;
+    }
+    case 'cancel': {
+      const r = ranges.get(req.id);
+      if (r) {
+        ranges.delete(r.id);
+        closeSync(r.fd);
+      }
+      break;
+    }
+  }
+});
