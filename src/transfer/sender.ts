@@ -9,9 +9,10 @@
  *   data puts a job on one queue, and the stream workers send as soon as jobs arrive.
  *   Over a 40 ms link a session therefore costs about one round trip of latency plus
  *   its bytes, never a round trip per file (docs/PROTOCOL.md, "Pipelining").
- * - Bounded memory. Jobs are small descriptors; file contents are read only by a
- *   worker that is about to send them, into the frame it is building, and each
- *   `send` is awaited, so the channel's backpressure stops the reads. The whole
+ * - Bounded memory. Jobs are small descriptors; file contents are read only for a
+ *   stream that is about to send them (at most PREFETCH_FILES / PREFETCH_BYTES small
+ *   files, RANGE_AHEAD chunks of a big one), and each `send` is awaited, so the
+ *   channel's backpressure stops the reads. The whole
  *   manifest (metadata only) is kept, for the decisions that refer to it.
  * - `-P N`: one worker per stream, all taking from the same queue; a file of
  *   `splitThreshold` bytes or more is cut into ranges of `rangeSize` that different
@@ -23,8 +24,11 @@
  *   with what the walk saw; if its size or mtime (or ctime) changed it is aborted
  *   (FERRY_E_CHANGED) instead of ended, and the receiver discards it: a file is never
  *   published with content that was not a snapshot.
- * - Small files are read ahead, many at once per stream (open, read, fstat, close
- *   overlap in the thread pool); large files are read one chunk ahead.
+ * - Reading is not done here: reader threads (file-reader.ts) open, read, fstat and
+ *   hash small files in batches, and big files a few chunks ahead, with synchronous
+ *   calls (libuv's pool cost a context switch per call). This thread frames and seals;
+ *   a big file's chunk goes out as its own part of the DATA frame, never copied into
+ *   it, and its buffer returns to the reader once `send` has sealed it.
  * - Sparse files (allocated < size): all-zero chunks are not sent; the receiver leaves
  *   holes. The hash still covers the zeros.
  * - Success means confirmation: the result lists what the receiver committed; the
