@@ -26,7 +26,7 @@
 import net from 'node:net';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { SafeWriter } from '../fs/safe-writer.js';
-import { establishChannel, type SecureChannel } from '../secure/channel.js';
+import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
 import { ReceiverSession, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
 import { SessionFlags } from '../wire/messages.js';
 
@@ -99,11 +99,8 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     const wait = notBefore - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     if (stopped || sock.destroyed) return null;
-    const opts: Parameters<typeof establishChannel>[1] = { role: 'server', secret: o.secret, encrypt: o.encrypt, ktls: o.ktls };
-    if (o.handshakeTimeoutMs !== undefined) opts.handshakeTimeoutMs = o.handshakeTimeoutMs;
-    if (o.idleTimeoutMs !== undefined) opts.idleTimeoutMs = o.idleTimeoutMs;
     try {
-      return await establishChannel(sock, opts);
+      return await establishChannel(sock, channelOptions('server', o));
     } catch (e) {
       sock.destroy();
       const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e));

@@ -14,7 +14,7 @@ import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { resolveSource, walk } from '../fs/walk.js';
-import { establishChannel, type SecureChannel } from '../secure/channel.js';
+import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
 import { runSender, type SenderEvents, type SenderResult } from '../transfer/sender.js';
 
 export interface SendOptions {
@@ -69,16 +69,8 @@ export function connectTcp(host: string, port: number, timeoutMs = 15_000): Prom
 
 async function openChannel(o: SendOptions): Promise<SecureChannel> {
   const sock = await connectTcp(o.host, o.port, o.connectTimeoutMs);
-  const opts: Parameters<typeof establishChannel>[1] = {
-    role: 'client',
-    secret: o.secret,
-    encrypt: o.encrypt,
-    ktls: o.ktls,
-  };
-  if (o.handshakeTimeoutMs !== undefined) opts.handshakeTimeoutMs = o.handshakeTimeoutMs;
-  if (o.idleTimeoutMs !== undefined) opts.idleTimeoutMs = o.idleTimeoutMs;
   try {
-    return await establishChannel(sock, opts);
+    return await establishChannel(sock, channelOptions('client', o));
   } catch (e) {
     sock.destroy();
     throw e;

@@ -106,6 +106,23 @@ async function loadKtls(): Promise<KtlsModule | string> {
   }
 }
 
+/** What a mode knows about the channel it wants; unset timeouts keep their defaults. */
+export interface ChannelSettings {
+  secret: Uint8Array | string;
+  encrypt: boolean;
+  ktls: 'auto' | 'on' | 'off';
+  handshakeTimeoutMs?: number | undefined;
+  idleTimeoutMs?: number | undefined;
+}
+
+/** ChannelOptions for one side from a mode's settings (send and recv share this). */
+export function channelOptions(role: ChannelOptions['role'], s: ChannelSettings): ChannelOptions {
+  const opts: ChannelOptions = { role, secret: s.secret, encrypt: s.encrypt, ktls: s.ktls };
+  if (s.handshakeTimeoutMs !== undefined) opts.handshakeTimeoutMs = s.handshakeTimeoutMs;
+  if (s.idleTimeoutMs !== undefined) opts.idleTimeoutMs = s.idleTimeoutMs;
+  return opts;
+}
+
 export function peerNameOf(stream: Duplex): string {
   const s = stream as Partial<Socket>;
   if (typeof s.remoteAddress === 'string') {

@@ -196,8 +196,8 @@ export class FileReader {
       ahead: RANGE_AHEAD,
       sparse: opts.sparse,
     });
-    const credit = (buf?: ArrayBuffer): void => {
-      if (!finished) this.#send(slot, buf ? { op: 'credit', id, buf } : { op: 'credit', id }, buf ? [buf] : []);
+    const credit = (buf: ArrayBuffer): void => {
+      if (!finished) this.#send(slot, { op: 'credit', id, buf }, [buf]);
     };
     const self = this;
     return {
@@ -213,42 +213,42 @@ export class FileReader {
       async *[Symbol.asyncIterator]() {
         let head = 0;
         try {
-        for (;;) {
-          if (head === queue.length) {
-            if (failure) throw failure;
-            if (finished) return;
-            await new Promise<void>((r) => (wake = r));
-            wake = null;
-            continue;
+          for (;;) {
+            if (head === queue.length) {
+              if (failure) throw failure;
+              if (finished) return;
+              await new Promise<void>((r) => (wake = r));
+              wake = null;
+              continue;
+            }
+            const msg = queue[head]!;
+            queue[head++] = undefined as unknown as ReaderReply;
+            if (head > 64 && head === queue.length) {
+              queue.length = 0;
+              head = 0;
+            }
+            if (msg.kind === 'chunk') {
+              const buf = msg.buf;
+              let released = false;
+              yield {
+                pos: msg.pos,
+                len: msg.len,
+                data: buf ? Buffer.from(buf, 0, msg.len) : null,
+                release: () => {
+                  if (released || !buf) return;
+                  released = true;
+                  credit(buf);
+                },
+              };
+            } else if (msg.kind === 'end') {
+              finished = true;
+              digest = Buffer.from(msg.digest);
+              return;
+            } else if (msg.kind === 'error') {
+              finished = true;
+              throw toFerryError(msg.error, file.path);
+            }
           }
-          const msg = queue[head]!;
-          queue[head++] = undefined as unknown as ReaderReply;
-          if (head > 64 && head === queue.length) {
-            queue.length = 0;
-            head = 0;
-          }
-          if (msg.kind === 'chunk') {
-            const buf = msg.buf;
-            let released = false;
-            yield {
-              pos: msg.pos,
-              len: msg.len,
-              data: buf ? Buffer.from(buf, 0, msg.len) : null,
-              release: () => {
-                if (released || !buf) return;
-                released = true;
-                credit(buf);
-              },
-            };
-          } else if (msg.kind === 'end') {
-            finished = true;
-            digest = Buffer.from(msg.digest);
-            return;
-          } else if (msg.kind === 'error') {
-            finished = true;
-            throw toFerryError(msg.error, file.path);
-          }
-        }
         } finally {
           // Left early (break, or the consumer threw): close the file in the worker.
           if (!finished) this.cancel();

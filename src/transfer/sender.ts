@@ -62,7 +62,7 @@ import {
   type WireEntry,
 } from '../wire/messages.js';
 import { hashFilePrefix } from '../fs/checksum.js';
-import { FileReader, type RangeRead, type SmallRead } from './file-reader.js';
+import { FileReader, type SmallRead } from './file-reader.js';
 import { isAllZero } from './hash.js';
 import { WorkQueue } from './queue.js';
 
@@ -397,7 +397,6 @@ export async function runSender(
       }
     };
     if (file.aborted || file.dropped) return finishHead();
-    let range: RangeRead | undefined;
     try {
       if (job.head) {
         job.head = false;
@@ -431,7 +430,7 @@ export async function runSender(
       }
       // A worker thread opens the file, checks it against the walk, reads and hashes
       // chunk n+1 while this thread frames and seals chunk n (file-reader.ts).
-      range = reader.readRange(entry, job.start, job.end, { chunk: opts.chunkSize, sparse: zeroSparse(entry) });
+      const range = reader.readRange(entry, job.start, job.end, { chunk: opts.chunkSize, sparse: zeroSparse(entry) });
       writeBegin(frame.w, file.index, job.from, job.start, job.end);
       for await (const c of range) {
         if (file.aborted || file.dropped) {
