@@ -7,9 +7,18 @@
  * How a figure is made: for each suite and dataset, every tool runs N times,
  * interleaved (run 1 of every tool, then run 2 of every tool, ...) so a slow
  * minute on this shared machine hits every tool alike. Before each run (untimed):
- * the previous destination is removed (or, for up-to-date suites, left in place),
  * `sync`, and the page cache is dropped (root only; otherwise the results are
- * warm-cache and the table and JSON say so). The timed part is the tool's run()
+ * warm-cache and the table and JSON say so). A fresh-destination run writes to a
+ * new path; the verified copies of a dataset are deleted together after its last
+ * run, and the next dataset waits until that deletion is SETTLE_SECONDS old.
+ * Why: ext4 without a journal (this machine's root filesystem: /proc/fs/jbd2 is
+ * empty) will not reuse an inode freed less than 60 s ago while its inode-table
+ * block is cached (fs/ext4/ialloc.c, recently_deleted), and every allocation scans
+ * its group from the start past all of them. Deleting the previous run's 10,000
+ * files right before the next run made file creation cost up to 2 s of system time
+ * more (ferry's receiver on ml_small: 0.8 s → 2.1 s), by an amount that depended on
+ * where the previous tool's inodes happened to lie: noise that favoured whichever
+ * tool ran after a small deletion. No real transfer starts like that. The timed part is the tool's run()
  * plus a final `sync -f` of the destination filesystem. After each run
  * (untimed) the destination is compared with the source (every path, type, size,
  * mode, symlink target, SHA-256); a mismatch is printed loudly and the run is
@@ -282,9 +291,21 @@ async function main(): Promise<number> {
   return invalid > 0 ? 1 : 0;
 }
 
+/** Seconds between deleting a dataset's copies and the next timed run (see the essay above). */
+const SETTLE_SECONDS = 65;
+/** When the last batch of verified copies was deleted (0: none yet). */
+let lastDeletionAt = 0;
+
+async function settleAfterDeletion(): Promise<void> {
+  const wait = lastDeletionAt + SETTLE_SECONDS * 1000 - Date.now();
+  if (lastDeletionAt === 0 || wait <= 0) return;
+  out(`   (waiting ${(wait / 1000).toFixed(0)} s: freed inodes are not reused for 60 s on this filesystem)`);
+  await new Promise((r) => setTimeout(r, wait));
+}
+
 async function prepareDestination(suite: Suite, src: string, dst: string, seeded: Set<string>): Promise<void> {
   if (suite.destination === 'fresh') {
-    await rm(dst, { recursive: true, force: true, maxRetries: 3 });
+    await rm(dst, { recursive: true, force: true, maxRetries: 3 }); // a new path per run: nothing there
   } else if (!seeded.has(dst)) {
     // Up to date: an exact copy with mtimes and modes (cp -a), made once per tool.
     await rm(dst, { recursive: true, force: true, maxRetries: 3 });
@@ -322,15 +343,19 @@ async function benchDataset(
     }
   }
   const seeded = new Set<string>();
+  const written = new Set<string>();
   const stopped = new Set<string>();
+  await settleAfterDeletion();
   let invalid = 0;
   const timeoutMs = (ctx.quick ? suite.quickRunTimeoutMs : undefined) ?? suite.runTimeoutMs ?? 30 * 60_000;
   for (let run = 1; run <= runs; run++) {
     for (const t of active) {
       if (stopped.has(t.name)) continue;
       const r = results.get(t.name)!;
-      const dst = join(ctx.workDir, `${suite.name}-${t.name.replace(/[^A-Za-z0-9]+/g, '_')}`);
+      const base = join(ctx.workDir, `${suite.name}-${t.name.replace(/[^A-Za-z0-9]+/g, '_')}`);
+      const dst = suite.destination === 'fresh' ? `${base}-run${run}` : base;
       await prepareDestination(suite, ds.dir, dst, seeded);
+      written.add(dst);
       noteCold(await dropCaches());
       const scratch = await makeScratch('ferry-bench-');
       const rec: RunRecord = { run, seconds: null, valid: false, rssKb: {} };
@@ -360,15 +385,14 @@ async function benchDataset(
           for (const ex of cmp.examples) out(`   !!!!     ${ex}`);
         }
       }
-      // Fresh destinations are not needed once verified; with big datasets and six
-      // tools, keeping them until the next round would hold tens of GB.
-      if (suite.destination === 'fresh') await rm(dst, { recursive: true, force: true, maxRetries: 3 });
       const rss = Object.entries(rec.rssKb).map(([k, v]) => `${k} ${v === null ? '?' : `${(v / 1024).toFixed(0)} MB`}`).join(', ');
       out(`   run ${run} ${t.name.padEnd(16)} ${rec.seconds !== null ? `${fmtSeconds(rec.seconds)} s` : 'FAILED'}${rss ? `  (rss ${rss})` : ''}${rec.error ? `  ${rec.error}` : ''}`);
       r.runs.push(rec);
     }
   }
-  if (suite.destination === 'uptodate') for (const dst of seeded) await rm(dst, { recursive: true, force: true });
+  // Every copy of this dataset at once (big: 6 tools × 3 runs × 2 GiB = 38 GB of scratch).
+  for (const dst of written) await rm(dst, { recursive: true, force: true, maxRetries: 3 });
+  lastDeletionAt = Date.now();
 
   // Figures from valid runs only.
   for (const r of results.values()) {
