@@ -18,8 +18,10 @@
  * files right before the next run made file creation cost up to 2 s of system time
  * more (ferry's receiver on ml_small: 0.8 s → 2.1 s), by an amount that depended on
  * where the previous tool's inodes happened to lie: noise that favoured whichever
- * tool ran after a small deletion. No real transfer starts like that. The timed part is the tool's run()
- * plus a final `sync -f` of the destination filesystem. After each run
+ * tool ran after a small deletion. No real transfer starts like that. When the disk
+ * cannot hold all of a dataset's copies, each is deleted after its run, as before,
+ * and the output says so. The timed part is the tool's run() plus a final `sync -f`
+ * of the destination filesystem. After each run
  * (untimed) the destination is compared with the source (every path, type, size,
  * mode, symlink target, SHA-256); a mismatch is printed loudly and the run is
  * marked invalid and left out of the figures.
@@ -44,7 +46,7 @@
  * and must export `suite` (either kind); until then the stand-alone
  * bench/channel.ts is wrapped by bench/suites/channel-adapter.ts.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { existsSync, rmSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
@@ -346,6 +348,10 @@ async function benchDataset(
   const written = new Set<string>();
   const stopped = new Set<string>();
   await settleAfterDeletion();
+  // Keep every copy until the end only when the disk has room for them all (10% spare).
+  const space = await statfs(ctx.workDir);
+  const keepCopies = suite.destination !== 'fresh' || space.bavail * space.bsize > 1.1 * runs * active.length * ds.bytes;
+  if (!keepCopies) out('   (not enough free space to keep every copy: each is deleted after its run, right before the next)');
   let invalid = 0;
   const timeoutMs = (ctx.quick ? suite.quickRunTimeoutMs : undefined) ?? suite.runTimeoutMs ?? 30 * 60_000;
   for (let run = 1; run <= runs; run++) {
@@ -384,6 +390,10 @@ async function benchDataset(
           out(`   !!!! ${t.name} run ${run}: RESULT DIFFERS FROM SOURCE (${cmp.differences} differences) — figure marked invalid`);
           for (const ex of cmp.examples) out(`   !!!!     ${ex}`);
         }
+      }
+      if (!keepCopies) {
+        await rm(dst, { recursive: true, force: true, maxRetries: 3 });
+        written.delete(dst);
       }
       const rss = Object.entries(rec.rssKb).map(([k, v]) => `${k} ${v === null ? '?' : `${(v / 1024).toFixed(0)} MB`}`).join(', ');
       out(`   run ${run} ${t.name.padEnd(16)} ${rec.seconds !== null ? `${fmtSeconds(rec.seconds)} s` : 'FAILED'}${rss ? `  (rss ${rss})` : ''}${rec.error ? `  ${rec.error}` : ''}`);
