@@ -525,6 +525,7 @@ export async function runSender(
     for (;;) {
       if (fatal) throw fatal;
       // Top up the read-ahead window with small files; a big file ends the top-up.
+      let starved = false;
       while (window.length + batch.length < PREFETCH_FILES && windowBytes < PREFETCH_BYTES) {
         if (window.length > 0 && window[window.length - 1]!.data === null) break;
         let job = queue.tryTake();
@@ -532,7 +533,10 @@ export async function runSender(
           await flush();
           job = await queue.take();
         }
-        if (job === undefined) break;
+        if (job === undefined) {
+          starved = true;
+          break;
+        }
         if (isSmall(job)) {
           batch.push(job);
           batchBytes += job.file.entry.size;
@@ -543,7 +547,10 @@ export async function runSender(
           window.push({ job, data: null });
         }
       }
-      submit();
+      // A partial batch waits to fill up while the window holds plenty to send (else
+      // the steady state is one file per reader-thread message: each top-up adds one);
+      // it goes now when nothing more is queued or the window runs low.
+      if (starved || window.length < READ_BATCH_FILES) submit();
       const item = window.shift();
       if (item === undefined) break; // queue closed and drained
       if (item.data === null) {
