@@ -6,30 +6,23 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { appendFileSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { lastJson, transfer } from './support/net-harness.js';
 import { runMemorySession } from './support/transfer-harness.js';
-import { isCI } from './support/tools.js';
-import { cleanupTmpDirs, isRoot, makeTree, tmpDir } from './support/tree.js';
+import { cleanupTmpDirs, makeTree, smallTmpfs, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
 test('receiver disk full: the sender exits 1 and prints the receiver\'s FERRY_E_NOSPC', async (t) => {
-  if (!isRoot()) {
-    if (isCI()) assert.fail('needs root to mount a small tmpfs');
-    t.skip('needs root to mount a small tmpfs');
-    return;
-  }
   const root = await tmpDir('ferry-full-');
+  const tmpfs = await smallTmpfs(t, root, '1m');
+  if (!tmpfs) return;
+  const mnt = tmpfs.dir;
   const src = path.join(root, 'src');
   const spec: Record<string, Buffer> = {};
   for (let i = 0; i < 6; i++) spec[`f${i}.bin`] = Buffer.alloc(400 * 1024, i + 1);
   await makeTree(src, spec);
-  const mnt = path.join(root, 'mnt');
-  await fsp.mkdir(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
   try {
     const r = await transfer(`${src}/`, mnt, ['--json'], ['--json']);
     assert.equal(r.send.code, 1, r.send.stderr);
@@ -44,7 +37,7 @@ test('receiver disk full: the sender exits 1 and prints the receiver\'s FERRY_E_
       assert.equal((await fsp.stat(path.join(mnt, name))).size, 400 * 1024);
     }
   } finally {
-    execFileSync('umount', [mnt]);
+    tmpfs.unmount();
   }
 });
 

@@ -8,14 +8,12 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { tempNameFor } from '../src/fs/temp-names.js';
 import { publishSmallFile, type SmallFileTarget } from '../src/transfer/small-file-writer.js';
 import { runMemorySession } from './support/transfer-harness.js';
-import { isCI } from './support/tools.js';
-import { cleanupTmpDirs, isRoot, makeTree, tmpDir } from './support/tree.js';
+import { cleanupTmpDirs, makeTree, smallTmpfs, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -92,19 +90,14 @@ test('an interrupted run\'s temp file is taken over (removed and recreated), not
 });
 
 test('whole session onto a full disk: small files fail with FERRY_E_NOSPC, every published file is complete', async (t) => {
-  if (!isRoot()) {
-    if (isCI()) assert.fail('needs root to mount a small tmpfs');
-    t.skip('needs root to mount a small tmpfs');
-    return;
-  }
   const root = await tmpDir('ferry-sfw-full-');
+  const tmpfs = await smallTmpfs(t, root, '1m');
+  if (!tmpfs) return;
+  const mnt = tmpfs.dir;
   const src = path.join(root, 'src');
   const spec: Record<string, Buffer> = {};
   for (let i = 0; i < 40; i++) spec[`sub/f${String(i).padStart(2, '0')}.bin`] = Buffer.alloc(100 * 1024, i + 1);
   await makeTree(src, spec);
-  const mnt = path.join(root, 'mnt');
-  await fsp.mkdir(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
   try {
     const r = await runMemorySession(`${src}/`, mnt);
     assert.ok(!(r.sender instanceof Error), String(r.sender));
@@ -122,6 +115,6 @@ test('whole session onto a full disk: small files fail with FERRY_E_NOSPC, every
       assert.ok((await fsp.readFile(path.join(mnt, 'sub', name))).equals(Buffer.alloc(100 * 1024, i + 1)), name);
     }
   } finally {
-    execFileSync('umount', [mnt]);
+    tmpfs.unmount();
   }
 });

@@ -16,11 +16,12 @@
  * mtimesEqual), symlink target, hard-link
  * groups (which paths share an inode), and optionally sparseness.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { mtimesEqual } from '../../src/fs/safe-writer.js';
 
@@ -269,4 +270,20 @@ export function runFerry(
 /** True when running as root (some error cases need a non-root child or a mount). */
 export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/**
+ * A small tmpfs at a new directory under `root`, for disk-full cases; `unmount()` in a finally.
+ * Needs root: without it the test is skipped (and fails under CI=true, where nothing may skip).
+ */
+export async function smallTmpfs(t: TestContext, root: string, size: string): Promise<{ dir: string; unmount(): void } | null> {
+  if (!isRoot()) {
+    if (process.env['CI'] === 'true') throw new Error('needs root to mount a small tmpfs; CI=true forbids skipping');
+    t.skip('needs root to mount a small tmpfs');
+    return null;
+  }
+  const dir = path.join(root, 'mnt');
+  await fsp.mkdir(dir);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  return { dir, unmount: () => execFileSync('umount', [dir]) };
 }
