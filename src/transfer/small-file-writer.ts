@@ -12,9 +12,11 @@
  *
  * Not on a writer thread: tried (a thread publishing batches of files, their bytes
  * transferred in one buffer per event-loop turn). On ml_small over loopback, cold
- * cache, interleaved: 4.42 / 4.71 / 4.50 s against 4.93 / 3.86 / 4.44 s here, with
- * 30 MB more RSS and more receiver CPU: both ends share two cores and are CPU-bound
- * together, and every hand-off between threads is a wake-up that costs CPU too.
+ * cache, interleaved, against this thread: 4.42 / 4.71 / 4.50 s vs 4.93 / 3.86 /
+ * 4.44 s, and again after the sender's batching fix 4.25 / 4.49 / 4.59 s vs 4.23 /
+ * 4.06 / 3.97 s, with 30-60 MB more RSS and more receiver CPU: both ends share two
+ * cores and are CPU-bound together, and every hand-off between threads is a wake-up
+ * that costs CPU too. Worth measuring again with each end on its own machine.
  *
  * Safety is the SafeWriter's, step for step (fs/safe-writer.ts): the parent directory
  * was created by this session's SafeWriter.mkdir (so no symlink can stand in for it,
