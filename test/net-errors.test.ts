@@ -16,13 +16,13 @@ after(cleanupTmpDirs);
 
 test('receiver disk full: the sender exits 1 and prints the receiver\'s FERRY_E_NOSPC', async (t) => {
   const root = await tmpDir('ferry-full-');
-  const tmpfs = await smallTmpfs(t, root, '1m');
-  if (!tmpfs) return;
-  const mnt = tmpfs.dir;
   const src = path.join(root, 'src');
   const spec: Record<string, Buffer> = {};
   for (let i = 0; i < 6; i++) spec[`f${i}.bin`] = Buffer.alloc(400 * 1024, i + 1);
   await makeTree(src, spec);
+  const tmpfs = await smallTmpfs(t, root, '1m');
+  if (!tmpfs) return;
+  const mnt = tmpfs.dir;
   try {
     const r = await transfer(`${src}/`, mnt, ['--json'], ['--json']);
     assert.equal(r.send.code, 1, r.send.stderr);

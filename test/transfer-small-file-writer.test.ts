@@ -91,13 +91,13 @@ test('an interrupted run\'s temp file is taken over (removed and recreated), not
 
 test('whole session onto a full disk: small files fail with FERRY_E_NOSPC, every published file is complete', async (t) => {
   const root = await tmpDir('ferry-sfw-full-');
-  const tmpfs = await smallTmpfs(t, root, '1m');
-  if (!tmpfs) return;
-  const mnt = tmpfs.dir;
   const src = path.join(root, 'src');
   const spec: Record<string, Buffer> = {};
   for (let i = 0; i < 40; i++) spec[`sub/f${String(i).padStart(2, '0')}.bin`] = Buffer.alloc(100 * 1024, i + 1);
   await makeTree(src, spec);
+  const tmpfs = await smallTmpfs(t, root, '1m');
+  if (!tmpfs) return;
+  const mnt = tmpfs.dir;
   try {
     const r = await runMemorySession(`${src}/`, mnt);
     assert.ok(!(r.sender instanceof Error), String(r.sender));

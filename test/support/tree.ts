@@ -24,6 +24,7 @@ import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { mtimesEqual } from '../../src/fs/safe-writer.js';
+import { isCI } from './tools.js';
 
 export type TreeSpecEntry =
   | string
@@ -278,7 +279,7 @@ export function isRoot(): boolean {
  */
 export async function smallTmpfs(t: TestContext, root: string, size: string): Promise<{ dir: string; unmount(): void } | null> {
   if (!isRoot()) {
-    if (process.env['CI'] === 'true') throw new Error('needs root to mount a small tmpfs; CI=true forbids skipping');
+    if (isCI()) throw new Error('needs root to mount a small tmpfs; CI=true forbids skipping');
     t.skip('needs root to mount a small tmpfs');
     return null;
   }
