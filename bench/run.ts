@@ -47,7 +47,7 @@
  * bench/channel.ts is wrapped by bench/suites/channel-adapter.ts.
  */
 import { mkdir, rm, statfs, writeFile } from 'node:fs/promises';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -81,6 +81,8 @@ interface RunRecord {
   seconds: number | null;
   valid: boolean;
   rssKb: Record<string, number | null>;
+  /** Machine-wide CPU seconds (user + system + interrupts, every core) during the timed part: both ends of a network run. */
+  cpuSeconds: number | null;
   error?: string;
   /** Set when the run was killed: the true time is longer than this. */
   timedOutAfterSeconds?: number;
@@ -98,6 +100,8 @@ interface ToolResult {
   minSeconds: number | null;
   maxSeconds: number | null;
   mbPerSec: number | null;
+  /** Median machine-wide CPU seconds of the valid runs. */
+  medianCpuSeconds: number | null;
   /** Median time of this tool divided by the reference tool's, per reference. */
   ratios: Record<string, number | null>;
   peakRssKb: Record<string, number | null>;
@@ -261,7 +265,7 @@ async function main(): Promise<number> {
   out();
   out('── Markdown (for the README) ──');
   out();
-  out(`Measured with \`${command}\` on ${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? '?'}), Linux ${kernel}, Node ${process.version}, ${coldEverywhere ? 'cold' : 'WARM'} page cache, ${runs} runs each, median. "÷ X" is the median time divided by X's (below 1× = faster than X); MB/s is decimal; peak RSS per side.`);
+  out(`Measured with \`${command}\` on ${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? '?'}), Linux ${kernel}, Node ${process.version}, ${coldEverywhere ? 'cold' : 'WARM'} page cache, ${runs} runs each, median. "÷ X" is the median time divided by X's (below 1× = faster than X); MB/s is decimal; CPU s is machine-wide (both ends, kernel included, from /proc/stat); peak RSS per side.`);
   out();
   out(markdown.join('\n\n'));
 
@@ -292,6 +296,25 @@ async function main(): Promise<number> {
   if (invalid > 0) out(`!! ${invalid} run(s) produced a destination that differs from the source (see above)`);
   return invalid > 0 ? 1 : 0;
 }
+
+/**
+ * CPU seconds the whole machine has spent so far (every core: user, nice, system,
+ * irq, softirq; not idle, iowait or steal), from /proc/stat. The difference over a
+ * run is what both ends of a loopback transfer cost together, kernel work included
+ * (sshd, TCP, page cache). null where /proc/stat is not readable.
+ */
+function machineCpuSeconds(): number | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = f;
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+/** USER_HZ: 100 on every Linux architecture ferry runs on. */
+const CLOCK_TICKS = 100;
 
 /** Seconds between deleting a dataset's copies and the next timed run (see the essay above). */
 const SETTLE_SECONDS = 65;
@@ -332,7 +355,7 @@ async function benchDataset(
   for (const t of tools) {
     const r: ToolResult = {
       suite: suite.name, dataset: ds.name, files: ds.files, bytes: ds.bytes, tool: t.name, runs: [],
-      medianSeconds: null, minSeconds: null, maxSeconds: null, mbPerSec: null, ratios: {}, peakRssKb: {},
+      medianSeconds: null, minSeconds: null, maxSeconds: null, mbPerSec: null, medianCpuSeconds: null, ratios: {}, peakRssKb: {},
     };
     results.set(t.name, r);
     try {
@@ -364,12 +387,15 @@ async function benchDataset(
       written.add(dst);
       noteCold(await dropCaches());
       const scratch = await makeScratch('ferry-bench-');
-      const rec: RunRecord = { run, seconds: null, valid: false, rssKb: {} };
+      const rec: RunRecord = { run, seconds: null, valid: false, rssKb: {}, cpuSeconds: null };
       try {
+        const cpu0 = machineCpuSeconds();
         const t0 = performance.now();
         const res = await t.run(ds.dir, dst, { timeoutMs, scratch: scratch.dir });
         await syncFs(dst);
         rec.seconds = (performance.now() - t0) / 1000;
+        const cpu1 = machineCpuSeconds();
+        rec.cpuSeconds = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
         rec.rssKb = res.rssKb;
       } catch (e) {
         rec.error = (e as Error).message;
@@ -396,7 +422,8 @@ async function benchDataset(
         written.delete(dst);
       }
       const rss = Object.entries(rec.rssKb).map(([k, v]) => `${k} ${v === null ? '?' : `${(v / 1024).toFixed(0)} MB`}`).join(', ');
-      out(`   run ${run} ${t.name.padEnd(16)} ${rec.seconds !== null ? `${fmtSeconds(rec.seconds)} s` : 'FAILED'}${rss ? `  (rss ${rss})` : ''}${rec.error ? `  ${rec.error}` : ''}`);
+      const cpu = rec.cpuSeconds !== null ? `  cpu ${fmtSeconds(rec.cpuSeconds)} s` : '';
+      out(`   run ${run} ${t.name.padEnd(16)} ${rec.seconds !== null ? `${fmtSeconds(rec.seconds)} s` : 'FAILED'}${cpu}${rss ? `  (rss ${rss})` : ''}${rec.error ? `  ${rec.error}` : ''}`);
       r.runs.push(rec);
     }
   }
@@ -413,6 +440,8 @@ async function benchDataset(
       r.maxSeconds = max(secs);
       r.mbPerSec = mbPerSec(ds.bytes, r.medianSeconds);
     }
+    const cpus = r.runs.filter((x) => x.valid && x.cpuSeconds !== null).map((x) => x.cpuSeconds!);
+    if (cpus.length > 0) r.medianCpuSeconds = median(cpus);
     for (const run of r.runs) {
       if (!run.valid) continue;
       for (const [side, kb] of Object.entries(run.rssKb)) {
@@ -428,7 +457,11 @@ async function benchDataset(
     }
   }
 
-  const header = ['tool', 'median s', 'min–max s', 'MB/s', ...suite.references.map((ref) => `÷ ${ref}`), 'peak RSS', 'valid runs'];
+  // CPU per unit of work: per GiB for big-file datasets, per 10k files otherwise.
+  const perFiles = ds.files >= 1000;
+  const cpuUnit = perFiles ? 'CPU s / 10k files' : 'CPU s / GiB';
+  const cpuPer = (c: number): number => (perFiles ? (c / ds.files) * 10_000 : c / (ds.bytes / 2 ** 30));
+  const header = ['tool', 'median s', 'min–max s', 'MB/s', ...suite.references.map((ref) => `÷ ${ref}`), 'CPU s', cpuUnit, 'peak RSS', 'valid runs'];
   const rows: string[][] = [header];
   for (const r of results.values()) {
     const ok = r.runs.filter((x) => x.valid).length;
@@ -440,6 +473,8 @@ async function benchDataset(
       r.minSeconds !== null && r.maxSeconds !== null ? `${fmtSeconds(r.minSeconds)}–${fmtSeconds(r.maxSeconds)}` : '—',
       r.mbPerSec !== null ? r.mbPerSec.toFixed(0) : '—',
       ...suite.references.map((ref) => fmtRatio(r.ratios[ref] ?? NaN)),
+      r.medianCpuSeconds !== null ? fmtSeconds(r.medianCpuSeconds) : '—',
+      r.medianCpuSeconds !== null ? fmtSeconds(cpuPer(r.medianCpuSeconds)) : '—',
       Object.entries(r.peakRssKb).map(([k, v]) => `${k} ${v === null ? '?' : `${(v / 1024).toFixed(0)} MB`}`).join(', ') || '—',
       status,
     ]);

@@ -124,6 +124,42 @@ export function tarNcTool(name = 'tar | nc'): Tool {
   };
 }
 
+/**
+ * The seed's C++ tool in its network mode, plaintext (its --tls needs a kTLS kernel,
+ * which this machine lacks): its secret crosses the wire in clear, so it is a speed
+ * peer, not a secure one. Built by ../shared/peers/build-uring-sync.sh.
+ */
+export function uringSyncNetTool(name = 'uring-sync (plain)'): Tool {
+  return {
+    name,
+    async prepare() {
+      requireCommands('uring-sync');
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      const port = await freePort();
+      const secret = `bench-${port}`;
+      const recv = startProcess([...rss.argv('recv'), 'uring-sync', 'recv', dst, '--listen', String(port), '--secret', secret], {
+        timeoutMs: ctx.timeoutMs,
+        label: `${name} (receiver)`,
+      });
+      try {
+        await Promise.race([waitListening(port), recv.done.then(() => Promise.reject(new Error('receiver exited early')))]);
+        await runProcess([...rss.argv('send'), 'uring-sync', 'send', src, `127.0.0.1:${port}`, '--secret', secret], {
+          timeoutMs: ctx.timeoutMs,
+          label: `${name} (sender)`,
+        });
+        await recv.done;
+      } catch (e) {
+        recv.kill();
+        await recv.done.catch(() => undefined);
+        throw e;
+      }
+      return { rssKb: rss.read() };
+    },
+  };
+}
+
 /** Start one sshd for a suite, stopped by the suite's cleanup. */
 export async function suiteSshd(ctx: { onCleanup(fn: () => Promise<void>): void }): Promise<Sshd> {
   try {
@@ -187,7 +223,7 @@ export const networkSuite: Suite = {
   name: 'network',
   group: 'network',
   title: 'loopback network transfer, fresh destination, cold cache',
-  references: ['rsync -a (ssh)', 'tar | nc'],
+  references: ['rsync -a (ssh)', 'tar | nc', 'uring-sync (plain)'],
   destination: 'fresh',
   datasets: ({ quick }) => (quick ? ['ml_small', 'big_quick'] : ['ml_small', 'ml_large', 'ml_images', 'big']),
   async tools(ctx) {
@@ -199,7 +235,7 @@ export const networkSuite: Suite = {
     }
     const ep = (): SshEndpoint => endpointOf(sshd!);
     const sshTools = sshd ? [rsyncSshTool(ep), scpTool(ep), tarSshTool(ep)] : [];
-    return [...ferryNetworkTools(), ...sshTools, tarNcTool()];
+    return [...ferryNetworkTools(), ...sshTools, tarNcTool(), uringSyncNetTool()];
   },
 };
 
