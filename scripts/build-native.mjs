@@ -58,6 +58,24 @@ function main() {
   }
   renameSync(tmp, out); // atomic: a running ferry never sees a half-written addon
   say(`built ${out.slice(root.length + 1)}`);
+  buildFsBatch(cc, include);
+}
+
+// The file data plane (native/fs-batch.c): batched local copies. Same rules: never
+// fatal, never -march=native.
+function buildFsBatch(cc, include) {
+  const fsOut = join(outDir, 'ferry_fs.node');
+  const tmp = `${fsOut}.tmp-${process.pid}`;
+  const args = ['-O2', '-std=gnu99', '-Wall', '-Wextra', '-shared', '-fPIC', '-fvisibility=hidden',
+    '-DFERRY_FS_BATCH_STANDALONE', `-I${include}`, '-o', tmp, join(root, 'native', 'fs-batch.c')];
+  const r = spawnSync(cc, args, { encoding: 'utf8' });
+  if (r.error || r.status !== 0) {
+    rmSync(tmp, { force: true });
+    const why = r.error ? `${cc}: ${r.error.code ?? r.error.message}` : (r.stderr.trim().split('\n')[0] ?? `${cc} exited ${r.status}`);
+    return say(`file data plane not built (${why}); TypeScript copies only`);
+  }
+  renameSync(tmp, fsOut);
+  say(`built ${fsOut.slice(root.length + 1)}`);
 }
 
 try {

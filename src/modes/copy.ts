@@ -31,6 +31,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
+import { BatchCopier, nativeCopyAvailable } from '../fs/batch-copy.js';
 import { hashFile } from '../fs/checksum.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { parentOf } from '../fs/path-safety.js';
@@ -184,6 +185,10 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     fsync: opts.fsync === true,
   };
   const writer = await SafeWriter.open(dstRoot, writerOpts);
+  // Regular, non-sparse files go through the native data plane in batches when it is
+  // there (fs/batch-copy.ts); the rest, and everything under FERRY_NATIVE=0, through
+  // the TempFile path below. Tests that hook between data and publish use the latter.
+  const batch = !dryRun && !writerOpts.readWrite && !opts.hooks?.afterData && nativeCopyAvailable() ? new BatchCopier({ fsync: writerOpts.fsync }) : null;
   const errors: FerryError[] = [];
   const warnings: FerryError[] = [];
   const emit = opts.onEvent ?? ((): void => {});
@@ -292,6 +297,10 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
         const ok = await (linkTargets.get(e.target ?? '') ?? Promise.resolve(true));
         if (!ok) throw new FerryError(ErrorCodes.WRITE, `${e.path}: not linked: its target ${e.target ?? ''} failed`, { subject: e.path });
         await writer.hardlink(e);
+      } else if (batch && e.allocated >= e.size) {
+        const t = await writer.beginFile(e);
+        await batch.copy({ entry: e, dir: path.dirname(t.tempPath), temp: path.basename(t.tempPath), name: path.basename(t.rel), mode: writer.mode(e.mode) });
+        counters.bytesCopied += e.size;
       } else {
         const t = await writer.beginFile(e);
         try {

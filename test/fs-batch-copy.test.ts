@@ -1,0 +1,139 @@
+// fs/batch-copy (native/fs-batch.c): the native small-file copier gives the TypeScript
+// path's results, refuses a source that is not the walked inode (CVE-2024-12747's
+// class: a parent swapped for a symlink, a FIFO swapped in), and never leaves a temp
+// file or a partial file under a final name. Under FERRY_NATIVE=0 the native cases
+// skip (the fallback is what the rest of the suite tests).
+import { after, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { SourceEntry } from '../src/core/entry.js';
+import { ErrorCodes, FerryError } from '../src/core/errors.js';
+import { BatchCopier, nativeCopyAvailable } from '../src/fs/batch-copy.js';
+import { tempNameFor } from '../src/fs/temp-names.js';
+import { runCopy } from '../src/modes/copy.js';
+import { cleanupTmpDirs, compareTrees, makeTree, tmpDir } from './support/tree.js';
+import { isCI } from './support/tools.js';
+
+after(cleanupTmpDirs);
+
+function needNative(t: TestContext): boolean {
+  if (nativeCopyAvailable()) return true;
+  if (process.env.FERRY_NATIVE === '0') {
+    t.skip('FERRY_NATIVE=0: the native copier is off on purpose');
+    return false;
+  }
+  if (isCI()) throw new Error('the native addon is not built; CI=true forbids skipping');
+  t.skip('the native addon is not built (node scripts/build-native.mjs)');
+  return false;
+}
+
+async function entryOf(root: string, rel: string): Promise<SourceEntry> {
+  const absPath = path.join(root, rel);
+  const st = await fsp.lstat(absPath, { bigint: true });
+  return {
+    path: rel, kind: 'file', size: Number(st.size), mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs,
+    absPath, ino: st.ino, dev: st.dev, nlink: Number(st.nlink), allocated: Number(st.blocks) * 512,
+  };
+}
+
+async function names(dir: string): Promise<string[]> {
+  return (await fsp.readdir(dir)).sort();
+}
+
+test('native copy: same tree as the TypeScript path, mtimes exact to the nanosecond', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  const src = path.join(base, 'src');
+  const spec: Record<string, { type: 'file'; content: Buffer; mode: number; mtime: bigint }> = {};
+  for (let i = 0; i < 300; i++) {
+    spec[`d${i % 7}/f${i}`] = { type: 'file', content: Buffer.alloc(i * 97, i), mode: i % 3 === 0 ? 0o600 : 0o644, mtime: 1_600_000_000_123_456_789n + BigInt(i) };
+  }
+  await makeTree(src, spec);
+  const r = await runCopy({ src: `${src}/`, dst: path.join(base, 'native') });
+  assert.equal(r.counters.failed, 0);
+  assert.equal(r.counters.copied, 300);
+  const prev = process.env.FERRY_NATIVE;
+  process.env.FERRY_NATIVE = '0';
+  try {
+    // The loader caches its decision: the fallback is forced through the option instead.
+    const r2 = await runCopy({ src: `${src}/`, dst: path.join(base, 'js'), readWrite: true });
+    assert.equal(r2.counters.failed, 0);
+  } finally {
+    if (prev === undefined) delete process.env.FERRY_NATIVE;
+    else process.env.FERRY_NATIVE = prev;
+  }
+  assert.deepEqual(await compareTrees(src, path.join(base, 'native')), []);
+  assert.deepEqual(await compareTrees(path.join(base, 'native'), path.join(base, 'js')), []);
+  for (const rel of ['d0/f0', 'd3/f10', 'd5/f299']) {
+    const a = await fsp.lstat(path.join(src, rel), { bigint: true });
+    const b = await fsp.lstat(path.join(base, 'native', rel), { bigint: true });
+    assert.equal(b.mtimeNs, a.mtimeNs, `${rel}: nanoseconds kept`);
+  }
+});
+
+test('CVE-2024-12747 class, native copy: a parent swapped for a symlink after the walk is refused, nothing published', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  await makeTree(base, { 'src/sub/secret.txt': 'planted!', 'outside/secret.txt': 'SHADOW!!', dst: { type: 'dir' } });
+  // Same name, size and mtime (whole seconds, so exactly equal) outside; then the parent becomes a symlink to it.
+  await fsp.utimes(path.join(base, 'src/sub/secret.txt'), 1_600_000_000, 1_600_000_000);
+  await fsp.utimes(path.join(base, 'outside/secret.txt'), 1_600_000_000, 1_600_000_000);
+  const e = await entryOf(path.join(base, 'src'), 'sub/secret.txt');
+  await fsp.rename(path.join(base, 'src/sub'), path.join(base, 'src/sub.old'));
+  await fsp.symlink(path.join(base, 'outside'), path.join(base, 'src/sub'));
+  const c = new BatchCopier();
+  const dst = path.join(base, 'dst');
+  await assert.rejects(c.copy({ entry: e, dir: dst, temp: tempNameFor('secret.txt'), name: 'secret.txt', mode: 0o644 }), (err: FerryError) => {
+    assert.equal(err.code, ErrorCodes.CHANGED);
+    assert.equal(err.subject, 'sub/secret.txt');
+    return true;
+  });
+  assert.deepEqual(await names(dst), []);
+});
+
+test('native copy: a FIFO swapped in for a file does not block and is refused', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  await makeTree(base, { 'src/f': 'data', dst: { type: 'dir' } });
+  const e = await entryOf(path.join(base, 'src'), 'f');
+  await fsp.unlink(e.absPath);
+  execFileSync('mkfifo', [e.absPath]);
+  const c = new BatchCopier();
+  await assert.rejects(c.copy({ entry: e, dir: path.join(base, 'dst'), temp: tempNameFor('f'), name: 'f', mode: 0o644 }), { code: ErrorCodes.CHANGED });
+  assert.deepEqual(await names(path.join(base, 'dst')), []);
+});
+
+test('native copy: a file that grows after the walk is not published (size checked on the open file)', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  await makeTree(base, { 'src/f': 'data', dst: { type: 'dir' } });
+  const e = await entryOf(path.join(base, 'src'), 'f');
+  await fsp.appendFile(e.absPath, 'more');
+  const c = new BatchCopier();
+  await assert.rejects(c.copy({ entry: e, dir: path.join(base, 'dst'), temp: tempNameFor('f'), name: 'f', mode: 0o644 }), { code: ErrorCodes.CHANGED });
+  assert.deepEqual(await names(path.join(base, 'dst')), []);
+});
+
+test('native copy: a failed publish (final name is a non-empty directory) leaves no temp file; a leftover temp is taken over', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  await makeTree(base, { 'src/a': 'aaaa', 'src/b': 'bbbb', 'dst/a/x': 'in the way' });
+  const dst = path.join(base, 'dst');
+  // An interrupted run's temp file for b, with other content.
+  await fsp.writeFile(path.join(dst, tempNameFor('b')), 'stale stale stale');
+  const c = new BatchCopier();
+  const ea = await entryOf(path.join(base, 'src'), 'a');
+  const eb = await entryOf(path.join(base, 'src'), 'b');
+  const [ra, rb] = await Promise.allSettled([
+    c.copy({ entry: ea, dir: dst, temp: tempNameFor('a'), name: 'a', mode: 0o640 }),
+    c.copy({ entry: eb, dir: dst, temp: tempNameFor('b'), name: 'b', mode: 0o640 }),
+  ]);
+  assert.equal(ra.status, 'rejected');
+  assert.equal((ra as PromiseRejectedResult).reason.code, ErrorCodes.WRITE);
+  assert.equal(rb.status, 'fulfilled');
+  assert.deepEqual(await names(dst), ['a', 'b']);
+  assert.equal(await fsp.readFile(path.join(dst, 'b'), 'utf8'), 'bbbb');
+  assert.equal((await fsp.stat(path.join(dst, 'b'))).mode & 0o7777, 0o640);
+});
