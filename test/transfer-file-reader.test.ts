@@ -5,16 +5,17 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { isFerryError } from '../src/core/errors.js';
 import { FileReader, type ReadTarget } from '../src/transfer/file-reader.js';
+import { contentHashOf } from '../src/fs/checksum.js';
 import { cleanupTmpDirs, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
-const sha = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
+const sha = (b: Uint8Array): Buffer => contentHashOf(b);
 
 /** A temp dir and a reader with `threads` threads, closed afterwards whatever happens. */
 async function withReader(threads: number, fn: (r: FileReader, dir: string) => Promise<void>): Promise<void> {
@@ -34,7 +35,7 @@ async function target(dir: string, name: string, data?: Uint8Array): Promise<Rea
   return { absPath, path: name, size: Number(st.size), mtimeNs: st.mtimeNs };
 }
 
-test('small files: bytes and SHA-256 per file; changed, missing and symlinked files are errors', () =>
+test('small files: bytes and content hash per file; changed, missing and symlinked files are errors', () =>
   withReader(2, async (r, dir) => {
   const a = await target(dir, 'a', randomBytes(5000));
   const empty = await target(dir, 'empty', new Uint8Array(0));

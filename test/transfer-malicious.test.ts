@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { isFerryError } from '../src/core/errors.js';
+import { contentHashOf } from '../src/fs/checksum.js';
 import { SafeWriter } from '../src/fs/safe-writer.js';
 import type { FrameChannel } from '../src/secure/channel-api.js';
 import { ReceiverSession, readOpening } from '../src/transfer/receiver.js';
@@ -17,6 +18,7 @@ import { resolveSource, walk } from '../src/fs/walk.js';
 import {
   Action,
   ByteWriter,
+  HASH_BYTES,
   MsgType,
   TRANSFER_VERSION,
   decodeDecisions,
@@ -124,8 +126,7 @@ test('attack: a symlink already in DST is never written through', async () => {
   writeBegin(w, 1, 0, 0, 4);
   writeChunkHeader(w, 0, 4);
   w.bytes(Buffer.from('evil'));
-  const { createHash } = await import('node:crypto');
-  writeEnd(w, createHash('sha256').update('evil').digest());
+  writeEnd(w, contentHashOf(Buffer.from('evil')));
   await h.ch.send(MsgType.DATA, w.take());
   await h.frames.next(); // COMMITTED
   const summary = await h.frames.next();
@@ -188,7 +189,7 @@ test('attack: a wrong end-to-end hash never publishes the file', async () => {
   writeBegin(w, 0, 0, 0, 4);
   writeChunkHeader(w, 0, 4);
   w.bytes(Buffer.from('evil'));
-  writeEnd(w, new Uint8Array(32));
+  writeEnd(w, new Uint8Array(HASH_BYTES));
   await h.ch.send(MsgType.DATA, w.take());
   await h.frames.next(); // FAILED
   await h.frames.next(); // SUMMARY
@@ -240,7 +241,7 @@ test('hostile receiver: a decision for an index never sent is FERRY_E_PROTOCOL',
 
 test('hostile receiver: a resume offset past the size is FERRY_E_PROTOCOL', async () => {
   await expectCode(
-    hostileReceiver((es) => encodeDecisions([{ index: es[0]!.index, action: Action.RESUME, offset: 1 << 20, prefixHash: new Uint8Array(32) }])),
+    hostileReceiver((es) => encodeDecisions([{ index: es[0]!.index, action: Action.RESUME, offset: 1 << 20, prefixHash: new Uint8Array(HASH_BYTES) }])),
     'FERRY_E_PROTOCOL',
   );
 });

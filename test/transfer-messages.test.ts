@@ -10,7 +10,7 @@ import * as M from '../src/wire/messages.js';
 
 const entries: M.WireEntry[] = [
   { index: 7, kind: 'dir', path: 'a', size: 0, mode: 0o755, mtimeNs: 1_700_000_000_123_456_789n },
-  { index: 8, kind: 'file', path: 'a/ünïcode.txt', size: 2 ** 40, mode: 0o644, mtimeNs: -5n, hash: new Uint8Array(32).fill(9) },
+  { index: 8, kind: 'file', path: 'a/ünïcode.txt', size: 2 ** 40, mode: 0o644, mtimeNs: -5n, hash: new Uint8Array(M.HASH_BYTES).fill(9) },
   { index: 9, kind: 'symlink', path: 'a/l', size: 0, mode: 0o777, mtimeNs: 0n, target: '../x' },
   { index: 10, kind: 'hardlink', path: 'a/h', size: 0, mode: 0o644, mtimeNs: 0n, target: 'a/ünïcode.txt' },
 ];
@@ -21,7 +21,7 @@ test('round trips', () => {
   assert.deepEqual(M.decodeManifest(M.encodeManifest(entries, true), true), entries);
   const ds: M.Decision[] = [
     { index: 1, action: M.Action.SKIP, offset: 0 },
-    { index: 2, action: M.Action.RESUME, offset: 12345, prefixHash: new Uint8Array(32).fill(1) },
+    { index: 2, action: M.Action.RESUME, offset: 12345, prefixHash: new Uint8Array(M.HASH_BYTES).fill(1) },
   ];
   assert.deepEqual(M.decodeDecisions(M.encodeDecisions(ds)), ds);
   assert.deepEqual(M.decodeCommitted(M.encodeCommitted([0, 1, 2 ** 20])), [0, 1, 2 ** 20]);
@@ -30,7 +30,7 @@ test('round trips', () => {
   M.writeBegin(w, 3, 0, 0, 10);
   M.writeChunkHeader(w, 2, 3);
   w.bytes(Buffer.from('abc'));
-  M.writeEnd(w, new Uint8Array(32));
+  M.writeEnd(w, new Uint8Array(M.HASH_BYTES));
   M.writeAbort(w, 3, 'FERRY_E_CHANGED', 'changed');
   const recs = M.decodeData(w.take());
   assert.deepEqual(recs.map((r) => r.rec), [1, 2, 3, 4]);
@@ -63,7 +63,7 @@ test('seeded mutation run: decoders only ever throw FERRY_E_PROTOCOL', () => {
   const samples: [Uint8Array, (b: Uint8Array) => unknown][] = [
     [M.encodeManifest(entries, true), (b) => M.decodeManifest(b, true)],
     [M.encodeSession({ version: 1, flags: 0, streams: 2, chunkSize: 65536, excludes: ['x'] }), M.decodeSession],
-    [M.encodeDecisions([{ index: 1, action: M.Action.RESUME, offset: 9, prefixHash: new Uint8Array(32) }]), M.decodeDecisions],
+    [M.encodeDecisions([{ index: 1, action: M.Action.RESUME, offset: 9, prefixHash: new Uint8Array(M.HASH_BYTES) }]), M.decodeDecisions],
     [M.encodeFailed([{ index: 1, code: 'C', message: 'm' }]), M.decodeFailed],
   ];
   for (let i = 0; i < 5000; i++) {
@@ -77,4 +77,14 @@ test('seeded mutation run: decoders only ever throw FERRY_E_PROTOCOL', () => {
       assert.ok(isFerryError(e, 'FERRY_E_PROTOCOL'), `seed ${seed}, iteration ${i}: ${String(e)}`);
     }
   }
+});
+
+test('the wire carries content digests at the size fs/checksum makes them', async () => {
+  const { CONTENT_HASH_BYTES, contentHashOf, newContentHash } = await import('../src/fs/checksum.js');
+  assert.equal(M.HASH_BYTES, CONTENT_HASH_BYTES);
+  const data = Buffer.from('the same bytes, streamed or at once');
+  const streamed = newContentHash().update(data.subarray(0, 7)).update(data.subarray(7)).digest();
+  assert.equal(streamed.length, CONTENT_HASH_BYTES);
+  assert.deepEqual(streamed, contentHashOf(data));
+  assert.notDeepEqual(contentHashOf(Buffer.from('a')), contentHashOf(Buffer.from('b')));
 });

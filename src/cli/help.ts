@@ -45,7 +45,7 @@ Options:
                            always (redraw even when not a TTY), never (default auto)
       --json               print a JSON summary on stdout (schema: README)
   -n, --dry-run            show what would be copied/deleted; write nothing
-      --checksum           compare SHA-256 of both sides instead of trusting size+mtime
+      --checksum           compare content hashes (xxHash) of both sides instead of trusting size+mtime
       --delete             delete entries in DST that SRC does not have (not excluded ones)
       --exclude PATTERN    skip matching entries (repeatable): * ? ** [...] ; a leading /
                            anchors at the transfer root, a trailing / matches directories

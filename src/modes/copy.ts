@@ -13,7 +13,7 @@
  * Incremental runs: each file is first checked with the writer's quick check (lstat
  * of DST only: size, mtime within 1 µs, mode), so a no-op run is one parallel
  * lstat per entry on each side and no reads. `--checksum` hashes both sides
- * (SHA-256, fs/checksum) when the quick check says "same".
+ * (the content hash of fs/checksum) when the quick check says "same".
  *
  * Change detection: after the data is copied and before the temp file is renamed,
  * the source is lstat'ed again; a different size or mtime means it changed while

@@ -5,7 +5,7 @@
  *
  * Requests (all carry an `id`):
  *   small  {paths, sizes, mtimes}  → one reply: every file read whole into one
- *          ArrayBuffer (transferred), its SHA-256, or an error, per file
+ *          ArrayBuffer (transferred), its content hash, or an error, per file
  *   range  {path, start, end, chunk, size, mtimeNs, ahead, sparse} → `chunk`
  *          replies (at most `ahead` unreturned), then `end` with the digest
  *   credit {buf?}  a chunk's buffer comes back: reuse it, read the next chunk
@@ -15,6 +15,7 @@
  * before), and must still have the size and mtime the walk saw (a range also the
  * same ctime throughout): otherwise the reply is `changed`, never data.
  */
+import { CONTENT_HASH_BYTES, contentHashOf } from '../fs/checksum.js';
 import { closeSync, constants as C, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { isAllZero, newHash } from './hash.js';
@@ -50,7 +51,7 @@ export type ReaderReply =
   | { kind: 'end'; id: number; digest: ArrayBuffer }
   | { kind: 'error'; id: number; error: WorkerError };
 
-const HASH_BYTES = 32;
+const HASH_BYTES = CONTENT_HASH_BYTES;
 
 function toWorkerError(e: unknown): WorkerError {
   const err = e as NodeJS.ErrnoException;
@@ -87,7 +88,7 @@ function readSmall(req: Extract<ReaderRequest, { op: 'small' }>): void {
         errors.push({ changed: true, message: 'changed since it was listed' });
         continue;
       }
-      newHash().update(view).digest().copy(new Uint8Array(hashes, i * HASH_BYTES, HASH_BYTES));
+      contentHashOf(view).copy(new Uint8Array(hashes, i * HASH_BYTES, HASH_BYTES));
       errors.push(null);
     } catch (e) {
       errors.push(toWorkerError(e));

@@ -13,15 +13,16 @@
  * (transferred, never copied) so the same few buffers stay warm in the cache.
  *
  *   const r = new FileReader();
- *   const res = await r.readSmall([{ absPath, size, mtimeNs }, ...]);  // data + sha256, or a FerryError, per file
+ *   const res = await r.readSmall([{ absPath, size, mtimeNs }, ...]);  // data + content hash, or a FerryError, per file
  *   const range = r.readRange({ absPath, size, mtimeNs }, start, end, { chunk, sparse });
  *   for await (const c of range) { use(c.data); c.release(); }     // c.data null: an all-zero chunk of a sparse file
- *   range.digest                                                     // SHA-256 of [start, end), after the loop
+ *   range.digest                                                     // content hash of [start, end), after the loop
  *   await r.close();
  *
  * A file that is not what the walk saw (size or mtime; for a range also ctime, before
  * and after) is FERRY_E_CHANGED; a failed system call is FERRY_E_READ with its errno.
  */
+import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import type { ReaderReply, ReaderRequest, WorkerError } from './file-reader-worker.js';
@@ -49,13 +50,13 @@ export interface RangeChunk {
 }
 
 export interface RangeRead extends AsyncIterable<RangeChunk> {
-  /** SHA-256 of the range; set when iteration has ended normally. */
+  /** Content hash of the range; set when iteration has ended normally. */
   readonly digest: Buffer | null;
   /** Stop early (the file was abandoned): closes it in the worker. */
   cancel(): void;
 }
 
-const HASH_BYTES = 32;
+const HASH_BYTES = CONTENT_HASH_BYTES;
 /**
  * Reader threads per sender. Measured on ml_small/ml_large (cold cache, 2 cores):
  * 2 threads 2.2 s / 15.3 s, 4 threads 2.6 s / 15.3 s, 8 threads 2.6 s / 18.6 s;

@@ -1,28 +1,20 @@
 /**
- * The end-to-end content hash: SHA-256 from node:crypto.
- *
- * Chosen by measurement on this machine (Xeon with SHA-NI, Node 20, 1 MiB updates /
- * 4 KiB one-shot hashes): sha256 1321 MB/s and 167k files/s, sha1 1344 MB/s and 194k
- * files/s, blake2b512 737 MB/s and 144k files/s, sha512 578 MB/s. SHA-256 is as fast
- * as SHA-1 here (hardware instructions) and, unlike SHA-1, collision resistant, so a
- * hostile sender cannot craft two contents with one hash. The channel's AEAD already
- * protects bytes in transit; this hash protects the path disk → sender → receiver →
- * disk (a source that changed under the reader, a bug in range bookkeeping).
+ * The end-to-end content hash as the transfer uses it: fs/checksum.ts's hash (one
+ * function for copy, transfer, resume and --checksum), plus holes fed as zeros and
+ * the all-zero test the sender uses to find them.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { CHECKSUM_ALGORITHM } from '../fs/checksum.js';
+import { newContentHash, type ContentHash } from '../fs/checksum.js';
 
-/** The same hash as `--checksum` uses (fs/checksum.ts, which also hashes files). */
-export const HASH_ALGORITHM = CHECKSUM_ALGORITHM;
+export type { ContentHash };
 
-export function newHash(): Hash {
-  return createHash(HASH_ALGORITHM);
+export function newHash(): ContentHash {
+  return newContentHash();
 }
 
 const ZEROS = Buffer.alloc(1 << 20);
 
 /** Feed `n` zero bytes (a hole the sender skipped) into a hash. */
-export function updateZeros(h: Hash, n: number): void {
+export function updateZeros(h: ContentHash, n: number): void {
   while (n > 0) {
     const k = Math.min(n, ZEROS.length);
     h.update(ZEROS.subarray(0, k));

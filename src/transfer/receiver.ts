@@ -15,7 +15,7 @@
  *   that do not overlap, one open range per stream; every length is capped by the
  *   message decoder before anything is allocated.
  * - A file is published (rename onto its final name) only after every range of it
- *   ended with a SHA-256 that matches what we hashed while writing, so a cut
+ *   ended with a content hash that matches what we hashed while writing, so a cut
  *   connection or a lying sender never leaves a truncated or wrong file under a final
  *   name. Its temp file stays for the next run to resume (after the sender verified
  *   the prefix hash we offer).

@@ -48,9 +48,9 @@ export const MsgType = {
 } as const;
 
 /** Transfer protocol revision, carried in SESSION (the channel's hello has its own). */
-export const TRANSFER_VERSION = 1;
-/** Size of the content hash on the wire (SHA-256, see transfer/hash.ts). */
-export const HASH_BYTES = 32;
+export const TRANSFER_VERSION = 2;
+/** A content digest on the wire (fs/checksum.ts's CONTENT_HASH_BYTES, checked by a test). */
+export const HASH_BYTES = 16;
 /** Size of the random token that binds the extra streams of `-P N` to a session. */
 export const TOKEN_BYTES = 16;
 
@@ -108,7 +108,7 @@ export interface Decision {
   action: ActionCode;
   /** RESUME: length of the receiver's verified-to-be partial temp file. */
   offset: number;
-  /** RESUME: SHA-256 of those `offset` bytes. */
+  /** RESUME: content hash of those `offset` bytes. */
   prefixHash?: Uint8Array;
 }
 
