@@ -16,6 +16,9 @@
  * Tools are built by functions taking the sshd, so the wan suite reuses them
  * with the ssh port pointed at the delaying proxy.
  */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Suite } from '../suite.js';
 import { FERRY_BIN, Rss, ToolUnavailable, requireCommands, runProcess, runShell, sh, startProcess, waitListening, type Tool } from '../tools.js';
 import { freePort, startSshd, type Sshd } from '../../test/support/sshd.js';
@@ -160,6 +163,39 @@ export function uringSyncNetTool(name = 'uring-sync (plain)'): Tool {
   };
 }
 
+/**
+ * ferry's scp-like mode (`ferry SRC host:DST`, `ferry host:SRC DST`): ssh starts the
+ * remote ferry and hands it a key; the data takes ferry's own channel (or, with
+ * `--via-ssh`, the ssh connection itself). The remote ferry runs under GNU time
+ * through a wrapper script given as --remote-ferry, so its peak RSS is measured
+ * like rsync's remote side. Skipped while this ferry has no ssh mode.
+ */
+export function ferrySshTools(ep: () => SshEndpoint): Tool[] {
+  const tool = (name: string, pull: boolean, extra: string[]): Tool => ({
+    name,
+    async prepare() {
+      const help = spawnSync(FERRY_BIN, ['--help'], { encoding: 'utf8' });
+      if (!/--remote-ferry/.test(`${help.stdout ?? ''}${help.stderr ?? ''}`)) throw new ToolUnavailable('this ferry has no ssh mode (--remote-ferry)');
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      const e = ep();
+      const remoteSide = pull ? 'send' : 'recv';
+      const localSide = pull ? 'recv' : 'send';
+      const wrapper = join(ctx.scratch, 'remote-ferry.sh');
+      writeFileSync(wrapper, `#!/bin/sh\nexec ${rss.prefix(remoteSide)} ${sh(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
+      const rsh = ['ssh', ...e.sshArgs].map(sh).join(' ');
+      const operands = pull ? [`${e.host}:${src}/`, `${dst}/`] : [`${src}/`, `${e.host}:${dst}/`];
+      await runProcess([...rss.argv(localSide), FERRY_BIN, '--progress=never', '-e', rsh, '--remote-ferry', wrapper, ...extra, ...operands], {
+        timeoutMs: ctx.timeoutMs,
+        label: name,
+      });
+      return { rssKb: rss.read() };
+    },
+  });
+  return [tool('ferry push (ssh)', false, []), tool('ferry pull (ssh)', true, []), tool('ferry push --via-ssh', false, ['--via-ssh'])];
+}
+
 /** Start one sshd for a suite, stopped by the suite's cleanup. */
 export async function suiteSshd(ctx: { onCleanup(fn: () => Promise<void>): void }): Promise<Sshd> {
   try {
@@ -234,7 +270,7 @@ export const networkSuite: Suite = {
       ctx.log(`network: ${(e as Error).message}; ssh-based tools skipped`);
     }
     const ep = (): SshEndpoint => endpointOf(sshd!);
-    const sshTools = sshd ? [rsyncSshTool(ep), scpTool(ep), tarSshTool(ep)] : [];
+    const sshTools = sshd ? [...ferrySshTools(ep), rsyncSshTool(ep), scpTool(ep), tarSshTool(ep)] : [];
     return [...ferryNetworkTools(), ...sshTools, tarNcTool(), uringSyncNetTool()];
   },
 };
