@@ -1,0 +1,83 @@
+/**
+ * `limits`: the physical limits on this machine, so a ratio to a peer is never
+ * taken for a floor. For each dataset, cold cache: reading every byte once (`tar c`
+ * of the tree into a pipe, the simplest complete read; GNU tar does not read at all
+ * when its output is /dev/null, hence the `cat`). Then, once: loopback TCP
+ * throughput (`dd` of 2 GiB of zeros through `nc`) and AES-128-GCM on one core
+ * (`openssl speed -evp aes-128-gcm`, 16 KiB blocks: the record size).
+ * Medians of `--runs` runs, wall seconds and machine-wide CPU seconds.
+ */
+import { spawnSync } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import { ensureDataset } from '../datasets.js';
+import { markdownTable, median, textTable } from '../stats.js';
+import type { StandaloneSuite } from '../suite.js';
+import { dropCaches, which } from '../tools.js';
+import { freePort } from '../../test/support/sshd.js';
+import { readFileSync } from 'node:fs';
+
+function machineCpu(): number {
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = f;
+  return (user + nice + system + irq + softirq) / 100;
+}
+
+function timed(script: string): { s: number; cpu: number } {
+  const c0 = machineCpu();
+  const t0 = performance.now();
+  const r = spawnSync('/bin/bash', ['-c', `set -o pipefail; ${script}`], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const s = (performance.now() - t0) / 1000;
+  if (r.status !== 0) throw new Error(`${script}: ${r.stderr.trim().split('\n')[0] ?? `exit ${r.status}`}`);
+  return { s, cpu: machineCpu() - c0 };
+}
+
+export function makeLimitsSuite(runs: number): StandaloneSuite {
+  return {
+    name: 'limits',
+    group: 'limits',
+    title: 'physical limits: cold read of each dataset, loopback TCP, AES-GCM on one core',
+    async runStandalone(ctx) {
+      const rows: string[][] = [['what', 'median s', 'MB/s', 'CPU s']];
+      const json: Record<string, unknown> = {};
+      const names = ctx.quick ? ['ml_small', 'big_quick'] : ['ml_small', 'ml_large', 'ml_images', 'big'];
+      for (const name of names) {
+        const ds = await ensureDataset(name, { full: ctx.full, log: (l) => ctx.log(`   ${l}`) });
+        const secs: number[] = [];
+        const cpus: number[] = [];
+        for (let i = 0; i < runs; i++) {
+          await dropCaches();
+          const r = timed(`tar cf - -C '${ds.dir}' . | cat > /dev/null`);
+          secs.push(r.s);
+          cpus.push(r.cpu);
+        }
+        const s = median(secs);
+        json[`read ${name}`] = { seconds: secs, cpuSeconds: cpus, bytes: ds.bytes };
+        rows.push([`cold read of ${name} (${ds.files.toLocaleString('en-US')} files, ${(ds.bytes / 1e6).toFixed(0)} MB)`, s.toFixed(2), (ds.bytes / 1e6 / s).toFixed(0), median(cpus).toFixed(2)]);
+      }
+      if (which('nc') && which('dd')) {
+        const bytes = 2 * 1024 ** 3;
+        const secs: number[] = [];
+        const cpus: number[] = [];
+        for (let i = 0; i < runs; i++) {
+          const port = await freePort();
+          const r = timed(`(nc -l -s 127.0.0.1 -p ${port} > /dev/null &) ; sleep 0.3; dd if=/dev/zero bs=1M count=2048 status=none | nc -N 127.0.0.1 ${port}`);
+          secs.push(r.s - 0.3);
+          cpus.push(r.cpu);
+        }
+        const s = median(secs);
+        json['loopback tcp'] = { seconds: secs, cpuSeconds: cpus, bytes };
+        rows.push(['loopback TCP, 2 GiB through nc', s.toFixed(2), (bytes / 1e6 / s).toFixed(0), median(cpus).toFixed(2)]);
+      }
+      if (which('openssl')) {
+        const r = spawnSync('openssl', ['speed', '-evp', 'aes-128-gcm', '-seconds', '2', '-bytes', '16384'], { encoding: 'utf8' });
+        const m = /AES-128-GCM\s+([\d.]+)k/.exec(r.stdout ?? '');
+        if (m) {
+          const mbps = (Number(m[1]) * 1000) / 1e6;
+          json['aes-128-gcm'] = { mbPerSec: mbps };
+          rows.push(['AES-128-GCM, 16 KiB records, one core (openssl speed)', '—', mbps.toFixed(0), '—']);
+        }
+      }
+      return { lines: [textTable(rows)], markdown: markdownTable(rows), json };
+    },
+  };
+}
