@@ -110,10 +110,11 @@ interface ToolResult {
 }
 
 const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits]
-                        [--dataset ${DATASET_NAMES.join(',')}] [--json FILE]
+                        [--dataset ${DATASET_NAMES.join(',')}] [--tools NAME,...] [--json FILE]
                         [--wan-delay MS (one way, default 20)] [--wan-rate MB/s (default 100)]
   --quick   ml_small and 2×128 MiB (wan: ml_tiny), 3 runs: ~12 min on the shared 2-core box
   --full    ml_images with the seed's 100,000 files (~10 GB)
+  --tools   only tools whose name contains one of these words (a suite's references always run)
 `;
 
 function out(line = ''): void {
@@ -163,6 +164,7 @@ async function main(): Promise<number> {
       runs: { type: 'string' },
       suite: { type: 'string' },
       dataset: { type: 'string' },
+      tools: { type: 'string' },
       json: { type: 'string' },
       'wan-delay': { type: 'string' },
       'wan-rate': { type: 'string' },
@@ -189,6 +191,8 @@ async function main(): Promise<number> {
   for (const g of groups ?? []) if (!known.has(g)) throw new Error(`unknown suite '${g}' (${[...known].join(', ')})`);
   const selected = suites.filter((s) => groups === undefined || groups.includes(s.group));
   const datasetOverride = values.dataset?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  // --tools: keep only tools whose name contains one of these (references are always kept).
+  const toolFilter = values.tools?.split(',').map((s) => s.trim()).filter((s) => s !== '');
 
   const command = `npm run bench --${process.argv.slice(2).map((a) => ` ${a}`).join('')}`;
   const startedAt = new Date();
@@ -239,7 +243,9 @@ async function main(): Promise<number> {
         standalone.push({ suite: suite.name, json: r.json });
         continue;
       }
-      const tools = await suite.tools(ctx);
+      const tools = (await suite.tools(ctx)).filter(
+        (t) => toolFilter === undefined || suite.references.includes(t.name) || toolFilter.some((f) => t.name.includes(f)),
+      );
       for (const name of datasetOverride ?? suite.datasets({ quick, full })) {
         const ds = await ensureDataset(name, { full, log: (l) => out(`   ${l}`) });
         let snap = snapshots.get(ds.dir);
