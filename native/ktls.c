@@ -1,5 +1,5 @@
 /*
- * ferry_ktls: the two setsockopt calls Node.js cannot make, as a tiny N-API addon.
+ * ktls.c (part of ferry_native): the two setsockopt calls Node.js cannot make.
  *
  * Linux kTLS (Documentation/networking/tls.rst) moves the TLS record layer into the
  * kernel: after the handshake, userspace attaches the "tls" upper-layer protocol to a
@@ -24,6 +24,7 @@
  *
  * Build: plain C99, no -march flags (the qemu lab's TCG CPU has no AVX-512, and a
  * binary built with -march=native dies there). See scripts/build-native.mjs.
+ * Registered on the addon's exports by ferry.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,7 +33,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <node_api.h>
+#include "ferry.h"
 
 #if defined(__has_include)
 #if __has_include(<linux/tls.h>)
@@ -72,14 +73,6 @@ struct tls12_crypto_info_aes_gcm_128 {
 };
 #endif
 
-#define CHECK(call)                                                                  \
-  do {                                                                               \
-    if ((call) != napi_ok) {                                                         \
-      napi_throw_error(env, "FERRY_E_INTERNAL", "ferry_ktls: N-API call failed: " #call); \
-      return NULL;                                                                   \
-    }                                                                                \
-  } while (0)
-
 static napi_value make_int(napi_env env, int v) {
   napi_value out;
   if (napi_create_int32(env, v, &out) != napi_ok) return NULL;
@@ -109,7 +102,7 @@ static napi_value set_ulp(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   int fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  FERRY_CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || !get_fd(env, argv[0], &fd)) {
     napi_throw_type_error(env, NULL, "setUlp(fd): fd must be a non-negative integer");
     return NULL;
@@ -125,7 +118,7 @@ static napi_value get_ulp(napi_env env, napi_callback_info info) {
   int fd;
   char name[32];
   socklen_t len = sizeof(name) - 1;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  FERRY_CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || !get_fd(env, argv[0], &fd)) {
     napi_throw_type_error(env, NULL, "getUlp(fd): fd must be a non-negative integer");
     return NULL;
@@ -133,7 +126,7 @@ static napi_value get_ulp(napi_env env, napi_callback_info info) {
   memset(name, 0, sizeof(name));
   if (getsockopt(fd, SOL_TCP, TCP_ULP, name, &len) != 0) len = 0;
   name[len < sizeof(name) ? len : sizeof(name) - 1] = '\0';
-  CHECK(napi_create_string_utf8(env, name, strlen(name), &out));
+  FERRY_CHECK(napi_create_string_utf8(env, name, strlen(name), &out));
   return out;
 }
 
@@ -144,7 +137,7 @@ static napi_value set_crypto(napi_env env, napi_callback_info info) {
   int fd, dir;
   struct tls12_crypto_info_aes_gcm_128 ci;
   int rc;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  FERRY_CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   memset(&ci, 0, sizeof(ci));
   if (argc < 6 || !get_fd(env, argv[0], &fd) || napi_get_value_int32(env, argv[1], &dir) != napi_ok ||
       (dir != TLS_TX && dir != TLS_RX) ||
@@ -165,18 +158,11 @@ static napi_value set_crypto(napi_env env, napi_callback_info info) {
   return make_int(env, rc);
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+napi_status ferry_register_ktls(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setUlp", NULL, set_ulp, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getUlp", NULL, get_ulp, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setCrypto", NULL, set_crypto, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  napi_value abi;
-  CHECK(napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
-  /* Lets ktls.ts check it loaded the addon it expects. */
-  CHECK(napi_create_int32(env, 1, &abi));
-  CHECK(napi_set_named_property(env, exports, "abi", abi));
-  return exports;
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }
-
-NAPI_MODULE_INIT() { return init(env, exports); }

@@ -1,14 +1,21 @@
 #!/usr/bin/env node
-// Builds the optional kTLS setsockopt addon (native/ktls.c -> native/build/Release/
-// ferry_ktls.node) at install time. Never fails the install: without a C compiler or
-// Node's headers ferry runs with the userspace record layer only, and says so here in
-// one line.
+// Builds ferry's data plane, the optional N-API addon native/*.c -> native/build/Release/
+// ferry_native.node, at install time: kTLS setsockopt (ktls.c), batched TLS 1.3
+// records with Node's own OpenSSL (records.c) and batched local file copies on pool
+// threads (fs-batch.c). Never fails the install: without a C
+// compiler or Node's headers ferry runs on its TypeScript fallbacks, and says so here in
+// one line (and in `ferry --version -v`).
 //
-// Why a direct `cc -shared -fPIC` call and not node-gyp: the addon is one C file with
-// no dependencies, node-gyp needs Python and (without a local `nodedir`) downloads
+// Why a direct `cc -shared -fPIC` call and not node-gyp: a few C files with no
+// dependencies, node-gyp needs Python and (without a local `nodedir`) downloads
 // headers, and we must control the flags: never -march=native (the binary must run
 // on any x86-64, including the qemu TCG CPU of the kernel lab, which lacks AVX-512).
 // native/binding.gyp stays as an alternative for people who prefer node-gyp.
+//
+// Nothing is linked: the EVP_* functions of records.c are looked up in the running
+// node binary (dlsym) when the addon loads; their headers are Node's own
+// (<include>/openssl, next to node_api.h). Without those headers records.c is built
+// as a stub (-DFERRY_NO_OPENSSL) and only kTLS is native.
 //
 // Environment: CC (compiler, default cc), FERRY_NODE_INCLUDE (directory holding
 // node_api.h), FERRY_SKIP_NATIVE=1 (skip). The headers are looked for in
@@ -19,12 +26,12 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const src = join(root, 'native', 'ktls.c');
+const sources = ['ferry.c', 'ktls.c', 'records.c', 'fs-batch.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build', 'Release');
-const out = join(outDir, 'ferry_ktls.node');
+const out = join(outDir, 'ferry_native.node');
 
 function say(msg) {
-  console.log(`ferry: kTLS addon: ${msg}`);
+  console.log(`ferry: native addon: ${msg}`);
 }
 
 function findInclude() {
@@ -40,47 +47,33 @@ function findInclude() {
 }
 
 function main() {
-  if (process.env.FERRY_SKIP_NATIVE === '1') return say('skipped (FERRY_SKIP_NATIVE=1); userspace TLS only');
-  if (process.platform !== 'linux') return say(`skipped: kTLS is Linux-only (this is ${process.platform}); userspace TLS only`);
-  if (!existsSync(src)) return say('skipped: native/ktls.c is missing; userspace TLS only');
+  const fallback = 'TypeScript fallbacks only';
+  if (process.env.FERRY_SKIP_NATIVE === '1') return say(`skipped (FERRY_SKIP_NATIVE=1); ${fallback}`);
+  if (process.platform !== 'linux') return say(`skipped: the addon is Linux-only (this is ${process.platform}); ${fallback}`);
+  const missing = sources.find((s) => !existsSync(s));
+  if (missing) return say(`skipped: ${missing.slice(root.length + 1)} is missing; ${fallback}`);
   const include = findInclude();
-  if (!include) return say("skipped: Node's headers (node_api.h) not found; userspace TLS only");
+  if (!include) return say(`skipped: Node's headers (node_api.h) not found; ${fallback}`);
+  const withOpenssl = existsSync(join(include, 'openssl', 'evp.h'));
   const cc = process.env.CC || 'cc';
   mkdirSync(outDir, { recursive: true });
   const tmp = `${out}.tmp-${process.pid}`;
   const args = ['-O2', '-std=gnu99', '-Wall', '-Wextra', '-shared', '-fPIC', '-fvisibility=hidden',
-    `-I${include}`, '-o', tmp, src];
+    `-I${include}`, ...(withOpenssl ? [] : ['-DFERRY_NO_OPENSSL']), '-o', tmp, ...sources];
   const r = spawnSync(cc, args, { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
     rmSync(tmp, { force: true });
-    const why = r.error ? `${cc}: ${r.error.code ?? r.error.message}` : (r.stderr.trim().split('\n')[0] ?? `${cc} exited ${r.status}`);
-    return say(`not built (${why}); userspace TLS only`);
+    const why = r.error ? `${cc}: ${r.error.code ?? r.error.message}` : (r.stderr.trim().split('\n').find((l) => /error/.test(l)) ?? `${cc} exited ${r.status}`);
+    return say(`not built (${why}); ${fallback}`);
   }
+  if (r.stderr.trim() !== '') console.log(r.stderr.trim());
   renameSync(tmp, out); // atomic: a running ferry never sees a half-written addon
-  say(`built ${out.slice(root.length + 1)}`);
-  buildFsBatch(cc, include);
-}
-
-// The file data plane (native/fs-batch.c): batched local copies. Same rules: never
-// fatal, never -march=native.
-function buildFsBatch(cc, include) {
-  const fsOut = join(outDir, 'ferry_fs.node');
-  const tmp = `${fsOut}.tmp-${process.pid}`;
-  const args = ['-O2', '-std=gnu99', '-Wall', '-Wextra', '-shared', '-fPIC', '-fvisibility=hidden',
-    '-DFERRY_FS_BATCH_STANDALONE', `-I${include}`, '-o', tmp, join(root, 'native', 'fs-batch.c')];
-  const r = spawnSync(cc, args, { encoding: 'utf8' });
-  if (r.error || r.status !== 0) {
-    rmSync(tmp, { force: true });
-    const why = r.error ? `${cc}: ${r.error.code ?? r.error.message}` : (r.stderr.trim().split('\n')[0] ?? `${cc} exited ${r.status}`);
-    return say(`file data plane not built (${why}); TypeScript copies only`);
-  }
-  renameSync(tmp, fsOut);
-  say(`built ${fsOut.slice(root.length + 1)}`);
+  say(`built ${out.slice(root.length + 1)}${withOpenssl ? '' : ` (no ${join(include, 'openssl')}: records stay in TypeScript)`}`);
 }
 
 try {
   main();
 } catch (e) {
-  say(`not built (${e?.message ?? e}); userspace TLS only`);
+  say(`not built (${e?.message ?? e}); TypeScript fallbacks only`);
 }
 process.exit(0);

@@ -11,8 +11,8 @@
  * independently of the peer; the kernel lab (scripts/kernel-lab.sh,
  * test/lab/ktls-interop.lab.ts) checks this byte for byte.
  *
- * How: Node cannot call setsockopt, so a tiny N-API addon (native/ktls.c, built at
- * install by scripts/build-native.mjs, optional) makes the two calls of
+ * How: Node cannot call setsockopt, so the native addon (native/ktls.c, built at
+ * install by scripts/build-native.mjs, optional, loaded by native/index.ts) makes the two calls of
  * Documentation/networking/tls.rst:
  *   setsockopt(fd, SOL_TCP, TCP_ULP, "tls")                   once per socket
  *   setsockopt(fd, SOL_TLS, TLS_TX or TLS_RX, &crypto_info)   once per direction
@@ -60,11 +60,10 @@
  * one FERRY_E_KTLS error for `on` where it is unavailable.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import type net from 'node:net';
 import { constants as osConstants, platform, release } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { ErrorCodes, FerryError } from '../core/errors.js';
+import { ktlsAddon, type KtlsAddon } from '../native/index.js';
 import type { TrafficSecret } from './traffic-secret.js';
 
 export type KtlsDirection = 'tx' | 'rx';
@@ -76,63 +75,14 @@ export interface KtlsSupport {
   reason: string;
 }
 
-/** The addon's exports (native/ktls.c); all return 0 or an errno. */
-interface KtlsAddon {
-  abi: number;
-  setUlp(fd: number): number;
-  getUlp(fd: number): string;
-  setCrypto(fd: number, dir: number, key: Buffer, salt: Buffer, iv: Buffer, recSeq: Buffer): number;
-}
-
-const ADDON_ABI = 1;
 const TLS_TX = 1;
 const TLS_RX = 2;
 const ULP_FILE = '/proc/sys/net/ipv4/tcp_available_ulp';
 const MAX_SEQ = (1n << 64n) - 1n;
 
-let addonState: { addon: KtlsAddon | undefined; reason: string } | undefined;
-
-/**
- * Where the addon is looked for: $FERRY_KTLS_ADDON, then native/build/Release
- * relative to the package root, seen from dist/src/secure/ (compiled) or src/secure/.
- */
-function addonCandidates(): string[] {
-  const fromEnv = process.env.FERRY_KTLS_ADDON;
-  if (fromEnv !== undefined && fromEnv !== '') return [fromEnv];
-  const rel = 'native/build/Release/ferry_ktls.node';
-  return [fileURLToPath(new URL(`../../../${rel}`, import.meta.url)), fileURLToPath(new URL(`../../${rel}`, import.meta.url))];
-}
-
 function loadAddon(): { addon: KtlsAddon | undefined; reason: string } {
-  if (addonState) return addonState;
-  if (platform() !== 'linux') {
-    addonState = { addon: undefined, reason: `kTLS is Linux-only (this is ${platform()})` };
-    return addonState;
-  }
-  const candidates = addonCandidates();
-  const path = candidates.find((p) => existsSync(p));
-  if (path === undefined) {
-    addonState = {
-      addon: undefined,
-      reason: `the kTLS addon is not built (${candidates[0]} not found; run \`node scripts/build-native.mjs\`)`,
-    };
-    return addonState;
-  }
-  try {
-    const addon = createRequire(import.meta.url)(path) as KtlsAddon;
-    if (addon.abi !== ADDON_ABI || typeof addon.setCrypto !== 'function') {
-      addonState = { addon: undefined, reason: `the kTLS addon ${path} is from another ferry version (abi ${String(addon.abi)})` };
-    } else {
-      addonState = { addon, reason: `addon ${path}` };
-    }
-  } catch (e) {
-    addonState = { addon: undefined, reason: `the kTLS addon ${path} cannot be loaded: ${firstLine(e)}` };
-  }
-  return addonState;
-}
-
-function firstLine(e: unknown): string {
-  return String((e as Error | undefined)?.message ?? e).split('\n')[0] ?? '';
+  if (platform() !== 'linux') return { addon: undefined, reason: `kTLS is Linux-only (this is ${platform()})` };
+  return ktlsAddon();
 }
 
 /** The kernel's registered TCP upper-layer protocols, or undefined if unreadable. */

@@ -1,8 +1,8 @@
 /**
- * The userspace TLS 1.3 record layer: AES-128-GCM application_data records exactly
- * as RFC 8446 §5.2-§5.3 define them, so that what we produce is byte-for-byte what
- * the kernel's kTLS (TLS_TX with TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_128) produces
- * from the same key, IV and sequence number, and what we accept is what it sends.
+ * The TLS 1.3 record layer: AES-128-GCM application_data records exactly as RFC 8446
+ * §5.2-§5.3 define them, so that what we produce is byte-for-byte what the kernel's kTLS
+ * (TLS_TX with TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_128) produces from the same key, IV
+ * and sequence number, and what we accept is what it sends.
  *
  *   record           = 0x17 || 0x03 0x03 || length (u16) || AEAD ciphertext
  *   AEAD plaintext   = content || 0x17 (inner type) || zero padding   (TLSInnerPlaintext)
@@ -17,24 +17,30 @@
  * far below §5.5's 2^24.5 limit: the channel rekeys at 2^23 (see channel.ts); this
  * layer refuses to seal or open past 2^24 under one key as a last line of defence.
  *
+ * Two implementations of one batch interface (`RecordBatcher`) do the AEAD work:
+ * the data plane's (native/records.c, Node's own OpenSSL: one EVP context per
+ * direction, only the nonce reset per record) and `jsRecords` here (node:crypto, one
+ * cipher object per record, since a GCM Cipher cannot take a new nonce). They give the
+ * same bytes and the same verdicts, and are cross-tested; `FERRY_NATIVE=0` forces the
+ * TypeScript one. A batch seals many records into one caller-owned buffer, or opens
+ * every complete record of a received chunk in place, reporting the first failure;
+ * everything that decides (limits, key updates, what a failure means) stays here.
+ *
  * API (also used by the kTLS interop tests):
- *   new RecordSealer(ts).seal(parts) → one Buffer holding ⌈n/16384⌉ complete records
- *     (.sealv(parts): the same bytes as a list of buffers, for a gathered write)
+ *   new RecordSealer(ts).sealInto(parts, out, off) → bytes written: ⌈n/16384⌉ records
+ *     .seal(parts): the same into a new Buffer; .sealv(parts): as a list of buffers
+ *     for a gathered write (one buffer natively; node:crypto's outputs, uncopied, in JS)
  *   new RecordOpener(ts, {peer}).push(chunk); .next() → content of the next record,
- *     null when more bytes are needed; throws FerryError(FERRY_E_INTEGRITY)
+ *     null when more bytes are needed; throws FerryError(FERRY_E_INTEGRITY).
+ *     push() takes the chunk over: its records are decrypted in place, and the contents
+ *     returned are views of it (a record split across chunks is copied together first).
  *   sealRecord / openRecord: one record at a time, the simple reference the fast
  *     path is cross-tested against.
  *   Both track `seq` and take new keys with `setKeys(ts)` (key update, §4.6.3).
- *
- * Hot path notes: the nonce base is split once into three u32 words and the
- * per-record nonce written in place; the key is a KeyObject built once; a send is
- * sealed into one output buffer so the socket sees one write per batch. GCM needs
- * a fresh cipher per nonce, so there is one createCipheriv per record (measured:
- * bench/channel.ts).
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
 import { ErrorCodes, FerryError } from '../core/errors.js';
-import { BufferList } from '../wire/frame.js';
+import { recordsAddon, type AeadContext } from '../native/index.js';
 import type { TrafficSecret } from './traffic-secret.js';
 
 export const CONTENT_APPLICATION_DATA = 0x17;
@@ -51,16 +57,217 @@ export const HARD_RECORD_LIMIT = 2 ** 24;
 const ALG = 'aes-128-gcm';
 const TYPE_BYTE = Buffer.from([CONTENT_APPLICATION_DATA]);
 
+/** The verdicts of `openRecords` (res[1]); native/records.c uses the same numbers. */
+export const OpenStatus = {
+  OK: 0,
+  MALFORMED_HEADER: 1,
+  BAD_LENGTH: 2,
+  AUTH_FAILED: 3,
+  BAD_TYPE: 4,
+  NO_TYPE: 5,
+  TOO_LONG: 6,
+} as const;
+
+/**
+ * Batched AEAD over records. `openRecords` fills `res`: res[0] = offset after the last
+ * record opened, res[1] = an OpenStatus, res[2] = its detail (the length or type), then
+ * res[4+2i], res[5+2i] = offset and length of record i's content. A record that fails
+ * authentication is left as it arrived. See native/records.c for the full contract.
+ */
+export interface RecordBatcher {
+  readonly name: 'native' | 'js';
+  aeadNew(key: Uint8Array, iv: Uint8Array, open: boolean): AeadContext;
+  sealRecords(ctx: AeadContext, seq: number, parts: readonly Uint8Array[], out: Uint8Array, outOff: number): number;
+  openRecords(ctx: AeadContext, seq: number, buf: Uint8Array, off: number, end: number, maxRecords: number, res: Int32Array): number;
+}
+
+/** Bytes that `bytes` of content take once sealed. */
+export function sealedLength(bytes: number): number {
+  return bytes + Math.ceil(bytes / MAX_RECORD_PLAINTEXT) * RECORD_OVERHEAD;
+}
+
+function writeHeader(out: Uint8Array, off: number, ciphertextLength: number): void {
+  out[off] = CONTENT_APPLICATION_DATA;
+  out[off + 1] = 0x03;
+  out[off + 2] = 0x03;
+  out[off + 3] = ciphertextLength >>> 8;
+  out[off + 4] = ciphertextLength & 0xff;
+}
+
+/** node:crypto's context: the key object and the nonce base split into words (§5.3). */
+interface JsAead {
+  key: KeyObject;
+  ivHi: number;
+  ivMid: number;
+  ivLo: number;
+  open: boolean;
+  nonce: Buffer;
+}
+
+function jsNonce(a: JsAead, s: number): Buffer {
+  const hi = Math.floor(s / 0x100000000);
+  a.nonce.writeUInt32BE((a.ivMid ^ hi) >>> 0, 4);
+  a.nonce.writeUInt32BE((a.ivLo ^ (s >>> 0)) >>> 0, 8);
+  return a.nonce;
+}
+
+function asView(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/** The TypeScript fallback of native/records.c, with the same results. */
+export const jsRecords: RecordBatcher = {
+  name: 'js',
+
+  aeadNew(key, iv, open) {
+    if (key.byteLength !== 16 || iv.byteLength !== 12) throw new TypeError('aeadNew(key[16], iv[12], open): bad arguments');
+    const ivb = asView(iv);
+    const a: JsAead = {
+      key: createSecretKey(asView(key)),
+      ivHi: ivb.readUInt32BE(0),
+      ivMid: ivb.readUInt32BE(4),
+      ivLo: ivb.readUInt32BE(8),
+      open,
+      nonce: Buffer.alloc(12),
+    };
+    a.nonce.writeUInt32BE(a.ivHi, 0);
+    return a as unknown as AeadContext;
+  },
+
+  sealRecords(ctx, seq, parts, outU, outOff) {
+    const a = ctx as unknown as JsAead;
+    if (a.open) throw new TypeError('sealRecords(sealCtx, seq, parts[], out, outOff): bad arguments');
+    let total = 0;
+    for (const p of parts) total += p.byteLength;
+    const out = asView(outU);
+    if (sealedLength(total) > out.length - outOff) throw new RangeError('sealRecords: the output buffer is too small');
+    let o = outOff;
+    let pi = 0;
+    let po = 0;
+    for (let left = total, s = seq; left > 0; s++) {
+      const len = Math.min(left, MAX_RECORD_PLAINTEXT);
+      left -= len;
+      const hdr = o;
+      writeHeader(out, hdr, len + 1 + TAG_BYTES);
+      o += RECORD_HEADER_BYTES;
+      const c = createCipheriv(ALG, a.key, jsNonce(a, s));
+      c.setAAD(out.subarray(hdr, o));
+      for (let need = len; need > 0; ) {
+        const p = parts[pi]!;
+        const take = Math.min(need, p.byteLength - po);
+        if (take > 0) o += c.update(p.subarray(po, po + take)).copy(out, o);
+        need -= take;
+        po += take;
+        if (po === p.byteLength) {
+          pi++;
+          po = 0;
+        }
+      }
+      o += c.update(TYPE_BYTE).copy(out, o);
+      o += c.final().copy(out, o);
+      o += c.getAuthTag().copy(out, o);
+    }
+    return o - outOff;
+  },
+
+  openRecords(ctx, seq, bufU, off, end, maxRecords, res) {
+    const a = ctx as unknown as JsAead;
+    if (!a.open) throw new TypeError('openRecords(openCtx, seq, buf, off, end, maxRecords, res: Int32Array): bad arguments');
+    const buf = asView(bufU);
+    const cap = Math.min(maxRecords, (res.length - 4) >> 1);
+    let n = 0;
+    let p = off;
+    let status: number = OpenStatus.OK;
+    let detail = 0;
+    while (n < cap && end - p >= RECORD_HEADER_BYTES) {
+      if (buf[p] !== CONTENT_APPLICATION_DATA || buf[p + 1] !== 0x03 || buf[p + 2] !== 0x03) {
+        status = OpenStatus.MALFORMED_HEADER;
+        break;
+      }
+      const len = (buf[p + 3]! << 8) | buf[p + 4]!;
+      if (len > MAX_RECORD_CIPHERTEXT || len < 1 + TAG_BYTES) {
+        status = OpenStatus.BAD_LENGTH;
+        detail = len;
+        break;
+      }
+      if (end - p < RECORD_HEADER_BYTES + len) break;
+      const ct = p + RECORD_HEADER_BYTES;
+      const ctEnd = ct + len - TAG_BYTES;
+      const d = createDecipheriv(ALG, a.key, jsNonce(a, seq + n));
+      d.setAAD(buf.subarray(p, ct));
+      d.setAuthTag(buf.subarray(ctEnd, ctEnd + TAG_BYTES));
+      let plain: Buffer;
+      try {
+        plain = d.update(buf.subarray(ct, ctEnd));
+        d.final();
+      } catch {
+        status = OpenStatus.AUTH_FAILED; // nothing was written: the record is as it arrived
+        break;
+      }
+      plain.copy(buf, ct);
+      let i = ctEnd;
+      while (i > ct && buf[i - 1] === 0) i--;
+      if (i === ct) {
+        status = OpenStatus.NO_TYPE;
+        break;
+      }
+      if (buf[i - 1] !== CONTENT_APPLICATION_DATA) {
+        status = OpenStatus.BAD_TYPE;
+        detail = buf[i - 1]!;
+        break;
+      }
+      if (i - 1 - ct > MAX_RECORD_PLAINTEXT) {
+        status = OpenStatus.TOO_LONG;
+        break;
+      }
+      res[4 + 2 * n] = ct;
+      res[5 + 2 * n] = i - 1 - ct;
+      n++;
+      p += RECORD_HEADER_BYTES + len;
+    }
+    res[0] = p;
+    res[1] = status;
+    res[2] = detail;
+    res[3] = 0;
+    return n;
+  },
+};
+
+let nativeBatcher: RecordBatcher | null | undefined;
+
+/** The data plane's batcher, or undefined when the addon (or its OpenSSL) is not there or FERRY_NATIVE=0. */
+export function nativeRecords(): RecordBatcher | undefined {
+  if (nativeBatcher === undefined) {
+    const a = recordsAddon();
+    nativeBatcher = a
+      ? {
+          name: 'native',
+          aeadNew: (key, iv, open) => a.aeadNew(key, iv, open),
+          sealRecords: (ctx, seq, parts, out, outOff) => a.sealRecords(ctx, seq, parts, out, outOff),
+          openRecords: (ctx, seq, buf, off, end, max, res) => a.openRecords(ctx, seq, buf, off, end, max, res),
+        }
+      : null;
+  }
+  return nativeBatcher ?? undefined;
+}
+
+/** The batcher in use: native where available, else node:crypto. */
+export function recordBatcher(): RecordBatcher {
+  return nativeRecords() ?? jsRecords;
+}
+
 /** Per-direction key state shared by sealer and opener. */
 class KeyState {
-  key!: KeyObject;
-  ivHi = 0; // iv[0..4]
-  ivMid = 0; // iv[4..8]
-  ivLo = 0; // iv[8..12]
+  ctx!: AeadContext;
+  js!: JsAead; // node:crypto context, for the no-copy gathered seal
   seq = 0; // a double: exact up to 2^53, far beyond HARD_RECORD_LIMIT
-  readonly nonce = Buffer.alloc(12);
+  gen = 0; // bumped by every set(): a key update
 
-  constructor(ts: TrafficSecret) {
+  constructor(
+    readonly batcher: RecordBatcher,
+    readonly open: boolean,
+    ts: TrafficSecret,
+  ) {
     this.set(ts);
   }
 
@@ -68,42 +275,34 @@ class KeyState {
     if (ts.key.length !== 16 || ts.iv.length !== 12) {
       throw new FerryError(ErrorCodes.INTERNAL, 'record layer: AES-128-GCM needs a 16-byte key and a 12-byte IV');
     }
-    this.key = createSecretKey(ts.key);
-    this.ivHi = ts.iv.readUInt32BE(0);
-    this.ivMid = ts.iv.readUInt32BE(4);
-    this.ivLo = ts.iv.readUInt32BE(8);
+    this.ctx = this.batcher.aeadNew(ts.key, ts.iv, this.open);
+    if (this.batcher === jsRecords) this.js = this.ctx as unknown as JsAead;
     this.seq = Number(ts.seq);
-    this.nonce.writeUInt32BE(this.ivHi, 0);
-  }
-
-  /** Write iv XOR seq into `nonce` (§5.3) and advance seq. */
-  nextNonce(): Buffer {
-    const s = this.seq++;
-    const hi = Math.floor(s / 0x100000000);
-    this.nonce.writeUInt32BE((this.ivMid ^ hi) >>> 0, 4);
-    this.nonce.writeUInt32BE((this.ivLo ^ (s >>> 0)) >>> 0, 8);
-    return this.nonce;
+    this.gen++;
   }
 }
 
-function writeHeader(out: Buffer, off: number, ciphertextLength: number): void {
-  out[off] = CONTENT_APPLICATION_DATA;
-  out[off + 1] = 0x03;
-  out[off + 2] = 0x03;
-  out.writeUInt16BE(ciphertextLength, off + 3);
+export interface RecordLayerOptions {
+  /** Which implementation does the AEAD work; default `recordBatcher()`. Tests pass one to cross-check. */
+  batcher?: RecordBatcher;
 }
 
 /** Encrypts a byte stream into application_data records. */
 export class RecordSealer {
   readonly #k: KeyState;
 
-  constructor(ts: TrafficSecret) {
-    this.#k = new KeyState(ts);
+  constructor(ts: TrafficSecret, opts: RecordLayerOptions = {}) {
+    this.#k = new KeyState(opts.batcher ?? recordBatcher(), false, ts);
   }
 
   /** Sequence number of the next record. */
   get seq(): bigint {
     return BigInt(this.#k.seq);
+  }
+
+  /** 'native' or 'js'. */
+  get implementation(): 'native' | 'js' {
+    return this.#k.batcher.name;
   }
 
   setKeys(ts: TrafficSecret): void {
@@ -115,20 +314,52 @@ export class RecordSealer {
     return Math.ceil(bytes / MAX_RECORD_PLAINTEXT);
   }
 
-  /**
-   * Seal `parts` (concatenated) as full 16 KiB records and a last partial one, as a
-   * list of buffers for one gathered write (writev): the ciphertexts node:crypto
-   * returns are not copied again; headers, encrypted type bytes and tags share one
-   * small buffer. Empty input gives an empty list (no empty records).
-   */
-  sealv(parts: readonly Uint8Array[]): Buffer[] {
-    let total = 0;
-    for (const p of parts) total += p.byteLength;
-    const n = RecordSealer.recordsFor(total);
-    const k = this.#k;
-    if (k.seq + n > HARD_RECORD_LIMIT) {
+  #reserve(total: number): void {
+    if (this.#k.seq + RecordSealer.recordsFor(total) > HARD_RECORD_LIMIT) {
       throw new FerryError(ErrorCodes.INTERNAL, `record layer: ${HARD_RECORD_LIMIT} records under one key reached without a key update`);
     }
+  }
+
+  /**
+   * Seal `parts` (concatenated) as full 16 KiB records and a last partial one into
+   * `out` at `off` (which must have `sealedLength(total)` bytes of room); returns the
+   * bytes written. Empty input writes nothing (no empty records).
+   */
+  sealInto(parts: readonly Uint8Array[], out: Uint8Array, off: number): number {
+    let total = 0;
+    for (const p of parts) total += p.byteLength;
+    this.#reserve(total);
+    const k = this.#k;
+    const n = k.batcher.sealRecords(k.ctx, k.seq, parts, out, off);
+    k.seq += RecordSealer.recordsFor(total);
+    return n;
+  }
+
+  /** `sealInto` a new buffer of exactly the sealed length. */
+  seal(parts: readonly Uint8Array[]): Buffer {
+    let total = 0;
+    for (const p of parts) total += p.byteLength;
+    const out = Buffer.allocUnsafe(sealedLength(total));
+    this.sealInto(parts, out, 0);
+    return out;
+  }
+
+  /**
+   * The sealed bytes as a list of buffers for one gathered write: one buffer from the
+   * native batch; with node:crypto, the ciphertexts it returns, not copied again
+   * (headers, encrypted type bytes and tags share one small buffer).
+   */
+  sealv(parts: readonly Uint8Array[]): Buffer[] {
+    const k = this.#k;
+    if (k.batcher !== jsRecords) {
+      const out = this.seal(parts);
+      return out.length === 0 ? [] : [out];
+    }
+    let total = 0;
+    for (const p of parts) total += p.byteLength;
+    this.#reserve(total);
+    const n = RecordSealer.recordsFor(total);
+    const a = k.js;
     const out: Buffer[] = [];
     // glue = hdr0 | type0 tag0 hdr1 | type1 tag1 hdr2 | ... | typeN tagN
     const glue = Buffer.allocUnsafe(n * RECORD_OVERHEAD);
@@ -144,13 +375,13 @@ export class RecordSealer {
       writeHeader(glue, hdr, len + 1 + TAG_BYTES);
       g += RECORD_HEADER_BYTES;
       out.push(glue.subarray(pendingGlue, g));
-      const c = createCipheriv(ALG, k.key, k.nextNonce());
+      const c = createCipheriv(ALG, a.key, jsNonce(a, k.seq++));
       c.setAAD(glue.subarray(hdr, g));
       let need = len;
       while (need > 0) {
         const p = parts[pi]!;
         const take = Math.min(need, p.byteLength - po);
-        out.push(c.update(p.subarray(po, po + take)));
+        if (take > 0) out.push(c.update(p.subarray(po, po + take)));
         need -= take;
         po += take;
         if (po === p.byteLength) {
@@ -166,105 +397,218 @@ export class RecordSealer {
     if (n > 0) out.push(glue.subarray(pendingGlue, g));
     return out;
   }
-
-  /**
-   * Seal `parts` (concatenated) as full 16 KiB records and a last partial one, into
-   * one output buffer: `sealv`'s bytes, joined. Empty input gives an empty buffer.
-   */
-  seal(parts: readonly Uint8Array[]): Buffer {
-    return Buffer.concat(this.sealv(parts));
-  }
 }
 
-export interface RecordOpenerOptions {
+export interface RecordOpenerOptions extends RecordLayerOptions {
   /** Printable peer name for error messages. */
   peer?: string;
 }
 
-/** Parses and decrypts application_data records from a byte stream. */
+/** Records opened per batch call (the size of the result array). */
+const OPEN_BATCH = 256;
+const EMPTY = Buffer.alloc(0);
+
+/** A received chunk not yet opened: buf[pos..]. */
+interface Segment {
+  buf: Buffer;
+  pos: number;
+}
+
+/**
+ * Parses and decrypts application_data records from a byte stream. Every complete
+ * record of a pushed chunk is opened in one batch, in place; a record split across
+ * chunks is first gathered into a buffer of its own (one copy of at most one record
+ * per chunk boundary).
+ */
 export class RecordOpener {
   readonly #k: KeyState;
-  readonly #list = new BufferList();
   readonly #peer: string;
+  readonly #segs: Segment[] = [];
+  #segBytes = 0;
+  // A record arriving in pieces: its header, then the whole record once its length is known.
+  readonly #hdr = Buffer.alloc(RECORD_HEADER_BYTES);
+  #hdrHave = 0;
+  #carry: Buffer | null = null;
+  #carryHave = 0;
+  // The last batch: opened contents not yet handed out, and how it stopped.
+  readonly #res = new Int32Array(4 + 2 * OPEN_BATCH);
+  #readyBuf: Buffer = EMPTY;
+  #readyNext = 0;
+  #readyCount = 0;
+  #readyBytes = 0;
+  #status: number = OpenStatus.OK;
+  #statusDetail = 0;
+  #statusGen = 0;
 
   constructor(ts: TrafficSecret, opts: RecordOpenerOptions = {}) {
-    this.#k = new KeyState(ts);
+    this.#k = new KeyState(opts.batcher ?? recordBatcher(), true, ts);
     this.#peer = opts.peer ?? 'peer';
   }
 
+  /** Sequence number of the next record to open. */
   get seq(): bigint {
-    return BigInt(this.#k.seq);
+    return BigInt(this.#k.seq - (this.#readyCount - this.#readyNext));
   }
 
-  /** Bytes received but not yet opened (a partial record). */
+  /** 'native' or 'js'. */
+  get implementation(): 'native' | 'js' {
+    return this.#k.batcher.name;
+  }
+
+  /** Bytes received and not yet handed out (a partial record, or records opened ahead). */
   get buffered(): number {
-    return this.#list.length;
-  }
-
-  setKeys(ts: TrafficSecret): void {
-    this.#k.set(ts);
-  }
-
-  push(chunk: Buffer): void {
-    this.#list.push(chunk);
-  }
-
-  /** The content of the next complete record, or null if more bytes are needed. */
-  next(): Buffer | null {
-    const parts = this.nextParts();
-    if (parts === null) return null;
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return this.#segBytes + this.#hdrHave + this.#carryHave + this.#readyBytes;
   }
 
   /**
-   * The content of the next complete record as one or more buffers (a record that
-   * arrived split across reads is decrypted piece by piece instead of being copied
-   * together first), or null if more bytes are needed.
+   * New keys for the records after the current one (a key update). Records already
+   * opened ahead under the old keys may not follow a key update: they fail as the
+   * peer's forgery would under the new keys.
    */
-  nextParts(): Buffer[] | null {
-    const list = this.#list;
-    if (list.length < RECORD_HEADER_BYTES) return null;
-    if (list.byteAt(0) !== CONTENT_APPLICATION_DATA || list.byteAt(1) !== 0x03 || list.byteAt(2) !== 0x03) {
-      throw this.#fail('malformed record header');
+  setKeys(ts: TrafficSecret): void {
+    if (this.#readyNext < this.#readyCount) {
+      this.#readyCount = this.#readyNext;
+      this.#readyBytes = 1; // still undelivered bytes: an END after this must not pass
+      this.#status = OpenStatus.AUTH_FAILED;
+      this.#k.set(ts);
+      this.#statusGen = this.#k.gen;
+      return;
     }
-    const len = list.readUIntBE(3, 2);
-    if (len > MAX_RECORD_CIPHERTEXT || len < 1 + TAG_BYTES) throw this.#fail(`record length ${len} out of range`);
-    if (list.length < RECORD_HEADER_BYTES + len) return null;
-    const k = this.#k;
-    if (k.seq >= HARD_RECORD_LIMIT) throw this.#fail(`more than ${HARD_RECORD_LIMIT} records under one key`);
-    const header = list.consume(RECORD_HEADER_BYTES);
-    const ct = list.consumeParts(len - TAG_BYTES);
-    const tag = list.consume(TAG_BYTES);
-    const d = createDecipheriv(ALG, k.key, k.nextNonce());
-    d.setAAD(header);
-    d.setAuthTag(tag);
-    const out: Buffer[] = [];
-    try {
-      for (const p of ct) out.push(d.update(p));
-      d.final();
-    } catch {
-      throw this.#fail('record failed authentication (corrupted, reordered, replayed or forged)');
-    }
-    // TLSInnerPlaintext: strip zero padding, the last non-zero byte is the type (§5.4).
-    let total = 0;
-    for (const o of out) total += o.length;
-    for (let p = out.length - 1; p >= 0; p--) {
-      const o = out[p]!;
-      let i = o.length - 1;
-      while (i >= 0 && o[i] === 0) i--;
-      if (i < 0) {
-        out.pop();
-        total -= o.length;
-        continue;
+    this.#k.set(ts);
+  }
+
+  /** Takes the chunk over: its records are decrypted in place. */
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.#segs.push({ buf: chunk, pos: 0 });
+    this.#segBytes += chunk.length;
+  }
+
+  /** The content of the next complete record (a view of a pushed chunk), or null if more bytes are needed. */
+  next(): Buffer | null {
+    for (;;) {
+      if (this.#readyNext < this.#readyCount) {
+        const r = this.#res;
+        const i = 4 + 2 * this.#readyNext++;
+        const off = r[i]!;
+        const len = r[i + 1]!;
+        this.#readyBytes -= len + RECORD_OVERHEAD;
+        if (this.#readyNext === this.#readyCount) this.#readyBytes = 0;
+        return this.#readyBuf.subarray(off, off + len);
       }
-      if (o[i] !== CONTENT_APPLICATION_DATA) throw this.#fail(`unexpected record content type ${o[i]}`);
-      total -= o.length - i;
-      if (total > MAX_RECORD_PLAINTEXT) throw this.#fail('record content exceeds 2^14 bytes');
-      if (i === 0) out.pop();
-      else out[p] = o.subarray(0, i);
-      return out;
+      if (this.#status !== OpenStatus.OK) {
+        // A record that failed under keys replaced since (a key update in the record
+        // before it) is tried again under the new ones; anything else is fatal.
+        if (this.#status !== OpenStatus.AUTH_FAILED || this.#statusGen === this.#k.gen) throw this.#statusError();
+        this.#status = OpenStatus.OK;
+      }
+      if (!this.#step()) return null;
     }
-    throw this.#fail('record without a content type');
+  }
+
+  /** `next()` as a list (kept for callers of the former piecewise API). */
+  nextParts(): Buffer[] | null {
+    const c = this.next();
+    return c === null ? null : [c];
+  }
+
+  /** Opens the next batch or gathers a split record; false when more bytes are needed. */
+  #step(): boolean {
+    const seg = this.#segs[0];
+    if (seg === undefined) return false;
+    if (this.#hdrHave > 0 || this.#carry !== null) return this.#gather(seg);
+    const k = this.#k;
+    const max = HARD_RECORD_LIMIT - k.seq;
+    if (max <= 0) throw this.#fail(`more than ${HARD_RECORD_LIMIT} records under one key`);
+    const end = seg.buf.length;
+    const r = this.#res;
+    const n = k.batcher.openRecords(k.ctx, k.seq, seg.buf, seg.pos, end, Math.min(max, OPEN_BATCH), r);
+    const stop = r[0]!;
+    k.seq += n;
+    this.#segBytes -= stop - seg.pos;
+    seg.pos = stop;
+    this.#readyBuf = seg.buf;
+    this.#readyNext = 0;
+    this.#readyCount = n;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) bytes += r[5 + 2 * i]! + RECORD_OVERHEAD;
+    this.#readyBytes = bytes;
+    this.#status = r[1]!;
+    this.#statusDetail = r[2]!;
+    this.#statusGen = k.gen;
+    if (this.#status !== OpenStatus.OK || n === Math.min(max, OPEN_BATCH)) return true;
+    // Stopped at an incomplete record: gather it from the following chunks.
+    const left = end - stop;
+    if (left > 0) {
+      if (left < RECORD_HEADER_BYTES) {
+        seg.buf.copy(this.#hdr, 0, stop, end);
+        this.#hdrHave = left;
+      } else {
+        // Its header was checked by the batch (it checks headers before completeness).
+        this.#carry = Buffer.allocUnsafe(RECORD_HEADER_BYTES + seg.buf.readUInt16BE(stop + 3));
+        this.#carryHave = seg.buf.copy(this.#carry, 0, stop, end);
+      }
+      this.#segBytes -= left;
+    }
+    this.#segs.shift();
+    return true;
+  }
+
+  /** Moves bytes of `seg` into the split record being gathered; once whole, it becomes the next segment. */
+  #gather(seg: Segment): boolean {
+    const src = seg.buf;
+    if (this.#carry === null) {
+      const take = Math.min(RECORD_HEADER_BYTES - this.#hdrHave, src.length - seg.pos);
+      src.copy(this.#hdr, this.#hdrHave, seg.pos, seg.pos + take);
+      this.#hdrHave += take;
+      this.#consumed(seg, take);
+      if (this.#hdrHave < RECORD_HEADER_BYTES) return true;
+      const h = this.#hdr;
+      if (h[0] !== CONTENT_APPLICATION_DATA || h[1] !== 0x03 || h[2] !== 0x03) throw this.#fail('malformed record header');
+      const len = h.readUInt16BE(3);
+      if (len > MAX_RECORD_CIPHERTEXT || len < 1 + TAG_BYTES) throw this.#fail(`record length ${len} out of range`);
+      this.#carry = Buffer.allocUnsafe(RECORD_HEADER_BYTES + len);
+      this.#carryHave = h.copy(this.#carry, 0);
+      this.#hdrHave = 0;
+      return true;
+    }
+    const carry = this.#carry;
+    const take = Math.min(carry.length - this.#carryHave, src.length - seg.pos);
+    src.copy(carry, this.#carryHave, seg.pos, seg.pos + take);
+    this.#carryHave += take;
+    this.#consumed(seg, take);
+    if (this.#carryHave === carry.length) {
+      this.#carry = null;
+      this.#carryHave = 0;
+      this.#segs.unshift({ buf: carry, pos: 0 });
+      this.#segBytes += carry.length;
+    }
+    return true;
+  }
+
+  #consumed(seg: Segment, n: number): void {
+    seg.pos += n;
+    this.#segBytes -= n;
+    if (seg.pos === seg.buf.length) this.#segs.shift();
+  }
+
+  #statusError(): FerryError {
+    switch (this.#status) {
+      case OpenStatus.MALFORMED_HEADER:
+        return this.#fail('malformed record header');
+      case OpenStatus.BAD_LENGTH:
+        return this.#fail(`record length ${this.#statusDetail} out of range`);
+      case OpenStatus.AUTH_FAILED:
+        return this.#fail('record failed authentication (corrupted, reordered, replayed or forged)');
+      case OpenStatus.BAD_TYPE:
+        return this.#fail(`unexpected record content type ${this.#statusDetail}`);
+      case OpenStatus.NO_TYPE:
+        return this.#fail('record without a content type');
+      case OpenStatus.TOO_LONG:
+        return this.#fail('record content exceeds 2^14 bytes');
+      default:
+        return new FerryError(ErrorCodes.INTERNAL, `record layer: unknown open status ${this.#status}`);
+    }
   }
 
   #fail(what: string): FerryError {

@@ -1,0 +1,141 @@
+/**
+ * The one loader of ferry's data plane, the optional C addon native/*.c
+ * (ferry_native.node, built at install by scripts/build-native.mjs).
+ *
+ * The addon executes batches and decides nothing; each of its functions has a
+ * TypeScript fallback with the same results, so ferry works without it, only slower.
+ * This module finds and loads it once, checks its ABI, and hands out each group of
+ * functions only where it is usable:
+ *
+ *   recordsAddon()  batched TLS 1.3 record sealing/opening with Node's own OpenSSL
+ *                   (used by secure/record-layer.ts)
+ *   ktlsAddon()     the setsockopt calls of kernel TLS (used by secure/ktls.ts)
+ *
+ * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
+ * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
+ * `nativeStatus()` says which path each group uses and why, for `ferry --version -v`
+ * and the JSON summary.
+ *
+ * This is the lowest layer: it imports nothing of ferry's, so errors are reasons
+ * (strings) for the layers above to turn into FerryErrors.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { platform } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+/** The addon's ABI this build of ferry expects (native/ferry.h FERRY_NATIVE_ABI). */
+export const NATIVE_ABI = 2;
+
+/** An opaque per-direction AES-128-GCM context (an N-API external). */
+export type AeadContext = { readonly __aead: unique symbol };
+
+/** native/records.c; the TypeScript fallback is secure/record-layer.ts's JsRecords. */
+export interface RecordsAddon {
+  aeadNew(key: Uint8Array, iv: Uint8Array, open: boolean): AeadContext;
+  sealRecords(ctx: AeadContext, seq: number, parts: readonly Uint8Array[], out: Uint8Array, outOff: number): number;
+  openRecords(ctx: AeadContext, seq: number, buf: Uint8Array, off: number, end: number, maxRecords: number, res: Int32Array): number;
+}
+
+/** native/ktls.c; all return 0 or an errno. Its fallback is userspace TLS. */
+export interface KtlsAddon {
+  setUlp(fd: number): number;
+  getUlp(fd: number): string;
+  setCrypto(fd: number, dir: number, key: Buffer, salt: Buffer, iv: Buffer, recSeq: Buffer): number;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon> {
+  abi: number;
+  recordsAvailable: true | string;
+}
+
+export type NativePath = 'native' | 'js';
+
+export interface NativeStatus {
+  /** The addon file loaded, if any. */
+  addon: string | undefined;
+  /** Why the addon is or is not loaded, one line. */
+  reason: string;
+  /** Which implementation seals and opens records. */
+  records: NativePath;
+  recordsReason: string;
+  /** Whether the kTLS setsockopt calls are available (the kernel may still lack kTLS: see secure/ktls.ts). */
+  ktls: NativePath;
+}
+
+interface Loaded {
+  addon: Addon | undefined;
+  path: string | undefined;
+  reason: string;
+}
+
+let loaded: Loaded | undefined;
+
+/** FERRY_NATIVE=0 (or "off", "false"): use no native code at all. */
+export function nativeDisabled(): boolean {
+  const v = process.env.FERRY_NATIVE;
+  return v === '0' || v === 'off' || v === 'false';
+}
+
+/** Where the addon is looked for: $FERRY_NATIVE_ADDON, then native/build/Release from dist/src/native/ or src/native/. */
+function candidates(): string[] {
+  const fromEnv = process.env.FERRY_NATIVE_ADDON;
+  if (fromEnv !== undefined && fromEnv !== '') return [fromEnv];
+  const rel = 'native/build/Release/ferry_native.node';
+  return [fileURLToPath(new URL(`../../../${rel}`, import.meta.url)), fileURLToPath(new URL(`../../${rel}`, import.meta.url))];
+}
+
+function load(): Loaded {
+  if (loaded) return loaded;
+  const none = (reason: string, path?: string): Loaded => ({ addon: undefined, path, reason });
+  if (nativeDisabled()) return (loaded = none('native code disabled (FERRY_NATIVE=0)'));
+  if (platform() !== 'linux') return (loaded = none(`the native addon is Linux-only (this is ${platform()})`));
+  const list = candidates();
+  const path = list.find((p) => existsSync(p));
+  if (path === undefined) {
+    return (loaded = none(`the native addon is not built (${list[0]} not found; run \`node scripts/build-native.mjs\`)`));
+  }
+  try {
+    const addon = createRequire(import.meta.url)(path) as Addon;
+    if (addon.abi !== NATIVE_ABI || typeof addon.setCrypto !== 'function') {
+      return (loaded = none(`the native addon ${path} is from another ferry version (abi ${String(addon.abi)}, want ${NATIVE_ABI}); rebuild it`, path));
+    }
+    return (loaded = { addon, path, reason: `addon ${path}` });
+  } catch (e) {
+    const msg = String((e as Error | undefined)?.message ?? e).split('\n')[0] ?? '';
+    return (loaded = none(`the native addon ${path} cannot be loaded: ${msg}`, path));
+  }
+}
+
+/** The record functions, or undefined (then secure/record-layer.ts uses its TypeScript fallback). */
+export function recordsAddon(): RecordsAddon | undefined {
+  const a = load().addon;
+  if (a?.recordsAvailable !== true || typeof a.sealRecords !== 'function') return undefined;
+  return a as RecordsAddon;
+}
+
+/** The kTLS setsockopt functions and, when absent, why. */
+export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
+  const l = load();
+  return { addon: l.addon, reason: l.reason };
+}
+
+export function nativeStatus(): NativeStatus {
+  const l = load();
+  const records = recordsAddon() !== undefined;
+  const ra = l.addon?.recordsAvailable;
+  return {
+    addon: l.addon ? l.path : undefined,
+    reason: l.reason,
+    records: records ? 'native' : 'js',
+    recordsReason: records ? "Node's OpenSSL, batched" : l.addon ? String(ra) : l.reason,
+    ktls: l.addon ? 'native' : 'js',
+  };
+}
+
+/** One line for `-v`: "records: native, ktls: native (addon …)". */
+export function describeNative(): string {
+  const s = nativeStatus();
+  const records = s.records === 'native' ? 'native' : `js (${s.recordsReason})`;
+  return `records: ${records}; kTLS calls: ${s.ktls}; ${s.reason}`;
+}
