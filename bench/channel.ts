@@ -1,7 +1,9 @@
 /**
- * Channel throughput over loopback TCP: encrypted (userspace AES-128-GCM records)
- * against --no-encrypt (same handshake, frames in clear), with the sender and the
- * receiver in one process or in two (a forked child receives).
+ * Channel throughput over loopback TCP: userspace AES-128-GCM records, with the sender
+ * and the receiver in one process or in two (a forked child receives). The record
+ * layer is the data plane's unless FERRY_NATIVE=0 (node:crypto); the row says which.
+ * (There is no unencrypted mode to compare with any more: bench/records.ts measures the
+ * record layer beside a plain copy.)
  *
  *   node dist/bench/channel.js [--bytes N] [--runs N] [--processes 1|2] [--frame BYTES]
  *
@@ -13,12 +15,15 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { nativeStatus } from '../src/native/index.js';
 import { establishChannel, type SecureChannel } from '../src/secure/channel.js';
 
-export type ChannelBenchMode = 'encrypted-userspace' | 'plaintext';
+export type ChannelBenchMode = 'encrypted-userspace';
 
 export interface ChannelBenchRow {
   mode: ChannelBenchMode;
+  /** Which record layer ran: the data plane's ('native') or node:crypto ('js'). */
+  records: 'native' | 'js';
   processes: 1 | 2;
   bytes: number;
   runs: number;
@@ -102,12 +107,12 @@ interface RunResult {
 }
 
 async function runOnce1(mode: ChannelBenchMode, bytes: number, frameBytes: number): Promise<RunResult> {
+  void mode;
   const l = await listen();
-  const encrypt = mode !== 'plaintext';
   const sock = await dial(l.port);
   const [c, s] = await Promise.all([
-    establishChannel(sock, { role: 'client', secret: SECRET, encrypt, ktls: 'off', peer: 'bench-server' }),
-    l.next().then((ss) => establishChannel(ss, { role: 'server', secret: SECRET, encrypt, ktls: 'off', peer: 'bench-client' })),
+    establishChannel(sock, { role: 'client', secret: SECRET, ktls: 'off', peer: 'bench-server' }),
+    l.next().then((ss) => establishChannel(ss, { role: 'server', secret: SECRET, ktls: 'off', peer: 'bench-client' })),
   ]);
   l.close();
   const cpu0 = process.cpuUsage();
@@ -123,10 +128,10 @@ async function runOnce1(mode: ChannelBenchMode, bytes: number, frameBytes: numbe
 
 /** Two processes: this one sends, a forked child receives and reports its CPU time. */
 async function runOnce2(child: ChildProcess, mode: ChannelBenchMode, bytes: number, frameBytes: number): Promise<RunResult> {
-  const encrypt = mode !== 'plaintext';
-  const portMsg = await ask(child, { cmd: 'listen', encrypt });
+  void mode;
+  const portMsg = await ask(child, { cmd: 'listen' });
   const sock = await dial(portMsg.port as number);
-  const c = await establishChannel(sock, { role: 'client', secret: SECRET, encrypt, ktls: 'off', peer: 'bench-receiver' });
+  const c = await establishChannel(sock, { role: 'client', secret: SECRET, ktls: 'off', peer: 'bench-receiver' });
   const done = ask(child, { cmd: 'receive' });
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -156,14 +161,14 @@ function ask(child: ChildProcess, msg: Record<string, unknown>): Promise<Record<
 /** Child side of the two-process bench. */
 async function receiverMain(): Promise<void> {
   let pending: Promise<SecureChannel> | null = null;
-  process.on('message', (m: { cmd: string; encrypt?: boolean }) => {
+  process.on('message', (m: { cmd: string }) => {
     void (async () => {
       try {
         if (m.cmd === 'listen') {
           const l = await listen();
           pending = l.next().then((s) => {
             l.close();
-            return establishChannel(s, { role: 'server', secret: SECRET, encrypt: m.encrypt ?? true, ktls: 'off', peer: 'bench-sender' });
+            return establishChannel(s, { role: 'server', secret: SECRET, ktls: 'off', peer: 'bench-sender' });
           });
           process.send!({ port: l.port });
         } else if (m.cmd === 'receive') {
@@ -186,7 +191,7 @@ async function receiverMain(): Promise<void> {
 export async function runChannelBench(opts: ChannelBenchOptions): Promise<ChannelBenchRow[]> {
   const processes = opts.processes ?? 2;
   const frameBytes = opts.frameBytes ?? 1024 * 1024;
-  const modes = opts.modes ?? ['encrypted-userspace', 'plaintext'];
+  const modes = opts.modes ?? ['encrypted-userspace'];
   const child = processes === 2 ? fork(fileURLToPath(import.meta.url), ['--receiver'], { stdio: 'inherit' }) : null;
   const rows: ChannelBenchRow[] = [];
   try {
@@ -200,6 +205,7 @@ export async function runChannelBench(opts: ChannelBenchOptions): Promise<Channe
       }
       rows.push({
         mode,
+        records: nativeStatus().records,
         processes,
         bytes: opts.bytes,
         runs: opts.runs,

@@ -1,6 +1,6 @@
 /**
  * The secure channel end to end over TCP and in-memory pairs: handshake, frames
- * both ways, authenticated end, key update, --no-encrypt, wrong secret, replay,
+ * both ways, authenticated end, key update, wrong secret, replay,
  * version/magic mismatch, oversized lengths, timeouts.
  */
 import { test } from 'node:test';
@@ -99,30 +99,6 @@ test('key update: with a tiny record limit both sides rekey and data stays intac
   assert.ok(c.keyUpdates.tx >= 3, `tx key updates ${c.keyUpdates.tx}`);
   assert.equal(s.keyUpdates.rx, c.keyUpdates.tx);
   a.destroy();
-});
-
-test('--no-encrypt on both sides: authenticated, frames in clear', async () => {
-  const seen: Buffer[] = [];
-  const [a, b] = duplexPair((c) => (seen.push(Buffer.from(c)), c));
-  const p = channelPair(a, b, { encrypt: false }, { encrypt: false });
-  const [c, s] = await Promise.all([p.client, p.server]);
-  assert.equal(c.info.cipher, 'none');
-  assert.equal(s.info.rx, 'plaintext');
-  const got = collect(s);
-  await c.send(0x10, Buffer.from('visible payload'));
-  await c.close();
-  assert.deepEqual(await got, [{ type: 0x10, payload: Buffer.from('visible payload') }]);
-  assert.ok(Buffer.concat(seen).includes(Buffer.from('visible payload')));
-  a.destroy();
-});
-
-test('--no-encrypt on one side only: both sides fail after authentication, naming the flag', async () => {
-  for (const [ce, se] of [[false, true], [true, false]] as const) {
-    const [a, b] = duplexPair();
-    const p = channelPair(a, b, { encrypt: ce }, { encrypt: se });
-    await assert.rejects(p.client, isCode('FERRY_E_PROTOCOL', /--no-encrypt/));
-    await assert.rejects(p.server, isCode('FERRY_E_PROTOCOL', /--no-encrypt/));
-  }
 });
 
 test('the encrypted stream does not contain the plaintext', async () => {
@@ -233,14 +209,15 @@ test('oversized handshake message length is refused before it is buffered', asyn
   a.destroy();
 });
 
-test('oversized frame length after authentication (--no-encrypt, raw stream) is a protocol error', async () => {
-  // Authenticate normally, then write a raw 2 GiB frame header under the channel.
+test('a raw frame written under the channel after authentication is an integrity failure, not a frame', async () => {
+  // Authenticate normally, then write a bare 2 GiB frame header under the channel: it is
+  // not a record, so it fails as one (there is no unencrypted mode to parse it as a frame).
   const [a, b] = duplexPair();
-  const p = channelPair(a, b, { encrypt: false }, { encrypt: false });
+  const p = channelPair(a, b);
   const [, s] = await Promise.all([p.client, p.server]);
   const it = collect(s);
   a.write(Buffer.from([0x10, 0x80, 0x00, 0x00, 0x00]));
-  await assert.rejects(it, isCode('FERRY_E_PROTOCOL', /2147483648 bytes exceeds/));
+  await assert.rejects(it, isCode('FERRY_E_INTEGRITY', /malformed record header/));
   a.destroy();
 });
 
@@ -362,10 +339,10 @@ test('records that arrive in the same read as the last handshake message are not
   a.destroy();
 });
 
-test('a payload may be reused as soon as send() resolves (encrypted and --no-encrypt, small and large)', async () => {
-  for (const encrypt of [true, false]) {
+test('a payload may be reused as soon as send() resolves (small and large)', async () => {
+  {
     const [a, b] = duplexPair();
-    const p = channelPair(a, b, { encrypt }, { encrypt });
+    const p = channelPair(a, b);
     const [c, s] = await Promise.all([p.client, p.server]);
     const got = collect(s);
     // One buffer, overwritten after every send: what arrives must be what was sent then.
@@ -379,10 +356,10 @@ test('a payload may be reused as soon as send() resolves (encrypted and --no-enc
     }
     await c.close();
     const frames = await got;
-    assert.equal(frames.length, sent.length, `encrypt=${encrypt}`);
+    assert.equal(frames.length, sent.length);
     frames.forEach((f, i) => {
       assert.equal(f.payload[0], i);
-      assert.ok(f.payload.subarray(1).equals(sent[i]!), `frame ${i} (encrypt=${encrypt}) was changed after send()`);
+      assert.ok(f.payload.subarray(1).equals(sent[i]!), `frame ${i} was changed after send()`);
     });
     a.destroy();
   }

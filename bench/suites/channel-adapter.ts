@@ -13,6 +13,7 @@ import { markdownTable, textTable } from '../stats.js';
 
 interface Row {
   mode: string;
+  records?: string;
   processes: number;
   bytes: number;
   runs: number;
@@ -41,7 +42,7 @@ export async function loadChannelAdapter(runs: number): Promise<StandaloneSuite 
       const bytes = ctx.quick ? 256 * 1024 * 1024 : 1024 * 1024 * 1024;
       const rows = await run({ bytes, runs, processes: 2 });
       const table: string[][] = [['mode', 'MB/s', 'CPU s/GB (both ends)', 'handshake ms']];
-      for (const r of rows) table.push([r.mode, String(r.mbPerS), String(r.cpuSecondsPerGB), String(r.handshakeMs)]);
+      for (const r of rows) table.push([r.records ? `${r.mode} (records: ${r.records})` : r.mode, String(r.mbPerS), String(r.cpuSecondsPerGB), String(r.handshakeMs)]);
       const hs = handshakes ? await handshakes(ctx.quick ? 20 : 50) : undefined;
       const hsLine = hs ? `handshake, both ends in one process: ${hs.msPerHandshake} ms wall, ${hs.cpuMsPerHandshake} ms CPU` : '';
       const head = `${(bytes / 2 ** 20).toFixed(0)} MiB payload, median of ${runs} runs`;

@@ -9,7 +9,7 @@
 import os from 'node:os';
 import { ExitCodes, FerryError } from '../core/errors.js';
 import { recv, type RecvSessionOutcome } from '../modes/recv.js';
-import { NO_ENCRYPT_WARNING } from '../secure/channel.js';
+import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
 import { SessionFlags } from '../wire/messages.js';
 import { NET_OPTIONS, buildNetJson, chooseSecret, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
@@ -45,7 +45,6 @@ Options:
       --max-auth-failures N   exit with status 3 after N failed authentication
                           attempts before any session succeeded (default 3;
                           each failure also doubles a delay, 1 s .. 30 s)
-      --no-encrypt        accept unencrypted sessions (must match the sender): warned
       --ktls=auto|on|off  kernel TLS offload for sending (default auto)
       --tls, --uring, --splice   accepted for uring-sync compatibility
       --preserve-special-bits    honour a sender's request to keep setuid/setgid/sticky
@@ -73,6 +72,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     process.stdout.write(RECV_HELP);
     return ExitCodes.OK;
   }
+  if (v['no-encrypt'] === true) throw usage('recv', NO_ENCRYPT_REMOVED);
   if (positionals.length !== 1) throw usage('recv', 'expected one DST operand');
   if (v.listen === undefined) throw usage('recv', '--listen [ADDR:]PORT is required');
   const dst = positionals[0]!;
@@ -93,8 +93,6 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
   if (choice.source === 'argument') printWarning(SECRET_ON_COMMAND_LINE_WARNING.replace(/^warning: /, ''));
   const weak = weakSecretWarning(secret);
   if (weak) printWarning(weak.replace(/^warning: /, ''));
-  const encrypt = v['no-encrypt'] !== true;
-  if (!encrypt) printWarning(NO_ENCRYPT_WARNING.replace(/^warning: /, ''));
 
   let reporter: ProgressReporter | null = null;
   let exitCode: number = ExitCodes.OK;
@@ -104,7 +102,6 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     host,
     port,
     secret,
-    encrypt,
     ktls,
     keepServing: v['keep-serving'] === true,
     maxAuthFailures,
@@ -117,7 +114,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
       if (generated) {
         const target = `${displayHost(h)}:${p}`;
         printInfo(`secret (generated, ${GENERATED_SECRET_BITS} bits; shown once): ${secret}`);
-        printInfo(`on the sending machine run:\n  FERRY_SECRET=${secret} ferry send SRC ${target}${encrypt ? '' : ' --no-encrypt'}`);
+        printInfo(`on the sending machine run:\n  FERRY_SECRET=${secret} ferry send SRC ${target}`);
         printInfo(`(or put the secret in a file and use --secret-file FILE)`);
       }
     },

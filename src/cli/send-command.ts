@@ -6,7 +6,7 @@
  */
 import { ErrorCodes, ExitCodes, FerryError } from '../core/errors.js';
 import { send } from '../modes/send.js';
-import { NO_ENCRYPT_WARNING } from '../secure/channel.js';
+import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { SECRET_ON_COMMAND_LINE_WARNING, weakSecretWarning } from '../secure/secret.js';
 import {
   NET_OPTIONS,
@@ -65,7 +65,6 @@ Options:
       --delete            make the receiver delete what SRC does not have
       --exclude PATTERN   skip matching paths (repeatable; see 'ferry copy --help')
   -n, --dry-run           only report what would be sent
-      --no-encrypt        no encryption (still authenticated, still hashed): warned
       --ktls=auto|on|off  kernel TLS offload for sending (default auto)
       --tls, --uring, --splice   accepted for uring-sync compatibility (encryption
                           is always on; I/O paths are chosen automatically)
@@ -85,6 +84,7 @@ export async function runSendCommand(argv: string[]): Promise<number> {
     process.stdout.write(SEND_HELP);
     return ExitCodes.OK;
   }
+  if (v['no-encrypt'] === true) throw usage('send', NO_ENCRYPT_REMOVED);
   if (positionals.length !== 2) throw usage('send', 'expected SRC and HOST:PORT');
   const src = positionals[0]!;
   const { host, port } = parseHostPort(positionals[1]!, 'send');
@@ -96,8 +96,6 @@ export async function runSendCommand(argv: string[]): Promise<number> {
   if (source === 'argument') printWarning(SECRET_ON_COMMAND_LINE_WARNING.replace(/^warning: /, ''));
   const weak = weakSecretWarning(secret);
   if (weak) printWarning(weak.replace(/^warning: /, ''));
-  const encrypt = v['no-encrypt'] !== true;
-  if (!encrypt) printWarning(NO_ENCRYPT_WARNING.replace(/^warning: /, ''));
 
   const counters: ProgressCounters & { done: number } = {
     filesDone: 0,
@@ -119,7 +117,6 @@ export async function runSendCommand(argv: string[]): Promise<number> {
       host,
       port,
       secret,
-      encrypt,
       ktls,
       streams,
       chunkSize,

@@ -35,7 +35,6 @@ export interface RecvOptions {
   host: string;
   port: number;
   secret: string;
-  encrypt: boolean;
   ktls: 'auto' | 'on' | 'off';
   keepServing: boolean;
   maxAuthFailures: number;

@@ -22,7 +22,6 @@ export interface SendOptions {
   host: string;
   port: number;
   secret: string;
-  encrypt: boolean;
   ktls: 'auto' | 'on' | 'off';
   streams: number;
   chunkSize: number;

@@ -3,7 +3,7 @@
  * (transfer/, modes/). Defined first so that both sides can be built at once.
  *
  * A FrameChannel carries wire frames (wire/frame.ts: a type byte and a payload) in
- * order, authenticated and, unless `--no-encrypt`, encrypted, over any duplex byte
+ * order, authenticated and encrypted, over any duplex byte
  * stream: a TCP socket, ssh's stdin/stdout, or an in-memory pair in tests.
  *
  * - `send` queues one frame. It resolves at once while the outgoing buffer is below
@@ -27,11 +27,13 @@ export interface Frame {
 }
 
 export interface ChannelInfo {
-  /** 'aes-128-gcm' or 'none' (--no-encrypt). */
+  /** 'aes-128-gcm'. */
   cipher: string;
   /** Which implementation encrypts what we send / decrypts what we receive. */
-  tx: 'userspace' | 'ktls' | 'plaintext';
-  rx: 'userspace' | 'ktls' | 'plaintext';
+  tx: 'userspace' | 'ktls';
+  rx: 'userspace' | 'ktls';
+  /** Which userspace record layer: the data plane's batches ('native') or node:crypto ('js'). */
+  records: 'native' | 'js';
   /** A printable name of the peer, e.g. "127.0.0.1:7000". */
   peer: string;
 }

@@ -12,7 +12,7 @@
  *   (records may follow at once)                   (records follow)
  *
  *   messages: type (u8) || length (u16) || body, every length ≤ 1 KiB
- *   MSGa/MSGb = prefix_free_cat(Y, AD); AD = one flags byte (bit 0: encrypt)
+ *   MSGa/MSGb = prefix_free_cat(Y, AD); AD = one flags byte (bit 0: encrypt, always set)
  *   th   = SHA-256(client hello || ClientShare || server hello || ServerShare)
  *   mac_s = HMAC(s_finished, th); mac_c = HMAC(c_finished, SHA-256(th-input || ServerConfirm))
  *
@@ -24,9 +24,9 @@
  * - Wrong secret: the client sees a bad mac_s one round trip after connecting and
  *   tells the server with an (unauthenticated) Notice; both fail FERRY_E_AUTH before
  *   any record is sent. A server that sees a bad mac_c likewise sends a Notice.
- * - The encrypt flag of each side is inside the confirmed transcript, so the mode
- *   cannot be downgraded by an attacker; a genuine mismatch is reported after
- *   authentication, on both sides.
+ * - The encrypt flag of each side is inside the confirmed transcript. Every session
+ *   is encrypted now; a peer without the flag (an older ferry run with --no-encrypt)
+ *   is refused after authentication, on both sides, naming the flag.
  * - A version or magic mismatch: the side that sees it sends a Notice (after its
  *   own hello) and both fail FERRY_E_VERSION; a non-ferry peer is named by guess.
  */
@@ -65,8 +65,6 @@ const CI = Buffer.from(`ferry/${PROTOCOL_VERSION}`);
 export interface HandshakeOptions {
   /** The shared secret, as bytes (UTF-8 of what the user typed). */
   secret: Uint8Array;
-  /** false for --no-encrypt; both sides must agree. */
-  encrypt: boolean;
   /** Printable name of the peer for messages. */
   peer: string;
   /** The whole handshake must finish within this many ms. */
@@ -79,7 +77,6 @@ export interface HandshakeResult {
   rxSecret: Buffer;
   /** Equal on both sides, unique per session (see key-schedule.ts). */
   sessionBinding: Buffer;
-  encrypt: boolean;
   /** Bytes that arrived after the handshake (the first records): feed them to the record layer. */
   leftover: Buffer[];
 }
@@ -88,7 +85,7 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
   const io = new HandshakeIO(stream, opts);
   try {
     const sid = randomBytes(SID_BYTES);
-    const myFlags = opts.encrypt ? FLAG_ENCRYPT : 0;
+    const myFlags = FLAG_ENCRYPT;
     const cpace = startCPace('a', opts.secret, CI, sid, Buffer.from([myFlags]));
     const myHello = encodeHello();
     const clientShare = encodeMessage(MsgTypes.CLIENT_SHARE, Buffer.concat([sid, cpace.msg]));
@@ -106,15 +103,13 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
     if (!macEqual(serverConfirm.body, finishedMac(secrets.serverFinishedKey, th))) {
       throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
     }
-    const peerEncrypt = parseFlags(io, result.peerAD);
-    if (peerEncrypt !== opts.encrypt) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer, opts.encrypt));
+    if (!parseFlags(io, result.peerAD)) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
     const th2 = sha256(thInput, serverConfirm.raw);
     io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, th2)));
     return {
       txSecret: secrets.clientTraffic,
       rxSecret: secrets.serverTraffic,
       sessionBinding: secrets.binding,
-      encrypt: opts.encrypt,
       leftover: io.release(),
     };
   } finally {
@@ -131,7 +126,7 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
     const clientShare = await io.readMessage(MsgTypes.CLIENT_SHARE);
     if (clientShare.body.length <= SID_BYTES) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a short ClientShare');
     const sid = clientShare.body.subarray(0, SID_BYTES);
-    const myFlags = opts.encrypt ? FLAG_ENCRYPT : 0;
+    const myFlags = FLAG_ENCRYPT;
     const cpace = startCPace('b', opts.secret, CI, sid, Buffer.from([myFlags]));
     const result = cpace.finish(clientShare.body.subarray(SID_BYTES));
     if (result === null) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent an invalid CPace share');
@@ -146,13 +141,11 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
     if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
       throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
     }
-    const peerEncrypt = parseFlags(io, result.peerAD);
-    if (peerEncrypt !== opts.encrypt) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer, opts.encrypt));
+    if (!parseFlags(io, result.peerAD)) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
     return {
       txSecret: secrets.serverTraffic,
       rxSecret: secrets.clientTraffic,
       sessionBinding: secrets.binding,
-      encrypt: opts.encrypt,
       leftover: io.release(),
     };
   } finally {
@@ -164,10 +157,8 @@ function authFailedText(peer: string): string {
   return `authentication failed with ${peer}: the shared secrets differ`;
 }
 
-function modeMismatchText(peer: string, weEncrypt: boolean): string {
-  return weEncrypt
-    ? `${peer} runs with --no-encrypt and this side does not: use --no-encrypt on both sides or on neither`
-    : `this side runs with --no-encrypt and ${peer} does not: use --no-encrypt on both sides or on neither`;
+function modeMismatchText(peer: string): string {
+  return `${peer} runs with --no-encrypt (an older ferry): every session is encrypted now; drop --no-encrypt there or upgrade it`;
 }
 
 function parseFlags(io: HandshakeIO, ad: Buffer): boolean {
@@ -197,7 +188,6 @@ export function encodeNotice(code: number, text: string): Buffer {
 class HandshakeIO {
   readonly #stream: Duplex;
   readonly #peer: string;
-  readonly #encrypt: boolean;
   readonly #timeoutMs: number;
   readonly #list = new BufferList();
   #eof = false;
@@ -221,7 +211,6 @@ class HandshakeIO {
   constructor(stream: Duplex, opts: HandshakeOptions) {
     this.#stream = stream;
     this.#peer = opts.peer;
-    this.#encrypt = opts.encrypt;
     const timeoutMs = opts.timeoutMs;
     this.#timeoutMs = timeoutMs;
     stream.on('data', this.#onData);
@@ -331,7 +320,7 @@ class HandshakeIO {
       case NoticeCodes.VERSION:
         return mk(ErrorCodes.VERSION, `${peer} refused the connection: ${text}`);
       case NoticeCodes.MODE:
-        return mk(ErrorCodes.PROTOCOL, modeMismatchText(peer, this.#encrypt));
+        return mk(ErrorCodes.PROTOCOL, modeMismatchText(peer));
       default:
         return mk(ErrorCodes.PROTOCOL, `${peer} aborted the handshake: ${text}`);
     }
@@ -368,6 +357,6 @@ class HandshakeIO {
 /** What the peer reads in our Notice: phrased from its point of view where that matters. */
 function noticeTextFor(notice: number, text: string): string {
   if (notice === NoticeCodes.VERSION) return `protocol mismatch: this side speaks ferry protocol version ${PROTOCOL_VERSION}`;
-  if (notice === NoticeCodes.MODE) return 'both sides must agree on --no-encrypt';
+  if (notice === NoticeCodes.MODE) return 'this side always encrypts: --no-encrypt is no longer supported';
   return text;
 }

@@ -79,7 +79,7 @@ function concat(payload: Uint8Array | readonly Uint8Array[]): Uint8Array {
 }
 
 class MemoryChannel implements FrameChannel {
-  readonly info: ChannelInfo = { cipher: 'none', tx: 'plaintext', rx: 'plaintext', peer: 'memory' };
+  readonly info: ChannelInfo = { cipher: 'none', tx: 'userspace', rx: 'userspace', records: 'js', peer: 'memory' };
   bytesSent = 0;
   bytesReceived = 0;
   peer!: MemoryChannel;
@@ -178,7 +178,7 @@ export function plainChannelOverStream(stream: Duplex, peer = 'stream'): FrameCh
     }
   };
   return {
-    info: { cipher: 'none', tx: 'plaintext', rx: 'plaintext', peer },
+    info: { cipher: 'none', tx: 'userspace', rx: 'userspace', records: 'js', peer },
     get bytesSent() {
       return sent;
     },
