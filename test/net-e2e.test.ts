@@ -143,16 +143,21 @@ test('usage errors exit 2', async () => {
   }
 });
 
-test('--no-encrypt on both ends works (with a warning); recv --json announces where it listens', async () => {
+test('recv --json announces where it listens; the summary names the cipher and the record layer', async () => {
   const root = await tmpDir('ferry-net-');
   const src = path.join(root, 'src');
   await makeTree(src, { 'a.txt': 'aaaa', 'b/c.txt': 'cc' });
   const dst = path.join(root, 'dst');
-  const r = await transfer(`${src}/`, dst, ['--no-encrypt', '--json'], ['--no-encrypt', '--json']);
+  const r = await transfer(`${src}/`, dst, ['--json'], ['--json']);
   assert.equal(r.send.code, 0, r.send.stderr);
   assert.equal(r.recv.code, 0, r.recv.stderr);
-  assert.match(r.send.stderr, /warning: --no-encrypt/);
-  assert.equal(lastJson(r.send.stdout)['cipher'], 'none');
+  const sj = lastJson(r.send.stdout);
+  assert.equal(sj['cipher'], 'aes-128-gcm');
+  const native = sj['native'] as Record<string, unknown>;
+  assert.equal(native['records'], process.env.FERRY_NATIVE === '0' ? 'js' : native['records']);
+  assert.match(String(native['records']), /^(native|js)$/);
+  assert.match(String(native['ktls']), /^(native|js)$/);
+  assert.equal((lastJson(r.recv.stdout)['native'] as Record<string, unknown>)['records'], native['records']);
   const first = JSON.parse(r.recv.stdout.split('\n')[0]!) as Record<string, unknown>;
   assert.equal(first['event'], 'listening');
   assert.equal(typeof first['port'], 'number');

@@ -13,7 +13,7 @@
  */
 import { ErrorCodes, ExitCodes, FerryError, exitCodeFor } from '../core/errors.js';
 import { printError } from './output.js';
-import { VERSION } from './version.js';
+import { versionText } from './version.js';
 import { HELP } from './help.js';
 
 type Command = (argv: string[]) => Promise<number>;
@@ -39,7 +39,7 @@ export async function main(argv: string[]): Promise<number> {
     return first === undefined ? ExitCodes.USAGE : ExitCodes.OK;
   }
   if (first === '--version' || first === 'version') {
-    process.stdout.write(`ferry ${VERSION}\n`);
+    process.stdout.write(versionText(argv.includes('-v') || argv.includes('--verbose')));
     return ExitCodes.OK;
   }
   const named = commands[first];

@@ -34,6 +34,7 @@ import { ktlsSupport } from '../secure/ktls.js';
 import type { SummaryMsg } from '../wire/messages.js';
 import { MAX_CHUNK_SIZE, MAX_STREAMS } from '../wire/messages.js';
 import { parseSize } from './copy-command.js';
+import { nativePaths } from './summary.js';
 
 export const NET_OPTIONS = {
   secret: { type: 'string' },
@@ -202,6 +203,7 @@ export function buildNetJson(i: JsonSummaryInput): Record<string, unknown> {
     cipher: i.cipher,
     tx: i.tx,
     rx: i.rx,
+    native: nativePaths(),
     errors: i.errors.map(issue),
   };
   if (i.bytesSent !== undefined) out['bytesSent'] = i.bytesSent;

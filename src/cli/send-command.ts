@@ -23,7 +23,7 @@ import {
 } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, type ProgressCounters } from './progress.js';
-import { renderSummaryLine } from './summary.js';
+import { nativePaths, renderSummaryLine } from './summary.js';
 
 /**
  * Default `-P`: 1, chosen by measurement (docs/PROTOCOL.md, "Parallel streams"). Each
@@ -139,7 +139,7 @@ export async function runSendCommand(argv: string[]): Promise<number> {
   const failed = Math.max(r.failures.length, r.summary.failed);
   const exitCode = failed > 0 ? ExitCodes.PARTIAL : ExitCodes.OK;
   if (v.verbose) {
-    printInfo(`ferry: ${r.peer}: cipher ${r.cipher}, tx ${r.tx}, rx ${r.rx} (${r.ktlsReason}); ${r.streams} stream(s); handshake ${r.handshakeMs.toFixed(1)} ms`);
+    printInfo(`ferry: ${r.peer}: cipher ${r.cipher}, tx ${r.tx}, rx ${r.rx} (${r.ktlsReason}); records: ${nativePaths().records}; ${r.streams} stream(s); handshake ${r.handshakeMs.toFixed(1)} ms`);
     if (r.resumedBytes > 0) printInfo(`ferry: resumed ${r.resumedBytes} bytes from verified partial files`);
   }
   const s = r.summary;

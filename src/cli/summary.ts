@@ -6,7 +6,19 @@
  *
  * "failed N" is red on a colour terminal unless NO_COLOR is set (cli/output useColor).
  */
+import { nativeStatus } from '../native/index.js';
 import { formatBytes, formatRate } from './progress.js';
+
+/**
+ * Which data-plane paths this process uses, for the JSON summary and `-v`:
+ * records: 'native' (native/records.c, Node's OpenSSL) or 'js' (node:crypto);
+ * ktls: 'native' when the addon's setsockopt calls are loaded ('js': userspace TLS
+ * only; whether a channel offloaded is its `tx`/`rx`).
+ */
+export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js' } {
+  const s = nativeStatus();
+  return { records: s.records, ktls: s.ktls };
+}
 
 export interface SummaryCounters {
   copied: number;

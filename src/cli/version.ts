@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { nativeStatus } from '../native/index.js';
+import { ktlsSupport } from '../secure/ktls.js';
 
 /** The package version, read once from package.json next to dist/. */
 export const VERSION: string = (() => {
@@ -9,3 +11,22 @@ export const VERSION: string = (() => {
     return '0.0.0';
   }
 })();
+
+/**
+ * `ferry --version` is one line; with `-v` it also says which data-plane paths are in
+ * use and why (records: native|js; ktls: available or not, and why), as the JSON
+ * summary's `native` does.
+ */
+export function versionText(verbose: boolean): string {
+  const head = `ferry ${VERSION}\n`;
+  if (!verbose) return head;
+  const s = nativeStatus();
+  const k = ktlsSupport();
+  const lines = [
+    `node ${process.version}, ${process.versions.openssl ? `OpenSSL ${process.versions.openssl}` : 'no OpenSSL'}`,
+    `addon: ${s.addon ?? 'none'}${s.addon ? '' : ` (${s.reason})`}`,
+    `records: ${s.records} (${s.recordsReason})`,
+    `ktls: ${k.available ? 'available' : 'unavailable'} (${k.reason})`,
+  ];
+  return head + lines.join('\n') + '\n';
+}
