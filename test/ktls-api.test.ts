@@ -18,7 +18,8 @@ import { isFerryError } from '../src/core/errors.js';
 import { decideKtls, enableKtls, kernelCryptoFields, ktlsSupport } from '../src/secure/ktls.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const addonPath = `${root}native/build/Release/ferry_ktls.node`;
+const addonPath = `${root}native/build/Release/ferry_native.node`;
+const nativeOff = process.env.FERRY_NATIVE === '0';
 const ulps = (() => {
   try {
     return readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim().split(/\s+/);
@@ -27,9 +28,9 @@ const ulps = (() => {
   }
 })();
 const hostHasKtls = ulps.includes('tls');
-const noKtlsHere = hostHasKtls ? 'this kernel has the tls ULP; the no-kTLS behaviour is covered by the FERRY_KTLS_ADDON test' : false;
+const noKtlsHere = hostHasKtls ? 'this kernel has the tls ULP; the no-kTLS behaviour is covered by the FERRY_NATIVE_ADDON test' : false;
 const inCi = process.env.CI === 'true';
-const noAddon = !existsSync(addonPath) && !inCi ? `addon not built (${addonPath}); no C compiler?` : false;
+const noAddon = nativeOff ? 'FERRY_NATIVE=0: no native code in this pass' : !existsSync(addonPath) && !inCi ? `addon not built (${addonPath}); no C compiler?` : false;
 
 const secret = { key: Buffer.alloc(16, 1), iv: Buffer.alloc(12, 2), seq: 0n };
 
@@ -78,7 +79,9 @@ test('kernelCryptoFields rejects wrong key/IV sizes and an out-of-range seq', ()
 test('ktlsSupport reports the missing tls ULP with a reason', { skip: noKtlsHere }, () => {
   const s = ktlsSupport();
   assert.equal(s.available, false);
-  if (existsSync(addonPath)) {
+  if (nativeOff) {
+    assert.match(s.reason, /native code disabled \(FERRY_NATIVE=0\)/);
+  } else if (existsSync(addonPath)) {
     assert.match(s.reason, /the kernel has no tls ULP \(\/proc\/sys\/net\/ipv4\/tcp_available_ulp lists /);
   } else {
     assert.match(s.reason, /addon is not built/);
@@ -96,23 +99,23 @@ test('--ktls=on fails with FERRY_E_KTLS where kTLS is unavailable; auto and off 
   assert.deepEqual(decideKtls('off'), { use: false, reason: 'kTLS disabled (--ktls=off)' });
 });
 
-test('without the addon (FERRY_KTLS_ADDON points nowhere) support is unavailable and says why', () => {
+test('without the addon (FERRY_NATIVE_ADDON points nowhere) support is unavailable and says why', () => {
   const script = `import('${root}dist/src/secure/ktls.js').then((m) => {
     let onError = '';
     try { m.decideKtls('on'); } catch (e) { onError = e.code + ': ' + e.message; }
     console.log(JSON.stringify({ support: m.ktlsSupport(), auto: m.decideKtls('auto'), onError }));
   })`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-    env: { ...process.env, FERRY_KTLS_ADDON: '/nonexistent/ferry_ktls.node' },
+    env: { ...process.env, FERRY_NATIVE: '1', FERRY_NATIVE_ADDON: '/nonexistent/ferry_native.node' },
     encoding: 'utf8',
     timeout: 20_000,
   });
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout) as { support: { available: boolean; reason: string }; auto: { use: boolean }; onError: string };
   assert.equal(out.support.available, false);
-  assert.match(out.support.reason, /the kTLS addon is not built \(\/nonexistent\/ferry_ktls\.node not found/);
+  assert.match(out.support.reason, /the native addon is not built \(\/nonexistent\/ferry_native\.node not found/);
   assert.equal(out.auto.use, false);
-  assert.match(out.onError, /^FERRY_E_KTLS: --ktls=on but kTLS is not available: the kTLS addon is not built/);
+  assert.match(out.onError, /^FERRY_E_KTLS: --ktls=on but kTLS is not available: the native addon is not built/);
 });
 
 test('enableKtls on a socket without a file descriptor throws FERRY_E_KTLS', () => {
@@ -133,7 +136,7 @@ test('enableKtls where the kernel has no tls ULP throws FERRY_E_KTLS and the soc
         (e: unknown) =>
           isFerryError(e, 'FERRY_E_KTLS') &&
           e.message.startsWith(`127.0.0.1:${String(p.a.remotePort)}: cannot enable kTLS ${dir.toUpperCase()}: `) &&
-          /tls ULP|addon/.test(e.message),
+          /tls ULP|addon|FERRY_NATIVE=0/.test(e.message),
       );
     }
     const got = new Promise<string>((r) => p.b.once('data', (d: Buffer) => r(d.toString())));
@@ -151,7 +154,7 @@ test('the addon reaches the kernel: TCP_ULP "tls" fails with ENOENT, SOL_TLS wit
     getUlp(fd: number): string;
     setCrypto(fd: number, dir: number, key: Buffer, salt: Buffer, iv: Buffer, seq: Buffer): number;
   };
-  assert.equal(addon.abi, 1);
+  assert.equal(addon.abi, 2);
   const p = await pair();
   try {
     const fd = (p.a as unknown as { _handle: { fd: number } })._handle.fd;
@@ -177,12 +180,12 @@ test('build-native never fails the install and says what happened in one line', 
     timeout: 20_000,
   });
   assert.equal(noCc.status, 0);
-  assert.match(noCc.stdout, /^ferry: kTLS addon: not built \(\/nonexistent\/cc: ENOENT\); userspace TLS only\n$/);
+  assert.match(noCc.stdout, /^ferry: native addon: not built \(\/nonexistent\/cc: ENOENT\); TypeScript fallbacks only\n$/);
   const skipped = spawnSync(process.execPath, [`${root}scripts/build-native.mjs`], {
     env: { ...process.env, FERRY_SKIP_NATIVE: '1' },
     encoding: 'utf8',
     timeout: 20_000,
   });
   assert.equal(skipped.status, 0);
-  assert.equal(skipped.stdout, 'ferry: kTLS addon: skipped (FERRY_SKIP_NATIVE=1); userspace TLS only\n');
+  assert.equal(skipped.stdout, 'ferry: native addon: skipped (FERRY_SKIP_NATIVE=1); TypeScript fallbacks only\n');
 });

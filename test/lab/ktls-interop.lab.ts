@@ -138,7 +138,7 @@ function openAll(ts: TrafficSecret, wire: Buffer): { content: Buffer; records: n
   }
   if (ts.seq < BigInt(HARD_RECORD_LIMIT) - 100n) {
     const opener = new RecordOpener(copy(ts), { peer: 'lab' });
-    opener.push(wire);
+    opener.push(Buffer.from(wire)); // push() decrypts in place; the caller still needs `wire`
     const fast: Buffer[] = [];
     for (let r = opener.next(); r !== null; r = opener.next()) fast.push(Buffer.from(r));
     assert.equal(opener.buffered, 0, 'RecordOpener: trailing bytes after the last record');
