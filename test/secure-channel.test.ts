@@ -364,3 +364,33 @@ test('a payload may be reused as soon as send() resolves (small and large)', asy
     a.destroy();
   }
 });
+
+test('TCP: many flushes of varying size arrive intact and in order, also under backpressure (sealed-output buffers are reused)', async () => {
+  const { client: a, server: b, close } = await tcpPair();
+  try {
+    const p = channelPair(a, b);
+    const [c, s] = await Promise.all([p.client, p.server]);
+    const sent: Buffer[] = [];
+    // The receiver starts reading only after a while, so that writes queue up behind a
+    // full socket: a sealed buffer reused before its write completed would show here.
+    const sending = (async () => {
+      for (let i = 0; i < 120; i++) {
+        const size = [1, 700, 70_000, 1_100_000, 16_384, 300_000][i % 6]! + i;
+        const payload = randomBytes(size);
+        sent.push(payload);
+        await c.send(0x10, payload);
+        if (i % 7 === 0) await new Promise((r) => setImmediate(r));
+      }
+      await c.close();
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    const got = collect(s);
+    await sending;
+    const frames = await got;
+    assert.equal(frames.length, sent.length);
+    frames.forEach((f, i) => assert.ok(Buffer.from(f.payload).equals(sent[i]!), `frame ${i} differs`));
+    await s.close();
+  } finally {
+    close();
+  }
+});
