@@ -201,7 +201,7 @@ describe('ferry copy: CLI contract', () => {
       schema: 'number', command: 'string', src: 'string', dst: 'string', dryRun: 'boolean', exitCode: 'number',
       entries: 'number', dirs: 'number', dirsCreated: 'number', copied: 'number', skipped: 'number', deleted: 'number',
       failed: 'number', warnings: 'number', bytes: 'number', seconds: 'number', bytesPerSecond: 'number',
-      errors: 'array', warningList: 'array',
+      native: 'object', errors: 'array', warningList: 'array',
     };
     assert.deepEqual(Object.keys(j).sort(), Object.keys(types).sort());
     for (const [k, t] of Object.entries(types)) assert.equal(Array.isArray(j[k]) ? 'array' : typeof j[k], t, k);

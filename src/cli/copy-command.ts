@@ -25,6 +25,7 @@
  *     "bytes": number,                 file bytes copied
  *     "seconds": number,
  *     "bytesPerSecond": number,
+ *     "native":   {"records": "native"|"js", "ktls": "native"|"js", "copy": "native"|"js"},
  *     "errors":   [{"code": string, "path": string, "message": string}],
  *     "warningList": [{"code": string, "path": string, "message": string}]
  *   }
@@ -35,7 +36,7 @@ import { newCounters, runCopy, type CopyEvent, type CopyResult } from '../modes/
 import { COPY_HELP } from './help.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, type ProgressMode } from './progress.js';
-import { renderSummaryLine } from './summary.js';
+import { nativePaths, renderSummaryLine } from './summary.js';
 import { VERSION } from './version.js';
 
 const OPTIONS = {
@@ -120,6 +121,7 @@ export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: C
     bytes: c.bytesCopied,
     seconds: Math.round(r.seconds * 1e6) / 1e6,
     bytesPerSecond: r.seconds > 0 ? Math.round(c.bytesCopied / r.seconds) : 0,
+    native: nativePaths(),
     errors: r.errors.map(issue),
     warningList: r.warnings.map(issue),
   };

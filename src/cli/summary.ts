@@ -13,11 +13,12 @@ import { formatBytes, formatRate } from './progress.js';
  * Which data-plane paths this process uses, for the JSON summary and `-v`:
  * records: 'native' (native/records.c, Node's OpenSSL) or 'js' (node:crypto);
  * ktls: 'native' when the addon's setsockopt calls are loaded ('js': userspace TLS
- * only; whether a channel offloaded is its `tx`/`rx`).
+ * only; whether a channel offloaded is its `tx`/`rx`); copy: local file copies
+ * (native/fs-batch.c) or the TypeScript path.
  */
-export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js' } {
+export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js'; copy: 'native' | 'js' } {
   const s = nativeStatus();
-  return { records: s.records, ktls: s.ktls };
+  return { records: s.records, ktls: s.ktls, copy: s.copy };
 }
 
 export interface SummaryCounters {

@@ -27,6 +27,7 @@ export function versionText(verbose: boolean): string {
     `addon: ${s.addon ?? 'none'}${s.addon ? '' : ` (${s.reason})`}`,
     `records: ${s.records} (${s.recordsReason})`,
     `ktls: ${k.available ? 'available' : 'unavailable'} (${k.reason})`,
+    `copy: ${s.copy}`,
   ];
   return head + lines.join('\n') + '\n';
 }

@@ -20,17 +20,13 @@
  * event loop (setImmediate) or when a batch is full, so a burst of files from one
  * walk batch becomes a few calls, and a lone file waits for nothing.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { constants as osConstants } from 'node:os';
+import { fsBatchAddon, type FsBatchAddon } from '../native/index.js';
 
-interface FsAddon {
-  copyFiles(strings: Buffer, nums: Float64Array, ids: BigUint64Array): Promise<Int32Array>;
-}
+type FsAddon = FsBatchAddon;
 
 /** Steps of native/fs-batch.c, in the order it runs them. */
 const Step = {
@@ -55,20 +51,9 @@ const BATCH_BYTES = 8 * 1024 * 1024;
 
 let addon: FsAddon | null | undefined;
 
+/** The addon's copyFiles (native/index.ts loads ferry_native.node once, honouring FERRY_NATIVE=0). */
 function loadAddon(): FsAddon | null {
-  if (addon !== undefined) return addon;
-  addon = null;
-  if (process.env.FERRY_NATIVE === '0' || process.platform !== 'linux') return addon;
-  const rel = 'native/build/Release/ferry_fs.node';
-  const candidates = [fileURLToPath(new URL(`../../../${rel}`, import.meta.url)), fileURLToPath(new URL(`../../${rel}`, import.meta.url))];
-  const p = candidates.find((c) => existsSync(c));
-  if (p === undefined) return addon;
-  try {
-    const a = createRequire(import.meta.url)(p) as Partial<FsAddon>;
-    if (typeof a.copyFiles === 'function') addon = a as FsAddon;
-  } catch {
-    addon = null;
-  }
+  if (addon === undefined) addon = fsBatchAddon() ?? null;
   return addon;
 }
 

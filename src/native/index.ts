@@ -10,6 +10,7 @@
  *   recordsAddon()  batched TLS 1.3 record sealing/opening with Node's own OpenSSL
  *                   (used by secure/record-layer.ts)
  *   ktlsAddon()     the setsockopt calls of kernel TLS (used by secure/ktls.ts)
+ *   fsBatchAddon()  batched local file copies on pool threads (used by fs/batch-copy.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -44,7 +45,12 @@ export interface KtlsAddon {
   setCrypto(fd: number, dir: number, key: Buffer, salt: Buffer, iv: Buffer, recSeq: Buffer): number;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon> {
+/** native/fs-batch.c; its fallback is the TypeScript copy path (fs/safe-writer.ts). */
+export interface FsBatchAddon {
+  copyFiles(strings: Buffer, nums: Float64Array, ids: BigUint64Array): Promise<Int32Array>;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -61,6 +67,8 @@ export interface NativeStatus {
   recordsReason: string;
   /** Whether the kTLS setsockopt calls are available (the kernel may still lack kTLS: see secure/ktls.ts). */
   ktls: NativePath;
+  /** Which implementation copies local files (ferry copy). */
+  copy: NativePath;
 }
 
 interface Loaded {
@@ -114,6 +122,12 @@ export function recordsAddon(): RecordsAddon | undefined {
   return a as RecordsAddon;
 }
 
+/** The batched file copy, or undefined (then the TypeScript copy path runs). */
+export function fsBatchAddon(): FsBatchAddon | undefined {
+  const a = load().addon;
+  return typeof a?.copyFiles === 'function' ? (a as FsBatchAddon) : undefined;
+}
+
 /** The kTLS setsockopt functions and, when absent, why. */
 export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
   const l = load();
@@ -130,6 +144,7 @@ export function nativeStatus(): NativeStatus {
     records: records ? 'native' : 'js',
     recordsReason: records ? "Node's OpenSSL, batched" : l.addon ? String(ra) : l.reason,
     ktls: l.addon ? 'native' : 'js',
+    copy: fsBatchAddon() ? 'native' : 'js',
   };
 }
 

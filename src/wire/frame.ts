@@ -1,6 +1,6 @@
 /**
  * Channel frames: the unit the transfer layer speaks in, carried as a plain byte
- * stream inside the secure channel's records (or raw, with --no-encrypt).
+ * stream inside the secure channel's records.
  *
  *   frame = type (u8) || length (u32, big-endian) || payload (length bytes)
  *
