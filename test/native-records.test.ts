@@ -6,8 +6,9 @@
  * same bytes left behind for every kind of bad record, key updates inside one batch,
  * and FERRY_NATIVE=0 loading no native code at all.
  *
- * Native cases are skipped with a reason where the addon is not built (no C compiler),
- * and under FERRY_NATIVE=0 (the suite's second pass), where the fallback is what runs.
+ * Native cases are skipped with a reason where the addon is not built (no C compiler;
+ * with CI=true that is a failure), and under FERRY_NATIVE=0 (the suite's second pass),
+ * where the fallback is what runs.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,6 +29,7 @@ import {
   type RecordBatcher,
 } from '../src/secure/record-layer.js';
 import type { TrafficSecret } from '../src/secure/traffic-secret.js';
+import { isCI } from './support/tools.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -240,6 +242,11 @@ test('FERRY_NATIVE=0: the loader reports every path as js and no native code is 
   assert.equal(out.ktls.available, false);
   assert.match(out.ktls.reason, /FERRY_NATIVE=0/);
   assert.equal(out.mapped, false, 'ferry_native.node is mapped into a FERRY_NATIVE=0 process');
+});
+
+test('CI builds the addon: the native pass must run native records', () => {
+  if (!isCI() || process.env.FERRY_NATIVE === '0') return;
+  assert.equal(nativeStatus().records, 'native', `CI=true but records are not native: ${nativeStatus().recordsReason}`);
 });
 
 test('with the addon built, records use it unless FERRY_NATIVE=0', { skip: noNative }, () => {
