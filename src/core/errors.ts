@@ -43,6 +43,10 @@ export const ErrorCodes = {
   CONNECT: 'FERRY_E_CONNECT',
   /** The peer was idle or too slow for longer than the timeout. */
   TIMEOUT: 'FERRY_E_TIMEOUT',
+  /** The peer asked for more than a session may use (entries, hole bytes; core/limits.ts). */
+  LIMIT: 'FERRY_E_LIMIT',
+  /** The receiver's policy refuses what the sender asked for (`ferry recv --refuse-delete`). */
+  REFUSED: 'FERRY_E_REFUSED',
   /** kTLS was required (`--ktls=on`) but is not available. */
   KTLS: 'FERRY_E_KTLS',
   /** The remote side reported a failure for a file (network modes). */
@@ -113,6 +117,8 @@ export function exitCodeFor(code: ErrorCode): number {
     case ErrorCodes.VERSION:
     case ErrorCodes.CONNECT:
     case ErrorCodes.TIMEOUT:
+    case ErrorCodes.LIMIT:
+    case ErrorCodes.REFUSED:
     case ErrorCodes.SSH:
       return ExitCodes.NETWORK;
     case ErrorCodes.INTERRUPTED:
@@ -164,11 +170,29 @@ function describeErrno(errno: string): string {
 }
 
 /**
- * Make a string safe to print on a terminal: control characters (C0, DEL, C1) and
- * lone surrogates become `?`-escapes, so a hostile file name or peer message cannot
- * move the cursor, change colours or forge lines.
+ * Characters escaped by `cleanForDisplay`:
+ * - C0 controls, DEL and C1 controls: cursor movement, colours, forged lines;
+ * - U+2028/U+2029 (line and paragraph separators);
+ * - bidi controls U+061C, U+200E/U+200F, U+202A-U+202E, U+2066-U+2069: they reorder
+ *   what follows on the line, so `evil\u202Etxt.exe` would print as `evilexe.txt`
+ *   (the "Trojan Source" trick, CVE-2021-42574);
+ * - zero-width characters U+200B-U+200D, U+2060, U+FEFF: they make two different
+ *   names print identically;
+ * - lone surrogates (half of a UTF-16 pair): not characters at all.
+ */
+const UNSAFE_FOR_DISPLAY =
+  // eslint-disable-next-line no-control-regex
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * Make a string safe to print on a terminal: control characters, bidi controls,
+ * zero-width characters and lone surrogates become escapes (`\x1b`, `\u202e`), so a
+ * hostile file name or peer message cannot move the cursor, change colours, forge
+ * lines, reorder the text around it or pass for another name.
  */
 export function cleanForDisplay(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return s.replace(UNSAFE_FOR_DISPLAY, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
 }

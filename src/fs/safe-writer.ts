@@ -21,7 +21,9 @@
  *
  * Atomic publish: a file is written to `.ferry-<8 hex>.<name>.part` (fs/temp-names)
  * in its target directory and renamed into place only after its data, mode and
- * mtime are set, so a final name never holds a truncated file, even after kill -9.
+ * mtime are set and its size is checked against the entry's (FERRY_E_INTEGRITY
+ * otherwise), so a final name never holds a truncated or overlong file, even after
+ * kill -9 or over a longer leftover temp file.
  * The temp name is deterministic so a resumed run finds it: `beginFile(e, {resume:
  * true})` keeps it and `existingPrefix()` reports its length; otherwise a leftover
  * is removed and the file is started afresh. finish() also removes ferry temp files
@@ -664,12 +666,14 @@ export class TempFile {
     try {
       if (!this.#created) await this.#open();
       if (this.#fh) {
+        this.#checkSize(Number((await this.#fh.stat()).size));
         await this.#fh.chmod(mode);
         if (w.options.fsync) await this.#fh.sync();
         await this.#fh.utimes(t, t);
         await this.#fh.close();
         this.#fh = null;
       } else {
+        this.#checkSize(Number((await w.m.lstat(this.tempPath)).size));
         // copyFile already gave it the source's mode; fix it only when bits were stripped.
         if (mode !== this.entry.mode) await w.m.chmod(this.tempPath, mode);
         if (w.options.fsync) {
@@ -683,6 +687,19 @@ export class TempFile {
     } catch (e) {
       await this.abort();
       throw fromSystemError(e, 'write', this.rel);
+    }
+  }
+
+  /**
+   * What is published under a final name has exactly the declared size, whatever was
+   * on disk before (a longer leftover temp file of an interrupted run, a bug in range
+   * bookkeeping): checked on the open file just before the rename.
+   */
+  #checkSize(have: number): void {
+    if (have !== this.entry.size) {
+      throw new FerryError(ErrorCodes.INTEGRITY, `${this.rel}: temp file holds ${have} bytes, expected ${this.entry.size}; not published`, {
+        subject: this.rel,
+      });
     }
   }
 

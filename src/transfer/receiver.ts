@@ -98,6 +98,8 @@ interface RFile {
   status: Status;
   /** RESUME offered at this offset (0: plain SEND). */
   offered: number;
+  /** Length of an earlier run's temp file adopted at decision time (0: none). */
+  leftover: number;
   /** The sender's chosen start (0 or `offered`), fixed by the first BEGIN. */
   from: number | undefined;
   temp: TempFile | null;
@@ -353,6 +355,7 @@ export class ReceiverSession {
           entry: e,
           status: 'pending',
           offered: 0,
+          leftover: 0,
           from: undefined,
           temp: null,
           ranges: [],
@@ -445,6 +448,8 @@ export class ReceiverSession {
         const t = await this.#sink.beginFile(e, { resume: true });
         f.temp = t;
         const have = await t.existingPrefix();
+        f.leftover = have;
+        // A leftover longer than the file now is no prefix of it: sent afresh, truncated at BEGIN.
         if (have > 0 && have <= e.size) {
           const prefixHash = await hashFilePrefix(t.tempPath, have);
           f.offered = have;
@@ -493,7 +498,7 @@ export class ReceiverSession {
             const from = f.from;
             this.#enqueue(f, async () => {
               if (!f.temp) f.temp = await this.#sink.beginFile(f.entry, { resume: false });
-              else if (from === 0 && f.offered > 0) await f.temp.truncate(0); // resume refused: start over
+              else if (from === 0 && f.leftover > 0) await f.temp.truncate(0); // no resume (refused, or the leftover is longer): start over
             });
           } else if (rec.from !== f.from) {
             throw protocol(`ranges of ${f.entry.path} disagree on the start`);
