@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import { ExitCodes, FerryError } from '../core/errors.js';
+import { MAX_SESSION_ENTRIES } from '../core/limits.js';
 import { recv, type RecvSessionOutcome } from '../modes/recv.js';
 import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
@@ -22,6 +23,9 @@ const OPTIONS = {
   listen: { type: 'string', short: 'l' },
   'keep-serving': { type: 'boolean' },
   'max-auth-failures': { type: 'string' },
+  'refuse-delete': { type: 'boolean' },
+  'max-entries': { type: 'string' },
+  'max-hole-bytes': { type: 'string' },
 } as const;
 
 export const RECV_HELP = `ferry recv — receive a tree sent by 'ferry send'
@@ -48,15 +52,32 @@ Options:
       --ktls=auto|on|off  kernel TLS offload for sending (default auto)
       --tls, --uring, --splice   accepted for uring-sync compatibility
       --preserve-special-bits    honour a sender's request to keep setuid/setgid/sticky
+      --refuse-delete     refuse a session whose sender asks for --delete
+                          (FERRY_E_REFUSED; nothing is written)
+      --max-entries N     refuse a manifest of more than N entries (default
+                          ${MAX_SESSION_ENTRIES}; FERRY_E_LIMIT)
+      --max-hole-bytes N  hash at most N bytes of sparse-file holes per session
+                          (default 1T; suffixes K M G T; FERRY_E_LIMIT)
   -v, --verbose
       --progress[=auto|always|never]   live progress on stderr (default auto)
       --json              machine-readable output on stdout
   -h, --help
 
 The sender chooses --checksum, --delete, --exclude, --dry-run, -P and -c.
+File and directory modes from the sender are masked with recv's umask.
+The summary says how many entries --delete removed ("deleted N").
 Exit codes: 0 every file committed, 1 some files failed, 2 usage, 3 authentication
 failed (too many attempts), 4 connection/protocol/integrity failure.
 `;
+
+/** "1T", "500G", "1048576" -> bytes (binary multiples). */
+function parseByteCount(s: string, name: string): number {
+  const m = /^(\d+)([kKmMgGtT])?(?:i?[bB])?$/.exec(s.trim());
+  const mult = m?.[2] === undefined ? 1 : 1024 ** ('kmgt'.indexOf(m[2].toLowerCase()) + 1);
+  const n = m ? Number(m[1]) * mult : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) throw usage('recv', `${name}: not a byte count: "${s}" (examples: 1048576, 500G, 2T)`);
+  return n;
+}
 
 function displayHost(listenHost: string): string {
   if (listenHost !== '0.0.0.0' && listenHost !== '::') return listenHost.includes(':') ? `[${listenHost}]` : listenHost;
@@ -83,6 +104,14 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(v['max-auth-failures']) || Number(v['max-auth-failures']) < 1) throw usage('recv', '--max-auth-failures must be a number ≥ 1');
     maxAuthFailures = Number(v['max-auth-failures']);
   }
+  let maxEntries: number | undefined;
+  if (v['max-entries'] !== undefined) {
+    if (!/^\d+$/.test(v['max-entries']) || Number(v['max-entries']) < 1 || !Number.isSafeInteger(Number(v['max-entries']))) {
+      throw usage('recv', '--max-entries must be a number ≥ 1');
+    }
+    maxEntries = Number(v['max-entries']);
+  }
+  const maxHoleBytes = v['max-hole-bytes'] === undefined ? undefined : parseByteCount(v['max-hole-bytes'], '--max-hole-bytes');
   const choice = await chooseSecret(v, 'recv');
   let secret = choice.secret;
   let generated = false;
@@ -107,6 +136,9 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     maxAuthFailures,
     ...(process.env['FERRY_TEST_AUTH_BACKOFF_MS'] ? { authBackoffMs: Number(process.env['FERRY_TEST_AUTH_BACKOFF_MS']) } : {}),
     preserveSpecial: v['preserve-special-bits'] === true,
+    refuseDelete: v['refuse-delete'] === true,
+    ...(maxEntries !== undefined ? { maxEntries } : {}),
+    ...(maxHoleBytes !== undefined ? { maxHoleBytes } : {}),
     onListening: (h, p) => {
       const shown = h.includes(':') ? `[${h}]:${p}` : `${h}:${p}`;
       printInfo(`listening on ${shown}`);

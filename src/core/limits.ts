@@ -14,3 +14,29 @@ export const MAX_PATH_DEPTH = 256;
 export const MAX_LINK_TARGET_BYTES = 4096;
 /** Largest single file accepted from a peer: 16 TiB. */
 export const MAX_FILE_SIZE = 2 ** 44;
+
+/**
+ * Manifest entries one receiving session accepts (files, directories and links
+ * together). The receiver keeps every entry of the manifest for the session's life
+ * (a few hundred bytes each), so a sender announcing tens of millions would exhaust
+ * the heap; past this count the session fails with FERRY_E_LIMIT. `ferry recv
+ * --max-entries N` raises it (the wire format's own cap is 50 million).
+ */
+export const MAX_SESSION_ENTRIES = 4_000_000;
+
+/**
+ * Bytes of holes (zeros the sender skipped in sparse files) one receiving session
+ * hashes: 1 TiB, about ten minutes of SHA-256 on one core. A hole costs the sender a
+ * few bytes and the receiver real hashing work, so it is capped per session
+ * (FERRY_E_LIMIT past it; `ferry recv --max-hole-bytes N` raises it). The work itself
+ * is done in slices that yield to the event loop, never in one block.
+ */
+export const MAX_SESSION_HOLE_BYTES = 2 ** 40;
+
+/**
+ * A receiving session fails with FERRY_E_TIMEOUT when, while files are outstanding,
+ * no frame arrives and no write, commit or hashing completes for this long (ms). It
+ * catches a sender that opens ranges and never ends them, which the channel's own
+ * idle timer cannot see while the receiver waits for a free file slot.
+ */
+export const SESSION_IDLE_TIMEOUT_MS = 120_000;

@@ -6,7 +6,10 @@
  * untrusted peer. Both go through `validateRelativePath`, which accepts only the
  * canonical form ferry itself produces: '/'-separated components, none of them
  * empty, '.', or '..', no NUL, within MAX_PATH_BYTES / MAX_NAME_BYTES / MAX_PATH_DEPTH
- * (core/limits). Control characters are legal in Linux file names and are allowed
+ * (core/limits), and no component in ferry's own temp-file pattern
+ * (`.ferry-XXXXXXXX.NAME.part`, fs/temp-names): the walker never produces one, and
+ * from a peer such a name would collide with the temp file of another entry, which
+ * the writer removes as an interrupted run's leftover (and finish() sweeps away). Control characters are legal in Linux file names and are allowed
  * here; they are escaped only when printed (`cleanForDisplay`). A backslash is an
  * ordinary character in a Linux file name (ferry runs on Linux at both ends), so it is
  * accepted and never treated as a separator.
@@ -29,6 +32,10 @@
  */
 import { ErrorCodes, FerryError, cleanForDisplay } from '../core/errors.js';
 import { MAX_LINK_TARGET_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH } from '../core/limits.js';
+import { isFerryTempName } from './temp-names.js';
+
+/** Shortest name of ferry's temp pattern: `.ferry-` + 8 hex + `.` + `.part`. */
+const MIN_TEMP_NAME = 21;
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
@@ -59,6 +66,9 @@ export function validateRelativePath(p: string): string {
     if (len === 0) fail(p, 'empty component (leading, trailing or double slash)');
     if (len <= 2 && p.charCodeAt(start) === 46 && (len === 1 || p.charCodeAt(start + 1) === 46)) {
       fail(p, len === 1 ? "'.' component" : "'..' component (traversal)");
+    }
+    if (len >= MIN_TEMP_NAME && p.charCodeAt(start) === 46 && isFerryTempName(p.slice(start, i))) {
+      fail(p, "a component has the shape of ferry's own temp files (.ferry-XXXXXXXX.NAME.part)");
     }
     if (len * 3 > MAX_NAME_BYTES && Buffer.byteLength(p.slice(start, i), 'utf8') > MAX_NAME_BYTES) {
       fail(p, `a component is longer than ${MAX_NAME_BYTES} bytes`);

@@ -14,7 +14,9 @@
  *   replaced with rename(2), which replaces a symlink rather than following it.
  * - Symlinks are created last, in finish(), so no link made by this transfer can
  *   redirect a later write; then directory modes and mtimes are set, deepest first.
- * - setuid/setgid/sticky bits are stripped unless `preserveSpecialBits` is set.
+ * - setuid/setgid/sticky bits are stripped unless `preserveSpecialBits` is set, and
+ *   the `umask` option (recv: the process umask) is cleared from every file's and
+ *   directory's mode alike.
  * Known limit: Node has no openat(), so a local attacker who can write into DST
  * *while* ferry runs could race the lstat checks; against a hostile peer (which
  * controls only the byte stream) the checks are complete.
@@ -67,6 +69,12 @@ export type QuickCheck = 'same' | 'differs' | 'missing';
 export interface SafeWriterOptions {
   /** Keep setuid/setgid/sticky bits (default: strip them). */
   preserveSpecialBits?: boolean;
+  /**
+   * Bits cleared from every mode the entries carry, files and directories alike
+   * (default 0: modes kept exactly, like cp -a). `ferry recv` passes its process
+   * umask, so a sender cannot make DST's files or directories world-writable.
+   */
+  umask?: number;
   /** fsync each file before rename (default false, like cp). */
   fsync?: boolean;
   /** Do not create DST if it is missing (dry runs). */
@@ -147,7 +155,7 @@ export class SafeWriter {
     this.root = root;
     this.m = metaOps(opts.syncMetadata !== false);
     this.#opts = opts;
-    this.#modeMask = opts.preserveSpecialBits ? 0o7777 : 0o777;
+    this.#modeMask = (opts.preserveSpecialBits ? 0o7777 : 0o777) & ~(opts.umask ?? 0);
     this.#rootMissing = rootMissing;
   }
 

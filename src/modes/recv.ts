@@ -27,7 +27,7 @@ import net from 'node:net';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { SafeWriter } from '../fs/safe-writer.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
-import { ReceiverSession, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
+import { ReceiverSession, checkSessionPolicy, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
 import { SessionFlags } from '../wire/messages.js';
 
 export interface RecvOptions {
@@ -39,6 +39,11 @@ export interface RecvOptions {
   keepServing: boolean;
   maxAuthFailures: number;
   preserveSpecial: boolean;
+  /** Refuse sessions that ask for --delete (FERRY_E_REFUSED). */
+  refuseDelete?: boolean;
+  /** Per-session caps (core/limits.ts defaults). */
+  maxEntries?: number;
+  maxHoleBytes?: number;
   handshakeTimeoutMs?: number;
   idleTimeoutMs?: number;
   /** Base of the back-off after a failed authentication (default 1000 ms). */
@@ -123,12 +128,20 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     let result: ReceiverResult | undefined;
     let error: FerryError | undefined;
     try {
+      checkSessionPolicy(msg, o, peer);
       const sink = await SafeWriter.open(o.dst, {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
+        umask: process.umask(), // modes from the wire are masked like those of files we create
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
-      const session = new ReceiverSession(ch, frames, msg, sink, events ? { events } : {});
+      const session = new ReceiverSession(ch, frames, msg, sink, {
+        ...(events ? { events } : {}),
+        ...(o.refuseDelete ? { refuseDelete: true } : {}),
+        ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),
+        ...(o.maxHoleBytes !== undefined ? { maxHoleBytes: o.maxHoleBytes } : {}),
+        ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
+      });
       const done = session.run().then(
         (r) => {
           result = r;

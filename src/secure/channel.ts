@@ -98,6 +98,13 @@ const RX_HIGH_WATER = 16 * 1024 * 1024;
 const TX_POOL_MAX = 4;
 const TX_POOL_UNIT = 1024 * 1024;
 const RX_LOW_WATER = 4 * 1024 * 1024;
+/**
+ * The receive queue is bounded in frames too: a frame with an empty payload costs a
+ * queue slot and an object but no payload bytes, so a byte bound alone lets a peer
+ * grow the queue without limit with 5-byte frames.
+ */
+const RX_HIGH_FRAMES = 16 * 1024;
+const RX_LOW_FRAMES = 4 * 1024;
 
 if (MAX_FRAME_PAYLOAD !== DEFAULT_MAX_FRAME_PAYLOAD) throw new Error('channel-api MAX_FRAME_PAYLOAD and wire/frame disagree');
 
@@ -332,7 +339,7 @@ class Channel implements SecureChannel {
       this.#fail(e);
       return;
     }
-    if (this.#queuedBytes > RX_HIGH_WATER && !this.#paused) {
+    if ((this.#queuedBytes > RX_HIGH_WATER || this.#queue.length - this.#qHead > RX_HIGH_FRAMES) && !this.#paused) {
       this.#paused = true;
       this.#stream.pause();
     }
@@ -433,7 +440,7 @@ class Channel implements SecureChannel {
               self.#qHead = 0;
             }
             self.#queuedBytes -= f.payload.length;
-            if (self.#paused && self.#queuedBytes < RX_LOW_WATER) {
+            if (self.#paused && self.#queuedBytes < RX_LOW_WATER && self.#queue.length - self.#qHead < RX_LOW_FRAMES) {
               self.#paused = false;
               self.#stream.resume();
             }

@@ -28,6 +28,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
+import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { hashFilePrefix } from '../fs/checksum.js';
 import { parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
@@ -79,8 +80,19 @@ export interface ReceiverOptions {
   maxPendingBytes?: number;
   /** Decisions (lstat/quick checks) in flight. */
   checkConcurrency?: number;
+  /** Refuse a session that asks for --delete (FERRY_E_REFUSED); `ferry recv --refuse-delete`. */
+  refuseDelete?: boolean;
+  /** Manifest entries accepted (default MAX_SESSION_ENTRIES, core/limits.ts). */
+  maxEntries?: number;
+  /** Bytes of holes hashed per session (default MAX_SESSION_HOLE_BYTES). */
+  maxHoleBytes?: number;
+  /** No progress for this long while files are outstanding: FERRY_E_TIMEOUT (default SESSION_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number;
   events?: ReceiverEvents;
 }
+
+/** Holes are hashed in slices of this many zero bytes, yielding to the event loop between them. */
+const HOLE_SLICE = 16 * 1024 * 1024;
 
 export interface ReceiverResult {
   summary: SummaryMsg;
@@ -100,6 +112,8 @@ interface RFile {
   offered: number;
   /** Length of an earlier run's temp file adopted at decision time (0: none). */
   leftover: number;
+  /** We asked for its data (SEND or RESUME went out): only then may ranges of it arrive. */
+  asked: boolean;
   /** The sender's chosen start (0 or `offered`), fixed by the first BEGIN. */
   from: number | undefined;
   temp: TempFile | null;
@@ -119,7 +133,8 @@ interface OpenRange {
   start: number;
   end: number;
   pos: number;
-  hash: ReturnType<typeof newHash>;
+  /** null: the file failed; the rest of the range is swallowed unhashed. */
+  hash: ReturnType<typeof newHash> | null;
 }
 
 function protocol(msg: string): FerryError {
@@ -140,6 +155,12 @@ export class ReceiverSession {
   readonly #fileSlots: Budget;
   readonly #bytes: Budget;
   readonly #checkConcurrency: number;
+  readonly #maxEntries: number;
+  readonly #maxHoleBytes: number;
+  readonly #idleMs: number;
+  #holeBytes = 0;
+  #lastProgress = performance.now();
+  #idleTimer: NodeJS.Timeout | null = null;
   readonly #dryRun: boolean;
   readonly #checksum: boolean;
   readonly #entries: (RFile | WireEntry)[] = [];
@@ -186,6 +207,7 @@ export class ReceiverSession {
     if (session.version !== TRANSFER_VERSION) {
       throw new FerryError(ErrorCodes.VERSION, `sender speaks transfer protocol ${session.version}, we speak ${TRANSFER_VERSION}`);
     }
+    checkSessionPolicy(session, opts, control.info.peer);
     this.session = session;
     this.#control = control;
     this.#controlFrames = controlFrames;
@@ -195,6 +217,9 @@ export class ReceiverSession {
     this.#fileSlots = new Budget(opts.maxOpenFiles ?? 128);
     this.#bytes = new Budget(opts.maxPendingBytes ?? 32 * 1024 * 1024);
     this.#checkConcurrency = opts.checkConcurrency ?? 64;
+    this.#maxEntries = opts.maxEntries ?? MAX_SESSION_ENTRIES;
+    this.#maxHoleBytes = opts.maxHoleBytes ?? MAX_SESSION_HOLE_BYTES;
+    this.#idleMs = opts.idleTimeoutMs ?? SESSION_IDLE_TIMEOUT_MS;
     this.#dryRun = (session.flags & SessionFlags.DRY_RUN) !== 0;
     this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
   }
@@ -222,6 +247,7 @@ export class ReceiverSession {
     const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
     if (!this.#fatal) {
       this.#fatal = err;
+      this.#stopIdleTimer();
       this.#allResolved();
       // Tell the sender why (best effort), then tear everything down.
       const ch = this.#control;
@@ -248,6 +274,48 @@ export class ReceiverSession {
 
   /** Run the session to its end. */
   async run(): Promise<ReceiverResult> {
+    this.#startIdleTimer();
+    try {
+      return await this.#run();
+    } finally {
+      this.#stopIdleTimer();
+    }
+  }
+
+  /**
+   * The progress deadline. While files are outstanding (before the summary), some
+   * frame must arrive, or some write, commit or hash slice complete, every `idleMs`;
+   * otherwise the session fails with FERRY_E_TIMEOUT. The channel's own idle timer
+   * does not see a receiver that stopped reading because every file slot is held by a
+   * range the sender never ends; this one does.
+   */
+  #startIdleTimer(): void {
+    const every = Math.max(5, Math.min(1000, Math.floor(this.#idleMs / 4)));
+    const check = (): void => {
+      this.#idleTimer = null;
+      if (this.#fatal || this.#summarySent) return;
+      const idle = performance.now() - this.#lastProgress;
+      if (idle >= this.#idleMs) {
+        const left = this.#manifestEnded ? `${this.#unresolved} file(s) outstanding` : 'the manifest incomplete';
+        this.#fail(new FerryError(ErrorCodes.TIMEOUT, `sender ${this.#control.info.peer}: no progress for ${(idle / 1000).toFixed(1)} s with ${left}`, { subject: this.#control.info.peer }));
+        return;
+      }
+      this.#idleTimer = setTimeout(check, every);
+    };
+    this.#lastProgress = performance.now();
+    this.#idleTimer = setTimeout(check, every);
+  }
+
+  #stopIdleTimer(): void {
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#idleTimer = null;
+  }
+
+  #progress(): void {
+    this.#lastProgress = performance.now();
+  }
+
+  async #run(): Promise<ReceiverResult> {
     await this.#control.send(MsgType.SESSION_OK, encodeSessionOk(this.token));
     const controlLoop = this.#streamLoop(this.#controlFrames, true).catch((e) => {
       throw this.#fail(e);
@@ -298,6 +366,7 @@ export class ReceiverSession {
         return;
       }
       if (this.#fatal) throw this.#fatal;
+      this.#progress();
       const { type, payload } = r.value;
       switch (type) {
         case MsgType.DATA:
@@ -332,6 +401,13 @@ export class ReceiverSession {
   async #onManifest(payload: Uint8Array): Promise<void> {
     if (this.#manifestEnded) throw protocol('MANIFEST after MANIFEST_END');
     const batch = decodeManifest(payload, this.#checksum);
+    if (this.#entries.length + batch.length > this.#maxEntries) {
+      throw new FerryError(
+        ErrorCodes.LIMIT,
+        `sender ${this.#control.info.peer}: the manifest has more than ${this.#maxEntries} entries, this receiver's limit (ferry recv --max-entries)`,
+        { subject: this.#control.info.peer },
+      );
+    }
     if ((batch[0]?.index ?? this.#entries.length) !== this.#entries.length) throw protocol('manifest indexes out of sequence');
     const files: RFile[] = [];
     for (const e of batch) {
@@ -356,6 +432,7 @@ export class ReceiverSession {
           status: 'pending',
           offered: 0,
           leftover: 0,
+          asked: false,
           from: undefined,
           temp: null,
           ranges: [],
@@ -453,9 +530,11 @@ export class ReceiverSession {
         if (have > 0 && have <= e.size) {
           const prefixHash = await hashFilePrefix(t.tempPath, have);
           f.offered = have;
+          f.asked = true;
           return { index: e.index, action: Action.RESUME, offset: have, prefixHash };
         }
       }
+      f.asked = true;
       return { index: e.index, action: Action.SEND, offset: 0 };
     } catch (x) {
       if (isFerryError(x) && x.code === ErrorCodes.PATH) throw x;
@@ -478,12 +557,15 @@ export class ReceiverSession {
         case 1: {
           if (state.cur) throw protocol('BEGIN inside an open range');
           const f = this.#fileAt(rec.index);
-          if (f.status === 'failed') {
-            state.cur = { file: f, start: rec.start, end: rec.end, pos: rec.start, hash: newHash() };
-            break; // we gave up on it; swallow the range
+          const size = f.entry.size;
+          if (f.status === 'failed' && f.asked) {
+            // We gave up on it after asking: swallow what was already on its way, unhashed,
+            // but still only inside the file's declared size.
+            if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
+            state.cur = { file: f, start: rec.start, end: rec.end, pos: rec.start, hash: null };
+            break;
           }
           if (f.status !== 'send') throw protocol(`data for ${f.entry.path}, which we did not ask for`);
-          const size = f.entry.size;
           if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
           if (f.from === undefined && rec.from === 0 && rec.start === 0 && rec.end === size && size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path))) {
             // A small file, whole in this range, in a directory we created: written synchronously at END.
@@ -516,10 +598,17 @@ export class ReceiverSession {
           if (!cur) throw protocol('CHUNK outside a range');
           const n = rec.data.length;
           if (rec.offset < cur.pos || rec.offset + n > cur.end) throw protocol(`chunk outside its range in ${cur.file.entry.path}`);
-          if (rec.offset > cur.pos) updateZeros(cur.hash, rec.offset - cur.pos); // a hole the sender skipped
-          cur.hash.update(rec.data);
-          cur.pos = rec.offset + n;
           const f = cur.file;
+          if (f.status !== 'send') {
+            // Failed meanwhile: nothing of it is hashed or written any more.
+            cur.hash = null;
+            cur.pos = rec.offset + n;
+            break;
+          }
+          const hash = cur.hash!;
+          if (rec.offset > cur.pos) await this.#hashZeros(hash, rec.offset - cur.pos, f); // a hole the sender skipped
+          hash.update(rec.data);
+          cur.pos = rec.offset + n;
           if (f.status !== 'send') break;
           if (f.parts) {
             f.parts.push({ offset: rec.offset, data: rec.data });
@@ -534,6 +623,7 @@ export class ReceiverSession {
             f,
             async () => {
               await f.temp!.write(data, off);
+              this.#progress();
               this.#counts.bytesWritten += n;
               this.#ev.onBytes?.(n);
             },
@@ -546,9 +636,11 @@ export class ReceiverSession {
           if (!cur) throw protocol('END outside a range');
           state.cur = null;
           const f = cur.file;
-          if (cur.pos < cur.end) updateZeros(cur.hash, cur.end - cur.pos);
+          if (f.status !== 'send' || cur.hash === null) break;
+          const hash = cur.hash;
+          if (cur.pos < cur.end) await this.#hashZeros(hash, cur.end - cur.pos, f); // a trailing hole
           if (f.status !== 'send') break;
-          if (!Buffer.from(rec.hash).equals(cur.hash.digest())) {
+          if (!Buffer.from(rec.hash).equals(hash.digest())) {
             this.#fileFailed(f, new FerryError(ErrorCodes.INTEGRITY, `${f.entry.path}: content hash mismatch; not published`, { subject: f.entry.path }));
             break;
           }
@@ -586,6 +678,33 @@ export class ReceiverSession {
     }
   }
 
+  /**
+   * Feed `n` zeros (a hole the sender skipped) into a range's hash. A hole costs the
+   * sender a few bytes and us real work, so the bytes count against the session's
+   * budget (FERRY_E_LIMIT past it), and they are hashed in slices of HOLE_SLICE that
+   * yield to the event loop, so other streams, reports and timers keep running.
+   */
+  async #hashZeros(hash: NonNullable<OpenRange['hash']>, n: number, f: RFile): Promise<void> {
+    this.#holeBytes += n;
+    if (this.#holeBytes > this.#maxHoleBytes) {
+      throw new FerryError(
+        ErrorCodes.LIMIT,
+        `sender ${this.#control.info.peer}: holes in sparse files exceed ${this.#maxHoleBytes} bytes this session, this receiver's limit (ferry recv --max-hole-bytes); at ${f.entry.path}`,
+        { subject: this.#control.info.peer },
+      );
+    }
+    while (n > 0) {
+      const k = Math.min(n, HOLE_SLICE);
+      updateZeros(hash, k);
+      n -= k;
+      this.#progress();
+      if (n > 0) {
+        await new Promise<void>((r) => setImmediate(r));
+        if (this.#fatal) throw this.#fatal;
+      }
+    }
+  }
+
   /** Run `op` after the file's earlier operations; a failure fails the file. */
   #enqueue(f: RFile, op: () => Promise<void>, after?: () => void): void {
     f.chain = f.chain
@@ -610,6 +729,7 @@ export class ReceiverSession {
   }
 
   #committed(f: RFile): void {
+    this.#progress();
     f.status = 'committed';
     this.#counts.committed++;
     this.#releaseSlot(f);
@@ -768,6 +888,17 @@ function compilePeerExcludes(patterns: readonly string[]): (rel: string, isDir: 
     return compileExcludes(patterns);
   } catch (e) {
     throw protocol(`bad exclude pattern: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The receiver's own policy on what the sender asks for: with `refuseDelete`, a
+ * session with the DELETE flag is refused (FERRY_E_REFUSED) before anything is
+ * written. The constructor checks it; modes/recv.ts calls it before opening DST.
+ */
+export function checkSessionPolicy(session: SessionMsg, opts: Pick<ReceiverOptions, 'refuseDelete'>, peer: string): void {
+  if (opts.refuseDelete && (session.flags & SessionFlags.DELETE) !== 0) {
+    throw new FerryError(ErrorCodes.REFUSED, `sender ${peer} asked for --delete, which this receiver refuses (--refuse-delete)`, { subject: peer });
   }
 }
 

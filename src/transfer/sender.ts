@@ -18,7 +18,8 @@
  *   `splitThreshold` bytes or more is cut into ranges of `rangeSize` that different
  *   streams carry at once. Small files are packed many to a DATA frame.
  * - Trust nothing from the receiver: a decision for an index we never sent, for a
- *   non-file, twice, or a resume offset past the size is FERRY_E_PROTOCOL; a resume
+ *   non-file, twice, or a resume offset past the size is FERRY_E_PROTOCOL, and so is
+ *   a failure report for an index we never sent or one already reported; a resume
  *   offer is honoured only when the prefix hash matches our own file's prefix.
  * - A source file is fstat'ed after it is read (large files also before) and compared
  *   with what the walk saw; if its size or mtime (or ctime) changed it is aborted
@@ -278,11 +279,16 @@ export async function runSender(
     }
   };
 
+  // Each entry may be reported failed once: a repeat (a hostile receiver could send
+  // FAILED for one directory forever, growing our failure list) is a protocol error.
+  const reported = new Set<number>();
   const onFailed = (payload: Uint8Array): void => {
     for (const item of decodeFailed(payload)) {
       const f = byIndex[item.index];
       if (f === undefined) throw protocol(`failure report for unknown entry ${item.index}`);
       const path = 'decided' in f ? f.entry.path : f.path;
+      if (reported.has(item.index)) throw protocol(`second failure report for ${path}`);
+      reported.add(item.index);
       if ('decided' in f) {
         if (f.aborted) continue; // we aborted it ourselves and counted it already
         if (f.resolved) throw protocol(`failure report for ${path}, already resolved`);
