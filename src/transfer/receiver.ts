@@ -18,7 +18,15 @@
  *   ended with a content hash that matches what we hashed while writing, so a cut
  *   connection or a lying sender never leaves a truncated or wrong file under a final
  *   name. Its temp file stays for the next run to resume (after the sender verified
- *   the prefix hash we offer).
+ *   the prefix hash we offer); a leftover that is no prefix (longer than the file, or
+ *   refused by the sender) is truncated, and the writer checks the size before the
+ *   rename, so what is published has exactly the declared size.
+ * - Work is bounded as well as memory (issue #11): manifest entries per session
+ *   (`maxEntries`), hole bytes hashed per session (`maxHoleBytes`, in slices that
+ *   yield to the event loop), ranges of a file we gave up on (still inside its size,
+ *   no longer hashed), and time: a progress deadline (`idleTimeoutMs`) fails a
+ *   session whose sender holds every file slot with ranges it never ends. Past a
+ *   cap the session fails with FERRY_E_LIMIT / FERRY_E_TIMEOUT.
  *
  * Throughput: decisions for a manifest batch are made concurrently (lstat-bound);
  * file writes run through the thread pool with many files in flight, bounded by
@@ -161,6 +169,7 @@ export class ReceiverSession {
   #holeBytes = 0;
   #lastProgress = performance.now();
   #idleTimer: NodeJS.Timeout | null = null;
+  #ownBusy = 0;
   readonly #dryRun: boolean;
   readonly #checksum: boolean;
   readonly #entries: (RFile | WireEntry)[] = [];
@@ -283,8 +292,9 @@ export class ReceiverSession {
   }
 
   /**
-   * The progress deadline. While files are outstanding (before the summary), some
-   * frame must arrive, or some write, commit or hash slice complete, every `idleMs`;
+   * The progress deadline. Until every file is resolved, some frame must arrive, or
+   * some write, commit or hash slice complete, every `idleMs` (our own long hashing
+   * does not count as the sender's idleness);
    * otherwise the session fails with FERRY_E_TIMEOUT. The channel's own idle timer
    * does not see a receiver that stopped reading because every file slot is held by a
    * range the sender never ends; this one does.
@@ -295,7 +305,7 @@ export class ReceiverSession {
       this.#idleTimer = null;
       if (this.#fatal || this.#summarySent) return;
       const idle = performance.now() - this.#lastProgress;
-      if (idle >= this.#idleMs) {
+      if (idle >= this.#idleMs && this.#ownBusy === 0) {
         const left = this.#manifestEnded ? `${this.#unresolved} file(s) outstanding` : 'the manifest incomplete';
         this.#fail(new FerryError(ErrorCodes.TIMEOUT, `sender ${this.#control.info.peer}: no progress for ${(idle / 1000).toFixed(1)} s with ${left}`, { subject: this.#control.info.peer }));
         return;
@@ -315,6 +325,17 @@ export class ReceiverSession {
     this.#lastProgress = performance.now();
   }
 
+  /** Long work of our own (hashing DST's file for --checksum, a resume prefix): not the sender's idleness. */
+  async #ownWork<T>(p: Promise<T>): Promise<T> {
+    this.#ownBusy++;
+    try {
+      return await p;
+    } finally {
+      this.#ownBusy--;
+      this.#progress();
+    }
+  }
+
   async #run(): Promise<ReceiverResult> {
     await this.#control.send(MsgType.SESSION_OK, encodeSessionOk(this.token));
     const controlLoop = this.#streamLoop(this.#controlFrames, true).catch((e) => {
@@ -323,6 +344,7 @@ export class ReceiverSession {
     controlLoop.catch(() => undefined);
     try {
       await this.#allResolvedP;
+      this.#stopIdleTimer(); // what is left (links, --delete, metadata) is our own work
       if (this.#fatal) throw this.#fatal;
       await this.#finishTree();
       if (this.#fatal) throw this.#fatal;
@@ -503,7 +525,7 @@ export class ReceiverSession {
       const qc = fresh ? 'missing' : (this.#sink.quickCheckSync(e) ?? (await this.#sink.quickCheck(e)));
       let same = qc === 'same';
       if (same && this.#checksum) {
-        const h = await hashFilePrefix(this.#sink.abs(e.path), e.size);
+        const h = await this.#ownWork(hashFilePrefix(this.#sink.abs(e.path), e.size));
         same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
       }
       if (same) {
@@ -528,7 +550,7 @@ export class ReceiverSession {
         f.leftover = have;
         // A leftover longer than the file now is no prefix of it: sent afresh, truncated at BEGIN.
         if (have > 0 && have <= e.size) {
-          const prefixHash = await hashFilePrefix(t.tempPath, have);
+          const prefixHash = await this.#ownWork(hashFilePrefix(t.tempPath, have));
           f.offered = have;
           f.asked = true;
           return { index: e.index, action: Action.RESUME, offset: have, prefixHash };
