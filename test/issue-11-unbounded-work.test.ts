@@ -48,7 +48,8 @@ import {
 } from '../src/wire/messages.js';
 import { channelPair, duplexPair } from './secure-helpers.js';
 import { memoryChannelPair } from './support/plain-channel.js';
-import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
+import { sendTo, startRecv } from './support/net-harness.js';
+import { cleanupTmpDirs, makeTree, runFerry, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -187,6 +188,31 @@ test('issue 11.4: ranges that never end, holding every file slot, hit the progre
   await expectCode(h.outcome, 'FERRY_E_TIMEOUT');
 });
 
+test('issue 11.4: a broken session closes its open temp files and keeps them for resume', SAFETY_NET, async () => {
+  const fds = async (): Promise<number> => (await fsp.readdir('/proc/self/fd')).length;
+  const before = await fds();
+  const h = await hostileSender({ maxOpenFiles: 4, idleTimeoutMs: 200 });
+  const n = 3;
+  await h.ch.send(MsgType.MANIFEST, encodeManifest(Array.from({ length: n }, (_, i) => file(i, `f${i}.bin`, 10)), false));
+  await h.ch.send(MsgType.MANIFEST_END, encodeCount(n));
+  await h.frames.next(); // DECISIONS
+  const w = new ByteWriter();
+  for (let i = 0; i < n; i++) {
+    writeBegin(w, i, 0, 0, 5);
+    writeChunkHeader(w, 0, 5);
+    w.bytes(Buffer.from('hello'));
+    writeEnd(w, sha(Buffer.from('hello')));
+  }
+  await h.ch.send(MsgType.DATA, w.take());
+  await expectCode(h.outcome, 'FERRY_E_TIMEOUT');
+  // The descriptors are closed once the queued writes are done: poll for a while.
+  for (let i = 0; i < 500 && (await fds()) > before; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok((await fds()) <= before, 'temp files of the broken session are still open');
+  const temps = (await fsp.readdir(h.dst)).filter((x) => x.endsWith('.part'));
+  assert.equal(temps.length, n);
+  for (const t of temps) assert.equal((await fsp.stat(path.join(h.dst, t))).size, 5);
+});
+
 test('issue 11.4: a manifest longer than the entry cap is FERRY_E_LIMIT', SAFETY_NET, async () => {
   const h = await hostileSender({ maxEntries: 10 });
   const entries = Array.from({ length: 11 }, (_, i) => dir(i, `d${i}`));
@@ -270,4 +296,26 @@ test('issue 11.4: a receiver reporting FAILED twice for one directory is FERRY_E
     await r.close().catch(() => undefined);
   })();
   await expectCode(senderP, 'FERRY_E_PROTOCOL');
+});
+
+test('issue 11.4: ferry recv --max-entries N refuses a larger tree: both sides exit 4 with FERRY_E_LIMIT', SAFETY_NET, async () => {
+  const root = await tmpDir('ferry-i11-');
+  const src = path.join(root, 'src');
+  const dst = path.join(root, 'dst');
+  await makeTree(src, { 'a.txt': 'a', 'b.txt': 'b', 'c/d.txt': 'd', 'c/e.txt': 'e' });
+  const r = await startRecv(dst, ['--max-entries', '3']);
+  const s = sendTo(`${src}/`, r.port);
+  const [send, recv] = await Promise.all([s.done, r.done]);
+  assert.equal(recv.code, 4, recv.stderr);
+  assert.equal(send.code, 4, send.stderr);
+  assert.match(recv.stderr, /FERRY_E_LIMIT.*--max-entries/);
+  assert.match(send.stderr, /FERRY_E_LIMIT/);
+});
+
+test('issue 11.4: bad values of the new recv limits are usage errors (exit 2)', async () => {
+  for (const args of [['--max-entries', '0'], ['--max-entries', 'many'], ['--max-hole-bytes', '1X'], ['--max-hole-bytes', '-5']]) {
+    const r = await runFerry(['recv', '/nonexistent-dst', '--listen', '127.0.0.1:0', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /FERRY_E_USAGE/);
+  }
 });

@@ -711,6 +711,19 @@ export class TempFile {
     }
   }
 
+  /**
+   * Close the temp file but keep it on disk, for a later run to resume (a session
+   * that broke). Nothing more is done with this TempFile afterwards. Never throws.
+   */
+  async release(): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    if (this.#fh) {
+      await this.#fh.close().catch(() => {});
+      this.#fh = null;
+    }
+  }
+
   /** Drop the temp file (failed or cancelled transfer). Never throws. */
   async abort(): Promise<void> {
     if (this.#done) return;

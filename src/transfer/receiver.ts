@@ -258,6 +258,13 @@ export class ReceiverSession {
       this.#fatal = err;
       this.#stopIdleTimer();
       this.#allResolved();
+      // Close every open temp file once its queued operations are done (they stay on
+      // disk for the next run to resume): a receiver that serves session after session
+      // must not keep descriptors of broken ones.
+      for (const f of this.#filesByPath.values()) {
+        const t = f.temp;
+        if (t) f.chain = f.chain.then(() => t.release());
+      }
       // Tell the sender why (best effort), then tear everything down.
       const ch = this.#control;
       const teardown = (): void => {
@@ -731,7 +738,7 @@ export class ReceiverSession {
   #enqueue(f: RFile, op: () => Promise<void>, after?: () => void): void {
     f.chain = f.chain
       .then(async () => {
-        if (f.status !== 'send') return;
+        if (f.status !== 'send' || this.#fatal) return;
         try {
           await op();
         } catch (e) {
