@@ -18,10 +18,10 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { isFerryError } from '../src/core/errors.js';
+import { newContentHash } from '../src/fs/checksum.js';
 import { SafeWriter } from '../src/fs/safe-writer.js';
 import { resolveSource, walk } from '../src/fs/walk.js';
 import type { FrameChannel } from '../src/secure/channel-api.js';
@@ -30,6 +30,7 @@ import { runSender } from '../src/transfer/sender.js';
 import {
   Action,
   ByteWriter,
+  HASH_BYTES,
   MsgType,
   TRANSFER_VERSION,
   decodeManifest,
@@ -96,8 +97,8 @@ async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
   });
 }
 
-function sha(...parts: Buffer[]): Buffer {
-  const h = createHash('sha256');
+function digest(...parts: Buffer[]): Buffer {
+  const h = newContentHash();
   for (const p of parts) h.update(p);
   return h.digest();
 }
@@ -113,7 +114,7 @@ test('issue 11.4: a huge hole costs the receiver no more than its per-session ho
   writeBegin(w, 0, 0, 0, size);
   writeChunkHeader(w, size - 1, 1);
   w.bytes(Buffer.from([1]));
-  writeEnd(w, new Uint8Array(32));
+  writeEnd(w, new Uint8Array(HASH_BYTES));
   await h.ch.send(MsgType.DATA, w.take());
   await expectCode(h.outcome, 'FERRY_E_LIMIT');
 });
@@ -128,7 +129,7 @@ test('issue 11.4: a legitimate sparse file within the budget is still received (
   writeBegin(w, 0, 0, 0, size);
   writeChunkHeader(w, 20 << 20, 4);
   w.bytes(Buffer.from('data'));
-  writeEnd(w, sha(Buffer.alloc(20 << 20), Buffer.from('data'), Buffer.alloc(size - (20 << 20) - 4)));
+  writeEnd(w, digest(Buffer.alloc(20 << 20), Buffer.from('data'), Buffer.alloc(size - (20 << 20) - 4)));
   await h.ch.send(MsgType.DATA, w.take());
   for (;;) {
     const f = await h.frames.next();
@@ -153,11 +154,11 @@ test('issue 11.4: a range of a file the receiver gave up on is still bounded by 
   await h.ch.send(MsgType.DATA, w.take());
   // Were it swallowed, b.bin would complete the session normally.
   const w2 = new ByteWriter();
-  writeEnd(w2, new Uint8Array(32));
+  writeEnd(w2, new Uint8Array(HASH_BYTES));
   writeBegin(w2, 1, 0, 0, 4);
   writeChunkHeader(w2, 0, 4);
   w2.bytes(Buffer.from('bbbb'));
-  writeEnd(w2, sha(Buffer.from('bbbb')));
+  writeEnd(w2, digest(Buffer.from('bbbb')));
   await h.ch.send(MsgType.DATA, w2.take()).catch(() => undefined);
   void (async () => {
     for (;;) {
@@ -181,7 +182,7 @@ test('issue 11.4: ranges that never end, holding every file slot, hit the progre
     writeBegin(w, i, 0, 0, 5);
     writeChunkHeader(w, 0, 5);
     w.bytes(Buffer.from('hello'));
-    writeEnd(w, sha(Buffer.from('hello')));
+    writeEnd(w, digest(Buffer.from('hello')));
   }
   await h.ch.send(MsgType.DATA, w.take());
   // The sender now stays connected and silent.
@@ -201,7 +202,7 @@ test('issue 11.4: a broken session closes its open temp files and keeps them for
     writeBegin(w, i, 0, 0, 5);
     writeChunkHeader(w, 0, 5);
     w.bytes(Buffer.from('hello'));
-    writeEnd(w, sha(Buffer.from('hello')));
+    writeEnd(w, digest(Buffer.from('hello')));
   }
   await h.ch.send(MsgType.DATA, w.take());
   await expectCode(h.outcome, 'FERRY_E_TIMEOUT');

@@ -26,7 +26,7 @@ export const MAX_SESSION_ENTRIES = 4_000_000;
 
 /**
  * Bytes of holes (zeros the sender skipped in sparse files) one receiving session
- * hashes: 1 TiB, about ten minutes of SHA-256 on one core. A hole costs the sender a
+ * hashes: 1 TiB, minutes of CPU on one core. A hole costs the sender a
  * few bytes and the receiver real hashing work, so it is capped per session
  * (FERRY_E_LIMIT past it; `ferry recv --max-hole-bytes N` raises it). The work itself
  * is done in slices that yield to the event loop, never in one block.
