@@ -9,8 +9,9 @@
  * (core/limits), and no component in ferry's own temp-file pattern
  * (`.ferry-XXXXXXXX.NAME.part`, fs/temp-names): the walker never produces one, and
  * from a peer such a name would collide with the temp file of another entry, which
- * the writer removes as an interrupted run's leftover (and finish() sweeps away). Control characters are legal in Linux file names and are allowed
- * here; they are escaped only when printed (`cleanForDisplay`). A backslash is an
+ * the writer removes as an interrupted run's leftover (and finish() sweeps away).
+ * Control characters are legal in Linux file names and are allowed here; they are
+ * escaped only when printed (`cleanForDisplay`). A backslash is an
  * ordinary character in a Linux file name (ferry runs on Linux at both ends), so it is
  * accepted and never treated as a separator.
  *
