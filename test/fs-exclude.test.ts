@@ -62,3 +62,6 @@ test('empty pattern is a usage error', () => {
   assert.throws(() => compileExcludes(['']), FerryError);
   assert.equal(compileExcludes([])('anything', false), false);
 });
+test('a range out of order is a usage error (FerryError, not a SyntaxError)', () => {
+  assert.throws(() => compileExcludes(['file[z-a]']), (e: unknown) => e instanceof FerryError && /out of order/.test(e.message));
+});
