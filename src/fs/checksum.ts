@@ -22,6 +22,7 @@
  */
 import { constants as C, promises as fsp } from 'node:fs';
 import { Xxh64, xxh64 } from '@node-rs/xxhash';
+import type { FileHandle } from 'node:fs/promises';
 
 /** Bytes of a content digest (wire/messages.ts carries it at this size). */
 export const CONTENT_HASH_BYTES = 16;
@@ -75,19 +76,24 @@ export function contentHashOf(data: Uint8Array): Buffer {
 export async function hashFilePrefix(absPath: string, length = Number.POSITIVE_INFINITY, chunkSize = 1 << 20): Promise<Buffer> {
   const fh = await fsp.open(absPath, C.O_RDONLY | C.O_NOFOLLOW);
   try {
-    const h = newContentHash();
-    const buf = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(length, 1)));
-    let pos = 0;
-    while (pos < length) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
-    return h.digest();
+    return await hashHandlePrefix(fh, length, chunkSize);
   } finally {
     await fh.close();
   }
+}
+
+/** The same for a file already open (and checked: fs/source-file); the handle stays open. */
+export async function hashHandlePrefix(fh: FileHandle, length = Number.POSITIVE_INFINITY, chunkSize = 1 << 20): Promise<Buffer> {
+  const h = newContentHash();
+  const buf = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(length, 1)));
+  let pos = 0;
+  while (pos < length) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
+    if (bytesRead === 0) break;
+    h.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+  return h.digest();
 }
 
 /** Hex content hash of a whole file (`--checksum` in local copy). */

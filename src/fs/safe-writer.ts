@@ -62,6 +62,7 @@ import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { baseOf, parentOf, pathDepth, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from './path-safety.js';
 import { isFerryTempName, tempNameFor } from './temp-names.js';
 import { metaOps, type MetaOps } from './meta-ops.js';
+import { fdPath } from './source-file.js';
 
 export type QuickCheck = 'same' | 'differs' | 'missing';
 
@@ -596,12 +597,16 @@ export class TempFile {
    * Local copy: the kernel copies `srcAbs` into the temp file (FICLONE reflink where
    * the filesystem has it, else copy_file_range), unless the source is sparse or the
    * writer was opened with readWrite, in which case `copyReadWrite` is used.
+   * `src` may be an open, already checked handle (fs/source-file): the kernel's
+   * copy then reads that very file, through /proc/self/fd, never a path that
+   * could have been swapped since (issue #11).
    * Returns the number of bytes copied.
    */
-  async copyFrom(srcAbs: string, opts: CopyOptions): Promise<number> {
+  async copyFrom(src: string | FileHandle, opts: CopyOptions): Promise<number> {
     const wo = this.#w.options;
     const sparse = opts.allocated !== undefined && opts.allocated < opts.size;
-    if (sparse || wo.readWrite) return this.copyReadWrite(srcAbs, opts.size, sparse);
+    const srcAbs = typeof src === 'string' ? src : fdPath(src.fd);
+    if (sparse || wo.readWrite || srcAbs === null) return this.copyReadWrite(src, opts.size, sparse);
     if (this.#fh) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: copyFrom after write`);
     const flags = C.COPYFILE_EXCL | C.COPYFILE_FICLONE;
     try {
@@ -622,11 +627,11 @@ export class TempFile {
   }
 
   /** read/write copy; with `sparse`, all-zero chunks are skipped and left as holes. */
-  async copyReadWrite(srcAbs: string, size: number, sparse: boolean): Promise<number> {
+  async copyReadWrite(from: string | FileHandle, size: number, sparse: boolean): Promise<number> {
     const chunk = this.#w.options.chunkSize ?? 128 * 1024;
     let src: FileHandle;
     try {
-      src = await fsp.open(srcAbs, C.O_RDONLY | C.O_NOFOLLOW);
+      src = typeof from === 'string' ? await fsp.open(from, C.O_RDONLY | C.O_NOFOLLOW) : from;
     } catch (e) {
       throw fromSystemError(e, 'read', this.rel);
     }
@@ -650,7 +655,7 @@ export class TempFile {
       if (sparse || off !== size) await fh.truncate(off).catch((e: unknown) => { throw fromSystemError(e, 'write', this.rel); });
       return off;
     } finally {
-      await src.close().catch(() => {});
+      if (typeof from === 'string') await src.close().catch(() => {});
     }
   }
 

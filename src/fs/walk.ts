@@ -25,6 +25,16 @@
  *   "process files in disk order"); directories and links keep readdir order.
  * - Nothing follows symlinks: every stat is an lstat, symlink targets are read
  *   verbatim with readlink.
+ * - A directory swapped for a symlink during the walk is not followed (issue #11,
+ *   the CVE-2024-12747 class): each directory is opened (O_DIRECTORY, O_NOFOLLOW)
+ *   and its fstat must show the device and inode that its lstat showed when it was
+ *   listed in its parent; it is then listed, and its children lstat'ed and read,
+ *   through /proc/self/fd/N/name, which resolves inside that very directory
+ *   whatever happens to the path meanwhile. So the (dev, ino) recorded in every
+ *   entry is that of a file inside SRC, and the readers (fs/source-file) refuse
+ *   any file that is not that inode. A directory that fails the check is reported
+ *   FERRY_E_CHANGED and not descended. Without /proc the names are resolved by
+ *   path after the same check (a narrower window, not none).
  * - FIFOs, sockets and devices are reported through `onProblem` as
  *   FERRY_E_UNSUPPORTED (a warning) and skipped; an unreadable directory or a path
  *   over the limits is reported as FERRY_E_READ / FERRY_E_PATH (a failure) and skipped.
@@ -40,7 +50,20 @@
  *   walk(root: SourceRoot, opts): AsyncGenerator<SourceEntry[]>   (batches)
  *   entryFromStat(path, absPath, st, target?): SourceEntry
  */
-import { lstatSync, promises as fsp, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
+import {
+  closeSync,
+  constants as C,
+  fstat as fstatCb,
+  fstatSync,
+  lstatSync,
+  open as openCb,
+  openSync,
+  promises as fsp,
+  readFileSync,
+  readlinkSync,
+  type BigIntStats,
+} from 'node:fs';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
@@ -48,6 +71,7 @@ import type { ExcludeFn } from './exclude.js';
 import { validateLinkTarget, validateRelativePath } from './path-safety.js';
 import { isFerryTempName } from './temp-names.js';
 import { metaOps } from './meta-ops.js';
+import { fdPath } from './source-file.js';
 
 export interface SourceRoot {
   /** Absolute path of SRC as given (trailing slash removed). */
@@ -107,6 +131,45 @@ function blockedTimer(): (() => number) | null {
 }
 
 const HIGH_WATER = 16384;
+
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NONBLOCK;
+const openAsync = promisify(openCb);
+const fstatAsync = promisify(fstatCb) as (fd: number, o: { bigint: true }) => Promise<BigIntStats>;
+
+/** Device and inode of a directory as its parent's listing saw it. */
+interface DirId {
+  dev: bigint;
+  ino: bigint;
+}
+
+/**
+ * Open a directory to list it, and check that it is the one `id` names. Returns
+ * the fd, or a FerryError (not thrown) when it is not or cannot be opened. The
+ * root may be reached through a symlink (`SRC/`, rsync's rule); no other may.
+ */
+async function openDir(abs: string, rel: string, id: DirId, isRoot: boolean, sync: boolean): Promise<number | FerryError> {
+  const flags = isRoot ? DIR_FLAGS : DIR_FLAGS | C.O_NOFOLLOW;
+  let fd: number;
+  try {
+    fd = sync ? openSync(abs, flags) : await openAsync(abs, flags);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR') {
+      return new FerryError(ErrorCodes.CHANGED, `${rel}: changed during the transfer (no longer a directory: ${code}); not copied`, { subject: rel });
+    }
+    return fromSystemError(e, 'read', rel);
+  }
+  try {
+    const st = sync ? fstatSync(fd, { bigint: true }) : await fstatAsync(fd, { bigint: true });
+    if (st.dev === id.dev && st.ino === id.ino) return fd;
+    const msg = `${rel}: changed during the transfer (another directory than the one listed: was it replaced?); not copied`;
+    closeSync(fd);
+    return new FerryError(ErrorCodes.CHANGED, msg, { subject: rel });
+  } catch (e) {
+    closeSync(fd);
+    return fromSystemError(e, 'read', rel);
+  }
+}
 
 /**
  * Apply rsync's trailing-slash rule to the SRC operand. Throws FERRY_E_SRC_MISSING
@@ -236,7 +299,9 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   }
 
   // Parallel breadth-first listing with a bounded output buffer.
-  const dirQueue: Array<{ rel: string; abs: string }> = [{ rel: root.prefix, abs: root.absPath }];
+  const dirQueue: Array<{ rel: string; abs: string; id: DirId; isRoot: boolean }> = [
+    { rel: root.prefix, abs: root.absPath, id: { dev: rootSt.dev, ino: rootSt.ino }, isRoot: true },
+  ];
   const out: SourceEntry[][] = [];
   let buffered = 0;
   let active = 0;
@@ -280,18 +345,21 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
 
   // The synchronous form runs start to end without yielding, so the time it spends
   // blocked is its own: measured for 'auto', which goes async when it is high.
-  const statChunkSync = (rel: string, abs: string, slice: string[]): Array<SourceEntry | null> => {
+  // `via` names the directory for system calls (/proc/self/fd/N, see the essay);
+  // `abs` is its path, recorded in the entries for messages and for the readers.
+  const statChunkSync = (rel: string, abs: string, via: string, slice: string[]): Array<SourceEntry | null> => {
     const blocked = statMode === 'auto' ? blockedTimer() : null;
     const out: Array<SourceEntry | null> = [];
     for (const name of slice) {
       if (isFerryTempName(name)) continue;
       const childRel = rel === '' ? name : `${rel}/${name}`;
       const childAbs = `${abs}/${name}`;
+      const childVia = `${via}/${name}`;
       try {
-        const st = lstatSync(childAbs, { bigint: true });
+        const st = lstatSync(childVia, { bigint: true });
         if (!classify(childRel, st)) continue;
         validateRelativePath(childRel);
-        const target = st.isSymbolicLink() ? validateLinkTarget(readlinkSync(childAbs), childRel) : undefined;
+        const target = st.isSymbolicLink() ? validateLinkTarget(readlinkSync(childVia), childRel) : undefined;
         out.push(entryFromStat(childRel, childAbs, st, target));
       } catch (e) {
         out.push(childFailed(childRel, e));
@@ -311,40 +379,53 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     return out;
   };
 
-  const statChunkAsync = (rel: string, abs: string, slice: string[]): Promise<Array<SourceEntry | null>> =>
+  const statChunkAsync = (rel: string, abs: string, via: string, slice: string[]): Promise<Array<SourceEntry | null>> =>
     Promise.all(
       slice.map(async (name): Promise<SourceEntry | null> => {
         if (isFerryTempName(name)) return null;
         const childRel = rel === '' ? name : `${rel}/${name}`;
         const childAbs = `${abs}/${name}`;
+        const childVia = `${via}/${name}`;
         try {
-          const st = await fsp.lstat(childAbs, { bigint: true });
+          const st = await fsp.lstat(childVia, { bigint: true });
           if (!classify(childRel, st)) return null;
-          return await makeEntry(childRel, childAbs, st, (p) => fsp.readlink(p));
+          return await makeEntry(childRel, childAbs, st, () => fsp.readlink(childVia));
         } catch (e) {
           return childFailed(childRel, e);
         }
       }),
     );
 
-  const listDir = async (rel: string, abs: string): Promise<void> => {
+  const listDir = async (rel: string, abs: string, id: DirId, isRoot: boolean): Promise<void> => {
+    const fd = await openDir(abs, rel === '' ? abs : rel, id, isRoot, ops.sync);
+    if (fd instanceof FerryError) {
+      report(fd);
+      return;
+    }
+    try {
+      await listOpenDir(rel, abs, fdPath(fd) ?? abs);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  const listOpenDir = async (rel: string, abs: string, via: string): Promise<void> => {
     let names: string[];
     try {
-      names = await ops.readdir(abs);
+      names = await ops.readdir(via);
     } catch (e) {
       report(fromSystemError(e, 'read', rel === '' ? abs : rel));
       return;
     }
     for (let i = 0; i < names.length; i += chunk) {
       const slice = names.slice(i, i + chunk);
-      const results = ops.sync ? statChunkSync(rel, abs, slice) : await statChunkAsync(rel, abs, slice);
+      const results = ops.sync ? statChunkSync(rel, abs, via, slice) : await statChunkAsync(rel, abs, via, slice);
       const batch: SourceEntry[] = [];
       const files: SourceEntry[] = [];
       for (const e of results) {
         if (e === null) continue;
         if (e.kind === 'file') files.push(e);
         else batch.push(e);
-        if (e.kind === 'dir') dirQueue.push({ rel: e.path, abs: e.absPath });
+        if (e.kind === 'dir') dirQueue.push({ rel: e.path, abs: e.absPath, id: { dev: e.dev, ino: e.ino }, isRoot: false });
       }
       files.sort((a, b) => (a.ino < b.ino ? -1 : a.ino > b.ino ? 1 : 0));
       // The batch is queued synchronously by emit(), before any child directory
@@ -359,7 +440,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     while (active < dirConcurrency && dirQueue.length > 0) {
       const d = dirQueue.shift()!;
       active++;
-      listDir(d.rel, d.abs)
+      listDir(d.rel, d.abs, d.id, d.isRoot)
         .catch((e: unknown) => {
           fatal = e;
         })

@@ -15,10 +15,17 @@
  * lstat per entry on each side and no reads. `--checksum` hashes both sides
  * (the content hash of fs/checksum) when the quick check says "same".
  *
+ * Source files are opened by fs/source-file's `openSource` and must be, before a
+ * byte is copied or hashed, the regular file (device, inode, size, mtime) the walk
+ * listed: a parent directory swapped for a symlink, or a FIFO swapped in, is
+ * FERRY_E_CHANGED (issue #11). The kernel's copy then reads that open file (see
+ * TempFile.copyFrom), not the path again.
+ *
  * Change detection: after the data is copied and before the temp file is renamed,
- * the source is lstat'ed again; a different size or mtime means it changed while
- * being copied (FERRY_E_CHANGED): the temp file is dropped and the file reported.
- * `hooks.afterData` lets tests change the source at exactly that moment.
+ * the open source is fstat'ed and its path lstat'ed again; a different size or
+ * mtime means it changed while being copied (FERRY_E_CHANGED): the temp file is
+ * dropped and the file reported. `hooks.afterData` lets tests change the source at
+ * exactly that moment, and `hooks.beforeOpen` between the walk and the open.
  *
  * `--delete` runs after the copy, only when the walk had no read errors (an
  * unreadable source directory must not make its DST copy look obsolete, rsync's
@@ -32,10 +39,11 @@ import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { BatchCopier, nativeCopyAvailable } from '../fs/batch-copy.js';
-import { hashFile } from '../fs/checksum.js';
+import { hashFile, hashHandlePrefix } from '../fs/checksum.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { parentOf } from '../fs/path-safety.js';
 import { SafeWriter, type QuickCheck } from '../fs/safe-writer.js';
+import { openSource, sourceMismatch } from '../fs/source-file.js';
 import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
 
 export interface CopyOptions {
@@ -60,6 +68,8 @@ export interface CopyOptions {
 }
 
 export interface CopyHooks {
+  /** Called before a source file is opened to be hashed or copied (after the walk listed it). */
+  beforeOpen?: (entry: SourceEntry) => Promise<void> | void;
   /** Called after a file's data is in its temp file, before the change check and rename. */
   afterData?: (entry: SourceEntry, tempPath: string) => Promise<void> | void;
 }
@@ -259,10 +269,14 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     let q = await writer.quickCheck(e);
     if (q === 'same' && opts.checksum && e.kind === 'file') {
       let a: string;
+      if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
+      const fh = await openSource(e);
       try {
-        a = await hashFile(e.absPath);
+        a = (await hashHandlePrefix(fh)).toString('hex');
       } catch (x) {
         throw fromSystemError(x, 'read', e.path);
+      } finally {
+        await fh.close().catch(() => {});
       }
       const b = await hashFile(writer.abs(e.path)).catch(() => '');
       if (a !== b) q = 'differs';
@@ -302,23 +316,31 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
         await batch.copy({ entry: e, dir: path.dirname(t.tempPath), temp: path.basename(t.tempPath), name: path.basename(t.rel), mode: writer.mode(e.mode) });
         counters.bytesCopied += e.size;
       } else {
-        const t = await writer.beginFile(e);
+        if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
+        const src = await openSource(e);
         try {
-          const n = await t.copyFrom(e.absPath, { size: e.size, allocated: e.allocated });
-          if (opts.hooks?.afterData) await opts.hooks.afterData(e, t.tempPath);
-          let st;
+          const t = await writer.beginFile(e);
           try {
-            st = await writer.m.lstat(e.absPath);
+            const n = await t.copyFrom(src, { size: e.size, allocated: e.allocated });
+            if (opts.hooks?.afterData) await opts.hooks.afterData(e, t.tempPath);
+            let st;
+            let now;
+            try {
+              now = await src.stat({ bigint: true });
+              st = await writer.m.lstat(e.absPath);
+            } catch (x) {
+              throw fromSystemError(x, 'read', e.path);
+            }
+            if (sourceMismatch(now, e) !== null || Number(st.size) !== e.size || st.mtimeNs !== e.mtimeNs || n !== e.size) {
+              throw new FerryError(ErrorCodes.CHANGED, `${e.path}: source changed while being copied (size ${e.size} -> ${now.size}); not published`, { subject: e.path });
+            }
+            await t.commit();
           } catch (x) {
-            throw fromSystemError(x, 'read', e.path);
+            await t.abort();
+            throw x;
           }
-          if (Number(st.size) !== e.size || st.mtimeNs !== e.mtimeNs || n !== e.size) {
-            throw new FerryError(ErrorCodes.CHANGED, `${e.path}: source changed while being copied (size ${e.size} -> ${st.size}); not published`, { subject: e.path });
-          }
-          await t.commit();
-        } catch (x) {
-          await t.abort();
-          throw x;
+        } finally {
+          await src.close().catch(() => {});
         }
         counters.bytesCopied += e.size;
       }

@@ -11,13 +11,18 @@
  *   credit {buf?}  a chunk's buffer comes back: reuse it, read the next chunk
  *   cancel         stop a range, close its file
  *
- * Every file is opened O_NOFOLLOW and fstat'ed after it is read (a range also
- * before), and must still have the size and mtime the walk saw (a range also the
- * same ctime throughout): otherwise the reply is `changed`, never data.
+ * Every file is opened by fs/source-file's `openSourceSync` (O_NOFOLLOW, O_NONBLOCK
+ * so a FIFO swapped in cannot block the thread) and must be, before a byte is
+ * read, a regular file with the device, inode, size and mtime the walk saw: a
+ * parent directory swapped for a symlink leads to another inode and is refused
+ * (issue #11). It is fstat'ed again after it is read and must still have that size
+ * and mtime (a range also the same ctime throughout): otherwise the reply is
+ * `changed`, never data.
  */
 import { CONTENT_HASH_BYTES, contentHashOf } from '../fs/checksum.js';
-import { closeSync, constants as C, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
+import { closeSync, fstatSync, readSync, type BigIntStats } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { openSourceSync, SourceChanged } from '../fs/source-file.js';
 import { isAllZero, newHash } from './hash.js';
 
 export interface WorkerError {
@@ -29,7 +34,16 @@ export interface WorkerError {
 }
 
 export type ReaderRequest =
-  | { op: 'small'; id: number; paths: string[]; sizes: number[]; mtimes: bigint[] }
+  | {
+      op: 'small';
+      id: number;
+      paths: string[];
+      sizes: number[];
+      mtimes: bigint[];
+      /** The walk's device and inode of each file (undefined: not checked). */
+      devs: (bigint | undefined)[];
+      inos: (bigint | undefined)[];
+    }
   | {
       op: 'range';
       id: number;
@@ -39,6 +53,8 @@ export type ReaderRequest =
       chunk: number;
       size: number;
       mtimeNs: bigint;
+      dev?: bigint;
+      ino?: bigint;
       ahead: number;
       sparse: boolean;
     }
@@ -54,8 +70,17 @@ export type ReaderReply =
 const HASH_BYTES = CONTENT_HASH_BYTES;
 
 function toWorkerError(e: unknown): WorkerError {
+  if (e instanceof SourceChanged) return { changed: true, message: e.message };
   const err = e as NodeJS.ErrnoException;
   return err?.code ? { errno: err.code, message: err.message } : { message: String(err?.message ?? e) };
+}
+
+/** `want` plus the walk's device and inode where it sent them. */
+function withIdentity<T extends object>(want: T, dev: bigint | undefined, ino: bigint | undefined): T & { dev?: bigint; ino?: bigint } {
+  const out: T & { dev?: bigint; ino?: bigint } = { ...want };
+  if (dev !== undefined) out.dev = dev;
+  if (ino !== undefined) out.ino = ino;
+  return out;
 }
 
 function readFully(fd: number, view: Uint8Array, position: number): number {
@@ -81,7 +106,8 @@ function readSmall(req: Extract<ReaderRequest, { op: 'small' }>): void {
     off += size;
     let fd = -1;
     try {
-      fd = openSync(req.paths[i]!, C.O_RDONLY | C.O_NOFOLLOW);
+      const want = { absPath: req.paths[i]!, size, mtimeNs: req.mtimes[i]! };
+      fd = openSourceSync(withIdentity(want, req.devs[i], req.inos[i]));
       const got = readFully(fd, view, 0);
       const st = fstatSync(fd, { bigint: true });
       if (got !== size || Number(st.size) !== size || st.mtimeNs !== req.mtimes[i]) {
@@ -118,13 +144,9 @@ const ranges = new Map<number, Range>();
 function startRange(req: Extract<ReaderRequest, { op: 'range' }>): void {
   let fd = -1;
   try {
-    fd = openSync(req.path, C.O_RDONLY | C.O_NOFOLLOW);
+    // Checked against the walk (type, device, inode, size, mtime) before any read.
+    fd = openSourceSync(withIdentity({ absPath: req.path, size: req.size, mtimeNs: req.mtimeNs }, req.dev, req.ino));
     const st0 = fstatSync(fd, { bigint: true });
-    if (Number(st0.size) !== req.size || st0.mtimeNs !== req.mtimeNs) {
-      closeSync(fd);
-      post({ kind: 'error', id: req.id, error: { changed: true, message: 'changed since it was listed' } });
-      return;
-    }
     const r: Range = {
       id: req.id,
       fd,

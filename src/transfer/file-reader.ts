@@ -19,8 +19,9 @@
  *   range.digest                                                     // content hash of [start, end), after the loop
  *   await r.close();
  *
- * A file that is not what the walk saw (size or mtime; for a range also ctime, before
- * and after) is FERRY_E_CHANGED; a failed system call is FERRY_E_READ with its errno.
+ * A file that is not what the walk saw (not a regular file, another device or inode,
+ * size or mtime; for a range also ctime, before and after) is FERRY_E_CHANGED, and
+ * none of its bytes is read; a failed system call is FERRY_E_READ with its errno.
  */
 import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
 import { Worker } from 'node:worker_threads';
@@ -33,6 +34,12 @@ export interface ReadTarget {
   path: string;
   size: number;
   mtimeNs: bigint;
+  /**
+   * The walk's device and inode (a SourceEntry has them): the opened file must be
+   * that inode, so a parent directory swapped for a symlink is refused (issue #11).
+   */
+  dev?: bigint;
+  ino?: bigint;
 }
 
 export interface SmallRead {
@@ -161,6 +168,8 @@ export class FileReader {
         paths: files.map((f) => f.absPath),
         sizes: files.map((f) => f.size),
         mtimes: files.map((f) => f.mtimeNs),
+        devs: files.map((f) => f.dev),
+        inos: files.map((f) => f.ino),
       });
     });
   }
@@ -194,6 +203,8 @@ export class FileReader {
       chunk: opts.chunk,
       size: file.size,
       mtimeNs: file.mtimeNs,
+      ...(file.dev !== undefined ? { dev: file.dev } : {}),
+      ...(file.ino !== undefined ? { ino: file.ino } : {}),
       ahead: RANGE_AHEAD,
       sparse: opts.sparse,
     });

@@ -62,7 +62,7 @@ import {
   type SummaryMsg,
   type WireEntry,
 } from '../wire/messages.js';
-import { hashFilePrefix } from '../fs/checksum.js';
+import { hashSourcePrefix } from '../fs/source-file.js';
 import { FileReader, type SmallRead } from './file-reader.js';
 import { isAllZero } from './hash.js';
 import { WorkQueue } from './queue.js';
@@ -410,7 +410,7 @@ export async function runSender(
         if (job.resumeOffer) {
           // The receiver claims to hold the first `offset` bytes: believe it only if the hashes agree.
           const { offset, hash } = job.resumeOffer;
-          const mine = await hashFilePrefix(entry.absPath, offset);
+          const mine = await hashSourcePrefix(entry, offset);
           if (mine.equals(hash)) from = offset;
           resumedBytes += from;
           delete job.resumeOffer;
@@ -657,7 +657,7 @@ async function hashBatch(batch: WireEntry[], byIndex: (FileState | SourceEntry)[
       const w = todo[next++]!;
       const f = byIndex[w.index] as FileState;
       try {
-        w.hash = await hashFilePrefix(f.entry.absPath, f.entry.size);
+        w.hash = await hashSourcePrefix(f.entry, f.entry.size);
       } catch {
         w.hash = new Uint8Array(32); // unreadable: the receiver asks for it, the read then fails and is reported
       }
