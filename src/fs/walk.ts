@@ -99,6 +99,8 @@ export interface WalkOptions {
    * SLOW_STAT_US per entry (cold cache, network filesystem), then async for the rest.
    */
   statMode?: 'auto' | 'sync' | 'async';
+  /** Tests: called before each directory below the root is opened to be listed. */
+  beforeListDir?: (rel: string, absPath: string) => Promise<void> | void;
 }
 
 /** Above this average time blocked per lstat (µs) the 'auto' walker goes parallel. */
@@ -397,6 +399,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     );
 
   const listDir = async (rel: string, abs: string, id: DirId, isRoot: boolean): Promise<void> => {
+    if (!isRoot && opts.beforeListDir) await opts.beforeListDir(rel, abs);
     const fd = await openDir(abs, rel === '' ? abs : rel, id, isRoot, ops.sync);
     if (fd instanceof FerryError) {
       report(fd);

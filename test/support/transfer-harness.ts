@@ -2,6 +2,7 @@
  * Runs a whole transfer session in memory (sender and receiver state machines over
  * memoryChannelPair, `-P N` included), for transfer/ tests that need no sockets.
  */
+import type { SourceEntry } from '../../src/core/entry.js';
 import { compileExcludes } from '../../src/fs/exclude.js';
 import { resolveSource, walk } from '../../src/fs/walk.js';
 import { SafeWriter } from '../../src/fs/safe-writer.js';
@@ -19,6 +20,8 @@ export async function runMemorySession(
   src: string,
   dst: string,
   opts: Partial<SenderOptions> = {},
+  /** The sender's entries, instead of a walk of `src` (e.g. a walk taken earlier). */
+  source?: AsyncIterable<readonly SourceEntry[]>,
 ): Promise<MemorySessionResult> {
   const [sc, rc] = memoryChannelPair();
   const pending: Promise<unknown>[] = [];
@@ -57,7 +60,7 @@ export async function runMemorySession(
   })();
   const root = await resolveSource(src);
   const exclude = full.excludes.length > 0 ? compileExcludes(full.excludes) : undefined;
-  const entries = walk(root, exclude ? { exclude } : {});
+  const entries = source ?? walk(root, exclude ? { exclude } : {});
   const senderP = runSender(sc, entries, full);
   const [s, r] = await Promise.allSettled([senderP, receiverP]);
   await Promise.allSettled(pending);
