@@ -54,7 +54,8 @@
  *   await w.hardlink(entry);  w.symlink(entry) (queued);  await w.remove(relPath)
  *   await w.listDir(relPath);  await w.finish({onEntry}) -> per-entry errors
  */
-import { constants as C, lstatSync, promises as fsp, type BigIntStats } from 'node:fs';
+import { constants as C, lstatSync, promises as fsp, read as readCb, type BigIntStats } from 'node:fs';
+import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Entry } from '../core/entry.js';
@@ -65,6 +66,8 @@ import { metaOps, type MetaOps } from './meta-ops.js';
 import { fdPath } from './source-file.js';
 
 export type QuickCheck = 'same' | 'differs' | 'missing';
+
+const readAsync = promisify(readCb);
 
 
 export interface SafeWriterOptions {
@@ -597,15 +600,16 @@ export class TempFile {
    * Local copy: the kernel copies `srcAbs` into the temp file (FICLONE reflink where
    * the filesystem has it, else copy_file_range), unless the source is sparse or the
    * writer was opened with readWrite, in which case `copyReadWrite` is used.
-   * `src` may be an open, already checked handle (fs/source-file): the kernel's
-   * copy then reads that very file, through /proc/self/fd, never a path that
-   * could have been swapped since (issue #11).
+   * `src` may be the fd of a source file already opened and checked by the caller
+   * (fs/source-file; the caller closes it): the kernel's copy then reads that very
+   * file, through /proc/self/fd, never a path that could have been swapped since
+   * (issue #11).
    * Returns the number of bytes copied.
    */
-  async copyFrom(src: string | FileHandle, opts: CopyOptions): Promise<number> {
+  async copyFrom(src: string | number, opts: CopyOptions): Promise<number> {
     const wo = this.#w.options;
     const sparse = opts.allocated !== undefined && opts.allocated < opts.size;
-    const srcAbs = typeof src === 'string' ? src : fdPath(src.fd);
+    const srcAbs = typeof src === 'string' ? src : fdPath(src);
     if (sparse || wo.readWrite || srcAbs === null) return this.copyReadWrite(src, opts.size, sparse);
     if (this.#fh) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: copyFrom after write`);
     const flags = C.COPYFILE_EXCL | C.COPYFILE_FICLONE;
@@ -627,14 +631,16 @@ export class TempFile {
   }
 
   /** read/write copy; with `sparse`, all-zero chunks are skipped and left as holes. */
-  async copyReadWrite(from: string | FileHandle, size: number, sparse: boolean): Promise<number> {
+  async copyReadWrite(from: string | number, size: number, sparse: boolean): Promise<number> {
     const chunk = this.#w.options.chunkSize ?? 128 * 1024;
-    let src: FileHandle;
+    let src: FileHandle | null = null;
     try {
-      src = typeof from === 'string' ? await fsp.open(from, C.O_RDONLY | C.O_NOFOLLOW) : from;
+      if (typeof from === 'string') src = await fsp.open(from, C.O_RDONLY | C.O_NOFOLLOW);
     } catch (e) {
       throw fromSystemError(e, 'read', this.rel);
     }
+    const read = async (buf: Buffer, len: number, pos: number): Promise<number> =>
+      src ? (await src.read(buf, 0, len, pos)).bytesRead : (await readAsync(from as number, buf, 0, len, pos)).bytesRead;
     try {
       const fh = await this.#open();
       const buf = Buffer.allocUnsafe(chunk);
@@ -643,7 +649,7 @@ export class TempFile {
       for (;;) {
         let n: number;
         try {
-          n = (await src.read(buf, 0, chunk, off)).bytesRead;
+          n = await read(buf, chunk, off);
         } catch (e) {
           throw fromSystemError(e, 'read', this.rel);
         }
@@ -655,7 +661,7 @@ export class TempFile {
       if (sparse || off !== size) await fh.truncate(off).catch((e: unknown) => { throw fromSystemError(e, 'write', this.rel); });
       return off;
     } finally {
-      if (typeof from === 'string') await src.close().catch(() => {});
+      await src?.close().catch(() => {});
     }
   }
 

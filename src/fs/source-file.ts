@@ -98,6 +98,13 @@ export function openSourceSync(want: Omit<SourceIdentity, 'path'>): number {
   }
 }
 
+/** A failure of `openSourceSync` as a FerryError for `path`. */
+export function sourceError(e: unknown, path: string): FerryError {
+  if (e instanceof FerryError) return e;
+  if (e instanceof SourceChanged) return changedError(path, e.reason);
+  return fromSystemError(e, 'read', path);
+}
+
 /**
  * Open and check, in the thread pool. Returns the handle; throws FERRY_E_CHANGED
  * (not the walk's file) or FERRY_E_READ (a failed system call, ELOOP for a symlink).

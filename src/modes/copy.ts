@@ -22,8 +22,7 @@
  * TempFile.copyFrom), not the path again.
  *
  * Change detection: after the data is copied and before the temp file is renamed,
- * the open source is fstat'ed and its path lstat'ed again; a different size or
- * mtime means it changed while being copied (FERRY_E_CHANGED): the temp file is
+ * the open source is fstat'ed again; a different size or mtime means it changed while being copied (FERRY_E_CHANGED): the temp file is
  * dropped and the file reported. `hooks.afterData` lets tests change the source at
  * exactly that moment, and `hooks.beforeOpen` between the walk and the open.
  *
@@ -34,7 +33,7 @@
  * Counters (`CopyCounters`) are updated in place so the CLI can render progress
  * from them at its own pace; the engine itself never prints.
  */
-import { promises as fsp } from 'node:fs';
+import { closeSync, fstatSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
@@ -43,7 +42,7 @@ import { hashFile, hashHandlePrefix } from '../fs/checksum.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { parentOf } from '../fs/path-safety.js';
 import { SafeWriter, type QuickCheck } from '../fs/safe-writer.js';
-import { openSource, sourceMismatch } from '../fs/source-file.js';
+import { openSource, openSourceSync, sourceError, sourceMismatch } from '../fs/source-file.js';
 import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
 
 export interface CopyOptions {
@@ -317,21 +316,26 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
         counters.bytesCopied += e.size;
       } else {
         if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
-        const src = await openSource(e);
+        // On this thread, like the other metadata calls: open and fstat cost a few
+        // µs, a trip through the thread pool each far more (fs/meta-ops).
+        let src: number;
+        try {
+          src = openSourceSync(e);
+        } catch (x) {
+          throw sourceError(x, e.path);
+        }
         try {
           const t = await writer.beginFile(e);
           try {
             const n = await t.copyFrom(src, { size: e.size, allocated: e.allocated });
             if (opts.hooks?.afterData) await opts.hooks.afterData(e, t.tempPath);
-            let st;
             let now;
             try {
-              now = await src.stat({ bigint: true });
-              st = await writer.m.lstat(e.absPath);
+              now = fstatSync(src, { bigint: true });
             } catch (x) {
               throw fromSystemError(x, 'read', e.path);
             }
-            if (sourceMismatch(now, e) !== null || Number(st.size) !== e.size || st.mtimeNs !== e.mtimeNs || n !== e.size) {
+            if (sourceMismatch(now, e) !== null || n !== e.size) {
               throw new FerryError(ErrorCodes.CHANGED, `${e.path}: source changed while being copied (size ${e.size} -> ${now.size}); not published`, { subject: e.path });
             }
             await t.commit();
@@ -340,7 +344,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
             throw x;
           }
         } finally {
-          await src.close().catch(() => {});
+          closeSync(src);
         }
         counters.bytesCopied += e.size;
       }
