@@ -311,6 +311,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
         if (!ok) throw new FerryError(ErrorCodes.WRITE, `${e.path}: not linked: its target ${e.target ?? ''} failed`, { subject: e.path });
         await writer.hardlink(e);
       } else if (batch && e.allocated >= e.size) {
+        if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
         const t = await writer.beginFile(e);
         await batch.copy({ entry: e, dir: path.dirname(t.tempPath), temp: path.basename(t.tempPath), name: path.basename(t.rel), mode: writer.mode(e.mode) });
         counters.bytesCopied += e.size;
