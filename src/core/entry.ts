@@ -28,7 +28,12 @@ export interface Entry {
 export interface SourceEntry extends Entry {
   /** Absolute path on the source filesystem. */
   absPath: string;
-  /** Inode number, for hard-link detection and inode-ordered reads. */
+  /**
+   * Inode number and device, from the walk's lstat (made through a checked
+   * descriptor of the parent directory, fs/walk): hard-link detection, inode-ordered
+   * reads, and the identity every reader requires of the file it opens
+   * (fs/source-file), so that a path swapped after the walk reads nothing else.
+   */
   ino: bigint;
   dev: bigint;
   /** Number of hard links to the inode. */
