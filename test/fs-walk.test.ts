@@ -127,3 +127,15 @@ test('a file name that is not valid UTF-8 is reported, not skipped in silence', 
   assert.equal(problems[0]!.code, ErrorCodes.READ);
   assert.match(problems[0]!.message, /not valid UTF-8/);
 });
+
+test('SRC/ where SRC is a symlink to a directory: that one link is followed (rsync), links below it are not', async () => {
+  for (const statMode of ['sync', 'async'] as const) {
+    const base = await tmpDir();
+    await makeTree(path.join(base, 'real'), { 'd/f.txt': 'f', top: 't', 'd/ln': { type: 'symlink', target: '../top' } });
+    await fsp.symlink(path.join(base, 'real'), path.join(base, 'via'));
+    const problems: FerryError[] = [];
+    const all = await walkAll(await resolveSource(path.join(base, 'via') + '/'), { statMode, onProblem: (e) => problems.push(e) });
+    assert.deepEqual(problems, []);
+    assert.deepEqual(all.map((e) => `${e.kind} ${e.path}`).sort(), ['dir d', 'file d/f.txt', 'file top', 'symlink d/ln'], statMode);
+  }
+});
