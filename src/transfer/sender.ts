@@ -525,8 +525,12 @@ export async function runSender(
       batch = [];
       batchBytes = 0;
       const read = reader.readSmall(jobs.map((j) => j.file.entry));
-      read.catch(() => undefined);
-      jobs.forEach((job, i) => window.push({ job, data: read.then((r) => r[i]!) }));
+      jobs.forEach((job, i) => {
+        // After a fatal error the window is abandoned unread: its promises must not be unhandled rejections.
+        const data = read.then((r) => r[i]!);
+        data.catch(() => undefined);
+        window.push({ job, data });
+      });
     };
     for (;;) {
       if (fatal) throw fatal;

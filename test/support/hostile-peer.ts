@@ -199,10 +199,10 @@ function connect(port: number): Promise<net.Socket> {
 }
 
 /** Handshake as the client (a hostile sender). */
-export async function connectAsSender(port: number, secret = HOSTILE_SECRET): Promise<HostilePeer> {
+export async function connectAsSender(port: number, secret = HOSTILE_SECRET, encrypt = true): Promise<HostilePeer> {
   const s = await connect(port);
   s.setNoDelay(true);
-  const hs = await clientHandshake(s, { secret: secretBytes(secret), encrypt: true, peer: 'receiver', timeoutMs: 10_000 });
+  const hs = await clientHandshake(s, { secret: secretBytes(secret), encrypt, peer: 'receiver', timeoutMs: 10_000 });
   return new HostilePeer(s, hs);
 }
 
