@@ -12,8 +12,9 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { tempNameFor } from '../src/fs/temp-names.js';
-import { Action, MsgType, SessionFlags, encodeDecisions } from '../src/wire/messages.js';
-import { entry, hostileReceiver, hostileSender, scriptedSend } from './support/hostile-peer.js';
+import { Action, MsgType, SessionFlags, encodeDecisions, encodeError, encodeSession } from '../src/wire/messages.js';
+import { connectAsSender, entry, hostileReceiver, hostileSender, scriptedSend } from './support/hostile-peer.js';
+import { startRecv, TEST_SECRET } from './support/net-harness.js';
 import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
@@ -274,4 +275,26 @@ test('path attack (sender side): a source parent swapped for a symlink after the
   r.peer.destroy();
   await r.outcome.catch(() => undefined);
   for (const x of frames) assert.ok(!x.payload.includes(Buffer.from('SECRET')), 'the sender sent the content of a file outside SRC');
+});
+
+test('path attack: a manifest name in ferry\'s temp-file pattern (another file\'s temp name) is refused', { todo: 'issue 11 defect 8 (fixed on another branch)' }, async () => {
+  const b = await box();
+  const h = await hostileSender(b.dst);
+  const r = await scriptedSend(h.peer, [entry(0, 'file', 'f.txt', { size: 4 }), entry(1, 'file', tempNameFor('f.txt'), { size: 4 })]);
+  assert.equal(r.error?.code, 'FERRY_E_PATH', JSON.stringify(r.error));
+  await assertContained(b);
+});
+
+test('hostile sender: control characters in its ERROR message never reach the receiver\'s terminal raw', async () => {
+  const root = await tmpDir('ferry-adv-paths-');
+  const rv = await startRecv(path.join(root, 'dst'), [], {}, 20_000);
+  const p = await connectAsSender(rv.port, TEST_SECRET);
+  await p.send(MsgType.SESSION, encodeSession({ version: 1, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
+  await p.next();
+  await p.send(MsgType.ERROR, encodeError({ code: 'FERRY_E_WRITE', message: 'x\u001b]0;pwned\u0007\u001b[2J\rforged line' }));
+  await p.end();
+  const res = await rv.done;
+  assert.ok(res.code !== 0 && res.code !== null, `exit ${res.code} ${res.signal}: ${JSON.stringify(res.stderr)}`);
+  assert.match(res.stderr, /x\\x1b\]0;pwned/, 'shown escaped');
+  assert.ok(!/[\u0000-\u0008\u000b-\u001f\u007f]/.test(res.stderr), `raw control characters on stderr: ${JSON.stringify(res.stderr)}`);
 });
