@@ -13,7 +13,6 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { isFerryError } from '../src/core/errors.js';
@@ -22,6 +21,7 @@ import { resolveSource, walk } from '../src/fs/walk.js';
 import type { Frame } from '../src/secure/channel-api.js';
 import { ReceiverSession, readOpening } from '../src/transfer/receiver.js';
 import { runSender } from '../src/transfer/sender.js';
+import { newHash } from '../src/transfer/hash.js';
 import { checkHelloPrefix, encodeHello, guessProtocol, parseHello } from '../src/wire/hello.js';
 import * as M from '../src/wire/messages.js';
 import { prng } from './secure-helpers.js';
@@ -68,7 +68,7 @@ function mutateBytes(rnd: Rnd, input: Uint8Array): Buffer {
 
 const T0 = 1_700_000_000_123_456_789n;
 const samples: [string, Uint8Array, (b: Uint8Array) => unknown][] = [
-  ['SESSION', M.encodeSession({ version: 1, flags: 15, streams: 4, chunkSize: 1 << 20, excludes: ['*.tmp', 'build/**'] }), M.decodeSession],
+  ['SESSION', M.encodeSession({ version: M.TRANSFER_VERSION, flags: 15, streams: 4, chunkSize: 1 << 20, excludes: ['*.tmp', 'build/**'] }), M.decodeSession],
   ['JOIN', M.encodeJoin({ token: new Uint8Array(16).fill(3), stream: 2 }), M.decodeJoin],
   ['SESSION_OK', M.encodeSessionOk(new Uint8Array(16).fill(1)), M.decodeSessionOk],
   [
@@ -79,9 +79,9 @@ const samples: [string, Uint8Array, (b: Uint8Array) => unknown][] = [
     ),
     (b) => M.decodeManifest(b, false),
   ],
-  ['MANIFEST --checksum', M.encodeManifest([entry(0, 'file', 'f', { size: 3, hash: new Uint8Array(32).fill(7) })], true), (b) => M.decodeManifest(b, true)],
+  ['MANIFEST --checksum', M.encodeManifest([entry(0, 'file', 'f', { size: 3, hash: new Uint8Array(M.HASH_BYTES).fill(7) })], true), (b) => M.decodeManifest(b, true)],
   ['MANIFEST_END', M.encodeCount(4096), (b) => M.decodeCount(b, 'MANIFEST_END')],
-  ['DECISIONS', M.encodeDecisions([{ index: 1, action: M.Action.SKIP, offset: 0 }, { index: 2, action: M.Action.RESUME, offset: 99, prefixHash: new Uint8Array(32) }]), M.decodeDecisions],
+  ['DECISIONS', M.encodeDecisions([{ index: 1, action: M.Action.SKIP, offset: 0 }, { index: 2, action: M.Action.RESUME, offset: 99, prefixHash: new Uint8Array(M.HASH_BYTES) }]), M.decodeDecisions],
   ['COMMITTED', M.encodeCommitted([0, 1, 300, 2 ** 20]), M.decodeCommitted],
   ['FAILED', M.encodeFailed([{ index: 1, code: 'FERRY_E_WRITE', message: 'disk on fire' }]), M.decodeFailed],
   ['SUMMARY', M.encodeSummary({ committed: 1, skipped: 2, failed: 3, dirs: 4, symlinks: 5, hardlinks: 6, deleted: 7, bytesWritten: 8, resumedBytes: 9 }), M.decodeSummary],
@@ -93,7 +93,7 @@ const samples: [string, Uint8Array, (b: Uint8Array) => unknown][] = [
       M.writeBegin(w, 3, 0, 0, 10);
       M.writeChunkHeader(w, 2, 3);
       w.bytes(Buffer.from('abc'));
-      M.writeEnd(w, new Uint8Array(32));
+      M.writeEnd(w, new Uint8Array(M.HASH_BYTES));
       M.writeAbort(w, 4, 'FERRY_E_CHANGED', 'changed');
       return w.take();
     })(),
@@ -165,7 +165,7 @@ function validSenderFrames(): { type: number; payload: Buffer }[] {
     entry(7, 'hardlink', 'd/e/hl', { target: 'd/a.txt' }),
   ];
   const frames: { type: number; payload: Buffer }[] = [
-    { type: M.MsgType.SESSION, payload: M.encodeSession({ version: 1, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }) },
+    { type: M.MsgType.SESSION, payload: M.encodeSession({ version: M.TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }) },
     { type: M.MsgType.MANIFEST, payload: M.encodeManifest(es.slice(0, 5), false) },
     { type: M.MsgType.MANIFEST, payload: M.encodeManifest(es.slice(5), false) },
     { type: M.MsgType.MANIFEST_END, payload: M.encodeCount(es.length) },
@@ -289,7 +289,7 @@ test('fuzz (seed 11004): the sender session, fed mutated receiver replies, ends 
     for (let x = await it.next(); !x.done && x.value.type !== M.MsgType.MANIFEST_END; x = await it.next()) {
       if (x.value.type !== M.MsgType.MANIFEST) continue;
       for (const e of M.decodeManifest(x.value.payload, false)) {
-        if (e.kind === 'file') files.push({ index: e.index, size: e.size, hash: createHash('sha256').update(await fsp.readFile(path.join(src, e.path))).digest() });
+        if (e.kind === 'file') files.push({ index: e.index, size: e.size, hash: newHash().update(await fsp.readFile(path.join(src, e.path))).digest() });
       }
     }
     r.destroy();
@@ -297,7 +297,7 @@ test('fuzz (seed 11004): the sender session, fed mutated receiver replies, ends 
   }
   const replies = (): { type: number; payload: Buffer }[] => [
     { type: M.MsgType.SESSION_OK, payload: M.encodeSessionOk(new Uint8Array(16)) },
-    { type: M.MsgType.DECISIONS, payload: M.encodeDecisions(files.map((f, i) => (i === 0 ? { index: f.index, action: M.Action.RESUME, offset: 2, prefixHash: new Uint8Array(32) } : { index: f.index, action: M.Action.SEND, offset: 0 }))) },
+    { type: M.MsgType.DECISIONS, payload: M.encodeDecisions(files.map((f, i) => (i === 0 ? { index: f.index, action: M.Action.RESUME, offset: 2, prefixHash: new Uint8Array(M.HASH_BYTES) } : { index: f.index, action: M.Action.SEND, offset: 0 }))) },
     { type: M.MsgType.COMMITTED, payload: M.encodeCommitted(files.slice(1).map((f) => f.index)) },
     { type: M.MsgType.FAILED, payload: M.encodeFailed([{ index: files[0]!.index, code: 'FERRY_E_WRITE', message: 'no room' }]) },
     { type: M.MsgType.SUMMARY, payload: M.encodeSummary({ committed: files.length - 1, skipped: 0, failed: 1, dirs: 1, symlinks: 1, hardlinks: 0, deleted: 0, bytesWritten: 0, resumedBytes: 0 }) },

@@ -26,13 +26,13 @@ import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
 after(cleanupTmpDirs);
 
 const W = (): M.ByteWriter => new M.ByteWriter();
-const H32 = new Uint8Array(32);
+const H = new Uint8Array(M.HASH_BYTES);
 
 /** [field, cap, build(n) → payload, decode]: build(cap) must decode, build(cap + 1) must not. */
 type Row = [string, number, (n: number) => Uint8Array, (b: Uint8Array) => unknown];
 
 const session = (o: Partial<{ version: number; flags: number; streams: number; chunk: number; nEx: number; pat: number }>): Uint8Array => {
-  const w = W().varint(o.version ?? 1).varint(o.flags ?? 0).varint(o.streams ?? 1).varint(o.chunk ?? 65536);
+  const w = W().varint(o.version ?? M.TRANSFER_VERSION).varint(o.flags ?? 0).varint(o.streams ?? 1).varint(o.chunk ?? 65536);
   const n = o.nEx ?? 0;
   w.varint(n);
   for (let i = 0; i < n; i++) w.str(i === 0 && o.pat !== undefined ? 'p'.repeat(o.pat) : 'x');
@@ -58,7 +58,7 @@ const rows: Row[] = [
   ['MANIFEST_END count', M.MAX_ENTRIES, (n) => M.encodeCount(n), (b) => M.decodeCount(b, 'MANIFEST_END')],
   ['DECISIONS items', M.MAX_ITEMS_PER_BATCH, (n) => M.encodeDecisions(Array.from({ length: n }, (_, i) => ({ index: i, action: M.Action.SEND, offset: 0 }))), M.decodeDecisions],
   ['DECISIONS index', M.MAX_ENTRIES, (n) => M.encodeDecisions([{ index: n, action: M.Action.SKIP, offset: 0 }]), M.decodeDecisions],
-  ['DECISIONS resume offset', MAX_FILE_SIZE, (n) => M.encodeDecisions([{ index: 0, action: M.Action.RESUME, offset: n, prefixHash: H32 }]), M.decodeDecisions],
+  ['DECISIONS resume offset', MAX_FILE_SIZE, (n) => M.encodeDecisions([{ index: 0, action: M.Action.RESUME, offset: n, prefixHash: H }]), M.decodeDecisions],
   ['COMMITTED items', M.MAX_ITEMS_PER_BATCH, (n) => M.encodeCommitted(Array.from({ length: n }, (_, i) => i)), M.decodeCommitted],
   ['FAILED items', M.MAX_ENTRIES_PER_BATCH, (n) => M.encodeFailed(Array.from({ length: n }, (_, i) => ({ index: i, code: 'C', message: 'm' }))), M.decodeFailed],
   ['FAILED code bytes', M.MAX_CODE_BYTES, (n) => W().varint(1).varint(0).str('C'.repeat(n)).str('m').take(), M.decodeFailed],
@@ -103,7 +103,7 @@ test('length: counts past their cap are refused from the count alone (nothing be
 /** Stop an in-process recv() that is still waiting: a valid session that the sender breaks off. */
 async function stopRecv(port: number): Promise<void> {
   const p = await connectAsSender(port);
-  await p.send(M.MsgType.SESSION, M.encodeSession({ version: 1, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
+  await p.send(M.MsgType.SESSION, M.encodeSession({ version: M.TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
   await p.next();
   await p.send(M.MsgType.ERROR, M.encodeError({ code: 'FERRY_E_INTERRUPTED', message: 'test over' }));
   await p.end();
@@ -161,7 +161,7 @@ test('length: a DATA frame of exactly 4 MiB (the frame cap) is accepted and its 
     M.writeBegin(w, 0, 0, 0, size);
     M.writeChunkHeader(w, 0, M.MAX_CHUNK_SIZE);
     M.writeChunkHeader(w, M.MAX_CHUNK_SIZE, c2);
-    M.writeEnd(w, H32);
+    M.writeEnd(w, H);
     return w.length;
   };
   let c2 = MAX_FRAME_PAYLOAD - M.MAX_CHUNK_SIZE - 60;
@@ -169,14 +169,14 @@ test('length: a DATA frame of exactly 4 MiB (the frame cap) is accepted and its 
   const size = M.MAX_CHUNK_SIZE + c2;
   const content = Buffer.alloc(size);
   for (let i = 0; i < size; i += 4093) content[i] = i & 0xff;
-  const { createHash } = await import('node:crypto');
+  const { newHash } = await import('../src/transfer/hash.js');
   const w = W();
   M.writeBegin(w, 0, 0, 0, size);
   M.writeChunkHeader(w, 0, M.MAX_CHUNK_SIZE);
   w.bytes(content.subarray(0, M.MAX_CHUNK_SIZE));
   M.writeChunkHeader(w, M.MAX_CHUNK_SIZE, c2);
   w.bytes(content.subarray(M.MAX_CHUNK_SIZE));
-  M.writeEnd(w, createHash('sha256').update(content).digest());
+  M.writeEnd(w, newHash().update(content).digest());
   const payload = w.take();
   assert.equal(payload.length, MAX_FRAME_PAYLOAD);
   await h.peer.send(M.MsgType.MANIFEST, M.encodeManifest([entry(0, 'file', 'big.bin', { size })], false));
@@ -311,14 +311,14 @@ test('length: a 16 TiB file that is one hole does not stall the receiver (hashin
   const rv = await startRecv(path.join(root, 'dst'), [], {}, 20_000);
   try {
     const p = await connectAsSender(rv.port, TEST_SECRET);
-    await p.send(M.MsgType.SESSION, M.encodeSession({ version: 1, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
+    await p.send(M.MsgType.SESSION, M.encodeSession({ version: M.TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
     await p.next();
     await p.send(M.MsgType.MANIFEST, M.encodeManifest([entry(0, 'file', 'hole', { size: MAX_FILE_SIZE })], false));
     await p.send(M.MsgType.MANIFEST_END, M.encodeCount(1));
     await p.next();
     const w = W();
     M.writeBegin(w, 0, 0, 0, MAX_FILE_SIZE);
-    M.writeEnd(w, H32);
+    M.writeEnd(w, H);
     await p.send(M.MsgType.DATA, w.take());
     // The receiver must still answer within 3 s: a FAILED/ERROR/SUMMARY, or it ends the session.
     const t0 = Date.now();

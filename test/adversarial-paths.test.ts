@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { tempNameFor } from '../src/fs/temp-names.js';
-import { Action, MsgType, SessionFlags, encodeDecisions, encodeError, encodeSession } from '../src/wire/messages.js';
+import { Action, MsgType, SessionFlags, TRANSFER_VERSION, encodeDecisions, encodeError, encodeSession } from '../src/wire/messages.js';
 import { connectAsSender, entry, hostileReceiver, hostileSender, scriptedSend } from './support/hostile-peer.js';
 import { startRecv, TEST_SECRET } from './support/net-harness.js';
 import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
@@ -289,7 +289,7 @@ test('hostile sender: control characters in its ERROR message never reach the re
   const root = await tmpDir('ferry-adv-paths-');
   const rv = await startRecv(path.join(root, 'dst'), [], {}, 20_000);
   const p = await connectAsSender(rv.port, TEST_SECRET);
-  await p.send(MsgType.SESSION, encodeSession({ version: 1, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
+  await p.send(MsgType.SESSION, encodeSession({ version: TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
   await p.next();
   await p.send(MsgType.ERROR, encodeError({ code: 'FERRY_E_WRITE', message: 'x\u001b]0;pwned\u0007\u001b[2J\rforged line' }));
   await p.end();

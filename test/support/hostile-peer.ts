@@ -28,7 +28,7 @@ import { nextTrafficSecret, trafficKeys } from '../../src/secure/key-schedule.js
 import { RecordOpener, RecordSealer } from '../../src/secure/record-layer.js';
 import { secretBytes } from '../../src/secure/secret.js';
 import { FrameDecoder, FrameTypes, encodeFrame, encodeFrameHeader } from '../../src/wire/frame.js';
-import { createHash } from 'node:crypto';
+import { newHash } from '../../src/transfer/hash.js';
 import {
   Action,
   ByteWriter,
@@ -199,10 +199,10 @@ function connect(port: number): Promise<net.Socket> {
 }
 
 /** Handshake as the client (a hostile sender). */
-export async function connectAsSender(port: number, secret = HOSTILE_SECRET, encrypt = true): Promise<HostilePeer> {
+export async function connectAsSender(port: number, secret = HOSTILE_SECRET): Promise<HostilePeer> {
   const s = await connect(port);
   s.setNoDelay(true);
-  const hs = await clientHandshake(s, { secret: secretBytes(secret), encrypt, peer: 'receiver', timeoutMs: 10_000 });
+  const hs = await clientHandshake(s, { secret: secretBytes(secret), peer: 'receiver', timeoutMs: 10_000 });
   return new HostilePeer(s, hs);
 }
 
@@ -235,7 +235,6 @@ export async function hostileSender(
     host: '127.0.0.1',
     port: 0,
     secret: HOSTILE_SECRET,
-    encrypt: true,
     ktls: 'off',
     keepServing: false,
     maxAuthFailures: 1,
@@ -286,7 +285,6 @@ export async function hostileReceiver(src: string, opts: Partial<SendOptions> = 
     host: '127.0.0.1',
     port,
     secret: HOSTILE_SECRET,
-    encrypt: true,
     ktls: 'off',
     streams: 1,
     chunkSize: 65536,
@@ -303,7 +301,7 @@ export async function hostileReceiver(src: string, opts: Partial<SendOptions> = 
   const sock = await accepted;
   server.close();
   sock.setNoDelay(true);
-  const hs = await serverHandshake(sock, { secret: secretBytes(HOSTILE_SECRET), encrypt: true, peer: 'sender', timeoutMs: 10_000 });
+  const hs = await serverHandshake(sock, { secret: secretBytes(HOSTILE_SECRET), peer: 'sender', timeoutMs: 10_000 });
   const peer = new HostilePeer(sock, hs);
   const first = await peer.next();
   if (first?.type !== MsgType.SESSION) throw new Error(`hostile receiver: expected SESSION, got ${first?.type}`);
@@ -325,7 +323,7 @@ export function dataFor(index: number, content: Buffer, from = 0): Buffer {
     writeChunkHeader(w, from, content.length - from);
     w.bytes(content.subarray(from));
   }
-  writeEnd(w, createHash('sha256').update(content.subarray(from)).digest());
+  writeEnd(w, newHash().update(content.subarray(from)).digest());
   return w.take();
 }
 

@@ -4,8 +4,7 @@
  * secure/handshake.ts), then cuts the byte stream into TLS 1.3 records (5-byte
  * header, RFC 8446 §5.2) and hands each record to a mutation that returns what to
  * forward instead: a flipped bit, nothing (dropped), the record twice, a held-back
- * record released later (reordered), or a cut. With `raw: true` (--no-encrypt) there
- * are no records after the handshake: the mutation sees the chunks as they come.
+ * record released later (reordered), or a cut.
  */
 import net from 'node:net';
 import { HELLO_BYTES } from '../../src/wire/hello.js';
@@ -31,7 +30,6 @@ class DirectionParser {
   index = 0;
   constructor(
     readonly dir: Direction,
-    readonly raw: boolean,
     readonly mutate: RecordMutation,
   ) {}
 
@@ -57,14 +55,6 @@ class DirectionParser {
         this.#msgsLeft--;
         continue;
       }
-      if (this.raw) {
-        if (this.#buf.length === 0) break;
-        const r = this.mutate(this.dir, Buffer.from(this.#buf), this.index++);
-        this.#buf = Buffer.alloc(0);
-        if (r === 'cut') return { data: Buffer.concat(out), cut: true };
-        out.push(...r);
-        break;
-      }
       if (this.#buf.length < 5) break;
       const len = 5 + this.#buf.readUInt16BE(3);
       if (this.#buf.length < len) break;
@@ -82,7 +72,7 @@ class DirectionParser {
   }
 }
 
-export async function startRecordProxy(targetPort: number, mutate: RecordMutation, opts: { raw?: boolean } = {}): Promise<RecordProxy> {
+export async function startRecordProxy(targetPort: number, mutate: RecordMutation): Promise<RecordProxy> {
   const sockets = new Set<net.Socket>();
   const records: Record<Direction, number> = { up: 0, down: 0 };
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
@@ -107,8 +97,8 @@ export async function startRecordProxy(targetPort: number, mutate: RecordMutatio
         setImmediate(() => to.destroy());
       });
     };
-    pipe(client, upstream, new DirectionParser('up', opts.raw ?? false, mutate));
-    pipe(upstream, client, new DirectionParser('down', opts.raw ?? false, mutate));
+    pipe(client, upstream, new DirectionParser('up', mutate));
+    pipe(upstream, client, new DirectionParser('down', mutate));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
