@@ -305,7 +305,7 @@ test('length: SESSION with 1024 excludes (the cap) of 4000 bytes is accepted and
   assert.ok(r.summary, JSON.stringify(r.error));
 });
 
-test('length: a 16 TiB file that is one hole does not stall the receiver (hashing is bounded or off the main thread)', { todo: 'issue 11 defect 4 (fixed on another branch)', timeout: 30_000 }, async () => {
+test('length: a 16 TiB file that is one hole does not stall the receiver (hashing is bounded or off the main thread)', { timeout: 30_000 }, async () => {
   // A child `ferry recv`, so that a receiver busy hashing 2^44 zero bytes cannot stall this test process.
   const root = await tmpDir('ferry-adv-len-');
   const rv = await startRecv(path.join(root, 'dst'), [], {}, 20_000);
@@ -385,7 +385,7 @@ test('length (hostile receiver): an ERROR message at the cap keeps its code; one
   assert.ok(isFerryError(e2, 'FERRY_E_PROTOCOL'), String(e2));
 });
 
-test('length (hostile receiver): FAILED repeated without end for an entry that is not a file ends the session', { todo: 'issue 11 defect 4 (fixed on another branch)', timeout: 30_000 }, async () => {
+test('length (hostile receiver): FAILED repeated without end for an entry that is not a file ends the session', { timeout: 30_000 }, async () => {
   const e = await senderAgainst(async (r) => {
     await r.peer.send(M.MsgType.SESSION_OK, Buffer.alloc(16));
     const m = await r.peer.next();

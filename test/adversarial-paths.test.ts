@@ -277,7 +277,7 @@ test('path attack (sender side): a source parent swapped for a symlink after the
   for (const x of frames) assert.ok(!x.payload.includes(Buffer.from('SECRET')), 'the sender sent the content of a file outside SRC');
 });
 
-test('path attack: a manifest name in ferry\'s temp-file pattern (another file\'s temp name) is refused', { todo: 'issue 11 defect 8 (fixed on another branch)' }, async () => {
+test('path attack: a manifest name in ferry\'s temp-file pattern (another file\'s temp name) is refused', async () => {
   const b = await box();
   const h = await hostileSender(b.dst);
   const r = await scriptedSend(h.peer, [entry(0, 'file', 'f.txt', { size: 4 }), entry(1, 'file', tempNameFor('f.txt'), { size: 4 })]);
