@@ -8,11 +8,23 @@
  * - A failed authentication (FERRY_E_AUTH) is logged and the receiver keeps
  *   listening, so a typo on the sending side does not kill a waiting `recv`; but it
  *   exits with status 3 after `maxAuthFailures` failures (default 3) when it has not
- *   yet served a session, and with `--keep-serving` it never exits on them. Every
- *   failure doubles a delay before the next handshake may start (1 s, 2 s, 4 s … 30 s),
- *   so online guessing is slow; CPace already limits an attacker to one guess per
- *   connection and offline guessing is impossible. A guesser can therefore never
- *   make recv exit 0 or write anything; at worst it exits 3 (a visible DoS).
+ *   yet served a session, and with `--keep-serving` it never exits on them. CPace
+ *   limits an attacker to one online guess per connection and none offline; a
+ *   handshake that got past the server's key confirmation without a valid client
+ *   MAC counts as a failed guess however it ended (secure/handshake.ts). A guesser
+ *   can therefore never make recv exit 0 or write anything; at worst it exits 3 (a
+ *   visible DoS, and the last resort against guessing from many addresses).
+ * - Throttling punishes the guesser, not everyone. Unauthenticated connections are
+ *   counted per source address (an IPv6 /64 counts as one address, since one site
+ *   usually owns a whole /64): at most `maxPendingPerAddress` (4) at a time, and
+ *   `maxPendingHandshakes` (64) overall, so a stranger's idle sockets fill only
+ *   their own share. Each address's failures double a delay before that address's
+ *   next handshake is served (1 s, 2 s, 4 s … 60 s), one at a time while it has
+ *   failures; a success from the address clears them and 15 min without a failure
+ *   forgets them. Other addresses are served at once.
+ * - Deadlines before authentication: a connection must deliver the client's hello
+ *   within `helloTimeoutMs` (5 s) of being served and finish the handshake within
+ *   `handshakeTimeoutMs` (10 s); then its slot is free again.
  * - Connections that are not ferry at all (port scanners, wrong protocol) are
  *   dropped with a warning and do not count as authentication failures.
  * - One session at a time: a sender that arrives while a session runs waits until it
@@ -26,8 +38,9 @@
 import net from 'node:net';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { SafeWriter } from '../fs/safe-writer.js';
-import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
+import { channelOptions, establishChannel, peerNameOf, type SecureChannel } from '../secure/channel.js';
 import { ReceiverSession, checkSessionPolicy, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
+import { HELLO_BYTES } from '../wire/hello.js';
 import { SessionFlags } from '../wire/messages.js';
 
 export interface RecvOptions {
@@ -44,10 +57,20 @@ export interface RecvOptions {
   /** Per-session caps (core/limits.ts defaults). */
   maxEntries?: number;
   maxHoleBytes?: number;
+  /** The whole handshake of one connection, from when it is served (default 10 s). */
   handshakeTimeoutMs?: number;
+  /** The client's hello must arrive within this long of the connection being served (default 5 s). */
+  helloTimeoutMs?: number;
   idleTimeoutMs?: number;
-  /** Base of the back-off after a failed authentication (default 1000 ms). */
+  /** Delay after an address's first failed authentication; doubles with each further one (default 1000 ms). */
   authBackoffMs?: number;
+  /** Cap on that delay (default 60 s). */
+  authBackoffMaxMs?: number;
+  /** An address's failures are forgotten after this long without a new one (default 15 min). */
+  authFailureMemoryMs?: number;
+  /** Unauthenticated connections at a time from one address (default 4) and overall (default 64). */
+  maxPendingPerAddress?: number;
+  maxPendingHandshakes?: number;
   onListening?(host: string, port: number): void;
   onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
   onSessionEnd?(r: RecvSessionOutcome): void;
@@ -70,15 +93,179 @@ export interface RecvOutcome {
   authError?: FerryError;
 }
 
-const MAX_PENDING_HANDSHAKES = 16;
+export const RecvDefaults = {
+  handshakeTimeoutMs: 10_000,
+  helloTimeoutMs: 5_000,
+  authBackoffMs: 1_000,
+  authBackoffMaxMs: 60_000,
+  authFailureMemoryMs: 15 * 60_000,
+  maxPendingPerAddress: 4,
+  maxPendingHandshakes: 64,
+} as const;
+
+/** Addresses whose failures are remembered at most (the oldest idle ones are forgotten first). */
+const MAX_TRACKED_ADDRESSES = 4096;
+
+/**
+ * The key an address is counted under: IPv4 as is (an IPv4-mapped IPv6 address as
+ * its IPv4), IPv6 by its /64 prefix.
+ */
+export function addressKey(address: string | undefined): string {
+  if (address === undefined || address === '') return '?';
+  const a = address.replace(/%.*$/, '').toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+  if (mapped) return mapped[1]!;
+  if (!a.includes(':')) return a;
+  const [head = '', tail] = a.split('::', 2) as [string, string | undefined];
+  const h = head === '' ? [] : head.split(':');
+  const t = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (g.includes('.') ? g : Number.parseInt(g || '0', 16).toString(16)))
+    .join(':')}::/64`;
+}
+
+type GuardOptions = { [K in 'authBackoffMs' | 'authBackoffMaxMs' | 'authFailureMemoryMs' | 'maxPendingPerAddress' | 'maxPendingHandshakes']: number };
+
+interface PeerState {
+  /** Unauthenticated connections from this address now (waiting or in the handshake). */
+  pending: number;
+  failures: number;
+  lastFailure: number;
+  /** The next handshake from this address starts no earlier than this (Date.now() ms). */
+  notBefore: number;
+  /** While the address has failures its handshakes run one at a time, in this chain. */
+  turn: Promise<void>;
+}
+
+/**
+ * Who may start a handshake, and when: per-address and global counts of
+ * unauthenticated connections, and per-address failure back-off. No sockets: the
+ * listener reports what happened and asks what to do.
+ */
+export class ListenerGuard {
+  readonly #peers = new Map<string, PeerState>();
+  readonly #o: GuardOptions;
+  #pending = 0;
+
+  constructor(o: Partial<GuardOptions> = {}) {
+    this.#o = {
+      authBackoffMs: o.authBackoffMs ?? RecvDefaults.authBackoffMs,
+      authBackoffMaxMs: o.authBackoffMaxMs ?? RecvDefaults.authBackoffMaxMs,
+      authFailureMemoryMs: o.authFailureMemoryMs ?? RecvDefaults.authFailureMemoryMs,
+      maxPendingPerAddress: o.maxPendingPerAddress ?? RecvDefaults.maxPendingPerAddress,
+      maxPendingHandshakes: o.maxPendingHandshakes ?? RecvDefaults.maxPendingHandshakes,
+    };
+  }
+
+  /** Unauthenticated connections now, and addresses remembered (tests look for leaks). */
+  get pending(): number {
+    return this.#pending;
+  }
+  get tracked(): number {
+    return this.#peers.size;
+  }
+
+  /** A new connection from `key`: 'ok' (counted; call release() once), or why it is refused. */
+  admit(key: string, now: number): 'ok' | 'address' | 'global' {
+    if (this.#pending >= this.#o.maxPendingHandshakes) return 'global';
+    const st = this.#state(key, now);
+    if (st.pending >= this.#o.maxPendingPerAddress) return 'address';
+    st.pending++;
+    this.#pending++;
+    return 'ok';
+  }
+
+  release(key: string, now: number): void {
+    const st = this.#peers.get(key);
+    if (!st || st.pending === 0) return;
+    st.pending--;
+    this.#pending--;
+    this.#forgetIfIdle(key, st, now);
+  }
+
+  /**
+   * Wait until a handshake from `key` may start. Returns a function to call when it
+   * has ended; `cancelled` resolves early (the socket closed, recv stopped).
+   */
+  async turn(key: string, cancelled: Promise<void>): Promise<() => void> {
+    const st = this.#peers.get(key);
+    if (!st || st.failures === 0) return () => undefined;
+    const prev = st.turn;
+    let done!: () => void;
+    const mine = new Promise<void>((r) => (done = r));
+    // The next one waits for this handshake and for every one before it, even when
+    // this one is cancelled while an earlier one still runs.
+    st.turn = prev.then(() => mine);
+    await Promise.race([prev, cancelled]);
+    const wait = st.notBefore - Date.now();
+    if (wait > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((r) => (timer = setTimeout(r, wait))), cancelled]);
+      clearTimeout(timer);
+    }
+    return done;
+  }
+
+  /** A failed guess from `key`; returns the delay before its next handshake, ms. */
+  failed(key: string, now: number): number {
+    const st = this.#state(key, now);
+    st.failures++;
+    st.lastFailure = now;
+    const delay = Math.min(this.#o.authBackoffMs * 2 ** Math.min(st.failures - 1, 30), this.#o.authBackoffMaxMs);
+    st.notBefore = now + delay;
+    // Most recently failed last, so eviction takes the longest quiet first.
+    this.#peers.delete(key);
+    this.#peers.set(key, st);
+    return delay;
+  }
+
+  /** `key` proved the secret: its failures are forgiven. */
+  succeeded(key: string, now: number): void {
+    const st = this.#peers.get(key);
+    if (!st) return;
+    st.failures = 0;
+    st.notBefore = 0;
+    this.#forgetIfIdle(key, st, now);
+  }
+
+  #state(key: string, now: number): PeerState {
+    let st = this.#peers.get(key);
+    if (st && st.failures > 0 && now - st.lastFailure >= this.#o.authFailureMemoryMs) {
+      st.failures = 0;
+      st.notBefore = 0;
+    }
+    if (!st) {
+      if (this.#peers.size >= MAX_TRACKED_ADDRESSES) this.#evict(now);
+      st = { pending: 0, failures: 0, lastFailure: 0, notBefore: 0, turn: Promise.resolve() };
+      this.#peers.set(key, st);
+    }
+    return st;
+  }
+
+  #forgetIfIdle(key: string, st: PeerState, now: number): void {
+    if (st.pending === 0 && (st.failures === 0 || now - st.lastFailure >= this.#o.authFailureMemoryMs)) this.#peers.delete(key);
+  }
+
+  /** Make room: forget expired addresses, then the quietest idle ones. */
+  #evict(now: number): void {
+    for (const [k, st] of this.#peers) this.#forgetIfIdle(k, st, now);
+    for (const [k, st] of this.#peers) {
+      if (this.#peers.size < MAX_TRACKED_ADDRESSES) break;
+      if (st.pending === 0) this.#peers.delete(k);
+    }
+  }
+}
 
 export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   const sessions: RecvSessionOutcome[] = [];
   const server = net.createServer();
   const sockets = new Set<net.Socket>();
   let authFailures = 0;
-  let notBefore = 0;
-  let pendingHandshakes = 0;
+  const guard = new ListenerGuard(o);
+  const helloTimeoutMs = o.helloTimeoutMs ?? RecvDefaults.helloTimeoutMs;
+  const chOpts = channelOptions('server', { ...o, handshakeTimeoutMs: o.handshakeTimeoutMs ?? RecvDefaults.handshakeTimeoutMs });
   let active: { session: ReceiverSession; done: Promise<void> } | null = null;
   let queue: Promise<void> = Promise.resolve();
   let stopped = false;
@@ -88,7 +275,6 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     finish = res;
     fail = rej;
   });
-  const backoff = o.authBackoffMs ?? 1000;
 
   const stop = (v: RecvOutcome | Error): void => {
     if (stopped) return;
@@ -99,26 +285,43 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     else finish(v);
   };
 
-  const handshake = async (sock: net.Socket): Promise<SecureChannel | null> => {
-    const wait = notBefore - Date.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    if (stopped || sock.destroyed) return null;
+  /** Serve one admitted connection's handshake, within its address's turn and the deadlines. */
+  const handshake = async (sock: net.Socket, key: string, closed: Promise<void>): Promise<SecureChannel | null> => {
+    const endTurn = await guard.turn(key, closed);
+    let helloLate = false;
+    const helloTimer = setTimeout(() => {
+      if (sock.bytesRead < HELLO_BYTES) {
+        helloLate = true;
+        sock.destroy();
+      }
+    }, helloTimeoutMs);
     try {
-      return await establishChannel(sock, channelOptions('server', o));
+      if (stopped || sock.destroyed) return null;
+      const ch = await establishChannel(sock, chOpts);
+      guard.succeeded(key, Date.now());
+      return ch;
     } catch (e) {
       sock.destroy();
       const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e));
       if (err.code === ErrorCodes.AUTH) {
         authFailures++;
-        notBefore = Date.now() + Math.min(backoff * 2 ** (authFailures - 1), 30_000);
-        o.onWarning?.(`${err.message} (failed attempt ${authFailures}${o.keepServing ? '' : ` of ${o.maxAuthFailures}`})`);
+        const delay = guard.failed(key, Date.now());
+        o.onWarning?.(
+          `${err.message} (failed attempt ${authFailures}${o.keepServing ? '' : ` of ${o.maxAuthFailures}`}; ` +
+            `the next handshake from ${key} waits ${(delay / 1000).toFixed(1)} s)`,
+        );
         if (!o.keepServing && sessions.length === 0 && authFailures >= o.maxAuthFailures && !active) {
           stop({ sessions, authError: err });
         }
-      } else {
+      } else if (helloLate) {
+        o.onWarning?.(`dropped a connection from ${peerNameOf(sock)}: no hello within ${(helloTimeoutMs / 1000).toFixed(1)} s`);
+      } else if (!stopped) {
         o.onWarning?.(`dropped a connection: ${err.code}: ${err.message}`);
       }
       return null;
+    } finally {
+      clearTimeout(helloTimer);
+      endTurn();
     }
   };
 
@@ -171,17 +374,32 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => undefined);
     sock.setNoDelay(true);
-    if (stopped || pendingHandshakes >= MAX_PENDING_HANDSHAKES) {
+    const key = addressKey(sock.remoteAddress);
+    const admitted = stopped ? 'stopped' : guard.admit(key, Date.now());
+    if (admitted !== 'ok') {
       sock.destroy();
       return;
     }
-    pendingHandshakes++;
+    // The slot is freed when the handshake ends or the socket closes, whichever is first.
+    let slotHeld = true;
+    let onClosed!: () => void;
+    const closed = new Promise<void>((r) => (onClosed = r));
+    const freeSlot = (): void => {
+      if (slotHeld) {
+        slotHeld = false;
+        guard.release(key, Date.now());
+      }
+    };
+    sock.once('close', () => {
+      freeSlot();
+      onClosed();
+    });
     void (async () => {
       let ch: SecureChannel | null;
       try {
-        ch = await handshake(sock);
+        ch = await handshake(sock, key, closed);
       } finally {
-        pendingHandshakes--;
+        freeSlot();
       }
       if (!ch || stopped) return;
       let opening;

@@ -24,6 +24,15 @@
  * - Wrong secret: the client sees a bad mac_s one round trip after connecting and
  *   tells the server with an (unauthenticated) Notice; both fail FERRY_E_AUTH before
  *   any record is sent. A server that sees a bad mac_c likewise sends a Notice.
+ * - Guesses are counted on the server. Whichever side confirms first hands the other
+ *   a check of one guess; the server confirms first here (as SPAKE2+, RFC 9383, and
+ *   TLS 1.3 do) because that keeps the handshake to one round trip before data flows.
+ *   The price is that a guessing client learns its answer from mac_s without ever
+ *   sending mac_c, so the server treats every handshake that got past its
+ *   ServerConfirm without a valid ClientConfirm as FERRY_E_AUTH, whatever ended it;
+ *   the listener then throttles the guesser (modes/recv.ts). For the same reason a
+ *   client that has verified mac_s always sends mac_c, even when it is about to give
+ *   up over the peer's flags.
  * - The encrypt flag of each side is inside the confirmed transcript. Every session
  *   is encrypted now; a peer without the flag (an older ferry run with --no-encrypt)
  *   is refused after authentication, on both sides, naming the flag.
@@ -32,7 +41,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { ErrorCodes, FerryError, cleanForDisplay, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, FerryError, cleanForDisplay, isFerryError, type ErrorCode } from '../core/errors.js';
 import { BufferList } from '../wire/frame.js';
 import { HELLO_BYTES, MAGIC, PROTOCOL_VERSION, checkHelloPrefix, encodeHello, guessProtocol, parseHello } from '../wire/hello.js';
 import { startCPace } from './cpace.js';
@@ -103,9 +112,12 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
     if (!macEqual(serverConfirm.body, finishedMac(secrets.serverFinishedKey, th))) {
       throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
     }
-    if (!parseFlags(io, result.peerAD)) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
+    // Prove the secret before anything else, even when about to refuse the peer's
+    // flags: the server counts every handshake that ends without a valid mac_c as a
+    // failed guess, and a peer that knows the secret is not a guesser.
     const th2 = sha256(thInput, serverConfirm.raw);
     io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, th2)));
+    if (!parseFlags(io, result.peerAD)) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
     return {
       txSecret: secrets.clientTraffic,
       rxSecret: secrets.serverTraffic,
@@ -135,9 +147,18 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
     const th = sha256(thInput);
     const secrets = deriveSessionSecrets(result.isk, th);
     const serverConfirm = encodeMessage(MsgTypes.SERVER_CONFIRM, finishedMac(secrets.serverFinishedKey, th));
+    // From here on the client can check its guess of the secret against mac_s, so
+    // whatever ends this handshake short of a valid mac_c (a disconnect, a reset, a
+    // timeout, a Notice, garbage) is a failed guess: FERRY_E_AUTH, which the listener
+    // counts and throttles (modes/recv.ts).
     io.write(Buffer.concat([serverShare, serverConfirm]));
 
-    const clientConfirm = await io.readMessage(MsgTypes.CLIENT_CONFIRM);
+    let clientConfirm: { body: Buffer; raw: Buffer };
+    try {
+      clientConfirm = await io.readMessage(MsgTypes.CLIENT_CONFIRM);
+    } catch (e) {
+      throw unprovenAfterConfirm(opts.peer, e);
+    }
     if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
       throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
     }
@@ -155,6 +176,21 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
 
 function authFailedText(peer: string): string {
   return `authentication failed with ${peer}: the shared secrets differ`;
+}
+
+/**
+ * The server's verdict on a client that received mac_s and then did not send a valid
+ * mac_c: it may have checked a guess against mac_s, so this is an authentication
+ * failure whatever the immediate cause (kept as `cause`).
+ */
+function unprovenAfterConfirm(peer: string, e: unknown): FerryError {
+  if (isFerryError(e, ErrorCodes.AUTH)) return e;
+  const why = isFerryError(e) ? e.message : String(e);
+  return new FerryError(
+    ErrorCodes.AUTH,
+    `authentication failed with ${peer}: it received the key confirmation but never proved the secret (${why}); counted as a failed guess`,
+    { subject: peer, cause: e },
+  );
 }
 
 function modeMismatchText(peer: string): string {
