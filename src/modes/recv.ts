@@ -71,6 +71,8 @@ export interface RecvOptions {
   /** Unauthenticated connections at a time from one address (default 4) and overall (default 64). */
   maxPendingPerAddress?: number;
   maxPendingHandshakes?: number;
+  /** Aborting it stops listening, drops every connection and resolves with the sessions so far. */
+  signal?: AbortSignal;
   onListening?(host: string, port: number): void;
   onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
   onSessionEnd?(r: RecvSessionOutcome): void;
@@ -248,11 +250,11 @@ export class ListenerGuard {
     if (st.pending === 0 && (st.failures === 0 || now - st.lastFailure >= this.#o.authFailureMemoryMs)) this.#peers.delete(key);
   }
 
-  /** Make room: forget expired addresses, then the quietest idle ones. */
+  /** Make room (an eighth, so this runs rarely): forget expired addresses, then the longest quiet idle ones. */
   #evict(now: number): void {
     for (const [k, st] of this.#peers) this.#forgetIfIdle(k, st, now);
     for (const [k, st] of this.#peers) {
-      if (this.#peers.size < MAX_TRACKED_ADDRESSES) break;
+      if (this.#peers.size <= (MAX_TRACKED_ADDRESSES * 7) / 8) break;
       if (st.pending === 0) this.#peers.delete(k);
     }
   }
@@ -437,6 +439,11 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
       }
     })().catch((e) => stop(isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e))));
   });
+
+  const onAbort = (): void => stop({ sessions });
+  if (o.signal?.aborted) return { sessions };
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  void outcome.finally(() => o.signal?.removeEventListener('abort', onAbort)).catch(() => undefined);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
