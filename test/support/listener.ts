@@ -183,12 +183,10 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** Poll `cond` every 10 ms until it holds; reject after `ms` saying what did not happen. */
-export function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  return within(
-    (async () => {
-      while (!cond()) await new Promise((r) => setTimeout(r, 10));
-    })(),
-    ms,
-    what,
-  );
+export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
