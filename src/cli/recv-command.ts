@@ -48,7 +48,8 @@ Options:
                           (default: exit after the first session)
       --max-auth-failures N   exit with status 3 after N failed authentication
                           attempts before any session succeeded (default 3;
-                          each failure also doubles a delay, 1 s .. 30 s)
+                          each failure also delays the next attempt from the
+                          same address, 1 s doubling to 60 s)
       --ktls=auto|on|off  kernel TLS offload for sending (default auto)
       --tls, --uring, --splice   accepted for uring-sync compatibility
       --preserve-special-bits    honour a sender's request to keep setuid/setgid/sticky
