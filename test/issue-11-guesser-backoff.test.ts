@@ -67,14 +67,24 @@ test('per-address back-off: doubles per failure up to the cap, other addresses u
   assert.equal(g.tracked, 2);
 });
 
-test('per-address and global caps on unauthenticated connections', () => {
-  const g = new ListenerGuard({ maxPendingPerAddress: 2, maxPendingHandshakes: 3 });
-  assert.deepEqual(['a', 'a', 'a'].map((k) => g.admit(k, 0)), ['ok', 'ok', 'address']);
+test('per-address and global caps on unauthenticated connections; eviction only of waiting ones', async () => {
+  const g = new ListenerGuard({ maxHandshakesPerAddress: 1, maxPendingPerAddress: 3, maxPendingHandshakes: 4 });
+  assert.deepEqual(['a', 'a', 'a', 'a'].map((k) => g.admit(k, 0)), ['ok', 'ok', 'ok', 'address']);
   assert.equal(g.admit('b', 0), 'ok');
-  assert.equal(g.admit('c', 0), 'global');
+  // Full. 'a' holds 3 but none has a turn yet: a newcomer may displace one of them.
+  assert.deepEqual(g.admit('c', 0), { evict: 'a' });
+  const never = new Promise<void>(() => undefined);
+  const endA1 = await g.turn('a', never);
+  let second = false;
+  const a2 = g.turn('a', never).then((end) => ((second = true), end));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(second, false, 'one handshake at a time for this address');
+  endA1();
+  const endA2 = await a2;
+  endA2();
   g.release('a', 0);
   assert.equal(g.admit('c', 0), 'ok');
-  for (const k of ['a', 'b', 'c']) g.release(k, 0);
+  for (const k of ['a', 'a', 'b', 'c']) g.release(k, 0);
   assert.equal(g.pending, 0);
   assert.equal(g.tracked, 0, 'idle addresses without failures are not remembered');
 });

@@ -16,15 +16,19 @@
  *   visible DoS, and the last resort against guessing from many addresses).
  * - Throttling punishes the guesser, not everyone. Unauthenticated connections are
  *   counted per source address (an IPv6 /64 counts as one address, since one site
- *   usually owns a whole /64): at most `maxPendingPerAddress` (4) at a time, and
- *   `maxPendingHandshakes` (64) overall, so a stranger's idle sockets fill only
- *   their own share. Each address's failures double a delay before that address's
- *   next handshake is served (1 s, 2 s, 4 s … 60 s), one at a time while it has
- *   failures; a success from the address clears them and 15 min without a failure
- *   forgets them. Other addresses are served at once.
+ *   usually owns a whole /64). An address gets `maxHandshakesPerAddress` (4)
+ *   handshakes at a time; its other connections wait their turn without being read
+ *   (up to `maxPendingPerAddress`, 64, so that a `-P 64` sender, whose extra streams
+ *   all connect at once, is never refused), and `maxPendingHandshakes` (256) bound
+ *   them all. A stranger's idle sockets therefore fill only their own address's
+ *   turns; when all 256 are taken, a newcomer from a less busy address displaces a
+ *   waiting (never a served) connection of the busiest one. Each address's failures
+ *   double a delay before that address's next handshake is served (1 s, 2 s, 4 s …
+ *   60 s), one at a time while it has failures; a success from the address clears
+ *   them and 15 min without a failure forgets them. Other addresses are served at once.
  * - Deadlines before authentication: a connection must deliver the client's hello
- *   within `helloTimeoutMs` (5 s) of being served and finish the handshake within
- *   `handshakeTimeoutMs` (10 s); then its slot is free again.
+ *   within `helloTimeoutMs` (5 s) of its turn starting and finish the handshake
+ *   within `handshakeTimeoutMs` (10 s); then its turn passes to the next.
  * - Connections that are not ferry at all (port scanners, wrong protocol) are
  *   dropped with a warning and do not count as authentication failures.
  * - One session at a time: a sender that arrives while a session runs waits until it
@@ -41,7 +45,7 @@ import { SafeWriter } from '../fs/safe-writer.js';
 import { channelOptions, establishChannel, peerNameOf, type SecureChannel } from '../secure/channel.js';
 import { ReceiverSession, checkSessionPolicy, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
 import { HELLO_BYTES } from '../wire/hello.js';
-import { SessionFlags } from '../wire/messages.js';
+import { MAX_STREAMS, SessionFlags } from '../wire/messages.js';
 
 export interface RecvOptions {
   dst: string;
@@ -68,7 +72,9 @@ export interface RecvOptions {
   authBackoffMaxMs?: number;
   /** An address's failures are forgotten after this long without a new one (default 15 min). */
   authFailureMemoryMs?: number;
-  /** Unauthenticated connections at a time from one address (default 4) and overall (default 64). */
+  /** Handshakes served at a time for one address (default 4); its other connections wait their turn. */
+  maxHandshakesPerAddress?: number;
+  /** Unauthenticated connections, served or waiting, from one address (default 64, a `-P 64` sender) and overall (default 256). */
   maxPendingPerAddress?: number;
   maxPendingHandshakes?: number;
   /** Aborting it stops listening, drops every connection and resolves with the sessions so far. */
@@ -101,8 +107,9 @@ export const RecvDefaults = {
   authBackoffMs: 1_000,
   authBackoffMaxMs: 60_000,
   authFailureMemoryMs: 15 * 60_000,
-  maxPendingPerAddress: 4,
-  maxPendingHandshakes: 64,
+  maxHandshakesPerAddress: 4,
+  maxPendingPerAddress: MAX_STREAMS,
+  maxPendingHandshakes: 256,
 } as const;
 
 /** Addresses whose failures are remembered at most (the oldest idle ones are forgotten first). */
@@ -128,23 +135,28 @@ export function addressKey(address: string | undefined): string {
     .join(':')}::/64`;
 }
 
-type GuardOptions = { [K in 'authBackoffMs' | 'authBackoffMaxMs' | 'authFailureMemoryMs' | 'maxPendingPerAddress' | 'maxPendingHandshakes']: number };
+type GuardOptions = {
+  [K in 'authBackoffMs' | 'authBackoffMaxMs' | 'authFailureMemoryMs' | 'maxHandshakesPerAddress' | 'maxPendingPerAddress' | 'maxPendingHandshakes']: number;
+};
 
 interface PeerState {
-  /** Unauthenticated connections from this address now (waiting or in the handshake). */
+  /** Unauthenticated connections from this address now (waiting for a turn or in the handshake). */
   pending: number;
+  /** Of those, handshakes being served now. */
+  active: number;
   failures: number;
   lastFailure: number;
   /** The next handshake from this address starts no earlier than this (Date.now() ms). */
   notBefore: number;
-  /** While the address has failures its handshakes run one at a time, in this chain. */
-  turn: Promise<void>;
+  /** Connections waiting for a turn: woken (all, oldest first) whenever a turn ends. */
+  waiters: Set<() => void>;
 }
 
 /**
  * Who may start a handshake, and when: per-address and global counts of
- * unauthenticated connections, and per-address failure back-off. No sockets: the
- * listener reports what happened and asks what to do.
+ * unauthenticated connections, turns (so many handshakes at a time per address, one
+ * while it has failures) and per-address failure back-off. No sockets: the listener
+ * reports what happened and asks what to do.
  */
 export class ListenerGuard {
   readonly #peers = new Map<string, PeerState>();
@@ -156,6 +168,7 @@ export class ListenerGuard {
       authBackoffMs: o.authBackoffMs ?? RecvDefaults.authBackoffMs,
       authBackoffMaxMs: o.authBackoffMaxMs ?? RecvDefaults.authBackoffMaxMs,
       authFailureMemoryMs: o.authFailureMemoryMs ?? RecvDefaults.authFailureMemoryMs,
+      maxHandshakesPerAddress: o.maxHandshakesPerAddress ?? RecvDefaults.maxHandshakesPerAddress,
       maxPendingPerAddress: o.maxPendingPerAddress ?? RecvDefaults.maxPendingPerAddress,
       maxPendingHandshakes: o.maxPendingHandshakes ?? RecvDefaults.maxPendingHandshakes,
     };
@@ -169,11 +182,31 @@ export class ListenerGuard {
     return this.#peers.size;
   }
 
-  /** A new connection from `key`: 'ok' (counted; call release() once), or why it is refused. */
-  admit(key: string, now: number): 'ok' | 'address' | 'global' {
-    if (this.#pending >= this.#o.maxPendingHandshakes) return 'global';
+  /**
+   * A new connection from `key`: 'ok' (counted; call release() once), or why it is
+   * refused. When every slot is taken, a newcomer whose address holds fewer
+   * connections than the busiest address by two or more gets `{ evict }`: drop one
+   * of that address's connections still waiting for a turn (release() it) and admit
+   * again. A few addresses then cannot fill the listener.
+   */
+  admit(key: string, now: number): 'ok' | 'address' | 'global' | { evict: string } {
     const st = this.#state(key, now);
-    if (st.pending >= this.#o.maxPendingPerAddress) return 'address';
+    let verdict: 'ok' | 'address' | 'global' | { evict: string } = 'ok';
+    if (st.pending >= this.#o.maxPendingPerAddress) verdict = 'address';
+    else if (this.#pending >= this.#o.maxPendingHandshakes) {
+      verdict = 'global';
+      let most = st.pending + 1;
+      for (const [k, other] of this.#peers) {
+        if (other.pending > most && other.pending > other.active) {
+          most = other.pending;
+          verdict = { evict: k };
+        }
+      }
+    }
+    if (verdict !== 'ok') {
+      this.#forgetIfIdle(key, st, now);
+      return verdict;
+    }
     st.pending++;
     this.#pending++;
     return 'ok';
@@ -188,26 +221,36 @@ export class ListenerGuard {
   }
 
   /**
-   * Wait until a handshake from `key` may start. Returns a function to call when it
-   * has ended; `cancelled` resolves early (the socket closed, recv stopped).
+   * Wait until a handshake from `key` (admitted) may start: fewer than
+   * `maxHandshakesPerAddress` of the address's handshakes running, or, while it has
+   * failures, none running and its delay over. Returns the function that ends the
+   * turn; `cancelled` (the socket closed, recv stopped) ends the wait early, with no turn.
    */
   async turn(key: string, cancelled: Promise<void>): Promise<() => void> {
     const st = this.#peers.get(key);
-    if (!st || st.failures === 0) return () => undefined;
-    const prev = st.turn;
-    let done!: () => void;
-    const mine = new Promise<void>((r) => (done = r));
-    // The next one waits for this handshake and for every one before it, even when
-    // this one is cancelled while an earlier one still runs.
-    st.turn = prev.then(() => mine);
-    await Promise.race([prev, cancelled]);
-    const wait = st.notBefore - Date.now();
-    if (wait > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([new Promise<void>((r) => (timer = setTimeout(r, wait))), cancelled]);
+    if (!st) return () => undefined;
+    let gone = false;
+    void cancelled.then(() => (gone = true));
+    for (;;) {
+      if (gone) return () => undefined;
+      const wait = st.failures > 0 ? st.notBefore - Date.now() : 0;
+      if (st.active < (st.failures > 0 ? 1 : this.#o.maxHandshakesPerAddress) && wait <= 0) break;
+      let wake!: () => void;
+      const woken = new Promise<void>((r) => (wake = r));
+      st.waiters.add(wake);
+      const timer = wait > 0 ? setTimeout(wake, wait) : undefined;
+      await Promise.race([woken, cancelled]);
       clearTimeout(timer);
+      st.waiters.delete(wake);
     }
-    return done;
+    st.active++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      st.active--;
+      for (const w of [...st.waiters]) w();
+    };
   }
 
   /** A failed guess from `key`; returns the delay before its next handshake, ms. */
@@ -240,7 +283,7 @@ export class ListenerGuard {
     }
     if (!st) {
       if (this.#peers.size >= MAX_TRACKED_ADDRESSES) this.#evict(now);
-      st = { pending: 0, failures: 0, lastFailure: 0, notBefore: 0, turn: Promise.resolve() };
+      st = { pending: 0, active: 0, failures: 0, lastFailure: 0, notBefore: 0, waiters: new Set() };
       this.#peers.set(key, st);
     }
     return st;
@@ -260,12 +303,21 @@ export class ListenerGuard {
   }
 }
 
+/** An unauthenticated connection as the listener tracks it. */
+interface Pending {
+  /** Its handshake has started (it is no longer waiting for a turn). */
+  served: boolean;
+  evict(): void;
+}
+
 export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   const sessions: RecvSessionOutcome[] = [];
   const server = net.createServer();
   const sockets = new Set<net.Socket>();
   let authFailures = 0;
   const guard = new ListenerGuard(o);
+  /** Per address, its unauthenticated connections, oldest first (for ListenerGuard's evictions). */
+  const unauthenticated = new Map<string, Set<Pending>>();
   const helloTimeoutMs = o.helloTimeoutMs ?? RecvDefaults.helloTimeoutMs;
   const chOpts = channelOptions('server', { ...o, handshakeTimeoutMs: o.handshakeTimeoutMs ?? RecvDefaults.handshakeTimeoutMs });
   let active: { session: ReceiverSession; done: Promise<void> } | null = null;
@@ -288,8 +340,10 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   };
 
   /** Serve one admitted connection's handshake, within its address's turn and the deadlines. */
-  const handshake = async (sock: net.Socket, key: string, closed: Promise<void>): Promise<SecureChannel | null> => {
+  const handshake = async (sock: net.Socket, key: string, closed: Promise<void>, me: Pending): Promise<SecureChannel | null> => {
+    const peer = peerNameOf(sock);
     const endTurn = await guard.turn(key, closed);
+    me.served = true;
     let helloLate = false;
     const helloTimer = setTimeout(() => {
       if (sock.bytesRead < HELLO_BYTES) {
@@ -316,7 +370,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
           stop({ sessions, authError: err });
         }
       } else if (helloLate) {
-        o.onWarning?.(`dropped a connection from ${peerNameOf(sock)}: no hello within ${(helloTimeoutMs / 1000).toFixed(1)} s`);
+        o.onWarning?.(`dropped a connection from ${peer}: no hello within ${(helloTimeoutMs / 1000).toFixed(1)} s`);
       } else if (!stopped) {
         o.onWarning?.(`dropped a connection: ${err.code}: ${err.message}`);
       }
@@ -377,7 +431,14 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     sock.on('error', () => undefined);
     sock.setNoDelay(true);
     const key = addressKey(sock.remoteAddress);
-    const admitted = stopped ? 'stopped' : guard.admit(key, Date.now());
+    let admitted = stopped ? 'stopped' : guard.admit(key, Date.now());
+    if (typeof admitted === 'object') {
+      // Drop the newest of that address's connections still waiting for a turn.
+      let victim: Pending | undefined;
+      for (const c of unauthenticated.get(admitted.evict) ?? []) if (!c.served) victim = c;
+      victim?.evict();
+      admitted = victim ? guard.admit(key, Date.now()) : 'global';
+    }
     if (admitted !== 'ok') {
       sock.destroy();
       return;
@@ -386,12 +447,24 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     let slotHeld = true;
     let onClosed!: () => void;
     const closed = new Promise<void>((r) => (onClosed = r));
+    const mine = unauthenticated.get(key) ?? new Set<Pending>();
+    unauthenticated.set(key, mine);
     const freeSlot = (): void => {
       if (slotHeld) {
         slotHeld = false;
         guard.release(key, Date.now());
+        mine.delete(me);
+        if (mine.size === 0 && unauthenticated.get(key) === mine) unauthenticated.delete(key);
       }
     };
+    const me: Pending = {
+      served: false,
+      evict: () => {
+        freeSlot();
+        sock.destroy();
+      },
+    };
+    mine.add(me);
     sock.once('close', () => {
       freeSlot();
       onClosed();
@@ -399,7 +472,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     void (async () => {
       let ch: SecureChannel | null;
       try {
-        ch = await handshake(sock, key, closed);
+        ch = await handshake(sock, key, closed, me);
       } finally {
         freeSlot();
       }
