@@ -17,10 +17,10 @@
  * - Throttling punishes the guesser, not everyone. Unauthenticated connections are
  *   counted per source address (an IPv6 /64 counts as one address, since one site
  *   usually owns a whole /64). An address gets `maxHandshakesPerAddress` (4)
- *   handshakes at a time; its other connections wait their turn without being read
- *   (up to `maxPendingPerAddress`, 64, so that a `-P 64` sender, whose extra streams
- *   all connect at once, is never refused), and `maxPendingHandshakes` (256) bound
- *   them all. A stranger's idle sockets therefore fill only their own address's
+ *   handshakes at a time; its other connections wait their turn, with nothing sent
+ *   or parsed (up to `maxPendingPerAddress`, 64, so that a `-P 64` sender, whose
+ *   extra streams all connect at once, is never refused), and `maxPendingHandshakes`
+ *   (256) bounds them all. A stranger's idle sockets therefore fill only their own address's
  *   turns; when all 256 are taken, a newcomer from a less busy address displaces a
  *   waiting (never a served) connection of the busiest one. Each address's failures
  *   double a delay before that address's next handshake is served (1 s, 2 s, 4 s …
