@@ -10,6 +10,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { subscribe } from 'node:diagnostics_channel';
 import { readdirSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
 import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -96,7 +97,6 @@ test('50 wrong secrets and 16 idle sockets while a real transfer runs: the trans
   const dsts = [1, 2, 3].map((i) => path.join(root, `dst${i}`));
   let current = 0;
   // recv writes into one DST; each round moves the previous one out of the way.
-  const { rename } = await import('node:fs/promises');
   const dst = path.join(root, 'dst');
   // The hello deadline leaves room for this one event loop running both ends under load.
   const l = await startListener(dst, { authBackoffMs: 1, authBackoffMaxMs: 5, helloTimeoutMs: 1500 });
