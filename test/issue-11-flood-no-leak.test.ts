@@ -68,6 +68,7 @@ async function wrongSecret(port: number, localAddress: string): Promise<unknown>
 /** One round: a transfer into a fresh DST while 10 addresses guess 5 times each and 4 more hold 4 idle sockets each. */
 async function round(l: Listener, src: string): Promise<void> {
   const failuresBefore = l.warnings.filter((w) => /failed attempt/.test(w)).length;
+  const lateBefore = l.warnings.filter((w) => /from 127\.0\.0\.3\d:\d+: no hello within/.test(w)).length;
   const idle = (await Promise.all([20, 21, 22, 23].flatMap((a) => [0, 1, 2, 3].map(() => idleSocket(l.port, `127.0.0.${a}`)))));
   const guessers = Array.from({ length: 10 }, async (_, a) => {
     const out: unknown[] = [];
@@ -80,12 +81,20 @@ async function round(l: Listener, src: string): Promise<void> {
   assert.equal(r.summary.committed, 120);
   const errors = guesses.flat();
   assert.equal(errors.length, 50);
-  for (const e of errors) assert.ok(isFerryError(e, 'FERRY_E_AUTH'), `${String(e)}\n${l.warnings.filter((w) => !/failed attempt/.test(w)).join('\n')}`);
+  // Every guess fails. One event loop runs both ends here, so under load a guesser
+  // may write its hello after the listener's (short) hello deadline and be dropped
+  // before it could guess: FERRY_E_CONNECT, not counted. Every other one is
+  // FERRY_E_AUTH on both sides.
+  const auth = errors.filter((e) => isFerryError(e, 'FERRY_E_AUTH')).length;
+  const late = l.warnings.filter((w) => /from 127\.0\.0\.3\d:\d+: no hello within/.test(w)).length - lateBefore;
+  for (const e of errors) assert.ok(isFerryError(e, 'FERRY_E_AUTH') || isFerryError(e, 'FERRY_E_CONNECT'), String(e));
+  assert.equal(auth + late, 50, `${auth} authentication failures and ${late} late hellos`);
+  assert.ok(auth >= 25, `only ${auth} of 50 guesses reached the server's confirmation`);
   await until(() => idle.every((s) => s.isClosed()), 10_000, 'idle sockets dropped at the first-bytes deadline');
   // The client knows first (it checks mac_s); the server counts when the Notice arrives.
   const counted = (): number => l.warnings.filter((w) => /failed attempt/.test(w)).length - failuresBefore;
-  await until(() => counted() >= 50, 10_000, 'every wrong secret counted');
-  assert.equal(counted(), 50);
+  await until(() => counted() >= auth, 10_000, 'every wrong secret counted');
+  assert.equal(counted(), auth);
 }
 
 test('50 wrong secrets and 16 idle sockets while a real transfer runs: the transfer completes, recv leaks no fds or memory', async (t) => {
