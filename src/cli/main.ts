@@ -15,6 +15,7 @@ import { ErrorCodes, ExitCodes, FerryError, exitCodeFor } from '../core/errors.j
 import { printError } from './output.js';
 import { versionText } from './version.js';
 import { HELP } from './help.js';
+import { parseOperand } from './operands.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -24,12 +25,40 @@ const commands: Record<string, () => Promise<Command>> = {
   recv: async () => (await import('./recv-command.js')).runRecvCommand,
 };
 
-/** An operand names a remote side when a ':' comes before any '/' (scp's rule). */
-export function isRemoteOperand(s: string): boolean {
-  const colon = s.indexOf(':');
-  if (colon <= 0) return false;
-  const slash = s.indexOf('/');
-  return slash === -1 || colon < slash;
+export { isRemoteOperand } from './operands.js';
+
+/**
+ * Operands of a copy command line (the words that are not options or their values), to
+ * decide between a local copy and the ssh mode. Values of options that take one are
+ * skipped, so `-e 'ssh -p 22'` or `--exclude a:b` is not mistaken for an operand.
+ */
+const TAKES_VALUE = new Set(['-e', '--rsh', '--remote-ferry', '--exclude', '-P', '--parallel', '-c', '--chunk-size', '-j', '--jobs', '-q', '--queue-depth', '--progress', '--ktls', '--connect-timeout', '--secret', '--secret-file']);
+function operandsOf(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a === '-') out.push(a);
+    else if (a.startsWith('-')) {
+      if (TAKES_VALUE.has(a) && a !== '--progress') i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+function wantsSsh(argv: string[]): boolean {
+  return operandsOf(argv).some((a) => a !== '-' && isRemote(a));
+}
+
+function isRemote(a: string): boolean {
+  try {
+    return parseOperand(a).kind === 'remote';
+  } catch {
+    return true; // let the ssh command report why it cannot be used
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -42,17 +71,15 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(versionText(argv.includes('-v') || argv.includes('--verbose')));
     return ExitCodes.OK;
   }
+  if (first === '--server') return (await import('./ssh-command.js')).runServerCommand(argv.slice(1));
+  const ssh = async (rest: string[]): Promise<number> => (await import('./ssh-command.js')).runSshCommand(rest);
+  if (first === 'copy' && wantsSsh(argv.slice(1))) return ssh(argv.slice(1));
   const named = commands[first];
   if (named) return (await named())(argv.slice(1));
 
-  // uring-sync's form: `ferry [options] SRC DST` is a local copy when no operand is remote.
-  const operands = argv.filter((a) => !a.startsWith('-'));
-  if (operands.some(isRemoteOperand)) {
-    throw new FerryError(
-      ErrorCodes.USAGE,
-      'remote operands (user@host:path) are not supported yet; use `ferry send`/`ferry recv`',
-    );
-  }
+  // uring-sync's form: `ferry [options] SRC DST` is a local copy when no operand is
+  // remote, and the scp-like mode when one is (rsync's rule, cli/operands.ts).
+  if (wantsSsh(argv)) return ssh(argv);
   return (await (await commands.copy!())(argv));
 }
 

@@ -528,3 +528,71 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   o.onListening?.(addr.address, addr.port);
   return outcome;
 }
+
+/** What one session on an already authenticated channel needs (the ssh mode). */
+export interface ReceiveOverOptions {
+  dst: string;
+  preserveSpecial: boolean;
+  onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
+}
+
+/**
+ * Serve exactly one session on `ch` (the sender's control stream): no listening, no
+ * authentication policy — the channel is already keyed by a secret only the two ends
+ * know. When the sender asks for more streams, `dialExtra` opens each (the local side
+ * always dials, so that a remote sender behind a firewall still gets its streams); the
+ * sender names them with JOIN and its session token.
+ */
+export async function receiveOver(
+  ch: SecureChannel,
+  o: ReceiveOverOptions,
+  dialExtra?: () => Promise<SecureChannel>,
+): Promise<RecvSessionOutcome> {
+  const t0 = performance.now();
+  const peer = ch.info.peer;
+  let result: ReceiverResult | undefined;
+  let error: FerryError | undefined;
+  const extra: SecureChannel[] = [];
+  try {
+    const opening = await readOpening(ch);
+    if (opening.kind !== 'session') throw new FerryError(ErrorCodes.PROTOCOL, `${peer} sent JOIN before SESSION`);
+    const msg = opening.session;
+    let started = false;
+    try {
+      const sink = await SafeWriter.open(o.dst, {
+        preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
+        dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
+      });
+      const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
+      const session = new ReceiverSession(ch, opening.frames, msg, sink, events ? { events } : {});
+      const done = session.run();
+      started = true;
+      if (msg.streams > 1 && dialExtra) {
+        for (let i = 1; i < msg.streams; i++) {
+          void (async () => {
+            const x = await dialExtra();
+            extra.push(x);
+            const op = await readOpening(x);
+            if (op.kind !== 'join' || !Buffer.from(op.join.token).equals(Buffer.from(session.token))) {
+              x.destroy();
+              return;
+            }
+            session.addStream(x, op.frames, op.join.stream);
+          })().catch(() => undefined);
+        }
+      }
+      result = await done;
+    } catch (e) {
+      const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
+      if (!started) await refuseSession(ch, err);
+      throw err;
+    }
+  } catch (e) {
+    error = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
+    for (const x of extra) x.destroy();
+  }
+  const out: RecvSessionOutcome = { seconds: (performance.now() - t0) / 1000, peer, cipher: ch.info.cipher, tx: ch.info.tx, rx: ch.info.rx };
+  if (result) out.result = result;
+  if (error) out.error = error;
+  return out;
+}

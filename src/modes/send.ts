@@ -13,7 +13,7 @@ import net from 'node:net';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { compileExcludes } from '../fs/exclude.js';
-import { resolveSource, walk } from '../fs/walk.js';
+import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
 import { runSender, type SenderEvents, type SenderResult } from '../transfer/sender.js';
 
@@ -80,12 +80,33 @@ export async function send(o: SendOptions): Promise<SendOutcome> {
   const root = await resolveSource(o.src);
   const t0 = performance.now();
   const control = await openChannel(o);
+  return sendOver(control, [root], o, () => openChannel(o), t0);
+}
+
+/** What a session needs besides its channels (the ssh mode shares it). */
+export type SendSessionOptions = Pick<
+  SendOptions,
+  'streams' | 'chunkSize' | 'checksum' | 'delete' | 'dryRun' | 'excludes' | 'preserveSpecial' | 'events'
+>;
+
+/**
+ * Run one sender session over an authenticated control channel: walk every root (their
+ * entries laid end to end, each under its own prefix) and send. `openStream` makes the
+ * extra `-P` streams. Destroys every channel on a fatal error.
+ */
+export async function sendOver(
+  control: SecureChannel,
+  roots: readonly SourceRoot[],
+  o: SendSessionOptions,
+  openStream: () => Promise<SecureChannel>,
+  t0: number = performance.now(),
+): Promise<SendOutcome> {
   const exclude = o.excludes.length > 0 ? compileExcludes(o.excludes) : undefined;
   const walkFailures: FerryError[] = [];
   const warnings: FerryError[] = [];
-  const entries: AsyncIterable<SourceEntry[]> = walk(root, {
+  const walkOpts = {
     ...(exclude ? { exclude } : {}),
-    onProblem: (e) => {
+    onProblem: (e: FerryError) => {
       if (e.code === ErrorCodes.UNSUPPORTED) {
         warnings.push(e);
         o.events?.onWarning?.(e);
@@ -94,7 +115,13 @@ export async function send(o: SendOptions): Promise<SendOutcome> {
         o.events?.onFailure?.(e);
       }
     },
-  });
+  };
+  const entries: AsyncIterable<SourceEntry[]> =
+    roots.length === 1
+      ? walk(roots[0]!, walkOpts)
+      : (async function* () {
+          for (const r of roots) yield* walk(r, walkOpts);
+        })();
   const extra: SecureChannel[] = [];
   let result: SenderResult;
   try {
@@ -107,7 +134,7 @@ export async function send(o: SendOptions): Promise<SendOutcome> {
       excludes: o.excludes,
       preserveSpecial: o.preserveSpecial,
       openStream: async () => {
-        const ch = await openChannel(o);
+        const ch = await openStream();
         extra.push(ch);
         return ch;
       },

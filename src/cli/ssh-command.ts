@@ -1,0 +1,246 @@
+/**
+ * `ferry [options] SRC... [user@]host:DST` and `ferry [options] [user@]host:SRC... DST`
+ * (also after `ferry copy`): the scp-like mode (modes/ssh.ts), and `ferry --server`,
+ * its hidden remote half (modes/server.ts).
+ *
+ * What the user sees is the network mode's: progress, one line per failure, the
+ * summary line, `--json` (cli/net-common.ts schema, plus "via" and "host"). Every line
+ * that comes from the remote — ssh's own complaints, the remote ferry's errors — is
+ * cleaned of control characters and printed as `ferry: HOST: line`.
+ */
+import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from '../core/errors.js';
+import { resolveSource } from '../fs/walk.js';
+import { runServer, stdioOfProcess } from '../modes/server.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
+import { NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
+import { parseOperand, sshDestination, type Operand } from './operands.js';
+import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
+import { ProgressReporter, type ProgressCounters } from './progress.js';
+import { DEFAULT_CHUNK, DEFAULT_STREAMS } from './send-command.js';
+import { renderSummaryLine } from './summary.js';
+import { VERSION } from './version.js';
+
+const OPTIONS = {
+  ...NET_OPTIONS,
+  parallel: { type: 'string', short: 'P' },
+  'chunk-size': { type: 'string', short: 'c' },
+  'dry-run': { type: 'boolean', short: 'n' },
+  checksum: { type: 'boolean' },
+  delete: { type: 'boolean' },
+  exclude: { type: 'string', multiple: true },
+  rsh: { type: 'string', short: 'e' },
+  'remote-ferry': { type: 'string' },
+  'via-ssh': { type: 'boolean' },
+  'connect-timeout': { type: 'string' },
+} as const;
+
+export const SSH_HELP = `ferry — copy to or from another machine over ssh (like scp -r / rsync -a)
+
+Usage:
+  ferry [options] SRC... [user@]host:DST       push
+  ferry [options] [user@]host:SRC... DST       pull
+  ferry copy [options] ...                     the same
+
+  ssh starts 'ferry --server' on the other machine and hands it a fresh key over
+  its stdin; the data then flows over a direct TCP connection with ferry's own
+  encrypted channel. When that connection cannot be made (a firewall that lets only
+  ssh through), the same channel is carried over the ssh connection instead.
+
+  SRC/ (or SRC/.) sends the contents of SRC; SRC sends the directory itself.
+  DST is a directory (created if missing). host: alone is the remote home.
+  A colon before the first slash makes an operand remote (rsync's rule): write
+  ./name:with:colons for a local one. IPv6: user@[2001:db8::1]:path.
+
+Options:
+  -e, --rsh CMD           the ssh command (default "ssh"), e.g. -e 'ssh -p 2222'
+      --remote-ferry PATH ferry on the remote machine (default "ferry")
+      --via-ssh           carry the data over the ssh connection from the start
+      --connect-timeout MS  how long to try the direct connection (default ${DEFAULT_CONNECT_TIMEOUT_MS})
+  -P, --parallel N        TCP streams (default ${DEFAULT_STREAMS}; 1 over ssh)
+  -c, --chunk-size SIZE   read size for large files (default 1M)
+      --checksum          compare content hashes instead of size+mtime
+      --delete            delete what SRC does not have from DST
+      --exclude PATTERN   skip matching paths (repeatable; see 'ferry copy --help')
+  -n, --dry-run           only report what would be transferred
+      --ktls=auto|on|off  kernel TLS offload for the sending side (default auto)
+      --preserve-special-bits    keep setuid/setgid/sticky
+  -v, --verbose           say which path, cipher and kTLS path are used
+      --progress[=auto|always|never]   live progress on stderr (default auto)
+      --json              machine-readable summary on stdout
+  -h, --help
+
+Exit codes: 0 everything delivered and confirmed, 1 some files failed, 2 usage,
+4 ssh, connection, protocol or integrity failure.
+`;
+
+/** `ferry --server`: run by ssh on the remote side; its argv carries nothing else. */
+export async function runServerCommand(argv: string[]): Promise<number> {
+  if (argv.length !== 0) throw new FerryError(ErrorCodes.USAGE, '--server takes no arguments (it is started by ferry over ssh)');
+  const io = stdioOfProcess();
+  let code: number = ExitCodes.OK;
+  try {
+    const out = await runServer(io, {
+      version: VERSION,
+      sshConnection: process.env['SSH_CONNECTION'],
+      onProblem: (e) => printError(e.toLine()),
+      onWarning: (e) => printWarning(e.toLine()),
+    });
+    if (out.recv?.error) {
+      printError(out.recv.error.toLine());
+      code = exitCodeFor(out.recv.error.code);
+    } else if ((out.recv?.result?.summary.failed ?? 0) > 0) {
+      for (const f of out.recv!.result!.failures) printError(f.toLine());
+      code = ExitCodes.PARTIAL;
+    } else if (out.send && Math.max(out.send.failures.length, out.send.summary.failed) > 0) {
+      code = ExitCodes.PARTIAL;
+    }
+  } catch (e) {
+    const err = e instanceof FerryError ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
+    printError(err.toLine());
+    code = exitCodeFor(err.code);
+  }
+  // stdin may still be open (the lifeline) and listeners may linger: leave now.
+  await new Promise<void>((r) => process.stderr.write('', () => r()));
+  process.exit(code);
+}
+
+export async function runSshCommand(argv: string[]): Promise<number> {
+  const { values: v, positionals, progressMode } = parseNetArgs('copy', argv, OPTIONS);
+  if (v.help) {
+    process.stdout.write(SSH_HELP);
+    return ExitCodes.OK;
+  }
+  if (positionals.length < 2) throw usage('copy', 'expected SRC... and DST');
+  const ops = positionals.map(parseOperand);
+  const dstOp = ops.at(-1)!;
+  const srcOps = ops.slice(0, -1);
+  let direction: 'push' | 'pull';
+  let remote: Extract<Operand, { kind: 'remote' }>;
+  if (dstOp.kind === 'remote') {
+    direction = 'push';
+    remote = dstOp;
+    if (srcOps.some((s) => s.kind === 'remote')) throw usage('copy', 'copying between two remote machines is not supported');
+    if (srcOps.some((s) => s.kind === 'stdio')) throw usage('copy', 'streaming stdin to a remote file is not supported yet');
+  } else {
+    if (!srcOps.every((s) => s.kind === 'remote')) throw usage('copy', 'mixing local and remote sources is not supported');
+    if (dstOp.kind === 'stdio') throw usage('copy', 'streaming a remote file to stdout is not supported yet');
+    direction = 'pull';
+    remote = srcOps[0] as Extract<Operand, { kind: 'remote' }>;
+    for (const s of srcOps as Extract<Operand, { kind: 'remote' }>[]) {
+      if (s.host !== remote.host || s.user !== remote.user) throw usage('copy', 'all remote sources must be on the same host');
+    }
+  }
+  if (v.secret !== undefined || v['secret-file'] !== undefined) throw usage('copy', '--secret is not used over ssh: a fresh key is made for each run');
+  if (v['no-encrypt']) throw usage('copy', '--no-encrypt is not available over ssh');
+  const streams = parseStreams(v.parallel, 'copy', DEFAULT_STREAMS);
+  const chunkSize = parseChunk(v['chunk-size'], 'copy', DEFAULT_CHUNK);
+  const ktls = parseKtls(v.ktls, 'copy');
+  const rsh = splitCommand(v.rsh ?? process.env['FERRY_RSH'] ?? 'ssh');
+  let connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS;
+  if (v['connect-timeout'] !== undefined) {
+    if (!/^\d+$/.test(v['connect-timeout'])) throw usage('copy', '--connect-timeout takes milliseconds');
+    connectTimeoutMs = Number(v['connect-timeout']);
+  }
+  const host = remote.host;
+  const hostShown = cleanForDisplay(host);
+  const roots = direction === 'push' ? await Promise.all(srcOps.map((s) => resolveSource((s as { path: string }).path))) : undefined;
+
+  const counters: ProgressCounters = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0, walkDone: false, startedAt: performance.now(), failed: 0 };
+  const reporter = new ProgressReporter(counters, { mode: progressMode });
+  const errors: FerryError[] = [];
+  const events = progressEvents(counters, reporter, (e) => errors.push(e));
+  const t0 = performance.now();
+  reporter.start();
+  let out: SshOutcome;
+  try {
+    out = await sshTransfer({
+      rsh,
+      destination: sshDestination(remote),
+      host,
+      remoteFerry: v['remote-ferry'] ?? 'ferry',
+      direction,
+      remotePaths: direction === 'push' ? [remote.path] : (srcOps as Extract<Operand, { kind: 'remote' }>[]).map((s) => s.path),
+      ...(roots ? { roots } : {}),
+      ...(direction === 'pull' ? { dst: (dstOp as { path: string }).path } : {}),
+      options: {
+        streams,
+        chunkSize,
+        checksum: v.checksum === true,
+        delete: v.delete === true,
+        dryRun: v['dry-run'] === true,
+        excludes: v.exclude ?? [],
+        preserveSpecial: v['preserve-special-bits'] === true,
+        ktls,
+      },
+      viaSsh: v['via-ssh'] === true,
+      connectTimeoutMs,
+      directOverride: process.env['FERRY_TEST_SSH_DIRECT'],
+      senderEvents: {
+        ...events,
+        onWarning: (e) => {
+          reporter.clear();
+          printWarning(e.toLine());
+        },
+      },
+      onSessionStart: () => events,
+      onRemoteLine: (line) => {
+        reporter.clear();
+        process.stderr.write(`ferry: ${hostShown}: ${cleanForDisplay(line.replace(/^ferry: /, ''))}\n`);
+      },
+      onNotice: (msg) => {
+        reporter.clear();
+        printInfo(`ferry: ${hostShown}: ${cleanForDisplay(msg)}`);
+      },
+    });
+  } finally {
+    reporter.stop();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const dryRun = v['dry-run'] === true;
+  let exitCode: number = ExitCodes.OK;
+  let json: Record<string, unknown>;
+  if (out.send) {
+    const r = out.send;
+    const failed = Math.max(r.failures.length, r.summary.failed);
+    if (failed > 0) exitCode = ExitCodes.PARTIAL;
+    if (v.verbose) printInfo(`ferry: ${hostShown} (ferry ${cleanForDisplay(out.remoteVersion)}) via ${out.via}: cipher ${r.cipher}, tx ${r.tx}, rx ${r.rx}; ${r.streams} stream(s)`);
+    const s = r.summary;
+    printInfo(
+      renderSummaryLine(
+        { copied: s.committed, skipped: s.skipped, failed, bytesCopied: s.bytesWritten, deleted: s.deleted, warnings: r.warnings.length },
+        seconds,
+        { color: useColor(), verb: dryRun ? 'would send' : 'sent' },
+      ),
+    );
+    json = buildNetJson({
+      command: 'send', operand: positionals.slice(0, -1).join(' '), peer: host, exitCode, dryRun, files: r.files, summary: s, failed,
+      bytesTotal: r.bytesTotal, bytesSent: r.bytesSent, seconds, streams: r.streams, cipher: r.cipher, tx: r.tx, rx: r.rx, errors: r.failures,
+    });
+  } else {
+    const s = out.recv!;
+    if (s.error) {
+      printError(s.error.toLine());
+      return exitCodeFor(s.error.code);
+    }
+    const r = s.result!;
+    const sm = r.summary;
+    if (sm.failed > 0) exitCode = ExitCodes.PARTIAL;
+    if (v.verbose) printInfo(`ferry: ${hostShown} (ferry ${cleanForDisplay(out.remoteVersion)}) via ${out.via}: cipher ${s.cipher}, tx ${s.tx}, rx ${s.rx}; ${r.streams} stream(s)`);
+    printInfo(
+      renderSummaryLine(
+        { copied: sm.committed, skipped: sm.skipped, failed: sm.failed, bytesCopied: sm.bytesWritten, deleted: sm.deleted },
+        seconds,
+        { color: useColor(), verb: dryRun ? 'would receive' : 'received' },
+      ),
+    );
+    json = buildNetJson({
+      command: 'recv', operand: (dstOp as { path: string }).path, peer: host, exitCode, dryRun, files: r.files, summary: sm, failed: sm.failed,
+      bytesTotal: r.bytesTotal, seconds, streams: r.streams, cipher: s.cipher, tx: s.tx, rx: s.rx, errors: r.failures,
+    });
+  }
+  if (out.remoteExit !== 0 && exitCode === ExitCodes.OK) {
+    printWarning(`${hostShown}: the remote ferry exited with status ${out.remoteExit ?? 'unknown'} after the transfer`);
+  }
+  if (v.json) printJson({ ...json, via: out.via, host: cleanForDisplay(host) });
+  return exitCode;
+}

@@ -1,0 +1,257 @@
+/**
+ * `ferry --server`: the remote half of the scp-like mode, started by ssh with a fixed
+ * argv and driven entirely by what arrives on stdin (modes/ssh-bootstrap.ts).
+ *
+ * It says hello (version first), reads the request (key, role, paths, options),
+ * checks the paths it will serve before anything else happens (a missing source is
+ * one clear error back over ssh, not a broken session), then either listens on an
+ * ephemeral port and reports it, or — when asked, or when the local side could not
+ * reach that port — runs the same secure channel over its own stdin/stdout.
+ *
+ * The listening socket binds to the address the ssh client reached us on (the server
+ * half of SSH_CONNECTION), so it is reachable exactly where ssh was, and answers only
+ * CPace handshakes keyed by the fresh key: a stranger who connects first fails one
+ * handshake and is dropped. The first authenticated connection is the session's
+ * control stream; later ones are its `-P` streams (JOIN).
+ *
+ * While data flows over TCP, stdin stays open as a lifeline: if it ends (the local
+ * ferry or its ssh died), the session is torn down at once, and the receiver's partial
+ * files stay under their temporary names for the next run to resume.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { Duplex, type Readable, type Writable } from 'node:stream';
+import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
+import { resolveSource, type SourceRoot } from '../fs/walk.js';
+import { establishChannel, type SecureChannel } from '../secure/channel.js';
+import { receiveOver, type RecvSessionOutcome } from './recv.js';
+import { sendOver, type SendOutcome } from './send.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseRequest, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
+
+export interface ServerIo {
+  input: Readable;
+  output: Writable;
+}
+
+export interface ServerParams {
+  version: string;
+  /** $SSH_CONNECTION: "client_ip client_port server_ip server_port". */
+  sshConnection?: string | undefined;
+  /** How long to wait for the local side's first connection after it chose TCP. */
+  acceptTimeoutMs?: number;
+  onProblem?(e: FerryError): void;
+  onWarning?(e: FerryError): void;
+}
+
+export interface ServerOutcome {
+  role: 'recv' | 'send';
+  via: 'tcp' | 'ssh';
+  send?: SendOutcome;
+  recv?: RecvSessionOutcome;
+}
+
+/**
+ * stdin/stdout of this process as streams that really close, so that the local side
+ * sees EOF. ssh gives us pipes or socket pairs: libuv streams (net.Socket) handle both
+ * without tying up a pool thread in a blocking read; anything else gets fd streams.
+ */
+export function stdioOfProcess(): ServerIo {
+  const open = (fd: number, readable: boolean): Readable | Writable => {
+    try {
+      return new net.Socket({ fd, readable, writable: !readable, allowHalfOpen: true });
+    } catch {
+      return readable
+        ? fs.createReadStream('', { fd, highWaterMark: 256 * 1024, autoClose: false })
+        : fs.createWriteStream('', { fd, autoClose: true });
+    }
+  };
+  return { input: open(0, true) as Readable, output: open(1, false) as Writable };
+}
+
+/** A duplex over a readable and a writable (ssh's pipes), for the secure channel. */
+export function pipeDuplex(input: Readable, output: Writable): Duplex {
+  return Duplex.from({ readable: input, writable: output });
+}
+
+function write(out: Writable, msg: unknown): void {
+  out.write(encodeLine(msg));
+}
+
+/** Accepted connections, authenticated, in arrival order. */
+class AuthenticatedQueue {
+  readonly #ready: SecureChannel[] = [];
+  readonly #waiters: ((c: SecureChannel | Error) => void)[] = [];
+  #closed: Error | null = null;
+  failures = 0;
+
+  push(c: SecureChannel): void {
+    const w = this.#waiters.shift();
+    if (w) w(c);
+    else this.#ready.push(c);
+  }
+
+  close(e: Error): void {
+    this.#closed = e;
+    for (const w of this.#waiters.splice(0)) w(e);
+    for (const c of this.#ready.splice(0)) c.destroy();
+  }
+
+  next(timeoutMs: number): Promise<SecureChannel> {
+    const c = this.#ready.shift();
+    if (c) return Promise.resolve(c);
+    if (this.#closed) return Promise.reject(this.#closed);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        const i = this.#waiters.indexOf(done);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(new FerryError(ErrorCodes.TIMEOUT, `no authenticated connection from the local side within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      const done = (v: SecureChannel | Error): void => {
+        clearTimeout(t);
+        if (v instanceof Error) reject(v);
+        else resolve(v);
+      };
+      this.#waiters.push(done);
+    });
+  }
+}
+
+/** The address ssh reached us on, when it is an IP literal. */
+export function serverAddressOf(sshConnection: string | undefined): string | undefined {
+  const a = sshConnection?.trim().split(/\s+/)[2];
+  return a !== undefined && net.isIP(a) !== 0 ? a : undefined;
+}
+
+export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOutcome> {
+  const hello: ServerHello = { ferry: 'server', protocol: SSH_PROTOCOL, version: p.version };
+  write(io.output, hello);
+  const lines = new LineReader(io.input);
+  const first = await lines.next();
+  if (first === null) throw new FerryError(ErrorCodes.CONNECT, 'the local side closed the ssh channel before its request');
+  let req;
+  let key: Buffer;
+  let roots: SourceRoot[] = [];
+  try {
+    ({ req, key } = parseRequest(first));
+    if (req.role === 'send') roots = await Promise.all(req.paths.map((s) => resolveSource(s === '' ? '.' : s)));
+  } catch (e) {
+    const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e));
+    const reply: ServerReply & { code: string } = { error: err.message, code: err.code };
+    write(io.output, reply);
+    throw err;
+  }
+  const o = req.options;
+  const acceptMs = p.acceptTimeoutMs ?? 30_000;
+  const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, encrypt: true, ktls, peer });
+
+  let via: 'tcp' | 'ssh' = req.via;
+  let control: SecureChannel;
+  let extra: (() => Promise<SecureChannel>) | undefined;
+  let lifeline: Promise<void> | undefined;
+  const sockets = new Set<net.Socket>();
+  let listener: net.Server | undefined;
+  const queue = new AuthenticatedQueue();
+
+  if (via === 'tcp') {
+    const addr = serverAddressOf(p.sshConnection);
+    listener = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      sock.on('error', () => undefined);
+      sock.setNoDelay(true);
+      const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+      establishChannel(sock, channelOpts(peer, o.ktls)).then(
+        (ch) => queue.push(ch),
+        (e: unknown) => {
+          sock.destroy();
+          queue.failures++;
+          p.onWarning?.(isFerryError(e) ? e : new FerryError(ErrorCodes.CONNECT, String(e)));
+          if (queue.failures >= 8) listener?.close();
+        },
+      );
+    });
+    const srv = listener;
+    const port = await new Promise<number>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ host: addr ?? '::', port: 0 }, () => resolve((srv.address() as net.AddressInfo).port));
+    }).catch(
+      () =>
+        new Promise<number>((resolve, reject) => {
+          srv.once('error', reject);
+          srv.listen({ host: '0.0.0.0', port: 0 }, () => resolve((srv.address() as net.AddressInfo).port));
+        }),
+    );
+    write(io.output, { listen: { addr: addr ?? '', port } } satisfies ServerReply);
+    const decision = await lines.next();
+    const use = decision === null ? null : (JSON.parse(decision) as { use?: unknown }).use;
+    if (use === 'tcp') {
+      control = await queue.next(acceptMs);
+      extra = () => queue.next(acceptMs);
+      // The lifeline: stdin's end means the local side is gone.
+      lifeline = lines.next().then(
+        () => undefined,
+        () => undefined,
+      );
+    } else if (use === 'ssh') {
+      via = 'ssh';
+      srv.close();
+      queue.close(new FerryError(ErrorCodes.CONNECT, 'closed'));
+    } else {
+      srv.close();
+      throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
+    }
+  } else {
+    write(io.output, { via: 'ssh' } satisfies ServerReply);
+  }
+  if (via === 'ssh') {
+    lines.release();
+    control = await establishChannel(pipeDuplex(io.input, io.output), channelOpts('local side (via ssh)', 'off'));
+  }
+  const ctl = control!;
+  const streams = via === 'ssh' ? 1 : o.streams;
+  const all = new Set<SecureChannel>([ctl]);
+  const nextExtra = extra
+    ? async (): Promise<SecureChannel> => {
+        const c = await extra!();
+        all.add(c);
+        return c;
+      }
+    : undefined;
+  const abort = (): void => {
+    for (const c of all) c.destroy(new FerryError(ErrorCodes.CONNECT, 'the local side closed the ssh channel'));
+  };
+  let finished = false;
+  void lifeline?.then(() => {
+    if (!finished) abort();
+  });
+  try {
+    if (req.role === 'recv') {
+      const r = await receiveOver(ctl, { dst: req.paths[0] === '' ? '.' : req.paths[0]!, preserveSpecial: o.preserveSpecial }, nextExtra);
+      return { role: 'recv', via, recv: r };
+    }
+    const r = await sendOver(
+      ctl,
+      roots,
+      {
+        streams,
+        chunkSize: o.chunkSize,
+        checksum: o.checksum,
+        delete: o.delete,
+        dryRun: o.dryRun,
+        excludes: o.excludes,
+        preserveSpecial: o.preserveSpecial,
+        events: {
+          onFailure: (e) => p.onProblem?.(e),
+          onWarning: (e) => p.onWarning?.(e),
+        },
+      },
+      nextExtra ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
+    );
+    return { role: 'send', via, send: r };
+  } finally {
+    finished = true;
+    listener?.close();
+    queue.close(new FerryError(ErrorCodes.CONNECT, 'closed'));
+    for (const s of sockets) s.destroy();
+  }
+}

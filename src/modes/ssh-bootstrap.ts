@@ -1,0 +1,180 @@
+/**
+ * The scp-like mode's bootstrap: what the local ferry and `ferry --server` (started
+ * by ssh on the remote machine) say to each other over ssh's stdin/stdout before the
+ * secure channel starts. docs/PROTOCOL.md, "ssh bootstrap", is the reference.
+ *
+ * Every message is one line of JSON ending in "\n" (JSON escapes any newline inside a
+ * path), at most MAX_LINE bytes:
+ *
+ *   remote → local   {"ferry":"server","protocol":P,"version":"x.y.z"}     (hello, first)
+ *   local  → remote  {"protocol":P,"key":"<base64 of 32 bytes>","role":"recv"|"send",
+ *                     "paths":[...],"options":{...},"via":"tcp"|"ssh"}      (request)
+ *   remote → local   {"listen":{"addr":A,"port":N}} | {"via":"ssh"} | {"error":"..."}
+ *   local  → remote  {"use":"tcp"} | {"use":"ssh"}                          (decision; tcp mode only)
+ *
+ * After the decision (or the {"via":"ssh"} reply) the bytes that follow on stdin/stdout
+ * are ferry's secure channel (secure/channel.ts) when "ssh" was chosen; with "tcp" the
+ * channel runs over TCP connections the local side makes to A:N, and stdin/stdout stay
+ * quiet until the remote exits. The key is the CPace secret of those channels.
+ *
+ * Why the key goes through CPace rather than straight into HKDF: one handshake path for
+ * every mode (the hostile-peer tests, kTLS hand-off and JOIN of -P streams all keep
+ * working), and fresh ephemeral keys per connection, so several streams under one key
+ * never share traffic keys and a stranger who reaches the listening port first learns
+ * nothing and is dropped after one failed handshake. CPace costs ~1 ms.
+ *
+ * The remote's argv is fixed (`ferry --server`): no path, name or option from the user
+ * is ever part of a shell command line.
+ */
+import type { Readable } from 'node:stream';
+import { ErrorCodes, FerryError } from '../core/errors.js';
+
+/** Version of this bootstrap; bumped when the messages above change incompatibly. */
+export const SSH_PROTOCOL = 1;
+export const KEY_BYTES = 32;
+export const MAX_LINE = 1024 * 1024;
+
+export interface ServerHello {
+  ferry: 'server';
+  protocol: number;
+  version: string;
+}
+
+/** Options the remote side needs; the same names as the command-line options. */
+export interface RemoteOptions {
+  streams: number;
+  chunkSize: number;
+  checksum: boolean;
+  delete: boolean;
+  dryRun: boolean;
+  excludes: string[];
+  preserveSpecial: boolean;
+  ktls: 'auto' | 'on' | 'off';
+}
+
+export interface ServerRequest {
+  protocol: number;
+  key: string;
+  /** What the remote does: receive into paths[0], or send paths. */
+  role: 'recv' | 'send';
+  paths: string[];
+  options: RemoteOptions;
+  via: 'tcp' | 'ssh';
+}
+
+export type ServerReply = { listen: { addr: string; port: number } } | { via: 'ssh' } | { error: string };
+
+export function encodeLine(msg: unknown): Buffer {
+  return Buffer.from(`${JSON.stringify(msg)}\n`, 'utf8');
+}
+
+/**
+ * Reads lines from a stream without losing what follows them: `release()` puts back
+ * every byte after the last line taken, so the stream can be handed to the secure
+ * channel intact.
+ */
+export class LineReader {
+  readonly #stream: Readable;
+  #buf: Buffer = Buffer.alloc(0);
+  #ended = false;
+  #error: Error | null = null;
+  #wake: (() => void) | null = null;
+  readonly #onData = (b: Buffer): void => {
+    this.#buf = this.#buf.length === 0 ? b : Buffer.concat([this.#buf, b]);
+    this.#poke();
+  };
+  readonly #onEnd = (): void => {
+    this.#ended = true;
+    this.#poke();
+  };
+  readonly #onError = (e: Error): void => {
+    this.#error = e;
+    this.#poke();
+  };
+
+  constructor(stream: Readable) {
+    this.#stream = stream;
+    stream.on('data', this.#onData);
+    stream.on('end', this.#onEnd);
+    stream.on('error', this.#onError);
+  }
+
+  #poke(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  /** The next line (without "\n"), or null at the end of the stream. */
+  async next(): Promise<string | null> {
+    for (;;) {
+      const nl = this.#buf.indexOf(10);
+      if (nl >= 0) {
+        const line = this.#buf.subarray(0, nl).toString('utf8');
+        this.#buf = this.#buf.subarray(nl + 1);
+        return line;
+      }
+      if (this.#buf.length > MAX_LINE) throw new FerryError(ErrorCodes.PROTOCOL, `bootstrap line longer than ${MAX_LINE} bytes`);
+      if (this.#error) throw this.#error;
+      if (this.#ended) return null;
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+
+  /** Stop reading; put the unread bytes back at the front of the stream. */
+  release(): void {
+    this.#stream.off('data', this.#onData);
+    this.#stream.off('end', this.#onEnd);
+    this.#stream.off('error', this.#onError);
+    this.#stream.pause();
+    if (this.#buf.length > 0) this.#stream.unshift(this.#buf);
+    this.#buf = Buffer.alloc(0);
+  }
+}
+
+function bad(what: string): FerryError {
+  return new FerryError(ErrorCodes.PROTOCOL, `ssh bootstrap: ${what}`);
+}
+
+export function parseJsonLine(line: string, what: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    throw bad(`${what} is not JSON`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(`${what} is not an object`);
+  return v as Record<string, unknown>;
+}
+
+/** Validate a request from the local side (the remote is the one that checks). */
+export function parseRequest(line: string): { req: ServerRequest; key: Buffer } {
+  const v = parseJsonLine(line, 'request');
+  if (v['protocol'] !== SSH_PROTOCOL) {
+    throw new FerryError(ErrorCodes.VERSION, `local ferry speaks ssh bootstrap protocol ${String(v['protocol'])}, this one ${SSH_PROTOCOL}`);
+  }
+  const key = typeof v['key'] === 'string' ? Buffer.from(v['key'], 'base64') : Buffer.alloc(0);
+  if (key.length !== KEY_BYTES) throw bad('key must be 32 bytes');
+  const role = v['role'];
+  if (role !== 'recv' && role !== 'send') throw bad('role must be recv or send');
+  const paths = v['paths'];
+  if (!Array.isArray(paths) || paths.length === 0 || paths.length > 4096 || !paths.every((p) => typeof p === 'string' && !p.includes('\0'))) {
+    throw bad('paths must be a non-empty list of strings');
+  }
+  if (role === 'recv' && paths.length !== 1) throw bad('recv takes one path');
+  const via = v['via'];
+  if (via !== 'tcp' && via !== 'ssh') throw bad('via must be tcp or ssh');
+  const o = (v['options'] ?? {}) as Record<string, unknown>;
+  const num = (x: unknown, d: number, lo: number, hi: number): number => (typeof x === 'number' && Number.isInteger(x) && x >= lo && x <= hi ? x : d);
+  const options: RemoteOptions = {
+    streams: num(o['streams'], 1, 1, 64),
+    chunkSize: num(o['chunkSize'], 1024 * 1024, 4096, 4 * 1024 * 1024),
+    checksum: o['checksum'] === true,
+    delete: o['delete'] === true,
+    dryRun: o['dryRun'] === true,
+    excludes: Array.isArray(o['excludes']) ? (o['excludes'] as unknown[]).filter((x): x is string => typeof x === 'string') : [],
+    preserveSpecial: o['preserveSpecial'] === true,
+    ktls: o['ktls'] === 'on' || o['ktls'] === 'off' ? o['ktls'] : 'auto',
+  };
+  return { req: { protocol: SSH_PROTOCOL, key: '', role, paths: paths as string[], options, via }, key };
+}

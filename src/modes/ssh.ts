@@ -1,0 +1,305 @@
+/**
+ * The scp-like mode, local half: `ferry SRC... [user@]host:DST` (push) and
+ * `ferry [user@]host:SRC... DST` (pull).
+ *
+ * ssh is only the control channel. We run the system `ssh` (so ~/.ssh/config, the
+ * agent, ProxyJump and known_hosts behave as users expect) with a fixed remote command,
+ * `<remote ferry> --server`, and write a fresh 256-bit key and the request on its stdin
+ * (modes/ssh-bootstrap.ts): the key is never on a command line or in an environment.
+ * The remote listens on an ephemeral port and reports it; we dial it (the local side
+ * always dials, also for pull, so a receiver behind NAT works) and run the ordinary
+ * sender or receiver session over ferry's secure channel keyed by that key. When the
+ * port cannot be reached within `connectTimeoutMs` (firewall, NAT on the remote side,
+ * ProxyJump), we say so once and carry the very same channel over ssh's stdin/stdout
+ * instead; `viaSsh` asks for that from the start. Over ssh the session has one stream.
+ *
+ * The remote's stderr is passed up line by line (the CLI cleans and prefixes it with
+ * the host); failures to start are explained from ssh's exit status: 255 is ssh's own
+ * failure (its message is already on stderr), 127 is a missing remote ferry.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { ErrorCodes, FerryError, isFerryError, type ErrorCode } from '../core/errors.js';
+import type { SourceRoot } from '../fs/walk.js';
+import { establishChannel, type SecureChannel } from '../secure/channel.js';
+import type { ReceiverEvents } from '../transfer/receiver.js';
+import type { SenderEvents } from '../transfer/sender.js';
+import { receiveOver, type RecvSessionOutcome } from './recv.js';
+import { connectTcp, sendOver, type SendOutcome } from './send.js';
+import { pipeDuplex } from './server.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
+
+export interface SshOptions {
+  /** The ssh command as argv (from -e/--rsh; default ['ssh']). */
+  rsh: string[];
+  /** ssh's destination argument: host or user@host. */
+  destination: string;
+  /** The host as the user wrote it (for messages and the default address to dial). */
+  host: string;
+  remoteFerry: string;
+  direction: 'push' | 'pull';
+  /** push: [DST]; pull: the remote sources. */
+  remotePaths: string[];
+  /** push: the local sources. */
+  roots?: SourceRoot[];
+  /** pull: the local destination. */
+  dst?: string;
+  options: RemoteOptions;
+  viaSsh: boolean;
+  connectTimeoutMs?: number;
+  /** Test hook: dial this HOST:PORT instead of what the remote reported. */
+  directOverride?: string | undefined;
+  senderEvents?: SenderEvents;
+  onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
+  /** A line the remote (or ssh) wrote on stderr, raw. */
+  onRemoteLine?(line: string): void;
+  /** Said once, e.g. the fallback to ssh. */
+  onNotice?(msg: string): void;
+}
+
+export interface SshOutcome {
+  via: 'tcp' | 'ssh';
+  remoteVersion: string;
+  send?: SendOutcome;
+  recv?: RecvSessionOutcome;
+  /** The remote's exit status (null when it had to be killed). */
+  remoteExit: number | null;
+}
+
+/** Quote one word for a POSIX shell (the remote ferry path is the only word we send). */
+export function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Split an `-e/--rsh` command like rsync: words, with '…' and "…" quoting. */
+export function splitCommand(s: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let inWord = false;
+  let q: '"' | "'" | null = null;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (q) {
+      if (c === q) q = null;
+      else if (c === '\\' && q === '"' && i + 1 < s.length) cur += s[++i];
+      else cur += c;
+    } else if (c === '"' || c === "'") {
+      q = c;
+      inWord = true;
+    } else if (c === '\\' && i + 1 < s.length) {
+      cur += s[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) out.push(cur);
+      cur = '';
+      inWord = false;
+    } else {
+      cur += c;
+      inWord = true;
+    }
+  }
+  if (q) throw new FerryError(ErrorCodes.USAGE, `--rsh: unbalanced quote in ${JSON.stringify(s)}`);
+  if (inWord) out.push(cur);
+  if (out.length === 0) throw new FerryError(ErrorCodes.USAGE, '--rsh: empty command');
+  return out;
+}
+
+function knownCode(c: unknown): ErrorCode {
+  return Object.values(ErrorCodes).includes(c as ErrorCode) ? (c as ErrorCode) : ErrorCodes.REMOTE;
+}
+
+export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
+  const key = randomBytes(32);
+  const remoteCmd = `${shellQuote(o.remoteFerry)} --server`;
+  const child = spawn(o.rsh[0]!, [...o.rsh.slice(1), o.destination, remoteCmd], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lastLines: string[] = [];
+  let spawnError: Error | null = null;
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('error', (e) => {
+      spawnError = e;
+      resolve(null);
+    });
+    // 'exit', then the end of stderr (its last words explain a failure); not 'close',
+    // which also waits for our end of stdin.
+    child.once('exit', (code) => {
+      if (child.stderr.readableEnded) resolve(code);
+      else {
+        child.stderr.once('end', () => resolve(code));
+        setTimeout(() => resolve(code), 1000).unref();
+      }
+    });
+  });
+  // stderr: line by line, passed up; the last few kept to explain a failure.
+  let partial = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (s: string) => {
+    partial += s;
+    let nl;
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      const line = partial.slice(0, nl).replace(/\r$/, '');
+      partial = partial.slice(nl + 1);
+      if (line.trim() === '') continue;
+      lastLines.push(line);
+      if (lastLines.length > 10) lastLines.shift();
+      o.onRemoteLine?.(line);
+    }
+  });
+  child.stderr.on('end', () => {
+    if (partial.trim() !== '') {
+      lastLines.push(partial);
+      o.onRemoteLine?.(partial);
+    }
+    partial = '';
+  });
+  child.stdin.on('error', () => undefined);
+  const all = new Set<SecureChannel>();
+  const kill = (): void => {
+    for (const c of all) c.destroy();
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  };
+
+  const req: ServerRequest = {
+    protocol: SSH_PROTOCOL,
+    key: key.toString('base64'),
+    role: o.direction === 'push' ? 'recv' : 'send',
+    paths: o.remotePaths,
+    options: o.options,
+    via: o.viaSsh ? 'ssh' : 'tcp',
+  };
+  child.stdin.write(encodeLine(req));
+
+  const lines = new LineReader(child.stdout as Readable);
+  /** ssh or the remote ferry ended before the bootstrap finished: say why. */
+  const explain = async (): Promise<FerryError> => {
+    const code = await Promise.race([exited, new Promise<number | null>((r) => setTimeout(() => r(-1), 5000).unref())]);
+    const last = lastLines.at(-1)?.trim() ?? '';
+    if (spawnError) return new FerryError(ErrorCodes.SSH, `cannot run ${o.rsh[0]}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}`);
+    if (code === 255) return new FerryError(ErrorCodes.SSH, `ssh to ${o.host} failed${last ? `: ${last}` : ''}`);
+    if (code === 127 || code === 126 || /not found|No such file/i.test(last)) {
+      return new FerryError(
+        ErrorCodes.SSH,
+        `${o.host}: ferry is not installed there (no "${o.remoteFerry}" on the PATH of a non-interactive ssh session): ` +
+          'install it on that machine (npm install -g ferry) or give its path with --remote-ferry PATH',
+      );
+    }
+    return new FerryError(ErrorCodes.SSH, `${o.host}: "${o.remoteFerry} --server" exited with status ${code}${last ? `: ${last}` : ''}`);
+  };
+
+  try {
+    const helloLine = await lines.next();
+    if (helloLine === null) throw await explain();
+    let hello: Record<string, unknown>;
+    try {
+      hello = parseJsonLine(helloLine, 'hello');
+    } catch {
+      kill();
+      throw new FerryError(
+        ErrorCodes.VERSION,
+        `${o.host}: "${o.remoteFerry} --server" did not answer like ferry (a login script printing to stdout, or a ferry without the ssh mode?): ${JSON.stringify(helloLine.slice(0, 80))}`,
+      );
+    }
+    const remoteVersion = String(hello['version'] ?? '?');
+    if (hello['ferry'] !== 'server' || hello['protocol'] !== SSH_PROTOCOL) {
+      kill();
+      throw new FerryError(
+        ErrorCodes.VERSION,
+        `${o.host} runs ferry ${remoteVersion} (ssh protocol ${String(hello['protocol'])}); this ferry speaks ssh protocol ${SSH_PROTOCOL}: install the same version on both machines`,
+      );
+    }
+    const replyLine = await lines.next();
+    if (replyLine === null) throw await explain();
+    const reply = parseJsonLine(replyLine, 'reply');
+    if (typeof reply['error'] === 'string') {
+      throw new FerryError(knownCode(reply['code']), `${o.host}: ${reply['error']}`, { subject: o.host });
+    }
+
+    let via: 'tcp' | 'ssh' = 'ssh';
+    let control: SecureChannel | undefined;
+    let dial: (() => Promise<SecureChannel>) | undefined;
+    const ktls = o.options.ktls;
+    if (reply['listen'] && typeof reply['listen'] === 'object') {
+      const l = reply['listen'] as { addr?: unknown; port?: unknown };
+      let addr = typeof l.addr === 'string' && l.addr !== '' ? l.addr : o.host;
+      let port = typeof l.port === 'number' ? l.port : 0;
+      if (o.directOverride) {
+        const i = o.directOverride.lastIndexOf(':');
+        addr = o.directOverride.slice(0, i).replace(/^\[|\]$/g, '');
+        port = Number(o.directOverride.slice(i + 1));
+      }
+      const shown = addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+      const open = async (): Promise<SecureChannel> => {
+        const sock = await connectTcp(addr, port, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+        try {
+          const ch = await establishChannel(sock, { role: 'client', secret: key, encrypt: true, ktls, peer: `${o.host} (${shown})`, handshakeTimeoutMs: 15_000 });
+          all.add(ch);
+          return ch;
+        } catch (e) {
+          sock.destroy();
+          throw e;
+        }
+      };
+      try {
+        control = await open();
+        via = 'tcp';
+        dial = open;
+        child.stdin.write(encodeLine({ use: 'tcp' }));
+      } catch (e) {
+        if (isFerryError(e, ErrorCodes.KTLS)) throw e;
+        o.onNotice?.(`direct connection to ${shown} failed (${(e as Error).message.replace(/^.*?: /, '')}); carrying the data over the ssh connection instead`);
+        child.stdin.write(encodeLine({ use: 'ssh' }));
+      }
+    } else if (reply['via'] !== 'ssh') {
+      throw new FerryError(ErrorCodes.PROTOCOL, `${o.host}: unexpected bootstrap reply`);
+    }
+    if (control === undefined) {
+      lines.release();
+      control = await establishChannel(pipeDuplex(child.stdout as Readable, child.stdin), {
+        role: 'client',
+        secret: key,
+        encrypt: true,
+        ktls: 'off',
+        peer: `${o.host} (via ssh)`,
+      });
+      all.add(control);
+    }
+
+    const out: SshOutcome = { via, remoteVersion, remoteExit: null };
+    // If ssh dies mid-session, the channel sees the cut; nothing else to watch here.
+    if (o.direction === 'push') {
+      out.send = await sendOver(
+        control,
+        o.roots ?? [],
+        {
+          streams: via === 'tcp' ? o.options.streams : 1,
+          chunkSize: o.options.chunkSize,
+          checksum: o.options.checksum,
+          delete: o.options.delete,
+          dryRun: o.options.dryRun,
+          excludes: o.options.excludes,
+          preserveSpecial: o.options.preserveSpecial,
+          ...(o.senderEvents ? { events: o.senderEvents } : {}),
+        },
+        dial ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
+      );
+    } else {
+      out.recv = await receiveOver(
+        control,
+        { dst: o.dst ?? '.', preserveSpecial: o.options.preserveSpecial, ...(o.onSessionStart ? { onSessionStart: o.onSessionStart } : {}) },
+        dial,
+      );
+    }
+    // The remote exits once its session is over; give it a moment to say why if it fails.
+    const code = await Promise.race([exited, new Promise<number | null>((r) => setTimeout(() => r(-1), 15_000).unref())]);
+    if (code === -1) kill();
+    out.remoteExit = code === -1 ? null : code;
+    return out;
+  } catch (e) {
+    kill();
+    throw e;
+  } finally {
+    child.stdin.destroy();
+  }
+}
