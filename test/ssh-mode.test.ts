@@ -225,6 +225,69 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
     assert.match(r.stderr, /ferry: 127\.0\.0\.1: /);
   });
 
+  /** Run the CLI through sh so that stdin/stdout can be pipes. */
+  const shell = (cmd: string, env: Record<string, string> = {}): Promise<RunResult> =>
+    new Promise((resolve, reject) => {
+      const c = spawn('sh', ['-c', cmd], { env: { ...process.env, NO_COLOR: '1', F: FERRY_BIN, RSH: sshd.sshCommand, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      c.stdout.setEncoding('latin1').on('data', (d: string) => (stdout += d));
+      c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      c.on('error', reject);
+      c.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    });
+
+  test('streams: stdin to a remote file, a remote file to stdout (direct and over ssh)', async () => {
+    const base = await tmpDir();
+    const data = Buffer.alloc(3 << 20);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const input = path.join(base, 'input.bin');
+    await fsp.writeFile(input, data);
+    for (const via of ['', '--via-ssh']) {
+      const out = path.join(base, `out${via}.bin`);
+      const r = await shell(`cat "${input}" | "$F" -e "$RSH" --remote-ferry "$F" ${via} - 127.0.0.1:"${out}"`);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok((await fsp.readFile(out)).equals(data));
+      const q = await shell(`"$F" -e "$RSH" --remote-ferry "$F" ${via} 127.0.0.1:"${out}" - | sha256sum`);
+      assert.equal(q.code, 0, q.stderr);
+      const { createHash } = await import('node:crypto');
+      assert.equal(q.stdout.split(' ')[0], createHash('sha256').update(data).digest('hex'));
+    }
+    const dirTarget = await shell(`echo hi | "$F" -e "$RSH" --remote-ferry "$F" - 127.0.0.1:"${base}/"`);
+    assert.equal(dirTarget.code, 2, dirTarget.stderr);
+    assert.match(dirTarget.stderr, /is a directory/);
+    assert.equal(dirTarget.stderr.match(/is a directory/g)?.length, 1, 'said once');
+    const missing = await shell(`"$F" -e "$RSH" --remote-ferry "$F" 127.0.0.1:"${base}/nope" - `);
+    assert.equal(missing.code, 2, missing.stderr);
+  });
+
+  test('streams: a stream cut before its end publishes nothing', async () => {
+    const base = await tmpDir();
+    const out = path.join(base, 'out.bin');
+    // The producer writes 1 MiB, then the local ferry is killed (-9) while it waits for more.
+    const c = spawn('sh', ['-c', `(head -c 1048576 /dev/zero; sleep 30) | exec "$F" -e "$RSH" --remote-ferry "$F" - 127.0.0.1:"${out}"`], {
+      env: { ...process.env, F: FERRY_BIN, RSH: sshd.sshCommand },
+      stdio: 'ignore',
+      detached: true,
+    });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const temps = (await fsp.readdir(base)).filter((f) => f.endsWith('.part'));
+      if (temps.length > 0 && (await fsp.stat(path.join(base, temps[0]!))).size >= 1 << 20) break;
+      assert.ok(Date.now() < deadline, 'the stream never reached the remote');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    process.kill(-c.pid!, 'SIGKILL');
+    // The remote notices the cut and removes its temp file.
+    for (;;) {
+      const left = await fsp.readdir(base);
+      if (left.length === 0) break;
+      assert.ok(Date.now() < deadline + 15_000, `left on the remote: ${left.join(', ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(existsSync(out), false);
+  });
+
   test('kill -9 of the local side mid-transfer, then a re-run resumes with no leftovers on the remote', async () => {
     const base = await tmpDir();
     const src = path.join(base, 'src');

@@ -10,7 +10,7 @@
  */
 import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from '../core/errors.js';
 import { resolveSource } from '../fs/walk.js';
-import { runServer, stdioOfProcess } from '../modes/server.js';
+import { reportedToPeer, runServer, stdioOfProcess } from '../modes/server.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
 import { NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
 import { parseOperand, sshDestination, type Operand } from './operands.js';
@@ -85,7 +85,9 @@ export async function runServerCommand(argv: string[]): Promise<number> {
       onProblem: (e) => printError(e.toLine()),
       onWarning: (e) => printWarning(e.toLine()),
     });
-    if (out.recv?.error) {
+    if (out.stream) {
+      code = ExitCodes.OK;
+    } else if (out.recv?.error) {
       printError(out.recv.error.toLine());
       code = exitCodeFor(out.recv.error.code);
     } else if ((out.recv?.result?.summary.failed ?? 0) > 0) {
@@ -96,7 +98,7 @@ export async function runServerCommand(argv: string[]): Promise<number> {
     }
   } catch (e) {
     const err = e instanceof FerryError ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
-    printError(err.toLine());
+    if (!reportedToPeer.has(err)) printError(err.toLine());
     code = exitCodeFor(err.code);
   }
   // stdin may still be open (the lifeline) and listeners may linger: leave now.
@@ -120,10 +122,10 @@ export async function runSshCommand(argv: string[]): Promise<number> {
     direction = 'push';
     remote = dstOp;
     if (srcOps.some((s) => s.kind === 'remote')) throw usage('copy', 'copying between two remote machines is not supported');
-    if (srcOps.some((s) => s.kind === 'stdio')) throw usage('copy', 'streaming stdin to a remote file is not supported yet');
+    if (srcOps.some((s) => s.kind === 'stdio') && srcOps.length !== 1) throw usage('copy', '- (stdin) must be the only source');
   } else {
     if (!srcOps.every((s) => s.kind === 'remote')) throw usage('copy', 'mixing local and remote sources is not supported');
-    if (dstOp.kind === 'stdio') throw usage('copy', 'streaming a remote file to stdout is not supported yet');
+    if (dstOp.kind === 'stdio' && srcOps.length !== 1) throw usage('copy', 'only one remote file can be written to stdout');
     direction = 'pull';
     remote = srcOps[0] as Extract<Operand, { kind: 'remote' }>;
     for (const s of srcOps as Extract<Operand, { kind: 'remote' }>[]) {
@@ -143,7 +145,11 @@ export async function runSshCommand(argv: string[]): Promise<number> {
   }
   const host = remote.host;
   const hostShown = cleanForDisplay(host);
-  const roots = direction === 'push' ? await Promise.all(srcOps.map((s) => resolveSource((s as { path: string }).path))) : undefined;
+  const streamIn = srcOps[0]?.kind === 'stdio';
+  const streamOut = dstOp.kind === 'stdio';
+  if (streamOut && v.json) throw usage('copy', '--json cannot share stdout with the stream');
+  if ((streamIn || streamOut) && (v.delete || v.checksum || v.exclude)) throw usage('copy', '--delete, --checksum and --exclude do not apply to a stream');
+  const roots = direction === 'push' && !streamIn ? await Promise.all(srcOps.map((s) => resolveSource((s as { path: string }).path))) : undefined;
 
   const counters: ProgressCounters = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0, walkDone: false, startedAt: performance.now(), failed: 0 };
   const reporter = new ProgressReporter(counters, { mode: progressMode });
@@ -173,6 +179,8 @@ export async function runSshCommand(argv: string[]): Promise<number> {
         ktls,
       },
       viaSsh: v['via-ssh'] === true,
+      ...(streamIn ? { streamInput: process.stdin } : {}),
+      ...(streamOut ? { streamOutput: process.stdout } : {}),
       connectTimeoutMs,
       directOverride: process.env['FERRY_TEST_SSH_DIRECT'],
       senderEvents: {
@@ -199,7 +207,11 @@ export async function runSshCommand(argv: string[]): Promise<number> {
   const dryRun = v['dry-run'] === true;
   let exitCode: number = ExitCodes.OK;
   let json: Record<string, unknown>;
-  if (out.send) {
+  if (out.stream) {
+    const verb = streamIn ? `wrote stdin to ${hostShown}:${cleanForDisplay(remote.path)}` : `wrote ${hostShown}:${cleanForDisplay(remote.path)} to stdout`;
+    if (v.verbose || streamIn) printInfo(`${verb}: ${out.stream.bytes} bytes in ${seconds.toFixed(2)} s (via ${out.via})`);
+    json = { schema: 1, command: 'stream', host: cleanForDisplay(host), exitCode, bytes: out.stream.bytes, seconds: Math.round(seconds * 1e6) / 1e6 };
+  } else if (out.send) {
     const r = out.send;
     const failed = Math.max(r.failures.length, r.summary.failed);
     if (failed > 0) exitCode = ExitCodes.PARTIAL;

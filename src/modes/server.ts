@@ -26,6 +26,7 @@ import { resolveSource, type SourceRoot } from '../fs/walk.js';
 import { establishChannel, type SecureChannel } from '../secure/channel.js';
 import { receiveOver, type RecvSessionOutcome } from './recv.js';
 import { sendOver, type SendOutcome } from './send.js';
+import { fileSink, openFileSource, receiveStream, sendStream, type StreamResult, type StreamSink } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseRequest, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
 
 export interface ServerIo {
@@ -48,6 +49,7 @@ export interface ServerOutcome {
   via: 'tcp' | 'ssh';
   send?: SendOutcome;
   recv?: RecvSessionOutcome;
+  stream?: StreamResult;
 }
 
 /**
@@ -116,6 +118,9 @@ class AuthenticatedQueue {
   }
 }
 
+/** Errors already sent to the local side in the bootstrap reply (not worth printing twice). */
+export const reportedToPeer = new WeakSet<Error>();
+
 /** The address ssh reached us on, when it is an IP literal. */
 export function serverAddressOf(sshConnection: string | undefined): string | undefined {
   const a = sshConnection?.trim().split(/\s+/)[2];
@@ -131,13 +136,19 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   let req;
   let key: Buffer;
   let roots: SourceRoot[] = [];
+  let streamSink: StreamSink | undefined;
+  let streamSource: Readable | undefined;
   try {
     ({ req, key } = parseRequest(first));
-    if (req.role === 'send') roots = await Promise.all(req.paths.map((s) => resolveSource(s === '' ? '.' : s)));
+    if (req.stream && req.role === 'recv') streamSink = await fileSink(req.paths[0]!);
+    else if (req.stream) streamSource = await openFileSource(req.paths[0]!);
+    else if (req.role === 'send') roots = await Promise.all(req.paths.map((s) => resolveSource(s === '' ? '.' : s)));
   } catch (e) {
     const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e));
+    await streamSink?.abort();
     const reply: ServerReply & { code: string } = { error: err.message, code: err.code };
     write(io.output, reply);
+    reportedToPeer.add(err);
     throw err;
   }
   const o = req.options;
@@ -225,6 +236,8 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     if (!finished) abort();
   });
   try {
+    if (streamSink) return { role: 'recv', via, stream: await receiveStream(ctl, streamSink) };
+    if (streamSource) return { role: 'send', via, stream: await sendStream(ctl, streamSource, req.paths[0]!) };
     if (req.role === 'recv') {
       const r = await receiveOver(ctl, { dst: req.paths[0] === '' ? '.' : req.paths[0]!, preserveSpecial: o.preserveSpecial }, nextExtra);
       return { role: 'recv', via, recv: r };

@@ -8,7 +8,7 @@
  *
  *   remote → local   {"ferry":"server","protocol":P,"version":"x.y.z"}     (hello, first)
  *   local  → remote  {"protocol":P,"key":"<base64 of 32 bytes>","role":"recv"|"send",
- *                     "paths":[...],"options":{...},"via":"tcp"|"ssh"}      (request)
+ *                     "paths":[...],"options":{...},"via":"tcp"|"ssh","stream":bool} (request)
  *   remote → local   {"listen":{"addr":A,"port":N}} | {"via":"ssh"} | {"error":"..."}
  *   local  → remote  {"use":"tcp"} | {"use":"ssh"}                          (decision; tcp mode only)
  *
@@ -60,6 +60,8 @@ export interface ServerRequest {
   paths: string[];
   options: RemoteOptions;
   via: 'tcp' | 'ssh';
+  /** A byte stream (modes/stream.ts) into the file paths[0] (recv) or out of it (send). */
+  stream?: boolean;
 }
 
 export type ServerReply = { listen: { addr: string; port: number } } | { via: 'ssh' } | { error: string };
@@ -176,5 +178,7 @@ export function parseRequest(line: string): { req: ServerRequest; key: Buffer } 
     preserveSpecial: o['preserveSpecial'] === true,
     ktls: o['ktls'] === 'on' || o['ktls'] === 'off' ? o['ktls'] : 'auto',
   };
-  return { req: { protocol: SSH_PROTOCOL, key: '', role, paths: paths as string[], options, via }, key };
+  const stream = v['stream'] === true;
+  if (stream && paths.length !== 1) throw bad('a stream has one path');
+  return { req: { protocol: SSH_PROTOCOL, key: '', role, paths: paths as string[], options, via, stream }, key };
 }

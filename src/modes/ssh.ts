@@ -19,7 +19,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError, type ErrorCode } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
 import { establishChannel, type SecureChannel } from '../secure/channel.js';
@@ -28,6 +28,7 @@ import type { SenderEvents } from '../transfer/sender.js';
 import { receiveOver, type RecvSessionOutcome } from './recv.js';
 import { connectTcp, sendOver, type SendOutcome } from './send.js';
 import { pipeDuplex } from './server.js';
+import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
@@ -49,6 +50,9 @@ export interface SshOptions {
   dst?: string;
   options: RemoteOptions;
   viaSsh: boolean;
+  /** A byte stream instead of a tree: push reads `streamInput`, pull writes `streamOutput`. */
+  streamInput?: AsyncIterable<Buffer | Uint8Array>;
+  streamOutput?: Writable;
   connectTimeoutMs?: number;
   /** Test hook: dial this HOST:PORT instead of what the remote reported. */
   directOverride?: string | undefined;
@@ -65,6 +69,7 @@ export interface SshOutcome {
   remoteVersion: string;
   send?: SendOutcome;
   recv?: RecvSessionOutcome;
+  stream?: StreamResult;
   /** The remote's exit status (null when it had to be killed). */
   remoteExit: number | null;
 }
@@ -168,6 +173,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     paths: o.remotePaths,
     options: o.options,
     via: o.viaSsh ? 'ssh' : 'tcp',
+    ...(o.streamInput || o.streamOutput ? { stream: true } : {}),
   };
   child.stdin.write(encodeLine(req));
 
@@ -268,7 +274,11 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
 
     const out: SshOutcome = { via, remoteVersion, remoteExit: null };
     // If ssh dies mid-session, the channel sees the cut; nothing else to watch here.
-    if (o.direction === 'push') {
+    if (o.streamInput) {
+      out.stream = await sendStream(control, o.streamInput, 'stdin');
+    } else if (o.streamOutput) {
+      out.stream = await receiveStream(control, writableSink(o.streamOutput));
+    } else if (o.direction === 'push') {
       out.send = await sendOver(
         control,
         o.roots ?? [],
