@@ -35,7 +35,8 @@ Usage:
   ferry recv DST --listen PORT --secret S --tls    (uring-sync's form)
 
   Listens on ADDR (default all addresses) and PORT (0 picks a free one; the
-  address is printed as "listening on ADDR:PORT"). Without a secret, one is
+  address is printed as "listening on ADDR:PORT"). DST - writes the one stream
+  a 'ferry send -' sends to standard output. Without a secret, one is
   generated and printed once, with the command to run on the sending side.
 
 Secret:
@@ -124,6 +125,9 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
   const weak = weakSecretWarning(secret);
   if (weak) printWarning(weak.replace(/^warning: /, ''));
 
+  const toStdout = dst === '-';
+  if (toStdout && (v.json || v['keep-serving'])) throw usage('recv', '--json and --keep-serving cannot share stdout with the stream (DST -)');
+
   let reporter: ProgressReporter | null = null;
   let exitCode: number = ExitCodes.OK;
   let fatal: FerryError | undefined;
@@ -134,6 +138,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     secret,
     ktls,
     keepServing: v['keep-serving'] === true,
+    ...(toStdout ? { streamOutput: process.stdout } : {}),
     maxAuthFailures,
     ...(process.env['FERRY_TEST_AUTH_BACKOFF_MS'] ? { authBackoffMs: Number(process.env['FERRY_TEST_AUTH_BACKOFF_MS']) } : {}),
     preserveSpecial: v['preserve-special-bits'] === true,
@@ -168,6 +173,10 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
       if (s.error) {
         printError(`session from ${s.peer} failed: ${s.error.toLine()}`);
         fatal = s.error;
+        return;
+      }
+      if (s.stream) {
+        printInfo(`received a stream from ${s.peer}: ${s.stream.bytes} bytes in ${s.seconds.toFixed(2)} s`);
         return;
       }
       const r = s.result!;

@@ -5,7 +5,7 @@
  * confirmed every file; see cli/net-common.ts for the `--json` schema.
  */
 import { ErrorCodes, ExitCodes, FerryError } from '../core/errors.js';
-import { send } from '../modes/send.js';
+import { send, sendStdinStream } from '../modes/send.js';
 import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { SECRET_ON_COMMAND_LINE_WARNING, weakSecretWarning } from '../secure/secret.js';
 import {
@@ -53,6 +53,7 @@ Usage:
   ferry send SRC host:port --secret S --tls        (uring-sync's form)
 
   SRC/ sends the contents of SRC; SRC (no slash) sends the directory itself.
+  SRC - sends standard input as one stream to a 'ferry recv -'.
 
 Secret (the receiver prints one if it generated it):
       --secret-file F     read the shared secret from the first line of F
@@ -96,6 +97,14 @@ export async function runSendCommand(argv: string[]): Promise<number> {
   if (source === 'argument') printWarning(SECRET_ON_COMMAND_LINE_WARNING.replace(/^warning: /, ''));
   const weak = weakSecretWarning(secret);
   if (weak) printWarning(weak.replace(/^warning: /, ''));
+
+  if (src === '-') {
+    if (v.delete || v.checksum || v.exclude || v['dry-run']) throw usage('send', '--delete, --checksum, --exclude and --dry-run do not apply to a stream');
+    const r = await sendStdinStream({ src, host, port, secret, ktls, streams: 1, chunkSize, checksum: false, delete: false, dryRun: false, excludes: [], preserveSpecial: false }, process.stdin);
+    printInfo(`sent stdin to ${r.peer}: ${r.bytes} bytes in ${r.seconds.toFixed(2)} s`);
+    if (v.json) printJson({ schema: 1, command: 'send', src: '-', peer: r.peer, exitCode: 0, bytes: r.bytes, seconds: Math.round(r.seconds * 1e6) / 1e6 });
+    return ExitCodes.OK;
+  }
 
   const counters: ProgressCounters & { done: number } = {
     filesDone: 0,

@@ -40,12 +40,14 @@
  *   With `--keep-serving` it serves sessions one after another until interrupted.
  */
 import net from 'node:net';
+import type { Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { SafeWriter } from '../fs/safe-writer.js';
 import { channelOptions, establishChannel, peerNameOf, type SecureChannel } from '../secure/channel.js';
 import { ReceiverSession, checkSessionPolicy, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
 import { HELLO_BYTES } from '../wire/hello.js';
 import { MAX_STREAMS, SessionFlags } from '../wire/messages.js';
+import { receiveStream, writableSink, type StreamResult } from './stream.js';
 
 export interface RecvOptions {
   dst: string;
@@ -61,6 +63,8 @@ export interface RecvOptions {
   /** Per-session caps (core/limits.ts defaults). */
   maxEntries?: number;
   maxHoleBytes?: number;
+  /** `ferry recv -`: write the one byte stream a `ferry send -` sends here (modes/stream.ts). */
+  streamOutput?: Writable;
   /** The whole handshake of one connection, from when it is served (default 10 s). */
   handshakeTimeoutMs?: number;
   /** The client's hello must arrive within this long of the connection being served (default 5 s). */
@@ -87,6 +91,8 @@ export interface RecvOptions {
 
 export interface RecvSessionOutcome {
   result?: ReceiverResult;
+  /** A byte stream (`ferry recv -`) instead of a tree. */
+  stream?: StreamResult;
   error?: FerryError;
   seconds: number;
   peer: string;
@@ -477,6 +483,25 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         freeSlot();
       }
       if (!ch || stopped) return;
+      if (o.streamOutput) {
+        if (active || sessions.length > 0) {
+          ch.destroy();
+          return;
+        }
+        const t0 = performance.now();
+        const out: RecvSessionOutcome = { seconds: 0, peer: ch.info.peer, cipher: ch.info.cipher, tx: ch.info.tx, rx: ch.info.rx };
+        o.onSessionStart?.(ch.info.peer, 0, 1);
+        try {
+          out.stream = await receiveStream(ch, writableSink(o.streamOutput));
+        } catch (e) {
+          out.error = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e));
+        }
+        out.seconds = (performance.now() - t0) / 1000;
+        sessions.push(out);
+        o.onSessionEnd?.(out);
+        stop({ sessions });
+        return;
+      }
       let opening;
       try {
         opening = await readOpening(ch);

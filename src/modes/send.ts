@@ -15,6 +15,7 @@ import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
+import { sendStream } from './stream.js';
 import { runSender, type SenderEvents, type SenderResult } from '../transfer/sender.js';
 
 export interface SendOptions {
@@ -81,6 +82,14 @@ export async function send(o: SendOptions): Promise<SendOutcome> {
   const t0 = performance.now();
   const control = await openChannel(o);
   return sendOver(control, [root], o, () => openChannel(o), t0);
+}
+
+/** `ferry send - HOST:PORT`: send one byte stream to a `ferry recv -` (modes/stream.ts). */
+export async function sendStdinStream(o: SendOptions, input: AsyncIterable<Buffer | Uint8Array>): Promise<{ bytes: number; seconds: number; peer: string }> {
+  const t0 = performance.now();
+  const ch = await openChannel(o);
+  const r = await sendStream(ch, input, 'stdin');
+  return { bytes: r.bytes, seconds: (performance.now() - t0) / 1000, peer: ch.info.peer };
 }
 
 /** What a session needs besides its channels (the ssh mode shares it). */

@@ -26,6 +26,8 @@ import { decodeError, encodeError } from '../wire/messages.js';
 
 export const StreamFrame = { DATA: 0x30, END: 0x31, OK: 0x32, ERROR: 0x16 } as const;
 const CHUNK = 256 * 1024;
+/** A tree sender's first frame (wire/messages.ts MsgType.SESSION): answered with a clear refusal. */
+const SESSION_FRAME = 0x10;
 
 export interface StreamResult {
   bytes: number;
@@ -128,6 +130,8 @@ export async function receiveStream(ch: FrameChannel, sink: StreamSink): Promise
         return { bytes: len };
       } else if (f.type === StreamFrame.ERROR) {
         throw peerError(f.payload, ch.info.peer);
+      } else if (f.type === SESSION_FRAME && len === 0) {
+        throw new FerryError(ErrorCodes.USAGE, 'this receiver writes one stream to its stdout (ferry recv -): send with `ferry send - HOST:PORT`');
       } else {
         throw new FerryError(ErrorCodes.PROTOCOL, `${ch.info.peer} sent frame type ${f.type} in a stream`);
       }
