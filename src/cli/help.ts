@@ -6,11 +6,17 @@ Usage:
   ferry [options] SRC DST               the same (uring-sync's form)
   ferry recv DST --listen [ADDR:]PORT   receive a tree over the network
   ferry send SRC HOST:PORT              send a tree to a waiting 'ferry recv'
+  ferry [options] SRC... [user@]host:DST   copy to another machine over ssh (push)
+  ferry [options] [user@]host:SRC... DST   copy from another machine over ssh (pull)
 
   SRC/ (trailing slash) copies the contents of SRC into DST;
   SRC  (no slash) copies the directory itself, as DST/<name of SRC>.
 
-Run 'ferry copy --help', 'ferry send --help' or 'ferry recv --help' for options.
+  An operand is remote when a ':' comes before the first '/' (rsync's rule);
+  ./a:b is local. '-' as SRC or DST is standard input/output (one file).
+
+Run 'ferry copy --help', 'ferry send --help', 'ferry recv --help' or
+'ferry host:x --help' (the ssh mode) for options.
 
 Exit codes:
   0    everything delivered (and, over the network, confirmed by the receiver)
