@@ -117,6 +117,14 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
     assert.equal(await fsp.readFile(path.join(pulled, 'one/x.txt'), 'utf8'), 'x');
     assert.equal(await fsp.readFile(path.join(pulled, 'single.txt'), 'utf8'), 'single');
 
+    // rsync: `SRC/.` and `.` copy the contents too.
+    const dot = await ferry([`${path.join(base, 'one')}/.`, host(path.join(base, 'dot'))]);
+    assert.equal(dot.code, 0, dot.stderr);
+    assert.equal(await fsp.readFile(path.join(base, 'dot/x.txt'), 'utf8'), 'x');
+    const cwdDot = await runFerry(['-e', sshd.sshCommand, '--remote-ferry', FERRY_BIN, '.', host(path.join(base, 'cwddot'))], { cwd: path.join(base, 'two') });
+    assert.equal(cwdDot.code, 0, cwdDot.stderr);
+    assert.equal(await fsp.readFile(path.join(base, 'cwddot/z.txt'), 'utf8'), 'z');
+
     const missing = await ferry([host(path.join(base, 'nope')), path.join(base, 'p2')]);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /127\.0\.0\.1: .*nope.*does not exist/);

@@ -41,8 +41,8 @@
  * - ferry's own temp files (`.ferry-XXXXXXXX.name.part`) are skipped: they are
  *   partial data from an interrupted run.
  *
- * The trailing-slash rule (rsync's) is applied by `resolveSource`: `SRC/` yields the
- * contents of SRC (prefix ''), `SRC` yields SRC itself under its own name (prefix =
+ * The trailing-slash rule (rsync's) is applied by `resolveSource`: `SRC/` (and `SRC/.`
+ * and `.`) yields the contents of SRC (prefix ''), `SRC` yields SRC itself under its own name (prefix =
  * basename(SRC)), and a single file yields one entry.
  *
  * Shared API (stable):
@@ -178,7 +178,8 @@ async function openDir(abs: string, rel: string, id: DirId, isRoot: boolean, syn
  * when SRC does not exist.
  */
 export async function resolveSource(operand: string): Promise<SourceRoot> {
-  const trailing = operand.length > 1 && operand.endsWith('/');
+  // rsync: `SRC/`, `SRC/.` and `.` all mean "the contents of".
+  const trailing = (operand.length > 1 && operand.endsWith('/')) || operand === '.' || operand.endsWith('/.');
   const absPath = path.resolve(operand);
   let st;
   try {
