@@ -214,6 +214,23 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
     assert.equal(existsSync(path.join(base, 'dst')), false);
   });
 
+  test('versions are checked first; a chatty login script does not break the bootstrap', async () => {
+    const base = await tmpDir();
+    await makeTree(path.join(base, 'src'), { 'a': 'a' });
+    const chatty = path.join(base, 'chatty-ferry');
+    await fsp.writeFile(chatty, `#!/bin/sh\necho 'Welcome to gpu7'\nexec '${FERRY_BIN}' "$@"\n`, { mode: 0o755 });
+    const r = await runFerry(['-e', sshd.sshCommand, '--remote-ferry', chatty, path.join(base, 'src'), host(path.join(base, 'dst'))]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /ferry: 127\.0\.0\.1: Welcome to gpu7/);
+    assert.equal(await fsp.readFile(path.join(base, 'dst/src/a'), 'utf8'), 'a');
+
+    const future = path.join(base, 'future-ferry');
+    await fsp.writeFile(future, `#!/bin/sh\necho '{"ferry":"server","protocol":99,"version":"9.9.9"}'\ncat >/dev/null\n`, { mode: 0o755 });
+    const v = await runFerry(['-e', sshd.sshCommand, '--remote-ferry', future, path.join(base, 'src'), host(path.join(base, 'dst2'))]);
+    assert.equal(v.code, 4, v.stderr);
+    assert.match(v.stderr, /FERRY_E_VERSION: 127\.0\.0\.1 runs ferry 9\.9\.9 .*install the same version/);
+  });
+
   test("ssh authentication failure: ssh's reason and a non-zero exit", async () => {
     const base = await tmpDir();
     await makeTree(path.join(base, 'src'), { 'a': 'a' });

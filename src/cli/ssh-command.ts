@@ -101,7 +101,13 @@ export async function runServerCommand(argv: string[]): Promise<number> {
     if (!reportedToPeer.has(err)) printError(err.toLine());
     code = exitCodeFor(err.code);
   }
-  // stdin may still be open (the lifeline) and listeners may linger: leave now.
+  // Flush what we said on stdout (a bootstrap error reply, the end of the channel),
+  // then leave: stdin may still be open (the lifeline) and listeners may linger.
+  await new Promise<void>((r) => {
+    io.output.once('error', () => r());
+    io.output.end(() => r());
+    setTimeout(r, 2000).unref();
+  });
   await new Promise<void>((r) => process.stderr.write('', () => r()));
   process.exit(code);
 }

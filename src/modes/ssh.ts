@@ -19,6 +19,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError, type ErrorCode } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
@@ -195,7 +196,13 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   };
 
   try {
-    const helloLine = await lines.next();
+    // A login script may print to stdout before ferry starts (rsync's "is your shell
+    // clean?"): pass such lines on, up to a point, and look for the hello.
+    let helloLine = await lines.next();
+    for (let junk = 0; helloLine !== null && !helloLine.startsWith('{') && junk < 100; junk++) {
+      o.onRemoteLine?.(helloLine);
+      helloLine = await lines.next();
+    }
     if (helloLine === null) throw await explain();
     let hello: Record<string, unknown>;
     try {
@@ -228,7 +235,8 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     const ktls = o.options.ktls;
     if (reply['listen'] && typeof reply['listen'] === 'object') {
       const l = reply['listen'] as { addr?: unknown; port?: unknown };
-      let addr = typeof l.addr === 'string' && l.addr !== '' ? l.addr : o.host;
+      // Only an IP literal is taken from the remote: it cannot steer us to some other name.
+      let addr = typeof l.addr === 'string' && isIP(l.addr) !== 0 ? l.addr : o.host;
       let port = typeof l.port === 'number' ? l.port : 0;
       if (o.directOverride) {
         const i = o.directOverride.lastIndexOf(':');
