@@ -14,6 +14,9 @@ Usage:
 
   An operand is remote when a ':' comes before the first '/' (rsync's rule);
   ./a:b is local. '-' as SRC or DST is standard input/output (one file).
+  Over ssh: -e/--rsh CMD (the ssh command), --remote-ferry PATH (ferry on the
+  other machine), --via-ssh (carry the data over ssh itself), and every option
+  of 'ferry send' (-P, --checksum, --delete, --exclude, -n, --json, ...).
 
 Run 'ferry copy --help', 'ferry send --help', 'ferry recv --help' or
 'ferry host:x --help' (the ssh mode) for options.
