@@ -130,6 +130,31 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
     assert.match(missing.stderr, /127\.0\.0\.1: .*nope.*does not exist/);
   });
 
+  test("one file: scp's rename rule, both ways (like ferry copy)", async () => {
+    const base = await tmpDir();
+    const f = path.join(base, 'a.txt');
+    await fsp.writeFile(f, 'A');
+    await fsp.mkdir(path.join(base, 'existing'));
+    for (const [dst, expect] of [
+      [path.join(base, 'renamed.txt'), path.join(base, 'renamed.txt')],
+      [path.join(base, 'existing'), path.join(base, 'existing/a.txt')],
+      [`${path.join(base, 'newdir')}/`, path.join(base, 'newdir/a.txt')],
+    ] as const) {
+      const r = await ferry([f, host(dst)]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await fsp.readFile(expect, 'utf8'), 'A', dst);
+      const back = dst.endsWith('/') ? path.join(base, 'back-dir') + '/' : path.join(base, `back-${path.basename(dst)}`);
+      const q = await ferry([host(expect), back]);
+      assert.equal(q.code, 0, q.stderr);
+      const got = back.endsWith('/') ? path.join(back, 'a.txt') : back;
+      assert.equal(await fsp.readFile(got, 'utf8'), 'A', back);
+    }
+    // Into an existing local directory: keeps its name.
+    const q = await ferry(['--via-ssh', host(f), path.join(base, 'existing')]);
+    assert.equal(q.code, 0, q.stderr);
+    assert.equal(await fsp.readFile(path.join(base, 'existing/a.txt'), 'utf8'), 'A');
+  });
+
   test('options reach the remote sender: --delete, --exclude, --dry-run, --checksum', async () => {
     const base = await tmpDir();
     const src = path.join(base, 'src');

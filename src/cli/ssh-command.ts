@@ -47,7 +47,9 @@ Usage:
   ssh through), the same channel is carried over the ssh connection instead.
 
   SRC/ (or SRC/.) sends the contents of SRC; SRC sends the directory itself.
-  DST is a directory (created if missing). host: alone is the remote home.
+  DST is a directory (created if missing); one file goes to DST/<name> when DST
+  is a directory or ends in /, else to DST. host: alone is the remote home.
+  - as SRC (push) or DST (pull) streams stdin to a remote file / a file to stdout.
   A colon before the first slash makes an operand remote (rsync's rule): write
   ./name:with:colons for a local one. IPv6: user@[2001:db8::1]:path.
 

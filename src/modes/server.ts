@@ -20,6 +20,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { Duplex, type Readable, type Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { resolveSource, type SourceRoot } from '../fs/walk.js';
@@ -27,7 +28,7 @@ import { establishChannel, type SecureChannel } from '../secure/channel.js';
 import { receiveOver, type RecvSessionOutcome } from './recv.js';
 import { sendOver, type SendOutcome } from './send.js';
 import { fileSink, openFileSource, receiveStream, sendStream, type StreamResult, type StreamSink } from './stream.js';
-import { LineReader, SSH_PROTOCOL, encodeLine, parseRequest, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
 
 export interface ServerIo {
   input: Readable;
@@ -118,6 +119,36 @@ class AuthenticatedQueue {
   }
 }
 
+interface Decision {
+  use: 'tcp' | 'ssh';
+  /** Pull of one file: the name it gets at the destination. */
+  name?: string;
+  /** Push of one file to a name that is not a directory: receive into its parent. */
+  intoParent?: boolean;
+}
+
+function parseDecision(line: string | null): Decision {
+  if (line === null) throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
+  const v = parseJsonLine(line, 'decision');
+  if (v['use'] !== 'tcp' && v['use'] !== 'ssh') throw new FerryError(ErrorCodes.PROTOCOL, 'ssh bootstrap: decision must be tcp or ssh');
+  const d: Decision = { use: v['use'] };
+  const name = v['name'];
+  if (typeof name === 'string') {
+    if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0') || Buffer.byteLength(name) > 255) {
+      throw new FerryError(ErrorCodes.PATH, `ssh bootstrap: not a file name: ${JSON.stringify(name)}`);
+    }
+    d.name = name;
+  }
+  if (v['intoParent'] === true) d.intoParent = true;
+  return d;
+}
+
+/** Is the push destination an existing directory, something else, or missing? */
+async function targetKind(p: string): Promise<'dir' | 'file' | 'missing'> {
+  const st = await fs.promises.stat(p === '' ? '.' : p).catch(() => null);
+  return st === null ? 'missing' : st.isDirectory() ? 'dir' : 'file';
+}
+
 /** Errors already sent to the local side in the bootstrap reply (not worth printing twice). */
 export const reportedToPeer = new WeakSet<Error>();
 
@@ -136,6 +167,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   let req;
   let key: Buffer;
   let roots: SourceRoot[] = [];
+  let target: 'dir' | 'file' | 'missing' = 'missing';
   let streamSink: StreamSink | undefined;
   let streamSource: Readable | undefined;
   try {
@@ -143,6 +175,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     if (req.stream && req.role === 'recv') streamSink = await fileSink(req.paths[0]!);
     else if (req.stream) streamSource = await openFileSource(req.paths[0]!);
     else if (req.role === 'send') roots = await Promise.all(req.paths.map((s) => resolveSource(s === '' ? '.' : s)));
+    else target = await targetKind(req.paths[0]!);
   } catch (e) {
     const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e));
     await streamSink?.abort();
@@ -156,6 +189,9 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, encrypt: true, ktls, peer });
 
   let via: 'tcp' | 'ssh' = req.via;
+  /** What the local side needs to know to apply scp's single-file rule. */
+  const about = req.stream ? {} : req.role === 'recv' ? { target } : { kinds: roots.map((r) => r.kind) };
+  let decision!: Decision;
   let control: SecureChannel;
   let extra: (() => Promise<SecureChannel>) | undefined;
   let lifeline: Promise<void> | undefined;
@@ -192,9 +228,9 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
           srv.listen({ host: '0.0.0.0', port: 0 }, () => resolve((srv.address() as net.AddressInfo).port));
         }),
     );
-    write(io.output, { listen: { addr: addr ?? '', port } } satisfies ServerReply);
-    const decision = await lines.next();
-    const use = decision === null ? null : (JSON.parse(decision) as { use?: unknown }).use;
+    write(io.output, { listen: { addr: addr ?? '', port }, ...about } satisfies ServerReply);
+    decision = parseDecision(await lines.next());
+    const use = decision?.use;
     if (use === 'tcp') {
       control = await queue.next(acceptMs);
       extra = () => queue.next(acceptMs);
@@ -212,7 +248,16 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
       throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
     }
   } else {
-    write(io.output, { via: 'ssh' } satisfies ServerReply);
+    write(io.output, { via: 'ssh', ...about } satisfies ServerReply);
+    decision = parseDecision(await lines.next());
+    if (decision?.use !== 'ssh') throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
+  }
+  // scp's rename of a single file (`a.txt host:/x/b.txt`, `host:/x/a.txt ./b.txt`), decided
+  // by the local side from what we told it.
+  let dstRoot = req.paths[0] === '' ? '.' : req.paths[0]!;
+  if (decision.intoParent && req.role === 'recv') dstRoot = path.dirname(path.resolve(dstRoot));
+  if (decision.name !== undefined && req.role === 'send' && roots.length === 1 && roots[0]!.kind === 'file') {
+    roots = [{ ...roots[0]!, prefix: decision.name }];
   }
   if (via === 'ssh') {
     lines.release();
@@ -239,7 +284,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     if (streamSink) return { role: 'recv', via, stream: await receiveStream(ctl, streamSink) };
     if (streamSource) return { role: 'send', via, stream: await sendStream(ctl, streamSource, req.paths[0]!) };
     if (req.role === 'recv') {
-      const r = await receiveOver(ctl, { dst: req.paths[0] === '' ? '.' : req.paths[0]!, preserveSpecial: o.preserveSpecial }, nextExtra);
+      const r = await receiveOver(ctl, { dst: dstRoot, preserveSpecial: o.preserveSpecial }, nextExtra);
       return { role: 'recv', via, recv: r };
     }
     const r = await sendOver(

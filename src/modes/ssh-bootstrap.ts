@@ -9,10 +9,15 @@
  *   remote → local   {"ferry":"server","protocol":P,"version":"x.y.z"}     (hello, first)
  *   local  → remote  {"protocol":P,"key":"<base64 of 32 bytes>","role":"recv"|"send",
  *                     "paths":[...],"options":{...},"via":"tcp"|"ssh","stream":bool} (request)
- *   remote → local   {"listen":{"addr":A,"port":N}} | {"via":"ssh"} | {"error":"..."}
- *   local  → remote  {"use":"tcp"} | {"use":"ssh"}                          (decision; tcp mode only)
+ *   remote → local   {"listen":{"addr":A,"port":N},"target"|"kinds":…} | {"via":"ssh",…} | {"error":"..."}
+ *   local  → remote  {"use":"tcp"|"ssh","name"?:N,"intoParent"?:true}       (decision)
  *
- * After the decision (or the {"via":"ssh"} reply) the bytes that follow on stdin/stdout
+ * "target" (push: what DST is on the remote) and "kinds" (pull: file or dir per source)
+ * let the local side apply scp's rule for one file: `a.txt host:/x/b.txt` writes b.txt
+ * when /x/b.txt is not a directory ("intoParent"), `host:/x/a.txt ./b.txt` likewise
+ * ("name", a single path component).
+ *
+ * After the decision the bytes that follow on stdin/stdout
  * are ferry's secure channel (secure/channel.ts) when "ssh" was chosen; with "tcp" the
  * channel runs over TCP connections the local side makes to A:N, and stdin/stdout stay
  * quiet until the remote exits. The key is the CPace secret of those channels.
@@ -64,7 +69,13 @@ export interface ServerRequest {
   stream?: boolean;
 }
 
-export type ServerReply = { listen: { addr: string; port: number } } | { via: 'ssh' } | { error: string };
+/** What the remote found: a push target's kind, or each pull source's kind (scp's single-file rule). */
+export interface ServerAbout {
+  target?: 'dir' | 'file' | 'missing';
+  kinds?: ('dir' | 'file')[];
+}
+
+export type ServerReply = ({ listen: { addr: string; port: number } } & ServerAbout) | ({ via: 'ssh' } & ServerAbout) | { error: string };
 
 export function encodeLine(msg: unknown): Buffer {
   return Buffer.from(`${JSON.stringify(msg)}\n`, 'utf8');

@@ -19,7 +19,9 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
+import { basename, dirname, posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError, type ErrorCode } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
@@ -229,6 +231,27 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       throw new FerryError(knownCode(reply['code']), `${o.host}: ${reply['error']}`, { subject: o.host });
     }
 
+    // scp's rule for a single file: it may arrive under another name.
+    let roots = o.roots ?? [];
+    let localDst = o.dst ?? '.';
+    const extras: { name?: string; intoParent?: true } = {};
+    if (!req.stream && o.direction === 'push') {
+      const remotePath = o.remotePaths[0] ?? '';
+      const name = posix.basename(remotePath);
+      if (roots.length === 1 && roots[0]!.kind === 'file' && reply['target'] !== 'dir' && !remotePath.endsWith('/') && name !== '' && name !== '.' && name !== '..') {
+        roots = [{ ...roots[0]!, prefix: name }];
+        extras.intoParent = true;
+      }
+    } else if (!req.stream) {
+      const kinds = Array.isArray(reply['kinds']) ? (reply['kinds'] as unknown[]) : [];
+      const st = await fsp.stat(localDst).catch(() => null);
+      const name = basename(localDst);
+      if (kinds.length === 1 && kinds[0] === 'file' && !st?.isDirectory() && !localDst.endsWith('/') && name !== '.' && name !== '..') {
+        extras.name = name;
+        localDst = dirname(localDst);
+      }
+    }
+
     let via: 'tcp' | 'ssh' = 'ssh';
     let control: SecureChannel | undefined;
     let dial: (() => Promise<SecureChannel>) | undefined;
@@ -259,13 +282,15 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
         control = await open();
         via = 'tcp';
         dial = open;
-        child.stdin.write(encodeLine({ use: 'tcp' }));
+        child.stdin.write(encodeLine({ use: 'tcp', ...extras }));
       } catch (e) {
         if (isFerryError(e, ErrorCodes.KTLS)) throw e;
         o.onNotice?.(`direct connection to ${shown} failed (${(e as Error).message.replace(/^.*?: /, '')}); carrying the data over the ssh connection instead`);
-        child.stdin.write(encodeLine({ use: 'ssh' }));
+        child.stdin.write(encodeLine({ use: 'ssh', ...extras }));
       }
-    } else if (reply['via'] !== 'ssh') {
+    } else if (reply['via'] === 'ssh') {
+      child.stdin.write(encodeLine({ use: 'ssh', ...extras }));
+    } else {
       throw new FerryError(ErrorCodes.PROTOCOL, `${o.host}: unexpected bootstrap reply`);
     }
     if (control === undefined) {
@@ -289,7 +314,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     } else if (o.direction === 'push') {
       out.send = await sendOver(
         control,
-        o.roots ?? [],
+        roots,
         {
           streams: via === 'tcp' ? o.options.streams : 1,
           chunkSize: o.options.chunkSize,
@@ -305,7 +330,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     } else {
       out.recv = await receiveOver(
         control,
-        { dst: o.dst ?? '.', preserveSpecial: o.options.preserveSpecial, ...(o.onSessionStart ? { onSessionStart: o.onSessionStart } : {}) },
+        { dst: localDst, preserveSpecial: o.options.preserveSpecial, ...(o.onSessionStart ? { onSessionStart: o.onSessionStart } : {}) },
         dial,
       );
     }
