@@ -155,6 +155,29 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
     assert.equal(await fsp.readFile(path.join(base, 'existing/a.txt'), 'utf8'), 'A');
   });
 
+  test('an IPv6 literal in brackets: ssh reaches [::1], the data channel dials [::1]', async (t) => {
+    const v6 = await startSshd({ extraConfig: ['ListenAddress ::1'] }).catch(() => null);
+    if (v6 === null) {
+      if (isCI()) throw new Error('sshd could not listen on ::1');
+      t.skip('no IPv6 loopback');
+      return;
+    }
+    try {
+      const base = await tmpDir();
+      await makeTree(path.join(base, 'src'), { 'a.txt': 'six' });
+      const r = await runFerry(['-e', v6.sshCommand, '--remote-ferry', FERRY_BIN, '-v', '--json', path.join(base, 'src'), `root@[::1]:${path.join(base, 'dst')}`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(lastJson(r.stdout)['via'], 'tcp');
+      assert.match(r.stderr, /\[::1\]:\d+/);
+      assert.equal(await fsp.readFile(path.join(base, 'dst/src/a.txt'), 'utf8'), 'six');
+      const q = await runFerry(['-e', v6.sshCommand, '--remote-ferry', FERRY_BIN, `[::1]:${path.join(base, 'src')}/`, path.join(base, 'back')]);
+      assert.equal(q.code, 0, q.stderr);
+      assert.equal(await fsp.readFile(path.join(base, 'back/a.txt'), 'utf8'), 'six');
+    } finally {
+      await v6.stop();
+    }
+  });
+
   test('options reach the remote sender: --delete, --exclude, --dry-run, --checksum', async () => {
     const base = await tmpDir();
     const src = path.join(base, 'src');

@@ -152,7 +152,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
     connectTimeoutMs = Number(v['connect-timeout']);
   }
   const host = remote.host;
-  const hostShown = cleanForDisplay(host);
+  const hostShown = cleanForDisplay(host.includes(':') ? `[${host}]` : host);
   const streamIn = srcOps[0]?.kind === 'stdio';
   const streamOut = dstOp.kind === 'stdio';
   if (streamOut && v.json) throw usage('copy', '--json cannot share stdout with the stream');
@@ -223,7 +223,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
     const r = out.send;
     const failed = Math.max(r.failures.length, r.summary.failed);
     if (failed > 0) exitCode = ExitCodes.PARTIAL;
-    if (v.verbose) printInfo(`ferry: ${hostShown} (ferry ${cleanForDisplay(out.remoteVersion)}) via ${out.via}: cipher ${r.cipher}, tx ${r.tx}, rx ${r.rx}; ${r.streams} stream(s)`);
+    if (v.verbose) printInfo(`ferry: ${cleanForDisplay(r.peer)}, ferry ${cleanForDisplay(out.remoteVersion)}, via ${out.via}: cipher ${r.cipher}, tx ${r.tx}, rx ${r.rx}; ${r.streams} stream(s)`);
     const s = r.summary;
     printInfo(
       renderSummaryLine(
@@ -245,7 +245,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
     const r = s.result!;
     const sm = r.summary;
     if (sm.failed > 0) exitCode = ExitCodes.PARTIAL;
-    if (v.verbose) printInfo(`ferry: ${hostShown} (ferry ${cleanForDisplay(out.remoteVersion)}) via ${out.via}: cipher ${s.cipher}, tx ${s.tx}, rx ${s.rx}; ${r.streams} stream(s)`);
+    if (v.verbose) printInfo(`ferry: ${cleanForDisplay(s.peer)}, ferry ${cleanForDisplay(out.remoteVersion)}, via ${out.via}: cipher ${s.cipher}, tx ${s.tx}, rx ${s.rx}; ${r.streams} stream(s)`);
     printInfo(
       renderSummaryLine(
         { copied: sm.committed, skipped: sm.skipped, failed: sm.failed, bytesCopied: sm.bytesWritten, deleted: sm.deleted },

@@ -270,7 +270,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       const open = async (): Promise<SecureChannel> => {
         const sock = await connectTcp(addr, port, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
         try {
-          const ch = await establishChannel(sock, { role: 'client', secret: key, encrypt: true, ktls, peer: `${o.host} (${shown})`, handshakeTimeoutMs: 15_000 });
+          const ch = await establishChannel(sock, { role: 'client', secret: key, encrypt: true, ktls, peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (${shown})`, handshakeTimeoutMs: 15_000 });
           all.add(ch);
           return ch;
         } catch (e) {
@@ -300,7 +300,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
         secret: key,
         encrypt: true,
         ktls: 'off',
-        peer: `${o.host} (via ssh)`,
+        peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (via ssh)`,
       });
       all.add(control);
     }
