@@ -259,7 +259,11 @@ export async function runSshCommand(argv: string[]): Promise<number> {
     });
   }
   if (out.remoteExit !== 0 && exitCode === ExitCodes.OK) {
-    printWarning(`${hostShown}: the remote ferry exited with status ${out.remoteExit ?? 'unknown'} after the transfer`);
+    // The remote's own failures (a pulled source it could not read) were printed above
+    // with the host's name; they count as ours.
+    if (out.remoteExit === ExitCodes.PARTIAL) exitCode = ExitCodes.PARTIAL;
+    else printWarning(`${hostShown}: the remote ferry exited with status ${out.remoteExit ?? 'unknown'} after the transfer`);
+    json['exitCode'] = exitCode;
   }
   if (v.json) printJson({ ...json, via: out.via, host: cleanForDisplay(host) });
   return exitCode;

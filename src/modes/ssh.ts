@@ -186,7 +186,8 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     const code = await Promise.race([exited, new Promise<number | null>((r) => setTimeout(() => r(-1), 5000).unref())]);
     const last = lastLines.at(-1)?.trim() ?? '';
     if (spawnError) return new FerryError(ErrorCodes.SSH, `cannot run ${o.rsh[0]}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}`);
-    if (code === 255) return new FerryError(ErrorCodes.SSH, `ssh to ${o.host} failed${last ? `: ${last}` : ''}`);
+    // ssh's own lines were already passed up (onRemoteLine): point at them, do not repeat them.
+    if (code === 255) return new FerryError(ErrorCodes.SSH, `ssh to ${o.host} failed${last ? ' (its reason is above)' : ' (status 255)'}`);
     if (code === 127 || code === 126 || /not found|No such file/i.test(last)) {
       return new FerryError(
         ErrorCodes.SSH,
@@ -194,7 +195,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
           'install it on that machine (npm install -g ferry) or give its path with --remote-ferry PATH',
       );
     }
-    return new FerryError(ErrorCodes.SSH, `${o.host}: "${o.remoteFerry} --server" exited with status ${code}${last ? `: ${last}` : ''}`);
+    return new FerryError(ErrorCodes.SSH, `${o.host}: "${o.remoteFerry} --server" exited with status ${code}${last ? ' (its last words are above)' : ''}`);
   };
 
   try {
