@@ -206,6 +206,14 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
     assert.equal(r.stderr.match(/carrying the data over the ssh connection instead/g)?.length, 1, r.stderr);
     assert.deepEqual(await compareTrees(src, path.join(base, 'fb/src')), []);
 
+    // An address nothing answers (TEST-NET-1): the connect timeout decides.
+    const t0 = Date.now();
+    const u = await ferry(['--json', '--connect-timeout', '700', src, host(path.join(base, 'unroutable'))], { FERRY_TEST_SSH_DIRECT: '192.0.2.1:9' });
+    assert.equal(u.code, 0, u.stderr);
+    assert.equal(lastJson(u.stdout)['via'], 'ssh');
+    assert.ok(Date.now() - t0 < 60_000);
+    assert.deepEqual(await compareTrees(src, path.join(base, 'unroutable/src')), []);
+
     const q = await ferry(['--json', host(`${src}/`), path.join(base, 'fbpull')], closed);
     assert.equal(q.code, 0, q.stderr);
     assert.equal(lastJson(q.stdout)['via'], 'ssh');
