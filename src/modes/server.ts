@@ -186,7 +186,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   }
   const o = req.options;
   const acceptMs = p.acceptTimeoutMs ?? 30_000;
-  const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, encrypt: true, ktls, peer });
+  const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, ktls, peer });
 
   let via: 'tcp' | 'ssh' = req.via;
   /** What the local side needs to know to apply scp's single-file rule. */

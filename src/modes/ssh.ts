@@ -271,7 +271,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       const open = async (): Promise<SecureChannel> => {
         const sock = await connectTcp(addr, port, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
         try {
-          const ch = await establishChannel(sock, { role: 'client', secret: key, encrypt: true, ktls, peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (${shown})`, handshakeTimeoutMs: 15_000 });
+          const ch = await establishChannel(sock, { role: 'client', secret: key, ktls, peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (${shown})`, handshakeTimeoutMs: 15_000 });
           all.add(ch);
           return ch;
         } catch (e) {
@@ -299,7 +299,6 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       control = await establishChannel(pipeDuplex(child.stdout as Readable, child.stdin), {
         role: 'client',
         secret: key,
-        encrypt: true,
         ktls: 'off',
         peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (via ssh)`,
       });
