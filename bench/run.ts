@@ -1,7 +1,7 @@
 /**
  * `npm run bench` — ferry against the tools people use today, end to end.
  *
- *   npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits]
+ *   npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records]
  *                    [--dataset ml_small,...] [--json FILE] [--wan-delay MS] [--wan-rate MBPS]
  *
  * How a figure is made: for each suite and dataset, every tool runs N times,
@@ -76,6 +76,7 @@ import { networkNoopSuite, networkSuite } from './suites/network.js';
 import { makeWanSuite } from './suites/wan.js';
 import { hashSuite } from './suites/hash.js';
 import { makeLimitsSuite } from './suites/limits.js';
+import { makeRecordsSuite } from './suites/records.js';
 import { loadChannelAdapter } from './suites/channel-adapter.js';
 
 interface RunRecord {
@@ -109,7 +110,7 @@ interface ToolResult {
   peakRssKb: Record<string, number | null>;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits]
+const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records]
                         [--dataset ${DATASET_NAMES.join(',')}] [--tools NAME,...] [--json FILE]
                         [--wan-delay MS (one way, default 20)] [--wan-rate MB/s (default 100)]
   --quick   ml_small and 2×128 MiB (wan: ml_tiny), 3 runs: ~12 min on the shared 2-core box
@@ -142,7 +143,7 @@ async function loadChannelSuite(runs: number): Promise<AnySuite | undefined> {
 }
 
 async function allSuites(wan: { delayMs: number; rateBytesPerSec: number }, runs: number): Promise<AnySuite[]> {
-  const suites: AnySuite[] = [localSuite, noopSuite, networkSuite, networkNoopSuite, makeWanSuite(wan), hashSuite, makeLimitsSuite(runs)];
+  const suites: AnySuite[] = [localSuite, noopSuite, networkSuite, networkNoopSuite, makeWanSuite(wan), hashSuite, makeLimitsSuite(runs), makeRecordsSuite(runs)];
   const channel = await loadChannelSuite(runs);
   if (channel) suites.push(channel);
   return suites;
