@@ -47,7 +47,7 @@
  * bench/channel.ts is wrapped by bench/suites/channel-adapter.ts.
  */
 import { mkdir, rm, statfs, writeFile } from 'node:fs/promises';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -63,6 +63,7 @@ import {
   dropCaches,
   haveGnuTime,
   killAllProcesses,
+  machineCpuSeconds,
   makeScratch,
   runProcess,
   syncFs,
@@ -306,24 +307,6 @@ async function main(): Promise<number> {
   return invalid > 0 ? 1 : 0;
 }
 
-/**
- * CPU seconds the whole machine has spent so far (every core: user, nice, system,
- * irq, softirq; not idle, iowait or steal), from /proc/stat. The difference over a
- * run is what both ends of a loopback transfer cost together, kernel work included
- * (sshd, TCP, page cache). null where /proc/stat is not readable.
- */
-function machineCpuSeconds(): number | null {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
-    const f = line.trim().split(/\s+/).slice(1).map(Number);
-    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = f;
-    return (user + nice + system + irq + softirq) / CLOCK_TICKS;
-  } catch {
-    return null;
-  }
-}
-/** USER_HZ: 100 on every Linux architecture ferry runs on. */
-const CLOCK_TICKS = 100;
 
 /** Seconds between deleting a dataset's copies and the next timed run (see the essay above). */
 const SETTLE_SECONDS = 65;

@@ -262,3 +262,22 @@ export function commandTool(name: string, needs: string[], argv: (src: string, d
     },
   };
 }
+
+/**
+ * CPU seconds the whole machine has spent so far (every core: user, nice, system,
+ * irq, softirq; not idle, iowait or steal), from /proc/stat. The difference over a
+ * run is what both ends of a loopback transfer cost together, kernel work included
+ * (sshd, TCP, page cache). null where /proc/stat is not readable.
+ */
+export function machineCpuSeconds(): number | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = f;
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+/** USER_HZ: 100 on every Linux architecture ferry runs on. */
+const CLOCK_TICKS = 100;

@@ -12,23 +12,16 @@ import { performance } from 'node:perf_hooks';
 import { ensureDataset } from '../datasets.js';
 import { markdownTable, median, textTable } from '../stats.js';
 import type { StandaloneSuite } from '../suite.js';
-import { dropCaches, which } from '../tools.js';
+import { dropCaches, machineCpuSeconds, which } from '../tools.js';
 import { freePort } from '../../test/support/sshd.js';
-import { readFileSync } from 'node:fs';
-
-function machineCpu(): number {
-  const f = (readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
-  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = f;
-  return (user + nice + system + irq + softirq) / 100;
-}
 
 function timed(script: string): { s: number; cpu: number } {
-  const c0 = machineCpu();
+  const c0 = (machineCpuSeconds() ?? 0);
   const t0 = performance.now();
   const r = spawnSync('/bin/bash', ['-c', `set -o pipefail; ${script}`], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const s = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${script}: ${r.stderr.trim().split('\n')[0] ?? `exit ${r.status}`}`);
-  return { s, cpu: machineCpu() - c0 };
+  return { s, cpu: (machineCpuSeconds() ?? 0) - c0 };
 }
 
 export function makeLimitsSuite(runs: number): StandaloneSuite {

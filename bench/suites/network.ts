@@ -97,6 +97,23 @@ export function tarSshTool(ep: () => SshEndpoint, name = 'tar | ssh tar'): Tool 
   };
 }
 
+/**
+ * The timed body of every listener-then-sender tool: wait until the receiver
+ * listens on `port` (or fail if it exits first), run the sender, then wait for the
+ * receiver to finish; on any failure the receiver is killed before rethrowing.
+ */
+async function listenThenSend(recv: ReturnType<typeof startProcess>, port: number, send: () => Promise<void>): Promise<void> {
+  try {
+    await Promise.race([waitListening(port), recv.done.then(() => Promise.reject(new Error('receiver exited early')))]);
+    await send();
+    await recv.done;
+  } catch (e) {
+    recv.kill();
+    await recv.done.catch(() => undefined);
+    throw e;
+  }
+}
+
 export function tarNcTool(name = 'tar | nc'): Tool {
   return {
     name,
@@ -110,18 +127,12 @@ export function tarNcTool(name = 'tar | nc'): Tool {
         ['/bin/bash', '-c', `set -o pipefail; mkdir -p ${sh(dst)} && ${rss.prefix('recv')} nc -l -s 127.0.0.1 -p ${port} </dev/null | ${rss.prefix('recv')} tar xf - -C ${sh(dst)}`],
         { timeoutMs: ctx.timeoutMs, label: `${name} (receiver)` },
       );
-      try {
-        await Promise.race([waitListening(port), recv.done.then(() => Promise.reject(new Error('receiver exited early')))]);
-        await runShell(`${rss.prefix('send')} tar cf - -C ${sh(src)} . | ${rss.prefix('send')} nc -N 127.0.0.1 ${port}`, {
+      await listenThenSend(recv, port, () =>
+        runShell(`${rss.prefix('send')} tar cf - -C ${sh(src)} . | ${rss.prefix('send')} nc -N 127.0.0.1 ${port}`, {
           timeoutMs: ctx.timeoutMs,
           label: `${name} (sender)`,
-        });
-        await recv.done;
-      } catch (e) {
-        recv.kill();
-        await recv.done.catch(() => undefined);
-        throw e;
-      }
+        }),
+      );
       return { rssKb: rss.read() };
     },
   };
@@ -146,18 +157,12 @@ export function uringSyncNetTool(name = 'uring-sync (plain)'): Tool {
         timeoutMs: ctx.timeoutMs,
         label: `${name} (receiver)`,
       });
-      try {
-        await Promise.race([waitListening(port), recv.done.then(() => Promise.reject(new Error('receiver exited early')))]);
-        await runProcess([...rss.argv('send'), 'uring-sync', 'send', src, `127.0.0.1:${port}`, '--secret', secret], {
+      await listenThenSend(recv, port, () =>
+        runProcess([...rss.argv('send'), 'uring-sync', 'send', src, `127.0.0.1:${port}`, '--secret', secret], {
           timeoutMs: ctx.timeoutMs,
           label: `${name} (sender)`,
-        });
-        await recv.done;
-      } catch (e) {
-        recv.kill();
-        await recv.done.catch(() => undefined);
-        throw e;
-      }
+        }),
+      );
       return { rssKb: rss.read() };
     },
   };
@@ -232,20 +237,14 @@ export function ferryNetworkTools(opts: { viaProxy?: (targetPort: number) => Pro
         label: `${name} (receiver)`,
         env,
       });
-      try {
-        await Promise.race([waitListening(port), recv.done.then(() => Promise.reject(new Error('receiver exited early')))]);
+      await listenThenSend(recv, port, async () => {
         const target = opts.viaProxy ? await opts.viaProxy(port) : port;
         await runProcess([...rss.argv('send'), FERRY_BIN, 'send', `${src}/`, `127.0.0.1:${target}`, '--progress=never', ...extra], {
           timeoutMs: ctx.timeoutMs,
           label: `${name} (sender)`,
           env,
         });
-        await recv.done;
-      } catch (e) {
-        recv.kill();
-        await recv.done.catch(() => undefined);
-        throw e;
-      }
+      });
       return { rssKb: rss.read() };
     },
   });
