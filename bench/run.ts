@@ -1,7 +1,7 @@
 /**
  * `npm run bench` — ferry against the tools people use today, end to end.
  *
- *   npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records]
+ *   npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records,startup]
  *                    [--dataset ml_small,...] [--json FILE] [--wan-delay MS] [--wan-rate MBPS]
  *
  * How a figure is made: for each suite and dataset, every tool runs N times,
@@ -78,6 +78,7 @@ import { makeWanSuite } from './suites/wan.js';
 import { hashSuite } from './suites/hash.js';
 import { makeLimitsSuite } from './suites/limits.js';
 import { makeRecordsSuite } from './suites/records.js';
+import { makeStartupSuite } from './suites/startup.js';
 import { loadChannelAdapter } from './suites/channel-adapter.js';
 
 interface RunRecord {
@@ -111,7 +112,7 @@ interface ToolResult {
   peakRssKb: Record<string, number | null>;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records]
+const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records,startup]
                         [--dataset ${DATASET_NAMES.join(',')}] [--tools NAME,...] [--json FILE]
                         [--wan-delay MS (one way, default 20)] [--wan-rate MB/s (default 100)]
   --quick   ml_small and 2×128 MiB (wan: ml_tiny), 3 runs: ~12 min on the shared 2-core box
@@ -144,7 +145,7 @@ async function loadChannelSuite(runs: number): Promise<AnySuite | undefined> {
 }
 
 async function allSuites(wan: { delayMs: number; rateBytesPerSec: number }, runs: number): Promise<AnySuite[]> {
-  const suites: AnySuite[] = [localSuite, noopSuite, networkSuite, networkNoopSuite, makeWanSuite(wan), hashSuite, makeLimitsSuite(runs), makeRecordsSuite(runs)];
+  const suites: AnySuite[] = [localSuite, noopSuite, networkSuite, networkNoopSuite, makeWanSuite(wan), hashSuite, makeLimitsSuite(runs), makeRecordsSuite(runs), makeStartupSuite(runs)];
   const channel = await loadChannelSuite(runs);
   if (channel) suites.push(channel);
   return suites;
