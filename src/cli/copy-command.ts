@@ -38,6 +38,7 @@ import { printError, printInfo, printJson, printWarning, useColor } from './outp
 import { ProgressReporter, type ProgressMode } from './progress.js';
 import { nativePaths, renderSummaryLine } from './summary.js';
 import { VERSION } from './version.js';
+import { parseSize } from './sizes.js';
 
 const OPTIONS = {
   jobs: { type: 'string', short: 'j' },
@@ -62,15 +63,7 @@ function usage(msg: string): FerryError {
   return new FerryError(ErrorCodes.USAGE, `copy: ${msg} (see 'ferry copy --help')`);
 }
 
-/** "128K", "1M", "4MiB", "65536" -> bytes. */
-export function parseSize(s: string, name: string): number {
-  const m = /^(\d+)(?:([kKmMgG])(?:i?[bB])?|[bB])?$/.exec(s.trim());
-  if (!m) throw usage(`${name}: not a size: "${s}" (examples: 65536, 128K, 1M)`);
-  const mult = m[2] === undefined ? 1 : { k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase() as 'k' | 'm' | 'g'];
-  const n = Number(m[1]) * mult;
-  if (!Number.isSafeInteger(n) || n < 4096 || n > 256 * 1024 ** 2) throw usage(`${name}: must be between 4K and 256M, got "${s}"`);
-  return n;
-}
+export { parseSize } from './sizes.js';
 
 function parseIntOpt(s: string | undefined, name: string, min: number, max: number, dflt: number): number {
   if (s === undefined) return dflt;

@@ -33,7 +33,7 @@ import { readSecretFile, secretFromEnv, SECRET_ENV_VAR } from '../secure/secret.
 import { ktlsSupport } from '../secure/ktls.js';
 import type { SummaryMsg } from '../wire/messages.js';
 import { MAX_CHUNK_SIZE, MAX_STREAMS } from '../wire/messages.js';
-import { parseSize } from './copy-command.js';
+import { parseSize } from './sizes.js';
 import { nativePaths } from './summary.js';
 
 export const NET_OPTIONS = {
@@ -50,6 +50,10 @@ export const NET_OPTIONS = {
   'preserve-special-bits': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+/** Defaults of the network modes (send, and the ssh mode). */
+export const DEFAULT_STREAMS = 1;
+export const DEFAULT_CHUNK = 1024 * 1024;
 
 export function usage(cmd: string, msg: string): FerryError {
   return new FerryError(ErrorCodes.USAGE, `${cmd}: ${msg} (see 'ferry ${cmd} --help')`);
@@ -123,7 +127,7 @@ export function parseStreams(s: string | undefined, cmd: string, dflt: number): 
 
 export function parseChunk(s: string | undefined, cmd: string, dflt: number): number {
   if (s === undefined) return dflt;
-  const n = parseSize(s, '--chunk-size');
+  const n = parseSize(s, '--chunk-size', cmd);
   if (n > MAX_CHUNK_SIZE) throw usage(cmd, `--chunk-size must be at most ${MAX_CHUNK_SIZE} bytes`);
   return n;
 }

@@ -9,6 +9,8 @@ import { send, sendStdinStream } from '../modes/send.js';
 import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { SECRET_ON_COMMAND_LINE_WARNING, weakSecretWarning } from '../secure/secret.js';
 import {
+  DEFAULT_CHUNK,
+  DEFAULT_STREAMS,
   NET_OPTIONS,
   NO_SECRET_HINT,
   buildNetJson,
@@ -33,8 +35,7 @@ import { nativePaths, renderSummaryLine } from './summary.js';
  * 2×128 MiB and 1.76 / 1.91 s for the no-op re-send. More streams help only where one
  * TCP connection cannot fill the path (long fat or lossy links): use -P there.
  */
-export const DEFAULT_STREAMS = 1;
-export const DEFAULT_CHUNK = 1024 * 1024;
+export { DEFAULT_CHUNK, DEFAULT_STREAMS } from './net-common.js';
 
 const OPTIONS = {
   ...NET_OPTIONS,

@@ -12,11 +12,10 @@ import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from 
 import { resolveSource } from '../fs/walk.js';
 import { reportedToPeer, runServer, stdioOfProcess } from '../modes/server.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
-import { NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
+import { DEFAULT_CHUNK, DEFAULT_STREAMS, NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
 import { parseOperand, sshDestination, type Operand } from './operands.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, type ProgressCounters } from './progress.js';
-import { DEFAULT_CHUNK, DEFAULT_STREAMS } from './send-command.js';
 import { renderSummaryLine } from './summary.js';
 import { VERSION } from './version.js';
 

@@ -14,6 +14,11 @@
  * handshake and is dropped. The first authenticated connection is the session's
  * control stream; later ones are its `-P` streams (JOIN).
  *
+ * Start-up is on the user's clock (one small file costs what ssh costs, plus this):
+ * the hello goes out first, and the modules only a session needs (the channel with
+ * CPace, the sender, the receiver) load while ssh carries the request and the local
+ * side dials in (`loadSessionModules`, shared with modes/ssh.ts).
+ *
  * While data flows over TCP, stdin stays open as a lifeline: if it ends (the local
  * ferry or its ssh died), the session is torn down at once, and the receiver's partial
  * files stay under their temporary names for the next run to resume.
@@ -24,9 +29,9 @@ import path from 'node:path';
 import { Duplex, type Readable, type Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { resolveSource, type SourceRoot } from '../fs/walk.js';
-import { establishChannel, type SecureChannel } from '../secure/channel.js';
-import { receiveOver, type RecvSessionOutcome } from './recv.js';
-import { sendOver, type SendOutcome } from './send.js';
+import type { SecureChannel } from '../secure/channel.js';
+import type { RecvSessionOutcome } from './recv.js';
+import type { SendOutcome } from './send.js';
 import { fileSink, openFileSource, receiveStream, sendStream, type StreamResult, type StreamSink } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
 
@@ -158,9 +163,20 @@ export function serverAddressOf(sshConnection: string | undefined): string | und
   return a !== undefined && net.isIP(a) !== 0 ? a : undefined;
 }
 
+/**
+ * The modules a session needs and the bootstrap does not, imported on demand so that
+ * their loading overlaps the ssh round trips instead of preceding them.
+ */
+export async function loadSessionModules() {
+  const [channel, recv, send] = await Promise.all([import('../secure/channel.js'), import('./recv.js'), import('./send.js')]);
+  return { establishChannel: channel.establishChannel, receiveOver: recv.receiveOver, sendOver: send.sendOver, connectTcp: send.connectTcp };
+}
+
 export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOutcome> {
   const hello: ServerHello = { ferry: 'server', protocol: SSH_PROTOCOL, version: p.version };
   write(io.output, hello);
+  const session = loadSessionModules();
+  session.catch(() => undefined);
   const lines = new LineReader(io.input);
   const first = await lines.next();
   if (first === null) throw new FerryError(ErrorCodes.CONNECT, 'the local side closed the ssh channel before its request');
@@ -207,7 +223,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
       sock.on('error', () => undefined);
       sock.setNoDelay(true);
       const peer = `${sock.remoteAddress}:${sock.remotePort}`;
-      establishChannel(sock, channelOpts(peer, o.ktls)).then(
+      session.then(({ establishChannel }) => establishChannel(sock, channelOpts(peer, o.ktls))).then(
         (ch) => queue.push(ch),
         (e: unknown) => {
           sock.destroy();
@@ -259,6 +275,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   if (decision.name !== undefined && req.role === 'send' && roots.length === 1 && roots[0]!.kind === 'file') {
     roots = [{ ...roots[0]!, prefix: decision.name }];
   }
+  const { establishChannel, receiveOver, sendOver } = await session;
   if (via === 'ssh') {
     lines.release();
     control = await establishChannel(pipeDuplex(io.input, io.output), channelOpts('local side (via ssh)', 'off'));

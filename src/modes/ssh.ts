@@ -25,12 +25,12 @@ import { basename, dirname, posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError, type ErrorCode } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
-import { establishChannel, type SecureChannel } from '../secure/channel.js';
+import type { SecureChannel } from '../secure/channel.js';
 import type { ReceiverEvents } from '../transfer/receiver.js';
 import type { SenderEvents } from '../transfer/sender.js';
-import { receiveOver, type RecvSessionOutcome } from './recv.js';
-import { connectTcp, sendOver, type SendOutcome } from './send.js';
-import { pipeDuplex } from './server.js';
+import type { RecvSessionOutcome } from './recv.js';
+import type { SendOutcome } from './send.js';
+import { loadSessionModules, pipeDuplex } from './server.js';
 import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
 
@@ -123,6 +123,9 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   const key = randomBytes(32);
   const remoteCmd = `${shellQuote(o.remoteFerry)} --server`;
   const child = spawn(o.rsh[0]!, [...o.rsh.slice(1), o.destination, remoteCmd], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // ssh is on its way: load the session's modules while it connects.
+  const session = loadSessionModules();
+  session.catch(() => undefined);
   const lastLines: string[] = [];
   let spawnError: Error | null = null;
   const exited = new Promise<number | null>((resolve) => {
@@ -253,6 +256,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       }
     }
 
+    const { establishChannel, receiveOver, sendOver, connectTcp } = await session;
     let via: 'tcp' | 'ssh' = 'ssh';
     let control: SecureChannel | undefined;
     let dial: (() => Promise<SecureChannel>) | undefined;
