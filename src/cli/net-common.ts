@@ -27,8 +27,8 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ErrorCodes, FerryError, cleanForDisplay } from '../core/errors.js';
-import { printError } from './output.js';
-import type { ProgressCounters, ProgressMode, ProgressReporter } from './progress.js';
+import { printError, printInfo } from './output.js';
+import { applyProgress, type NetProgress, type ProgressMode, type ProgressReporter } from './progress.js';
 import { readSecretFile, secretFromEnv, SECRET_ENV_VAR } from '../secure/secret.js';
 import { ktlsSupport } from '../secure/ktls.js';
 import type { SummaryMsg } from '../wire/messages.js';
@@ -215,26 +215,32 @@ export function buildNetJson(i: JsonSummaryInput): Record<string, unknown> {
 }
 
 /**
- * The progress half of a session's events, the same on both ends: totals and bytes
- * feed the live line; each failure is counted and printed once, on its own line.
+ * The progress half of a session's events, the same on both ends: they feed the
+ * counters through applyProgress (cli/progress.ts); each failure is counted and
+ * printed once, on its own line; with `verbose`, each entry --delete removed (or, in
+ * a dry run, would remove) is listed as `deleting PATH` (a directory with a trailing
+ * /), as rsync -v does.
  */
-export function progressEvents(counters: ProgressCounters, reporter: ProgressReporter, onFailure: (e: FerryError) => void = () => {}) {
+export function progressEvents(
+  counters: NetProgress,
+  reporter: ProgressReporter,
+  onFailure: (e: FerryError) => void = () => {},
+  opts: { verbose?: boolean } = {},
+) {
   return {
-    onManifest: (files: number, bytes: number): void => {
-      counters.filesTotal = files;
-      counters.bytesTotal = bytes;
-    },
-    onBytes: (n: number): void => {
-      counters.bytesDone += n;
-    },
-    onFileDone: (): void => {
-      counters.filesDone++;
-    },
+    onManifest: (files: number, bytes: number, complete: boolean): void => applyProgress(counters, { type: 'manifest', files, bytes, complete }),
+    onBytes: (n: number): void => applyProgress(counters, { type: 'bytes', n }),
+    onFileDone: (_entry: unknown, how: 'committed' | 'skipped', size: number): void => applyProgress(counters, { type: 'file', how, size }),
     onFailure: (e: FerryError): void => {
-      counters.failed = (counters.failed ?? 0) + 1;
+      applyProgress(counters, { type: 'failed' });
       onFailure(e);
       reporter.clear();
       printError(e.toLine());
+    },
+    onDeleted: (path: string, dir: boolean): void => {
+      if (!opts.verbose) return;
+      reporter.clear();
+      printInfo(`deleting ${cleanForDisplay(path)}${dir ? '/' : ''}`);
     },
   };
 }

@@ -9,8 +9,18 @@
  * - `--progress=always` redraws in place even when stderr is not a TTY (for tools
  *   that render carriage returns); `--progress=never` prints nothing live. The final
  *   summary (cli/summary.ts) is printed in every mode.
+ * - When it stops, a line that was being redrawn in place is drawn one last time
+ *   with the final counts and kept (like `rsync --info=progress2`); with `always`
+ *   that final line is drawn even when the run was too short for a tick.
  * Rendering (`renderProgressLine`) is a pure function so tests need no timers.
  * Colour is never used here; NO_COLOR is honoured by summary.ts.
+ *
+ * The network modes learn their totals as the sender's walk runs: `applyProgress`
+ * folds their session events (manifest growth and its end, bytes moved, files
+ * confirmed) into the counters, a pure reducer tested without a network. Totals carry
+ * a "+" only until the manifest is complete; a file found up to date counts as done,
+ * bytes included, so the line reaches its totals, while the rate counts only the bytes
+ * that moved.
  */
 
 export interface ProgressCounters {
@@ -23,6 +33,8 @@ export interface ProgressCounters {
   /** performance.now() at the start. */
   startedAt: number;
   failed?: number;
+  /** Bytes that actually moved, for the rate (default: bytesDone). */
+  bytesMoved?: number;
 }
 
 export type ProgressMode = 'auto' | 'always' | 'never';
@@ -57,16 +69,64 @@ export function formatDuration(seconds: number): string {
 /** One progress line (no newline, no escape codes). `now` is performance.now(). */
 export function renderProgressLine(c: ProgressCounters, now: number): string {
   const elapsed = Math.max(0.001, (now - c.startedAt) / 1000);
-  const rate = c.bytesDone / elapsed;
+  const rate = (c.bytesMoved ?? c.bytesDone) / elapsed;
   const more = c.walkDone === false ? '+' : '';
+  const left = c.bytesTotal - c.bytesDone;
   let eta = '--:--';
-  if (c.walkDone !== false && rate > 0) eta = formatDuration((c.bytesTotal - c.bytesDone) / rate);
+  if (c.walkDone !== false && left <= 0) eta = formatDuration(0);
+  else if (c.walkDone !== false && rate > 0) eta = formatDuration(left / rate);
   const failed = c.failed ? `  ${c.failed} failed` : '';
   return (
     `${c.filesDone}/${c.filesTotal}${more} files  ` +
     `${formatBytes(c.bytesDone)}/${formatBytes(c.bytesTotal)}${more}  ` +
     `${formatRate(rate)}  ETA ${eta}${failed}`
   );
+}
+
+/** What a network session reports, in the order it happens (transfer/ events). */
+export type ProgressEvent =
+  | { type: 'manifest'; files: number; bytes: number; complete: boolean }
+  | { type: 'bytes'; n: number }
+  | { type: 'file'; how: 'committed' | 'skipped'; size: number }
+  | { type: 'failed' };
+
+/** Counters of a network session, with what applyProgress needs to keep them right. */
+export interface NetProgress extends ProgressCounters {
+  /** Sizes of the files confirmed (committed or up to date). */
+  settled: number;
+  /** Sizes of the files found up to date. */
+  skippedBytes: number;
+}
+
+export function newNetProgress(startedAt: number): NetProgress {
+  return { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0, walkDone: false, startedAt, failed: 0, bytesMoved: 0, settled: 0, skippedBytes: 0 };
+}
+
+/**
+ * Fold one event into the counters. Bytes done are the larger of what is confirmed
+ * and what moved plus what was up to date (a sparse file's holes and a resumed prefix
+ * never move, so its commit settles them), never more than the total.
+ */
+export function applyProgress(p: NetProgress, ev: ProgressEvent): void {
+  switch (ev.type) {
+    case 'manifest':
+      p.filesTotal = ev.files;
+      p.bytesTotal = ev.bytes;
+      if (ev.complete) p.walkDone = true;
+      break;
+    case 'bytes':
+      p.bytesMoved = (p.bytesMoved ?? 0) + ev.n;
+      break;
+    case 'file':
+      p.filesDone++;
+      p.settled += ev.size;
+      if (ev.how === 'skipped') p.skippedBytes += ev.size;
+      break;
+    case 'failed':
+      p.failed = (p.failed ?? 0) + 1;
+      break;
+  }
+  p.bytesDone = Math.min(p.bytesTotal, Math.max(p.settled, (p.bytesMoved ?? 0) + p.skippedBytes));
 }
 
 export interface ProgressReporterOptions {
@@ -83,6 +143,7 @@ export class ProgressReporter {
   readonly #inPlace: boolean;
   readonly #enabled: boolean;
   readonly #interval: number;
+  readonly #always: boolean;
   #timer: NodeJS.Timeout | null = null;
   #drawn = false;
 
@@ -92,6 +153,7 @@ export class ProgressReporter {
     const tty = this.#stream.isTTY === true;
     this.#enabled = opts.mode !== 'never';
     this.#inPlace = opts.mode === 'always' || tty;
+    this.#always = opts.mode === 'always';
     this.#interval = this.#inPlace ? 100 : (opts.plainIntervalMs ?? 5000);
   }
 
@@ -119,9 +181,19 @@ export class ProgressReporter {
     }
   }
 
+  /**
+   * Stop redrawing. In place, the last line is drawn with the final counts and kept
+   * (when a line was on screen, or always with `always`); otherwise nothing is left.
+   */
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
+    const wasRunning = this.#timer !== null;
     this.#timer = null;
+    if (wasRunning && this.#inPlace && (this.#drawn || this.#always)) {
+      this.#stream.write(`\r\x1b[2K${renderProgressLine(this.#c, performance.now())}\n`);
+      this.#drawn = false;
+      return;
+    }
     this.clear();
   }
 }

@@ -15,7 +15,7 @@ import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, 
 import { SessionFlags } from '../wire/messages.js';
 import { NET_OPTIONS, buildNetJson, chooseSecret, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
-import { ProgressReporter, type ProgressCounters } from './progress.js';
+import { ProgressReporter, newNetProgress } from './progress.js';
 import { renderSummaryLine } from './summary.js';
 
 const OPTIONS = {
@@ -162,10 +162,10 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     },
     onSessionStart: (peer, flags, streams) => {
       if (v.verbose) printInfo(`ferry: session from ${peer}, ${streams} stream(s)${flags & SessionFlags.DRY_RUN ? ', dry run' : ''}`);
-      const counters: ProgressCounters = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0, walkDone: false, startedAt: performance.now(), failed: 0 };
+      const counters = newNetProgress(performance.now());
       reporter = new ProgressReporter(counters, { mode: progressMode });
       reporter.start();
-      return progressEvents(counters, reporter);
+      return progressEvents(counters, reporter, undefined, { verbose: v.verbose === true });
     },
     onSessionEnd: (s: RecvSessionOutcome) => {
       reporter?.stop();

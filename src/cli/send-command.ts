@@ -24,7 +24,7 @@ import {
   usage,
 } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
-import { ProgressReporter, type ProgressCounters } from './progress.js';
+import { ProgressReporter, newNetProgress } from './progress.js';
 import { nativePaths, renderSummaryLine } from './summary.js';
 
 /**
@@ -107,16 +107,8 @@ export async function runSendCommand(argv: string[]): Promise<number> {
     return ExitCodes.OK;
   }
 
-  const counters: ProgressCounters & { done: number } = {
-    filesDone: 0,
-    filesTotal: 0,
-    bytesDone: 0,
-    bytesTotal: 0,
-    walkDone: false,
-    startedAt: performance.now(),
-    failed: 0,
-    done: 0,
-  };
+  const counters = newNetProgress(performance.now());
+
   const reporter = new ProgressReporter(counters, { mode: progressMode });
   const errors: FerryError[] = [];
   reporter.start();
@@ -136,7 +128,11 @@ export async function runSendCommand(argv: string[]): Promise<number> {
       excludes: v.exclude ?? [],
       preserveSpecial: v['preserve-special-bits'] === true,
       events: {
-        ...progressEvents(counters, reporter, (e) => errors.push(e)),
+        ...progressEvents(counters, reporter, (e) => errors.push(e), { verbose: v.verbose === true }),
+        onQueued: () => {
+          reporter.clear();
+          printInfo(`ferry: queued behind another transfer at ${host.includes(':') ? `[${host}]` : host}:${port}; waiting for it to finish`);
+        },
         onWarning: (e) => {
           reporter.clear();
           printWarning(e.toLine());

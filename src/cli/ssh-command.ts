@@ -15,7 +15,7 @@ import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome 
 import { DEFAULT_CHUNK, DEFAULT_STREAMS, NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
 import { parseOperand, sshDestination, type Operand } from './operands.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
-import { ProgressReporter, type ProgressCounters } from './progress.js';
+import { ProgressReporter, newNetProgress } from './progress.js';
 import { renderSummaryLine } from './summary.js';
 import { VERSION } from './version.js';
 
@@ -158,10 +158,10 @@ export async function runSshCommand(argv: string[]): Promise<number> {
   if ((streamIn || streamOut) && (v.delete || v.checksum || v.exclude)) throw usage('copy', '--delete, --checksum and --exclude do not apply to a stream');
   const roots = direction === 'push' && !streamIn ? await Promise.all(srcOps.map((s) => resolveSource((s as { path: string }).path))) : undefined;
 
-  const counters: ProgressCounters = { filesDone: 0, filesTotal: 0, bytesDone: 0, bytesTotal: 0, walkDone: false, startedAt: performance.now(), failed: 0 };
+  const counters = newNetProgress(performance.now());
   const reporter = new ProgressReporter(counters, { mode: progressMode });
   const errors: FerryError[] = [];
-  const events = progressEvents(counters, reporter, (e) => errors.push(e));
+  const events = progressEvents(counters, reporter, (e) => errors.push(e), { verbose: v.verbose === true });
   const t0 = performance.now();
   reporter.start();
   let out: SshOutcome;

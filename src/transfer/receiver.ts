@@ -56,11 +56,13 @@ import {
   decodeSession,
   encodeCommitted,
   encodeDecisions,
+  encodeDeleted,
   encodeError,
   encodeFailed,
   encodeSessionOk,
   encodeSummary,
   type Decision,
+  type DeletedItem,
   type FailedItem,
   type JoinMsg,
   type SessionMsg,
@@ -75,10 +77,13 @@ import { writeSmallFileSync, type Part } from './small-file-writer.js';
 const SMALL_SYNC_MAX = 256 * 1024;
 
 export interface ReceiverEvents {
-  onManifest?(files: number, bytes: number): void;
+  /** The manifest grew (per batch); `complete` once MANIFEST_END arrived. */
+  onManifest?(files: number, bytes: number, complete: boolean): void;
   onBytes?(n: number): void;
-  onFileDone?(path: string, how: 'committed' | 'skipped'): void;
+  onFileDone?(path: string, how: 'committed' | 'skipped', size: number): void;
   onFailure?(err: FerryError): void;
+  /** --delete removed this entry (dry run: would remove it). */
+  onDeleted?(path: string, dir: boolean): void;
 }
 
 export interface ReceiverOptions {
@@ -192,6 +197,7 @@ export class ReceiverSession {
   readonly #allResolvedP = new Promise<void>((r) => (this.#allResolved = r));
   #pendingCommits: number[] = [];
   #pendingFailed: FailedItem[] = [];
+  #pendingDeleted: DeletedItem[] = [];
   #flushScheduled = false;
   #controlSendChain: Promise<void> = Promise.resolve();
   readonly #counts: SummaryMsg = {
@@ -410,7 +416,7 @@ export class ReceiverSession {
           const n = decodeCount(payload, 'MANIFEST_END');
           if (n !== this.#entries.length) throw protocol(`MANIFEST_END says ${n} entries, ${this.#entries.length} arrived`);
           this.#manifestEnded = true;
-          this.#ev.onManifest?.(this.#files, this.#bytesTotal);
+          this.#ev.onManifest?.(this.#files, this.#bytesTotal, true);
           this.#checkAllResolved();
           break;
         }
@@ -512,10 +518,12 @@ export class ReceiverSession {
       for (const d of decisions) {
         if (d.action === Action.SKIP) continue;
         this.#queueCommit(d.index);
+        const f = this.#fileAt(d.index);
+        this.#ev.onFileDone?.(f.entry.path, 'committed', f.entry.size);
         this.#resolve();
       }
     }
-    this.#ev.onManifest?.(this.#files, this.#bytesTotal);
+    this.#ev.onManifest?.(this.#files, this.#bytesTotal, false);
     this.#checkAllResolved();
   }
 
@@ -539,13 +547,15 @@ export class ReceiverSession {
         f.status = 'skipped';
         this.#counts.skipped++;
         this.#resolve();
-        this.#ev.onFileDone?.(e.path, 'skipped');
+        this.#ev.onFileDone?.(e.path, 'skipped', e.size);
         return { index: e.index, action: Action.SKIP, offset: 0 };
       }
       if (this.#dryRun) {
-        // Reported as "would be committed" once the decision is on the wire (see #onManifest).
+        // Reported as "would be committed" once the decision is on the wire (see #onManifest),
+        // with the bytes a real run would write (holes and a resumable prefix included).
         f.status = 'committed';
         this.#counts.committed++;
+        this.#counts.bytesWritten += e.size;
         return { index: e.index, action: Action.SEND, offset: 0 };
       }
       f.status = 'send';
@@ -763,7 +773,7 @@ export class ReceiverSession {
     this.#counts.committed++;
     this.#releaseSlot(f);
     this.#queueCommit(f.entry.index);
-    this.#ev.onFileDone?.(f.entry.path, 'committed');
+    this.#ev.onFileDone?.(f.entry.path, 'committed', f.entry.size);
     this.#resolve();
   }
 
@@ -837,12 +847,31 @@ export class ReceiverSession {
       const batch = this.#pendingFailed.splice(0, 256);
       await this.#sendControl(MsgType.FAILED, encodeFailed(batch));
     }
+    while (this.#pendingDeleted.length > 0) {
+      const batch = this.#pendingDeleted.splice(0, 1024);
+      await this.#sendControl(MsgType.DELETED, encodeDeleted(batch));
+    }
   }
 
   // --- the end: links, deletions, directory metadata ---------------------------------------
 
+  /**
+   * A dry run counts what the real run's #finishTree would do, from the same state:
+   * hard links whose target would be delivered, every symlink, and --delete's list
+   * (read from DST, nothing removed), so that `-n` reports exactly what follows.
+   */
+  async #finishDryRun(): Promise<void> {
+    for (const e of this.#hardlinks) {
+      const target = this.#findFile(e.target!);
+      if (target && (target.status === 'committed' || target.status === 'skipped')) this.#counts.hardlinks++;
+      else this.#entryFailed(e, new FerryError(ErrorCodes.WRITE, `${e.path}: hard link target ${e.target} would not be delivered`, { subject: e.path }));
+    }
+    if ((this.session.flags & SessionFlags.DELETE) !== 0) await this.#deleteExtraneous();
+    for (const x of this.#entries) if (!('status' in x) && x.kind === 'symlink') this.#counts.symlinks++;
+  }
+
   async #finishTree(): Promise<void> {
-    if (this.#dryRun) return;
+    if (this.#dryRun) return this.#finishDryRun();
     for (const e of this.#hardlinks) {
       const target = this.#findFile(e.target!);
       if (!target || (target.status !== 'committed' && target.status !== 'skipped')) {
@@ -875,7 +904,11 @@ export class ReceiverSession {
     }
   }
 
-  /** --delete: remove what DST has and the manifest has not, sparing excluded entries. */
+  /**
+   * --delete: remove what DST has and the manifest has not, sparing excluded entries
+   * (a dry run only lists them). Each removal is reported to the sender (DELETED), so
+   * both ends can list them (`-v`: "deleting PATH").
+   */
   async #deleteExtraneous(): Promise<void> {
     const excluded = compilePeerExcludes(this.session.excludes);
     const walkDir = async (rel: string): Promise<void> => {
@@ -884,8 +917,10 @@ export class ReceiverSession {
         if (excluded(p, isDir)) continue;
         if (!this.#paths.has(p)) {
           try {
-            await this.#sink.remove(p);
+            if (!this.#dryRun) await this.#sink.remove(p);
             this.#counts.deleted++;
+            this.#pendingDeleted.push({ path: p, dir: isDir });
+            this.#ev.onDeleted?.(p, isDir);
           } catch (x) {
             const err = isFerryError(x) ? x : fromSystemError(x, 'write', p);
             this.#counts.failed++;

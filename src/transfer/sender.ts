@@ -46,6 +46,7 @@ import {
   TRANSFER_VERSION,
   decodeCommitted,
   decodeDecisions,
+  decodeDeleted,
   decodeError,
   decodeFailed,
   decodeSessionOk,
@@ -55,6 +56,7 @@ import {
   encodeJoin,
   encodeManifest,
   encodeSession,
+  MAX_ENTRIES,
   writeAbort,
   writeBegin,
   writeChunkHeader,
@@ -87,12 +89,16 @@ export interface SenderOptions {
 }
 
 export interface SenderEvents {
-  /** Called as the manifest grows (progress totals). */
-  onManifest?(files: number, bytes: number): void;
+  /** Called as the manifest grows (progress totals); `complete` once the walk is done. */
+  onManifest?(files: number, bytes: number, complete: boolean): void;
   /** Payload bytes of file data put on the wire. */
   onBytes?(n: number): void;
   /** A file was confirmed committed or skipped by the receiver. */
-  onFileDone?(entry: SourceEntry, how: 'committed' | 'skipped'): void;
+  onFileDone?(entry: SourceEntry, how: 'committed' | 'skipped', size: number): void;
+  /** The receiver runs another session: this one waits its turn (said once). */
+  onQueued?(): void;
+  /** The receiver's --delete removed this entry of DST (dry run: would remove it). */
+  onDeleted?(path: string, dir: boolean): void;
   /** A per-entry failure (ours or the receiver's). */
   onFailure?(err: FerryError): void;
   /** Warnings (unsupported entry types…). */
@@ -233,7 +239,16 @@ export async function runSender(
     }),
   );
   const controlFrames = control.frames()[Symbol.asyncIterator]();
-  const first = await controlFrames.next();
+  let first = await controlFrames.next();
+  // A busy receiver first says that we are queued (and repeats it while we wait, which
+  // also keeps the channel's idle timer from firing): report it once.
+  let queued = false;
+  while (!first.done && first.value.type === MsgType.QUEUED) {
+    if (first.value.payload.length !== 0) throw protocol('QUEUED with a payload');
+    if (!queued) ev.onQueued?.();
+    queued = true;
+    first = await controlFrames.next();
+  }
   if (first.done) throw new FerryError(ErrorCodes.CONNECT, 'receiver closed the session before accepting it');
   if (first.value.type === MsgType.ERROR) {
     const m = decodeError(first.value.payload);
@@ -253,7 +268,7 @@ export async function runSender(
       const size = f.entry.size;
       if (d.action === Action.SKIP) {
         f.resolved = true;
-        ev.onFileDone?.(f.entry, 'skipped');
+        ev.onFileDone?.(f.entry, 'skipped', size);
       } else if (opts.dryRun) {
         // Dry run: the receiver only reports what it would ask for.
         if (d.offset > size) throw protocol(`resume offset ${d.offset} past the size of ${f.entry.path}`);
@@ -275,9 +290,11 @@ export async function runSender(
       if (!f.decided || f.resolved) throw protocol(`unexpected commit for ${f.entry.path}`);
       if (!opts.dryRun && (f.rangesLeft > 0 || f.aborted)) throw protocol(`commit for ${f.entry.path} before its data was sent`);
       f.resolved = true;
-      ev.onFileDone?.(f.entry, 'committed');
+      ev.onFileDone?.(f.entry, 'committed', f.entry.size);
     }
   };
+
+  let deletedReported = 0;
 
   // Each entry may be reported failed once: a repeat (a hostile receiver could send
   // FAILED for one directory forever, growing our failure list) is a protocol error.
@@ -323,9 +340,18 @@ export async function runSender(
         case MsgType.FAILED:
           onFailed(payload);
           break;
+        case MsgType.DELETED:
+          if (summary) throw protocol('DELETED after SUMMARY');
+          if (!opts.delete) throw protocol('DELETED in a session without --delete');
+          for (const d of decodeDeleted(payload)) {
+            if (++deletedReported > MAX_ENTRIES) throw protocol('too many deletions reported');
+            ev.onDeleted?.(d.path, d.dir);
+          }
+          break;
         case MsgType.SUMMARY:
           if (summary) throw protocol('second SUMMARY');
           summary = decodeSummary(payload);
+          if (summary.deleted !== deletedReported) throw protocol(`SUMMARY counts ${summary.deleted} deletions, DELETED listed ${deletedReported}`);
           if (!manifestDone) throw protocol('SUMMARY before the manifest was complete');
           for (const f of files) if (!f.resolved) throw protocol(`SUMMARY before ${f.entry.path} was confirmed`);
           resolveSummary();
@@ -592,7 +618,7 @@ export async function runSender(
       batch = [];
       if (opts.checksum) await hashBatch(b, byIndex);
       await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum));
-      ev.onManifest?.(fileCount, bytesTotal);
+      ev.onManifest?.(fileCount, bytesTotal, false);
     };
     for await (const group of entries) {
       if (fatal) break;
@@ -618,7 +644,7 @@ export async function runSender(
     await flushManifest();
     manifestDone = true;
     await control.send(MsgType.MANIFEST_END, encodeCount(manifestCount));
-    ev.onManifest?.(fileCount, bytesTotal);
+    ev.onManifest?.(fileCount, bytesTotal, true);
     maybeCloseQueue();
   } catch (e) {
     throw fail(e);

@@ -15,12 +15,14 @@
  *
  *   sender                                   receiver
  *   SESSION (options) ───────────────────────▶
+ *                     ◀─────────────────────── [QUEUED …] (another session runs; repeated while waiting)
  *                     ◀─────────────────────── SESSION_OK (stream token)
  *   [streams 1..N-1: JOIN(token, i)] ────────▶
  *   MANIFEST batches … MANIFEST_END ─────────▶  (streamed while the walk runs)
  *                     ◀─────────────────────── DECISIONS batches (skip/send/resume)
  *   DATA (records: BEGIN/CHUNK/END/ABORT) ───▶  (any stream, as decisions arrive)
  *                     ◀─────────────────────── COMMITTED / FAILED batches
+ *                     ◀─────────────────────── DELETED batches (--delete; dry run: would be)
  *                     ◀─────────────────────── SUMMARY (after everything is resolved)
  *   close ───────────────────────────────────▶
  *
@@ -41,14 +43,20 @@ export const MsgType = {
   MANIFEST_END: 0x14,
   DATA: 0x15,
   ERROR: 0x16,
+  QUEUED: 0x17,
   DECISIONS: 0x20,
   COMMITTED: 0x21,
   FAILED: 0x22,
   SUMMARY: 0x23,
+  DELETED: 0x24,
 } as const;
 
-/** Transfer protocol revision, carried in SESSION (the channel's hello has its own). */
-export const TRANSFER_VERSION = 2;
+/**
+ * Transfer protocol revision, carried in SESSION (the channel's hello has its own).
+ * 3: QUEUED and DELETED (issue #14: a queued sender is told so; a dry run reports
+ * its deletions); a revision-2 peer would take either for a protocol violation.
+ */
+export const TRANSFER_VERSION = 3;
 /** A content digest on the wire (fs/checksum.ts's CONTENT_HASH_BYTES, checked by a test). */
 export const HASH_BYTES = 16;
 /** Size of the random token that binds the extra streams of `-P N` to a session. */
@@ -490,6 +498,31 @@ export function decodeFailed(b: Uint8Array): FailedItem[] {
   const out: FailedItem[] = [];
   for (let i = 0; i < n; i++) {
     out.push({ index: r.varint(MAX_ENTRIES), code: r.str(MAX_CODE_BYTES), message: r.str(MAX_MESSAGE_BYTES) });
+  }
+  r.end();
+  return out;
+}
+
+/** One entry --delete removed (or, in a dry run, would remove). */
+export interface DeletedItem {
+  path: string;
+  dir: boolean;
+}
+
+export function encodeDeleted(items: readonly DeletedItem[]): Buffer {
+  const w = new ByteWriter().varint(items.length);
+  for (const d of items) w.u8(d.dir ? 1 : 0).str(d.path);
+  return w.take();
+}
+
+export function decodeDeleted(b: Uint8Array): DeletedItem[] {
+  const r = new ByteReader(b, 'DELETED');
+  const n = r.varint(MAX_ENTRIES_PER_BATCH);
+  const out: DeletedItem[] = [];
+  for (let i = 0; i < n; i++) {
+    const kind = r.u8();
+    if (kind > 1) throw protocolError(`DELETED: unknown kind ${kind}`);
+    out.push({ dir: kind === 1, path: r.str(MAX_PATH_BYTES) });
   }
   r.end();
   return out;
