@@ -33,7 +33,11 @@
  *   dropped with a warning and do not count as authentication failures.
  * - One session at a time: a sender that arrives while a session runs waits until it
  *   ends (`--keep-serving`) or is refused with "busy" (a single-session recv), so two
- *   sessions never write the same file at once. Extra `-P` streams (JOIN) are routed
+ *   sessions never write the same file at once. A waiting sender is told that it is
+ *   queued (QUEUED, at once and every QUEUED_EVERY_MS, which also keeps its channel's
+ *   idle timer quiet). Like "busy", the notice goes out only after the sender proved
+ *   the secret and sent SESSION, inside the encrypted channel: a stranger learns
+ *   nothing from it, and the handshake (and its throttling) is the same busy or idle. Extra `-P` streams (JOIN) are routed
  *   to the running session by its random token and refused otherwise.
  * - By default recv exits after its first session: 0 when everything was committed,
  *   1 when some files failed, 4 when the session broke (cut connection, protocol).
@@ -46,7 +50,7 @@ import { SafeWriter } from '../fs/safe-writer.js';
 import { channelOptions, establishChannel, peerNameOf, type SecureChannel } from '../secure/channel.js';
 import { ReceiverSession, checkSessionPolicy, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
 import { HELLO_BYTES } from '../wire/hello.js';
-import { MAX_STREAMS, SessionFlags } from '../wire/messages.js';
+import { MAX_STREAMS, MsgType, SessionFlags, TRANSFER_VERSION } from '../wire/messages.js';
 import { receiveStream, writableSink, type StreamResult } from './stream.js';
 
 export interface RecvOptions {
@@ -117,6 +121,9 @@ export const RecvDefaults = {
   maxPendingPerAddress: MAX_STREAMS,
   maxPendingHandshakes: 256,
 } as const;
+
+/** A queued sender hears QUEUED again this often (well inside its channel's idle timeout). */
+export const QUEUED_EVERY_MS = 20_000;
 
 /** Addresses whose failures are remembered at most (the oldest idle ones are forgotten first). */
 const MAX_TRACKED_ADDRESSES = 4096;
@@ -328,6 +335,8 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   const chOpts = channelOptions('server', { ...o, handshakeTimeoutMs: o.handshakeTimeoutMs ?? RecvDefaults.handshakeTimeoutMs });
   let active: { session: ReceiverSession; done: Promise<void> } | null = null;
   let queue: Promise<void> = Promise.resolve();
+  /** Sessions running or waiting for their turn. */
+  let inLine = 0;
   let stopped = false;
   let finish!: (v: RecvOutcome) => void;
   let fail!: (e: unknown) => void;
@@ -524,15 +533,27 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         await refuseSession(ch, new FerryError(ErrorCodes.CONNECT, 'receiver is busy with another session'));
         return;
       }
-      // Sessions run strictly one after another.
+      // Sessions run strictly one after another; one that has to wait is told so.
       const prev = queue;
       let release!: () => void;
       queue = new Promise<void>((r) => (release = r));
-      await prev;
+      const ahead = inLine++;
+      let notices: NodeJS.Timeout | undefined;
+      if (ahead > 0 && msg.version === TRANSFER_VERSION) {
+        const notify = (): void => void ch.send(MsgType.QUEUED, new Uint8Array(0)).catch(() => undefined);
+        notify();
+        notices = setInterval(notify, QUEUED_EVERY_MS);
+      }
+      try {
+        await prev;
+      } finally {
+        clearInterval(notices);
+      }
       try {
         if (!stopped) await runSession(ch, opening.frames, msg);
         else ch.destroy();
       } finally {
+        inLine--;
         release();
       }
     })().catch((e) => stop(isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e))));
