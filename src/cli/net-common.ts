@@ -5,7 +5,9 @@
  *
  * `--json` schema (version 1; one object on one line on stdout, keys stable, new keys
  * may be added). `ferry recv --json` first prints one line
- * `{"event":"listening","host":string,"port":number}` as soon as it listens.
+ * `{"event":"listening","host":string,"port":number,"scope":"address"|"dual-stack"|"ipv4-only"}`
+ * as soon as it listens (scope: the one address given, or every IPv6 and IPv4 address,
+ * or every IPv4 address on a machine without IPv6).
  *   {
  *     "schema": 1, "command": "send" | "recv",
  *     "src": string (send) | "dst": string (recv), "peer": string,
@@ -98,9 +100,12 @@ export function parseHostPort(s: string, cmd: string): { host: string; port: num
   return { host: m[1]!, port: parsePort(m[2]!, cmd, false) };
 }
 
-/** "PORT", "ADDR:PORT", "[v6]:PORT" → listen address (default 0.0.0.0) and port. */
-export function parseListen(s: string, cmd: string): { host: string; port: number } {
-  if (/^\d+$/.test(s)) return { host: '0.0.0.0', port: parsePort(s, cmd, true) };
+/**
+ * "PORT", "ADDR:PORT", "[v6]:PORT" → listen address and port. A bare PORT leaves the
+ * address unset: every IPv6 and IPv4 address (modes/recv.ts listenOn).
+ */
+export function parseListen(s: string, cmd: string): { host?: string; port: number } {
+  if (/^\d+$/.test(s)) return { port: parsePort(s, cmd, true) };
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
   if (!m) throw usage(cmd, `--listen: expected [ADDR:]PORT, got "${s}"`);
   return { host: m[1]!, port: parsePort(m[2]!, cmd, true) };

@@ -9,7 +9,7 @@
 import os from 'node:os';
 import { ExitCodes, FerryError } from '../core/errors.js';
 import { MAX_SESSION_ENTRIES } from '../core/limits.js';
-import { recv, type RecvSessionOutcome } from '../modes/recv.js';
+import { recv, type ListenScope, type RecvSessionOutcome } from '../modes/recv.js';
 import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
 import { SessionFlags } from '../wire/messages.js';
@@ -34,8 +34,9 @@ Usage:
   ferry recv [options] DST --listen [ADDR:]PORT
   ferry recv DST --listen PORT --secret S --tls    (uring-sync's form)
 
-  Listens on ADDR (default all addresses) and PORT (0 picks a free one; the
-  address is printed as "listening on ADDR:PORT"). DST - writes the one stream
+  Listens on PORT (0 picks a free one) of every IPv6 and IPv4 address (one
+  dual-stack socket; IPv4 only on a machine without IPv6), or of ADDR alone
+  ([v6]:PORT for IPv6); says where: "listening on ADDR:PORT (...)". DST - writes the one stream
   a 'ferry send -' sends to standard output. Without a secret, one is
   generated and printed once, with the command to run on the sending side.
 
@@ -72,6 +73,12 @@ Exit codes: 0 every file committed, 1 some files failed, 2 usage, 3 authenticati
 failed (too many attempts), 4 connection/protocol/integrity failure.
 `;
 
+const LISTEN_SCOPE_SHOWN: Record<ListenScope, string> = {
+  address: '',
+  'dual-stack': ' (every IPv6 and IPv4 address)',
+  'ipv4-only': ' (every IPv4 address; this machine has no IPv6)',
+};
+
 /** "1T", "500G", "1048576" -> bytes (binary multiples). */
 function parseByteCount(s: string, name: string): number {
   const m = /^(\d+)([kKmMgGtT])?(?:i?[bB])?$/.exec(s.trim());
@@ -99,7 +106,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw usage('recv', 'expected one DST operand');
   if (v.listen === undefined) throw usage('recv', '--listen [ADDR:]PORT is required');
   const dst = positionals[0]!;
-  const { host, port } = parseListen(v.listen, 'recv');
+  const listen = parseListen(v.listen, 'recv');
   const ktls = parseKtls(v.ktls, 'recv');
   let maxAuthFailures = 3;
   if (v['max-auth-failures'] !== undefined) {
@@ -133,8 +140,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
   let fatal: FerryError | undefined;
   const out = await recv({
     dst,
-    host,
-    port,
+    ...listen,
     secret,
     ktls,
     keepServing: v['keep-serving'] === true,
@@ -145,10 +151,10 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     refuseDelete: v['refuse-delete'] === true,
     ...(maxEntries !== undefined ? { maxEntries } : {}),
     ...(maxHoleBytes !== undefined ? { maxHoleBytes } : {}),
-    onListening: (h, p) => {
+    onListening: (h, p, scope) => {
       const shown = h.includes(':') ? `[${h}]:${p}` : `${h}:${p}`;
-      printInfo(`listening on ${shown}`);
-      if (v.json) printJson({ event: 'listening', host: h, port: p });
+      printInfo(`listening on ${shown}${LISTEN_SCOPE_SHOWN[scope]}`);
+      if (v.json) printJson({ event: 'listening', host: h, port: p, scope });
       if (generated) {
         const target = `${displayHost(h)}:${p}`;
         printInfo(`secret (generated, ${GENERATED_SECRET_BITS} bits; shown once): ${secret}`);

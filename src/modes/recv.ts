@@ -55,7 +55,12 @@ import { receiveStream, writableSink, type StreamResult } from './stream.js';
 
 export interface RecvOptions {
   dst: string;
-  host: string;
+  /**
+   * The address to listen on. Unset: every address, IPv6 and IPv4 on one dual-stack
+   * socket (`::` with IPv6-only off), or every IPv4 address where the machine has no
+   * IPv6. An IPv6 address given (`::` included) binds IPv6 only.
+   */
+  host?: string;
   port: number;
   secret: string;
   ktls: 'auto' | 'on' | 'off';
@@ -87,10 +92,47 @@ export interface RecvOptions {
   maxPendingHandshakes?: number;
   /** Aborting it stops listening, drops every connection and resolves with the sessions so far. */
   signal?: AbortSignal;
-  onListening?(host: string, port: number): void;
+  onListening?(host: string, port: number, scope: ListenScope): void;
   onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
   onSessionEnd?(r: RecvSessionOutcome): void;
   onWarning?(msg: string): void;
+}
+
+/** What a listener covers: the one address asked for, every IPv6 and IPv4 one, or every IPv4 one (no IPv6 here). */
+export type ListenScope = 'address' | 'dual-stack' | 'ipv4-only';
+
+/**
+ * Listen on `host` (see RecvOptions.host), falling back from a dual-stack socket to
+ * IPv4 when the machine has no IPv6. Says which it got.
+ */
+export async function listenOn(server: net.Server, host: string | undefined, port: number): Promise<ListenScope> {
+  const attempt = (opts: net.ListenOptions): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  const fail = (shown: string, e: NodeJS.ErrnoException): FerryError =>
+    new FerryError(ErrorCodes.CONNECT, `cannot listen on ${shown}:${port}: ${e.code ?? e.message}`, { cause: e });
+  if (host !== undefined) {
+    await attempt({ host, port, ...(host.includes(':') ? { ipv6Only: true } : {}) }).catch((e: NodeJS.ErrnoException) => {
+      throw fail(host.includes(':') ? `[${host}]` : host, e);
+    });
+    return 'address';
+  }
+  try {
+    await attempt({ host: '::', port, ipv6Only: false });
+    return 'dual-stack';
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EPROTONOSUPPORT') throw fail('[::]', e as NodeJS.ErrnoException);
+  }
+  await attempt({ host: '0.0.0.0', port }).catch((e: NodeJS.ErrnoException) => {
+    throw fail('0.0.0.0', e);
+  });
+  return 'ipv4-only';
 }
 
 export interface RecvSessionOutcome {
@@ -564,14 +606,9 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   o.signal?.addEventListener('abort', onAbort, { once: true });
   void outcome.finally(() => o.signal?.removeEventListener('abort', onAbort)).catch(() => undefined);
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new FerryError(ErrorCodes.CONNECT, `cannot listen on ${o.host}:${o.port}: ${e.code ?? e.message}`, { cause: e })),
-    );
-    server.listen({ host: o.host, port: o.port }, () => resolve());
-  });
+  const scope = await listenOn(server, o.host, o.port);
   const addr = server.address() as net.AddressInfo;
-  o.onListening?.(addr.address, addr.port);
+  o.onListening?.(addr.address, addr.port, scope);
   return outcome;
 }
 
