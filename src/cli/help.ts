@@ -19,7 +19,9 @@ Usage:
   of 'ferry send' (-P, --checksum, --delete, --exclude, -n, --json, ...).
 
 Run 'ferry copy --help', 'ferry send --help', 'ferry recv --help' or
-'ferry host:x --help' (the ssh mode) for options.
+'ferry host:x --help' (the ssh mode) for options ('ferry help CMD' is the same;
+CMD ssh is the ssh mode). -h/--help and -V/--version work with every command;
+'ferry --version -v' also says which data-plane paths are in use.
 
 Exit codes:
   0    everything delivered (and, over the network, confirmed by the receiver)
@@ -64,7 +66,7 @@ Options:
       --sync               uring-sync compatibility: one operation at a time (-q 1)
       --no-splice          uring-sync compatibility: read/write instead of copy_file_range
   -h, --help               this help
-      --version            print the version
+  -V, --version            print the version
 
 Exit codes:
   0  everything copied      1  some entries failed (each listed with its code)

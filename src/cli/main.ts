@@ -10,7 +10,14 @@
  * Each command module parses its own options and returns an exit code. This file
  * is the only place that catches a FerryError for good: it prints its one line and
  * maps its code to the documented exit status.
+ *
+ * `-h`/`--help` and `-V`/`--version` are answered here, for every command and before
+ * its options are parsed, so they work whatever else is on the line (`ferry send -V`,
+ * `ferry copy --bogus --help`); `ferry help CMD` is `ferry CMD --help`. A first word
+ * that is neither a command nor an existing path, and has no `/` or `:` (so it cannot
+ * be an operand of uring-sync's `ferry SRC DST` form), is an unknown command.
  */
+import { lstatSync } from 'node:fs';
 import { ErrorCodes, ExitCodes, FerryError, exitCodeFor } from '../core/errors.js';
 import { printError } from './output.js';
 import { versionText } from './version.js';
@@ -18,6 +25,15 @@ import { HELP } from './help.js';
 import { parseOperand } from './operands.js';
 
 type Command = (argv: string[]) => Promise<number>;
+
+/** Each command's --help text, loaded only when asked for. */
+const helps: Record<'ferry' | 'copy' | 'send' | 'recv' | 'ssh', () => Promise<string>> = {
+  ferry: async () => HELP,
+  copy: async () => (await import('./help.js')).COPY_HELP,
+  send: async () => (await import('./send-command.js')).SEND_HELP,
+  recv: async () => (await import('./recv-command.js')).RECV_HELP,
+  ssh: async () => (await import('./ssh-command.js')).SSH_HELP,
+};
 
 const commands: Record<string, () => Promise<Command>> = {
   copy: async () => (await import('./copy-command.js')).runCopyCommand,
@@ -49,6 +65,36 @@ function operandsOf(argv: string[]): string[] {
   return out;
 }
 
+/**
+ * Whether `argv` asks for help or the version: a `-h`/`--help`/`-V`/`--version` word
+ * before `--` that is not the value of an option (see TAKES_VALUE).
+ */
+function askedFor(argv: string[]): 'help' | 'version' | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') break;
+    if (a === '-h' || a === '--help') return 'help';
+    if (a === '-V' || a === '--version') return 'version';
+    if (TAKES_VALUE.has(a) && a !== '--progress') i++;
+  }
+  return undefined;
+}
+
+function isVerbose(argv: string[]): boolean {
+  return argv.includes('-v') || argv.includes('--verbose');
+}
+
+/** A word that cannot be read as a command, an option or an operand of `ferry SRC DST`. */
+function isUnknownCommand(word: string): boolean {
+  if (word.startsWith('-') || word.includes('/') || word.includes(':')) return false;
+  try {
+    lstatSync(word);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
 function wantsSsh(argv: string[]): boolean {
   return operandsOf(argv).some((a) => a !== '-' && isRemote(a));
 }
@@ -63,23 +109,42 @@ function isRemote(a: string): boolean {
 
 export async function main(argv: string[]): Promise<number> {
   const first = argv[0];
-  if (first === undefined || first === '-h' || first === '--help' || first === 'help') {
+  if (first === undefined) {
     process.stdout.write(HELP);
-    return first === undefined ? ExitCodes.USAGE : ExitCodes.OK;
+    return ExitCodes.USAGE;
   }
-  if (first === '--version' || first === 'version') {
-    process.stdout.write(versionText(argv.includes('-v') || argv.includes('--verbose')));
+  if (first === 'help') {
+    const topic = argv[1] === undefined ? 'ferry' : argv[1];
+    if (!(topic in helps)) throw new FerryError(ErrorCodes.USAGE, `help: no command '${topic}' (commands: copy, send, recv, ssh)`);
+    process.stdout.write(await helps[topic as keyof typeof helps]());
+    return ExitCodes.OK;
+  }
+  if (first === 'version') {
+    process.stdout.write(versionText(isVerbose(argv)));
     return ExitCodes.OK;
   }
   if (first === '--server') return (await import('./ssh-command.js')).runServerCommand(argv.slice(1));
-  const ssh = async (rest: string[]): Promise<number> => (await import('./ssh-command.js')).runSshCommand(rest);
-  if (first === 'copy' && wantsSsh(argv.slice(1))) return ssh(argv.slice(1));
   const named = commands[first];
-  if (named) return (await named())(argv.slice(1));
+  const rest = named ? argv.slice(1) : argv;
+  const ssh = (first === 'copy' || !named) && wantsSsh(rest);
+  const asked = askedFor(rest);
+  if (asked === 'version') {
+    process.stdout.write(versionText(isVerbose(rest)));
+    return ExitCodes.OK;
+  }
+  if (asked === 'help') {
+    const topic = ssh ? 'ssh' : named ? (first as 'copy' | 'send' | 'recv') : rest.length === 1 ? 'ferry' : 'copy';
+    process.stdout.write(await helps[topic]());
+    return ExitCodes.OK;
+  }
+  if (ssh) return (await import('./ssh-command.js')).runSshCommand(rest);
+  if (named) return (await named())(rest);
+  if (isUnknownCommand(first)) {
+    throw new FerryError(ErrorCodes.USAGE, `unknown command '${first}' (and no file or directory of that name); commands: copy, send, recv; see 'ferry --help'`);
+  }
 
-  // uring-sync's form: `ferry [options] SRC DST` is a local copy when no operand is
-  // remote, and the scp-like mode when one is (rsync's rule, cli/operands.ts).
-  if (wantsSsh(argv)) return ssh(argv);
+  // uring-sync's form: `ferry [options] SRC DST` is a local copy (the scp-like mode
+  // when an operand is remote, above; rsync's rule, cli/operands.ts).
   return (await (await commands.copy!())(argv));
 }
 

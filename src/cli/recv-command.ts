@@ -64,7 +64,8 @@ Options:
   -v, --verbose
       --progress[=auto|always|never]   live progress on stderr (default auto)
       --json              machine-readable output on stdout
-  -h, --help
+  -h, --help              this help
+  -V, --version           print the version
 
 The sender chooses --checksum, --delete, --exclude, --dry-run, -P and -c.
 File and directory modes from the sender are masked with recv's umask.

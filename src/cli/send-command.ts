@@ -74,7 +74,8 @@ Options:
   -v, --verbose           say which cipher and kTLS path are used
       --progress[=auto|always|never]   live progress on stderr (default auto)
       --json              machine-readable summary on stdout
-  -h, --help
+  -h, --help              this help
+  -V, --version           print the version
 
 Exit codes: 0 every file delivered and confirmed, 1 some files failed,
 2 usage, 3 authentication failed, 4 connection/protocol/integrity failure.

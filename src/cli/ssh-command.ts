@@ -68,7 +68,8 @@ Options:
   -v, --verbose           say which path, cipher and kTLS path are used
       --progress[=auto|always|never]   live progress on stderr (default auto)
       --json              machine-readable summary on stdout
-  -h, --help
+  -h, --help              this help
+  -V, --version           print the version
 
 Exit codes: 0 everything delivered and confirmed, 1 some files failed, 2 usage,
 4 ssh, connection, protocol or integrity failure.
