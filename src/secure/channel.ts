@@ -141,7 +141,9 @@ export function channelOptions(role: ChannelOptions['role'], s: ChannelSettings)
 export function peerNameOf(stream: Duplex): string {
   const s = stream as Partial<Socket>;
   if (typeof s.remoteAddress === 'string') {
-    return s.remoteAddress.includes(':') ? `[${s.remoteAddress}]:${s.remotePort}` : `${s.remoteAddress}:${s.remotePort}`;
+    // An IPv4 peer of a dual-stack listener arrives as ::ffff:a.b.c.d: show it as IPv4.
+    const addr = s.remoteAddress.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1');
+    return addr.includes(':') ? `[${addr}]:${s.remotePort}` : `${addr}:${s.remotePort}`;
   }
   return 'peer';
 }
