@@ -86,6 +86,7 @@ const samples: [string, Uint8Array, (b: Uint8Array) => unknown][] = [
   ['FAILED', M.encodeFailed([{ index: 1, code: 'FERRY_E_WRITE', message: 'disk on fire' }]), M.decodeFailed],
   ['SUMMARY', M.encodeSummary({ committed: 1, skipped: 2, failed: 3, dirs: 4, symlinks: 5, hardlinks: 6, deleted: 7, bytesWritten: 8, resumedBytes: 9 }), M.decodeSummary],
   ['ERROR', M.encodeError({ code: 'FERRY_E_NOSPC', message: 'full' }), M.decodeError],
+  ['DELETED', M.encodeDeleted([{ path: 'old/x', dir: false }, { path: 'gone', dir: true }]), M.decodeDeleted],
   [
     'DATA',
     (() => {
