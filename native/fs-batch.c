@@ -10,16 +10,18 @@
  * work runs a whole batch on a pool thread and wakes the main thread once.
  *
  * It decides nothing. TypeScript (src/fs/batch-copy.ts) chose every name (the temp
- * name, the final name, the directory, already checked to be a real directory of
- * DST), every mode and time, and what a failure means. This file only executes
- * the steps, in this order, for each item:
+ * name, the final name), the directory (a descriptor of a directory of DST the
+ * SafeWriter verified and keeps open for the call, src/fs/dir-handles.ts: names
+ * are resolved relative to it, never through a path a local user could have
+ * redirected since), every mode and time, and what a failure means. This file only
+ * executes the steps, in this order, for each item:
  *
  *   1. open the source with O_NOFOLLOW|O_NONBLOCK (a symlink or FIFO swapped in is
  *      refused or never blocks), fstat it and require a regular file with the
  *      device, inode and size the walk saw (a parent directory swapped for a
  *      symlink leads to another inode: refused, CVE-2024-12747's class);
- *   2. open the target directory O_DIRECTORY|O_NOFOLLOW and create the temp file
- *      in it with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600 (a leftover temp file of an
+ *   2. create the temp file in the given directory descriptor with openat
+ *      O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600 (a leftover temp file of an
  *      interrupted run — ours by its name — is removed and creation retried once);
  *   3. copy `size` bytes with copy_file_range (read/write where the kernel refuses),
  *      then fstat the source again: a different size or mtime means it changed
@@ -49,7 +51,7 @@ enum {
   STEP_OPEN_SRC = 1,
   STEP_NOT_REGULAR = 2,
   STEP_CHANGED = 3,
-  STEP_OPEN_DIR = 4,
+  /* 4 was STEP_OPEN_DIR: the directory now comes open, verified by the caller. */
   STEP_CREATE = 5,
   STEP_READ = 6,
   STEP_WRITE = 7,
@@ -58,12 +60,15 @@ enum {
 };
 
 #define FLAG_FSYNC 1
+/** Numbers per item in `nums`. */
+#define NUMS 6
 
 /** Items per call: bounds the memory one call may take. */
 #define MAX_ITEMS 4096
 
 typedef struct {
-  const char *src, *dir, *temp, *name;
+  const char *src, *temp, *name;
+  int dirfd;
   uint64_t dev, ino;
   int64_t size, mtime_sec, mtime_nsec;
   uint32_t mode;
@@ -131,7 +136,7 @@ static int copy_data(int in, int out, int64_t size, int *step) {
   return 0;
 }
 
-static void run_item(item_t *it, int *dirfd, const char **dirname) {
+static void run_item(item_t *it) {
   it->step = STEP_OK;
   it->err = 0;
   int src = open(it->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -157,20 +162,7 @@ static void run_item(item_t *it, int *dirfd, const char **dirname) {
     close(src);
     return;
   }
-  /* Consecutive items mostly share a directory: keep its fd. */
-  if (*dirfd < 0 || *dirname == NULL || strcmp(*dirname, it->dir) != 0) {
-    if (*dirfd >= 0) close(*dirfd);
-    *dirname = NULL;
-    *dirfd = open(it->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (*dirfd < 0) {
-      it->step = STEP_OPEN_DIR;
-      it->err = errno;
-      close(src);
-      return;
-    }
-    *dirname = it->dir;
-  }
-  int dfd = *dirfd;
+  int dfd = it->dirfd;
   int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
   int tmp = openat(dfd, it->temp, flags, 0600);
   if (tmp < 0 && errno == EEXIST) {
@@ -221,10 +213,7 @@ static void run_item(item_t *it, int *dirfd, const char **dirname) {
 static void execute(napi_env env, void *data) {
   (void)env;
   batch_t *b = data;
-  int dirfd = -1;
-  const char *dirname = NULL;
-  for (size_t i = 0; i < b->n; i++) run_item(&b->items[i], &dirfd, &dirname);
-  if (dirfd >= 0) close(dirfd);
+  for (size_t i = 0; i < b->n; i++) run_item(&b->items[i]);
 }
 
 static void complete(napi_env env, napi_status status, void *data) {
@@ -253,8 +242,10 @@ static void complete(napi_env env, napi_status status, void *data) {
 
 /*
  * copyFiles(strings, nums, ids) -> Promise<Int32Array>
- *   strings: Buffer of NUL-terminated UTF-8 strings, four per item: src, dir, temp, name;
- *   nums: Float64Array, five per item: size, mtimeSec, mtimeNsec, mode, flags;
+ *   strings: Buffer of NUL-terminated UTF-8 strings, three per item: src, temp, name
+ *            (temp and name are single names inside the directory);
+ *   nums: Float64Array, six per item: size, mtimeSec, mtimeNsec, mode, flags, dirfd
+ *         (an open directory descriptor the caller keeps open until the promise settles);
  *   ids: BigUint64Array, two per item: dev, ino.
  * Packed arrays, not objects: reading N-API values one by one cost more than the copy.
  */
@@ -272,10 +263,10 @@ static napi_value copy_files(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "copyFiles(strings: Buffer, nums: Float64Array, ids: BigUint64Array)");
     return NULL;
   }
-  size_t n = nlen / 5;
-  if (n == 0 || n > MAX_ITEMS || nlen != n * 5 || ilen != n * 2 || slen > 64u * 1024 * 1024 || slen == 0 ||
+  size_t n = nlen / NUMS;
+  if (n == 0 || n > MAX_ITEMS || nlen != n * NUMS || ilen != n * 2 || slen > 64u * 1024 * 1024 || slen == 0 ||
       ((const char *)sdata)[slen - 1] != 0) {
-    napi_throw_range_error(env, NULL, "copyFiles: 1..4096 items, five numbers and two ids each, NUL-terminated strings");
+    napi_throw_range_error(env, NULL, "copyFiles: 1..4096 items, six numbers and two ids each, NUL-terminated strings");
     return NULL;
   }
   batch_t *b = calloc(1, sizeof *b);
@@ -299,19 +290,23 @@ static napi_value copy_files(napi_env env, napi_callback_info info) {
   const char *p = b->arena, *end = b->arena + slen;
   for (size_t i = 0; i < n; i++) {
     item_t *it = &b->items[i];
-    const char **strs[4] = {&it->src, &it->dir, &it->temp, &it->name};
-    for (int k = 0; k < 4; k++) {
+    const char **strs[3] = {&it->src, &it->temp, &it->name};
+    for (int k = 0; k < 3; k++) {
       if (p >= end) goto malformed;
       *strs[k] = p;
       p += strlen(p) + 1;
     }
-    double size = nums[5 * i], sec = nums[5 * i + 1], nsec = nums[5 * i + 2];
-    if (!(size >= 0) || !(nsec >= 0) || !(nsec < 1e9)) goto malformed;
+    /* Names inside the directory: never a path that could leave it. */
+    if (it->temp[0] == 0 || it->name[0] == 0 || strchr(it->temp, '/') || strchr(it->name, '/')) goto malformed;
+    const double *v = nums + NUMS * i;
+    double size = v[0], sec = v[1], nsec = v[2], dirfd = v[5];
+    if (!(size >= 0) || !(nsec >= 0) || !(nsec < 1e9) || !(dirfd >= 0) || !(dirfd <= INT32_MAX)) goto malformed;
     it->size = (int64_t)size;
     it->mtime_sec = (int64_t)sec;
     it->mtime_nsec = (int64_t)nsec;
-    it->mode = (uint32_t)nums[5 * i + 3] & 07777;
-    it->flags = (int32_t)nums[5 * i + 4];
+    it->mode = (uint32_t)v[3] & 07777;
+    it->flags = (int32_t)v[4];
+    it->dirfd = (int)dirfd;
     it->dev = ids[2 * i];
     it->ino = ids[2 * i + 1];
   }

@@ -6,7 +6,7 @@
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { closeSync, constants as C, openSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { SourceEntry } from '../src/core/entry.js';
 import { ErrorCodes, FerryError } from '../src/core/errors.js';
@@ -36,6 +36,15 @@ async function entryOf(root: string, rel: string): Promise<SourceEntry> {
     path: rel, kind: 'file', size: Number(st.size), mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs,
     absPath, ino: st.ino, dev: st.dev, nlink: Number(st.nlink), allocated: Number(st.blocks) * 512,
   };
+}
+
+/** An open descriptor of `dir` (the SafeWriter's role), closed after the file's tests. */
+const opened: number[] = [];
+after(() => opened.forEach((fd) => closeSync(fd)));
+function dirFd(dir: string): number {
+  const fd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
+  opened.push(fd);
+  return fd;
 }
 
 async function names(dir: string): Promise<string[]> {
@@ -85,7 +94,7 @@ test('CVE-2024-12747 class, native copy: a parent swapped for a symlink after th
   await fsp.symlink(path.join(base, 'outside'), path.join(base, 'src/sub'));
   const c = new BatchCopier();
   const dst = path.join(base, 'dst');
-  await assert.rejects(c.copy({ entry: e, dir: dst, temp: tempNameFor('secret.txt'), name: 'secret.txt', mode: 0o644 }), (err: FerryError) => {
+  await assert.rejects(c.copy({ entry: e, dirFd: dirFd(dst), temp: tempNameFor('secret.txt'), name: 'secret.txt', mode: 0o644 }), (err: FerryError) => {
     assert.equal(err.code, ErrorCodes.CHANGED);
     assert.equal(err.subject, 'sub/secret.txt');
     return true;
@@ -101,7 +110,7 @@ test('native copy: a FIFO swapped in for a file does not block and is refused', 
   await fsp.unlink(e.absPath);
   execFileSync('mkfifo', [e.absPath]);
   const c = new BatchCopier();
-  await assert.rejects(c.copy({ entry: e, dir: path.join(base, 'dst'), temp: tempNameFor('f'), name: 'f', mode: 0o644 }), { code: ErrorCodes.CHANGED });
+  await assert.rejects(c.copy({ entry: e, dirFd: dirFd(path.join(base, 'dst')), temp: tempNameFor('f'), name: 'f', mode: 0o644 }), { code: ErrorCodes.CHANGED });
   assert.deepEqual(await names(path.join(base, 'dst')), []);
 });
 
@@ -112,7 +121,7 @@ test('native copy: a file that grows after the walk is not published (size check
   const e = await entryOf(path.join(base, 'src'), 'f');
   await fsp.appendFile(e.absPath, 'more');
   const c = new BatchCopier();
-  await assert.rejects(c.copy({ entry: e, dir: path.join(base, 'dst'), temp: tempNameFor('f'), name: 'f', mode: 0o644 }), { code: ErrorCodes.CHANGED });
+  await assert.rejects(c.copy({ entry: e, dirFd: dirFd(path.join(base, 'dst')), temp: tempNameFor('f'), name: 'f', mode: 0o644 }), { code: ErrorCodes.CHANGED });
   assert.deepEqual(await names(path.join(base, 'dst')), []);
 });
 
@@ -127,8 +136,8 @@ test('native copy: a failed publish (final name is a non-empty directory) leaves
   const ea = await entryOf(path.join(base, 'src'), 'a');
   const eb = await entryOf(path.join(base, 'src'), 'b');
   const [ra, rb] = await Promise.allSettled([
-    c.copy({ entry: ea, dir: dst, temp: tempNameFor('a'), name: 'a', mode: 0o640 }),
-    c.copy({ entry: eb, dir: dst, temp: tempNameFor('b'), name: 'b', mode: 0o640 }),
+    c.copy({ entry: ea, dirFd: dirFd(dst), temp: tempNameFor('a'), name: 'a', mode: 0o640 }),
+    c.copy({ entry: eb, dirFd: dirFd(dst), temp: tempNameFor('b'), name: 'b', mode: 0o640 }),
   ]);
   assert.equal(ra.status, 'rejected');
   assert.equal((ra as PromiseRejectedResult).reason.code, ErrorCodes.WRITE);

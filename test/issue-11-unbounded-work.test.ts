@@ -79,7 +79,12 @@ async function hostileSender(opts: ReceiverOptions = {}): Promise<Hostile & { ds
   const outcome = (async () => {
     const o = await readOpening(r);
     if (o.kind !== 'session') throw new Error('expected session');
-    return new ReceiverSession(r, o.frames, o.session, await SafeWriter.open(dst), opts).run();
+    const sink = await SafeWriter.open(dst);
+    try {
+      return await new ReceiverSession(r, o.frames, o.session, sink, opts).run();
+    } finally {
+      sink.close(); // as modes/recv.ts does
+    }
   })();
   outcome.catch(() => undefined);
   await s.send(MsgType.SESSION, encodeSession({ version: TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));

@@ -11,8 +11,10 @@
  * the copy), rename onto the final name last, the temp file removed on failure —
  * plus nanosecond mtimes (futimens), which libuv cannot set.
  *
- * The decisions stay here and in the SafeWriter: which directory (checked to be a
- * real directory of DST by `beginFile`), which names, which mode; what a failed
+ * The decisions stay here and in the SafeWriter: which directory (a descriptor the
+ * SafeWriter verified and keeps open, fs/dir-handles: the native code creates and
+ * renames relative to it, so a directory of DST swapped for a symlink meanwhile
+ * cannot redirect the file), which names, which mode; what a failed
  * step means is mapped to a FerryError below. `FERRY_NATIVE=0` or a missing addon
  * makes `available()` false and the caller uses the TypeScript path.
  *
@@ -20,7 +22,6 @@
  * event loop (setImmediate) or when a batch is full, so a burst of files from one
  * walk batch becomes a few calls, and a lone file waits for nothing.
  */
-import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { constants as osConstants } from 'node:os';
@@ -34,7 +35,7 @@ const Step = {
   OPEN_SRC: 1,
   NOT_REGULAR: 2,
   CHANGED: 3,
-  OPEN_DIR: 4,
+  // 4 was OPEN_DIR: the directory now comes open (fs/dir-handles).
   CREATE: 5,
   READ: 6,
   WRITE: 7,
@@ -43,6 +44,8 @@ const Step = {
 } as const;
 
 const FLAG_FSYNC = 1;
+/** Numbers per item: size, mtime seconds, mtime nanoseconds, mode, flags, directory fd. */
+const NUMS = 6;
 const NS = 1_000_000_000n;
 /** Files per native call: enough to amortise the wake-up, small enough to spread over the pool's threads. */
 const BATCH_FILES = 32;
@@ -64,8 +67,13 @@ export function nativeCopyAvailable(): boolean {
 
 export interface BatchCopyItem {
   entry: SourceEntry;
-  /** Absolute path of the (already checked) target directory. */
-  dir: string;
+  /**
+   * Descriptor of the target directory, verified by the SafeWriter (fs/dir-handles)
+   * and pinned open by the caller until copy() settles: the temp file is created,
+   * renamed and removed relative to it (openat/renameat/unlinkat), never by a path.
+   */
+  dirFd: number;
+  /** Temp name and final name inside that directory. */
   temp: string;
   name: string;
   /** Mode to set, already masked by the writer. */
@@ -144,21 +152,22 @@ export class BatchCopier {
 
   async #run(batch: Pending[]): Promise<void> {
     const n = batch.length;
-    const nums = new Float64Array(n * 5);
+    const nums = new Float64Array(n * NUMS);
     const ids = new BigUint64Array(n * 2);
     let strings = '';
     const flags = this.#fsync ? FLAG_FSYNC : 0;
     batch.forEach(({ item }, i) => {
       const e = item.entry;
-      strings += `${e.absPath}\0${item.dir}\0${item.temp}\0${item.name}\0`;
+      strings += `${e.absPath}\0${item.temp}\0${item.name}\0`;
       // Floor division: times before 1970 have a negative second and a positive nanosecond.
       let sec = e.mtimeNs / NS;
       if (e.mtimeNs < 0n && sec * NS !== e.mtimeNs) sec -= 1n;
-      nums[5 * i] = e.size;
-      nums[5 * i + 1] = Number(sec);
-      nums[5 * i + 2] = Number(e.mtimeNs - sec * NS);
-      nums[5 * i + 3] = item.mode;
-      nums[5 * i + 4] = flags;
+      nums[NUMS * i] = e.size;
+      nums[NUMS * i + 1] = Number(sec);
+      nums[NUMS * i + 2] = Number(e.mtimeNs - sec * NS);
+      nums[NUMS * i + 3] = item.mode;
+      nums[NUMS * i + 4] = flags;
+      nums[NUMS * i + 5] = item.dirFd;
       ids[2 * i] = BigInt.asUintN(64, e.dev);
       ids[2 * i + 1] = BigInt.asUintN(64, e.ino);
     });
@@ -178,7 +187,3 @@ export class BatchCopier {
   }
 }
 
-/** Split an absolute file path into directory and name (for callers holding a rel path). */
-export function splitPath(abs: string): { dir: string; name: string } {
-  return { dir: path.dirname(abs), name: path.basename(abs) };
-}

@@ -26,6 +26,9 @@ export interface MetaOps {
   unlink(p: string): Promise<void>;
   chmod(p: string, mode: number): Promise<void>;
   lutimes(p: string, atime: number, mtime: number): Promise<void>;
+  /** Follows a symlink at `p`: only for `/proc/self/fd/N` (fs/dir-handles), which names the inode itself. */
+  utimes(p: string, atime: number, mtime: number): Promise<void>;
+  rmdir(p: string): Promise<void>;
   mkdir(p: string, mode: number): Promise<void>;
   link(target: string, p: string): Promise<void>;
   symlink(target: string, p: string): Promise<void>;
@@ -50,6 +53,8 @@ const SYNC: MetaOps = {
   unlink: wrap((p: string) => fs.unlinkSync(p)),
   chmod: wrap((p: string, m: number) => fs.chmodSync(p, m)),
   lutimes: wrap((p: string, a: number, m: number) => fs.lutimesSync(p, a, m)),
+  utimes: wrap((p: string, a: number, m: number) => fs.utimesSync(p, a, m)),
+  rmdir: wrap((p: string) => fs.rmdirSync(p)),
   mkdir: wrap((p: string, mode: number) => {
     fs.mkdirSync(p, { mode });
   }),
@@ -66,6 +71,8 @@ const ASYNC: MetaOps = {
   unlink: (p) => fsp.unlink(p),
   chmod: (p, m) => fsp.chmod(p, m),
   lutimes: (p, a, m) => fsp.lutimes(p, a, m),
+  utimes: (p, a, m) => fsp.utimes(p, a, m),
+  rmdir: (p) => fsp.rmdir(p),
   mkdir: async (p, mode) => {
     await fsp.mkdir(p, { mode });
   },

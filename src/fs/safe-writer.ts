@@ -4,22 +4,34 @@
  * It follows DESIGN.md "Receiver safety" because the same writer will publish
  * files from an untrusted peer:
  * - Every relative path passes fs/path-safety first; every write lands inside DST.
- * - Symlinks already in DST are never followed. Each parent directory that was not
- *   created or checked in this session is lstat'ed component by component from the
- *   root: a symlink or a non-directory there is refused (FERRY_E_PATH). A directory
- *   *entry* whose name is taken by a symlink or file in DST replaces it (unlink, then
- *   mkdir), like rsync -a; nothing is ever written through the old link.
- * - Temp files are created with O_CREAT|O_EXCL|O_NOFOLLOW (or copy_file_range into a
- *   name opened O_EXCL by libuv's copyfile with COPYFILE_EXCL); the final name is
+ * - Symlinks already in DST are never followed, and a directory of DST swapped for a
+ *   symlink while ferry runs redirects nothing. Each directory is opened once, through
+ *   its parent's descriptor, with O_NOFOLLOW|O_DIRECTORY (fs/dir-handles), starting at
+ *   DST's own: a symlink or a non-directory there is refused (FERRY_E_PATH). Every
+ *   later operation in it (create the temp file, rename, unlink, rmdir, mkdir,
+ *   symlink, lstat, readlink, readdir) names `/proc/self/fd/N/name`, which the kernel
+ *   resolves inside that very directory wherever it has been moved, and a
+ *   directory's own mode and times are set through `/proc/self/fd/N` (its inode,
+ *   never a name). The native copier gets the descriptor itself (openat/renameat).
+ *   So a local user (or a concurrent process) who can write inside DST and swaps a
+ *   checked directory for a symlink to `/etc` between ferry's check and its write
+ *   gets the write in the renamed real directory, inside DST, or a refusal; never
+ *   outside DST (issue #11). A directory *entry* whose name is taken by a symlink or
+ *   file in DST replaces it (unlink, then mkdir), like rsync -a.
+ * - --delete removes a directory by opening it through its parent like any other,
+ *   emptying it through its own descriptor, then rmdir; a symlink is unlinked.
+ * - Temp files are created with O_CREAT|O_EXCL|O_NOFOLLOW in their directory's
+ *   descriptor; the local copy then has the kernel copy into that open file (through
+ *   /proc/self/fd) and sets mode and times on its descriptor. The final name is
  *   replaced with rename(2), which replaces a symlink rather than following it.
  * - Symlinks are created last, in finish(), so no link made by this transfer can
  *   redirect a later write; then directory modes and mtimes are set, deepest first.
  * - setuid/setgid/sticky bits are stripped unless `preserveSpecialBits` is set, and
  *   the `umask` option (recv: the process umask) is cleared from every file's and
  *   directory's mode alike.
- * Known limit: Node has no openat(), so a local attacker who can write into DST
- * *while* ferry runs could race the lstat checks; against a hostile peer (which
- * controls only the byte stream) the checks are complete.
+ * Without /proc there is no way to name a descriptor in a path from Node (it has no
+ * openat): open() fails closed with FERRY_E_UNSUPPORTED rather than fall back to
+ * racy path checks (SECURITY.md). The owner of a SafeWriter calls close() at the end.
  *
  * Atomic publish: a file is written to `.ferry-<8 hex>.<name>.part` (fs/temp-names)
  * in its target directory and renamed into place only after its data, mode and
@@ -52,9 +64,23 @@
  *   const t = await w.beginFile(entry, {resume?}); t.write(buf, offset) / t.copyFrom(src)
  *   await t.existingPrefix(); await t.commit(); await t.abort()
  *   await w.hardlink(entry);  w.symlink(entry) (queued);  await w.remove(relPath)
- *   await w.listDir(relPath);  await w.finish({onEntry}) -> per-entry errors
+ *   await w.listDir(relPath);  await w.finish({onEntry}) -> per-entry errors;  w.close()
+ *   await w.withEntryPath(rel, (p) => hashFile(p))   // read a DST file (--checksum)
  */
-import { constants as C, lstatSync, promises as fsp, read as readCb, type BigIntStats } from 'node:fs';
+import {
+  closeSync,
+  constants as C,
+  fchmodSync,
+  fstatSync,
+  fsyncSync,
+  futimesSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  promises as fsp,
+  read as readCb,
+  type BigIntStats,
+} from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -64,6 +90,8 @@ import { baseOf, parentOf, pathDepth, validateHardlinkTarget, validateLinkTarget
 import { isFerryTempName, tempNameFor } from './temp-names.js';
 import { metaOps, type MetaOps } from './meta-ops.js';
 import { fdPath } from './source-file.js';
+import { hashHandlePrefix } from './checksum.js';
+import { DirHandles, type DirNode } from './dir-handles.js';
 
 export type QuickCheck = 'same' | 'differs' | 'missing';
 
@@ -143,27 +171,30 @@ export class SafeWriter {
   readonly root: string;
   readonly #opts: SafeWriterOptions;
   readonly #modeMask: number;
-  /** Relative directories known to be real directories (created or lstat'ed this session). */
-  readonly #trusted = new Set<string>(['']);
+  /** Verified directories of DST, held open (fs/dir-handles); null when DST is missing (dry run). */
+  readonly #h: DirHandles | null;
   /** Directories this session created: nothing can be in them but what we wrote. */
   readonly #fresh = new Set<string>();
   readonly #dirs = new Map<string, DirMeta>();
   readonly #touched = new Set<string>();
   readonly #symlinks: Entry[] = [];
   #rootMeta: { mode: number; mtimeNs: bigint } | null = null;
-  #rootMissing: boolean;
   /** Metadata calls: synchronous or thread pool (fs/meta-ops). */
   readonly m: MetaOps;
 
-  private constructor(root: string, opts: SafeWriterOptions, rootMissing: boolean) {
+  private constructor(root: string, opts: SafeWriterOptions, handles: DirHandles | null) {
     this.root = root;
     this.m = metaOps(opts.syncMetadata !== false);
     this.#opts = opts;
     this.#modeMask = (opts.preserveSpecialBits ? 0o7777 : 0o777) & ~(opts.umask ?? 0);
-    this.#rootMissing = rootMissing;
+    this.#h = handles;
   }
 
-  /** Open DST. A missing DST is created (one level, like cp/rsync) unless dryRun. */
+  /**
+   * Open DST. A missing DST is created (one level, like cp/rsync) unless dryRun.
+   * Fails with FERRY_E_UNSUPPORTED where /proc is not mounted (fs/dir-handles).
+   * The owner calls close() when done with it.
+   */
   static async open(dstRoot: string, opts: SafeWriterOptions = {}): Promise<SafeWriter> {
     const root = path.resolve(dstRoot);
     let missing = false;
@@ -177,6 +208,7 @@ export class SafeWriter {
       if (errno(e) !== 'ENOENT') throw fromSystemError(e, 'write', dstRoot);
       if (opts.dryRun) missing = true;
       else {
+        DirHandles.requireProc(dstRoot); // before creating anything
         try {
           await fsp.mkdir(root, { recursive: true, mode: 0o755 });
         } catch (e2) {
@@ -184,52 +216,142 @@ export class SafeWriter {
         }
       }
     }
-    return new SafeWriter(root, opts, missing);
+    let handles: DirHandles | null = null;
+    if (!missing) {
+      try {
+        handles = DirHandles.open(root);
+      } catch (e) {
+        throw e instanceof FerryError ? e : fromSystemError(e, 'write', dstRoot);
+      }
+    }
+    return new SafeWriter(root, opts, handles);
   }
 
-  abs(rel: string): string {
-    return rel === '' ? this.root : `${this.root}/${rel}`;
+  /** Close the directory descriptors. Nothing may be written afterwards. */
+  close(): void {
+    this.#h?.close();
   }
 
   mode(m: number): number {
     return m & this.#modeMask;
   }
 
+  #handles(): DirHandles {
+    if (this.#h === null) throw new FerryError(ErrorCodes.INTERNAL, `${this.root}: write into a destination that does not exist (dry run)`);
+    return this.#h;
+  }
+
   /**
-   * Make sure every component of `dirRel` is a real directory (not a symlink),
-   * creating missing ones when `create`. Returns false when something is missing
+   * The verified directory `dirRel`: each component below the nearest one already
+   * verified is opened through its parent's descriptor, never following a symlink;
+   * missing ones are created when `create`. Returns null when something is missing
    * and not created. Throws FERRY_E_PATH for a symlink or non-directory.
    */
-  async #checkDir(dirRel: string, create: boolean): Promise<boolean> {
-    if (this.#trusted.has(dirRel)) return true;
-    if (this.#rootMissing) return false;
+  #dir(dirRel: string, create: boolean): DirNode | null {
+    const h = this.#h;
+    if (h === null) return null;
+    const known = h.get(dirRel);
+    if (known) return known;
     const parts = dirRel.split('/');
-    let cur = '';
-    for (const part of parts) {
-      cur = cur === '' ? part : `${cur}/${part}`;
-      if (this.#trusted.has(cur)) continue;
-      let st;
-      try {
-        st = await this.m.lstat(this.abs(cur));
-      } catch (e) {
-        if (errno(e) !== 'ENOENT') throw fromSystemError(e, 'write', cur);
-        if (!create) return false;
-        try {
-          await this.m.mkdir(this.abs(cur), 0o755);
-        } catch (e2) {
-          if (errno(e2) !== 'EEXIST') throw fromSystemError(e2, 'write', cur);
-          continue; // raced with ourselves; re-checked on the next call
-        }
-        this.#trusted.add(cur);
-        continue;
+    let node = h.root;
+    let k = parts.length - 1;
+    for (; k > 0; k--) {
+      const a = h.get(parts.slice(0, k).join('/'));
+      if (a) {
+        node = a;
+        break;
       }
-      if (!st.isDirectory()) {
-        const what = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
-        throw new FerryError(ErrorCodes.PATH, `${cur}: is ${what} in the destination; refusing to write through it`, { subject: cur });
-      }
-      this.#trusted.add(cur);
     }
-    return true;
+    for (; k < parts.length; k++) {
+      const name = parts[k]!;
+      const rel = node.rel === '' ? name : `${node.rel}/${name}`;
+      try {
+        node = h.openChild(node, name).node;
+        continue;
+      } catch (e) {
+        if (errno(e) !== 'ENOENT') throw this.#refuse(node, name, rel, e);
+      }
+      if (!create) return null;
+      try {
+        mkdirSync(h.at(node, name), 0o755);
+      } catch (e) {
+        if (errno(e) !== 'EEXIST') throw fromSystemError(e, 'write', rel);
+      }
+      try {
+        node = h.openChild(node, name).node;
+      } catch (e) {
+        throw this.#refuse(node, name, rel, e);
+      }
+    }
+    return node;
+  }
+
+  /** The error for `name` in `parent` that would not open as a directory. */
+  #refuse(parent: DirNode, name: string, rel: string, e: unknown): FerryError {
+    if (e instanceof FerryError) return e;
+    const code = errno(e);
+    if (code !== 'ENOTDIR' && code !== 'ELOOP') return fromSystemError(e, 'write', rel);
+    let what = 'not a directory';
+    try {
+      if (lstatSync(this.#handles().at(parent, name)).isSymbolicLink()) what = 'a symlink';
+    } catch {
+      /* gone meanwhile */
+    }
+    return new FerryError(ErrorCodes.PATH, `${rel}: is ${what} in the destination; refusing to write through it`, { subject: rel });
+  }
+
+  /**
+   * @internal Run `f` with the `/proc/self/fd/N` path of a verified directory, its
+   * descriptor pinned (kept open) until `f` settles.
+   */
+  async inDir<T>(node: DirNode, f: (dir: string) => Promise<T> | T): Promise<T> {
+    const h = this.#handles();
+    h.pin(node);
+    try {
+      return await f(h.path(node));
+    } finally {
+      h.unpin(node);
+    }
+  }
+
+  /** @internal The path of `name` in a verified directory, valid until the next await (fs/dir-handles). */
+  pathIn(node: DirNode, name: string): string {
+    return this.#handles().at(node, name);
+  }
+
+  /** @internal Pin a verified directory's descriptor (for the native copier's *at calls) until release(). */
+  holdDir(node: DirNode): { fd: number; release: () => void } {
+    const h = this.#handles();
+    h.pin(node);
+    let held = true;
+    return {
+      fd: node.fd,
+      release: () => {
+        if (held) h.unpin(node);
+        held = false;
+      },
+    };
+  }
+
+  /**
+   * The `/proc/self/fd/N` path of verified directory `rel`, for synchronous calls made
+   * before the next await (the receiver's small-file fast path).
+   */
+  dirPathSync(rel: string): string {
+    const d = this.#dir(rel, false);
+    if (d === null) throw new FerryError(ErrorCodes.WRITE, `${rel}: directory is missing in the destination`, { subject: rel });
+    return this.#handles().path(d);
+  }
+
+  /**
+   * Run `f` on a path naming the DST entry `rel` inside its verified parent (pinned
+   * meanwhile): for reading a file of DST (--checksum). Never creates anything.
+   */
+  async withEntryPath<T>(relPath: string, f: (p: string) => Promise<T>): Promise<T> {
+    const rel = validateRelativePath(relPath);
+    const d = this.#dir(parentOf(rel), false);
+    if (d === null) throw new FerryError(ErrorCodes.WRITE, `${rel}: its directory is missing in the destination`, { subject: rel });
+    return this.inDir(d, (dir) => f(`${dir}/${baseOf(rel)}`));
   }
 
   #markDirty(rel: string): void {
@@ -252,24 +374,46 @@ export class SafeWriter {
    */
   async mkdir(entry: Entry): Promise<'created' | 'exists'> {
     const rel = validateRelativePath(entry.path);
-    await this.#checkDir(parentOf(rel), true);
-    const p = this.abs(rel);
+    const h = this.#handles();
+    const parent = this.#dir(parentOf(rel), true)!;
+    const name = baseOf(rel);
+    const want = this.mode(entry.mode);
+    let node = h.get(rel);
     let st: BigIntStats | null = null;
     try {
-      st = await this.m.lstat(p);
+      if (node) {
+        h.pin(node);
+        try {
+          st = fstatSync(node.fd, { bigint: true });
+        } finally {
+          h.unpin(node);
+        }
+      } else {
+        ({ node, st } = h.openChild(parent, name));
+      }
     } catch (e) {
-      if (errno(e) !== 'ENOENT') throw fromSystemError(e, 'write', rel);
+      if (e instanceof FerryError) throw e;
+      const code = errno(e);
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw fromSystemError(e, 'write', rel);
+      node = undefined;
+      if (code === 'ENOTDIR') {
+        // A file or symlink has the name: replaced (unlinked through the parent), never followed.
+        try {
+          await this.inDir(parent, (d) => this.m.unlink(`${d}/${name}`));
+        } catch (e2) {
+          if (errno(e2) !== 'ENOENT') throw fromSystemError(e2, 'write', rel);
+        }
+        this.#markDirty(rel);
+      }
     }
-    const want = this.mode(entry.mode);
-    if (st && st.isDirectory()) {
+    if (node && st) {
       const have = Number(st.mode & 0o7777n);
-      this.#trusted.add(rel);
       // Owner needs rwx while we fill it; the real mode is restored in finish().
       if ((have & 0o700) !== 0o700) {
         try {
-          await this.m.chmod(p, have | 0o700);
+          await this.inDir(node, (d) => this.m.chmod(d, have | 0o700));
         } catch (e) {
-          throw fromSystemError(e, 'write', rel);
+          throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
         }
       }
       const dirty = have !== want || !mtimesEqual(st.mtimeNs, entry.mtimeNs) || (have & 0o700) !== 0o700;
@@ -277,15 +421,11 @@ export class SafeWriter {
       return 'exists';
     }
     try {
-      if (st) {
-        await this.m.unlink(p);
-        this.#markDirty(rel);
-      }
-      await this.m.mkdir(p, 0o700);
+      await this.inDir(parent, (d) => this.m.mkdir(`${d}/${name}`, 0o700));
+      h.openChild(parent, name);
     } catch (e) {
-      throw fromSystemError(e, 'write', rel);
+      throw this.#refuse(parent, name, rel, e);
     }
-    this.#trusted.add(rel);
     this.#fresh.add(rel);
     this.#markDirty(rel);
     this.#dirs.set(rel, { rel, mode: want, mtimeNs: entry.mtimeNs, dirty: true });
@@ -301,47 +441,54 @@ export class SafeWriter {
     const rel = validateRelativePath(entry.path);
     // In a directory created by this session only what we wrote can exist (saves an lstat per file).
     if (this.#fresh.has(parentOf(rel))) return 'missing';
-    if (!(await this.#checkDir(parentOf(rel), false))) return 'missing';
-    let st: BigIntStats;
-    try {
-      st = await this.m.lstat(this.abs(rel));
-    } catch (e) {
-      if (errno(e) === 'ENOENT') return 'missing';
-      throw fromSystemError(e, 'write', rel);
-    }
-    switch (entry.kind) {
-      case 'file':
-        return this.#sameFile(st, entry) ? 'same' : 'differs';
-      case 'dir':
-        return st.isDirectory() ? 'same' : 'differs';
-      case 'symlink': {
-        if (!st.isSymbolicLink()) return 'differs';
-        const t = await this.m.readlink(this.abs(rel)).catch(() => null);
-        return t === entry.target ? 'same' : 'differs';
+    const dir = this.#dir(parentOf(rel), false);
+    if (dir === null) return 'missing';
+    return this.inDir(dir, async (d): Promise<QuickCheck> => {
+      const p = `${d}/${baseOf(rel)}`;
+      let st: BigIntStats;
+      try {
+        st = await this.m.lstat(p);
+      } catch (e) {
+        if (errno(e) === 'ENOENT') return 'missing';
+        throw fromSystemError(e, 'write', rel);
       }
-      case 'hardlink': {
-        if (!st.isFile() || entry.target === undefined) return 'differs';
-        const target = validateHardlinkTarget(entry.target, rel);
-        const tst = await this.m.lstat(this.abs(target)).catch(() => null);
-        return tst !== null && tst.ino === st.ino && tst.dev === st.dev ? 'same' : 'differs';
+      switch (entry.kind) {
+        case 'file':
+          return this.#sameFile(st, entry) ? 'same' : 'differs';
+        case 'dir':
+          return st.isDirectory() ? 'same' : 'differs';
+        case 'symlink': {
+          if (!st.isSymbolicLink()) return 'differs';
+          const t = await this.m.readlink(p).catch(() => null);
+          return t === entry.target ? 'same' : 'differs';
+        }
+        case 'hardlink': {
+          if (!st.isFile() || entry.target === undefined) return 'differs';
+          const target = validateHardlinkTarget(entry.target, rel);
+          const tdir = this.#dir(parentOf(target), false);
+          if (tdir === null) return 'differs';
+          const tst = await this.inDir(tdir, (td) => this.m.lstat(`${td}/${baseOf(target)}`)).catch(() => null);
+          return tst !== null && tst.ino === st.ino && tst.dev === st.dev ? 'same' : 'differs';
+        }
       }
-    }
+    });
   }
 
   /**
    * The quick check for a regular file without a promise, when it can be decided at
-   * once (synchronous metadata mode and a parent already checked this session);
+   * once (synchronous metadata mode and a parent already verified this session);
    * null otherwise: then use quickCheck(). This is the no-op run's hot path.
    */
   quickCheckSync(entry: Entry): QuickCheck | null {
-    if (!this.m.sync || entry.kind !== 'file') return null;
+    if (!this.m.sync || entry.kind !== 'file' || this.#h === null) return null;
     const rel = validateRelativePath(entry.path);
     const parent = parentOf(rel);
     if (this.#fresh.has(parent)) return 'missing';
-    if (!this.#trusted.has(parent)) return null;
+    const dir = this.#h.get(parent);
+    if (dir === undefined) return null;
     let st: BigIntStats | undefined;
     try {
-      st = lstatSync(this.abs(rel), { bigint: true, throwIfNoEntry: false });
+      st = lstatSync(this.#h.at(dir, baseOf(rel)), { bigint: true, throwIfNoEntry: false });
     } catch {
       return null;
     }
@@ -362,11 +509,10 @@ export class SafeWriter {
   async beginFile(entry: Entry, opts: { resume?: boolean } = {}): Promise<TempFile> {
     const rel = validateRelativePath(entry.path);
     if (entry.kind !== 'file') throw new FerryError(ErrorCodes.INTERNAL, `${rel}: beginFile on a ${entry.kind}`);
-    const parent = parentOf(rel);
-    await this.#checkDir(parent, true);
+    this.#handles();
+    const dir = this.#dir(parentOf(rel), true)!;
     this.#markDirty(rel);
-    const tempAbs = `${this.abs(parent)}/${tempNameFor(baseOf(rel))}`;
-    const t = new TempFile(this, entry, rel, tempAbs);
+    const t = new TempFile(this, entry, rel, dir);
     // Without resume a leftover temp file is removed when O_EXCL creation meets it.
     if (opts.resume) await t.adoptExisting();
     return t;
@@ -377,31 +523,37 @@ export class SafeWriter {
     const rel = validateRelativePath(entry.path);
     if (entry.target === undefined) throw new FerryError(ErrorCodes.PATH, `${rel}: hard link without a target`, { subject: rel });
     const target = validateHardlinkTarget(entry.target, rel);
-    await this.#checkDir(parentOf(target), false);
-    await this.#checkDir(parentOf(rel), true);
-    const tabs = this.abs(target);
-    let tst;
-    try {
-      tst = await this.m.lstat(tabs);
-    } catch (e) {
-      throw fromSystemError(e, 'write', rel);
-    }
-    if (!tst.isFile()) {
-      throw new FerryError(ErrorCodes.PATH, `${rel}: hard link target ${target} is not a regular file in the destination`, { subject: rel });
-    }
-    const fin = this.abs(rel);
-    const cur = await this.m.lstat(fin).catch(() => null);
-    if (cur && cur.ino === tst.ino && cur.dev === tst.dev) return;
-    this.#markDirty(rel);
-    const tmp = `${this.abs(parentOf(rel))}/${tempNameFor(baseOf(rel))}`;
-    try {
-      await fsp.unlink(tmp).catch(() => {});
-      await this.m.link(tabs, tmp);
-      await this.m.rename(tmp, fin);
-    } catch (e) {
-      await fsp.unlink(tmp).catch(() => {});
-      throw fromSystemError(e, 'write', rel);
-    }
+    this.#handles();
+    const tdir = this.#dir(parentOf(target), false);
+    if (tdir === null) throw new FerryError(ErrorCodes.WRITE, `${rel}: hard link target ${target} is missing in the destination`, { subject: rel });
+    const dir = this.#dir(parentOf(rel), true)!;
+    await this.inDir(tdir, (td) =>
+      this.inDir(dir, async (d) => {
+        const tabs = `${td}/${baseOf(target)}`;
+        let tst;
+        try {
+          tst = await this.m.lstat(tabs);
+        } catch (e) {
+          throw fromSystemError(e, 'write', rel);
+        }
+        if (!tst.isFile()) {
+          throw new FerryError(ErrorCodes.PATH, `${rel}: hard link target ${target} is not a regular file in the destination`, { subject: rel });
+        }
+        const fin = `${d}/${baseOf(rel)}`;
+        const cur = await this.m.lstat(fin).catch(() => null);
+        if (cur && cur.ino === tst.ino && cur.dev === tst.dev) return;
+        this.#markDirty(rel);
+        const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
+        try {
+          await fsp.unlink(tmp).catch(() => {});
+          await this.m.link(tabs, tmp);
+          await this.m.rename(tmp, fin);
+        } catch (e) {
+          await fsp.unlink(tmp).catch(() => {});
+          throw fromSystemError(e, 'write', rel);
+        }
+      }),
+    );
   }
 
   /** Queue a symlink; it is created in finish(), after every file and directory. */
@@ -415,23 +567,68 @@ export class SafeWriter {
   /** Remove an entry (recursively for directories) without following symlinks. */
   async remove(relPath: string): Promise<void> {
     const rel = validateRelativePath(relPath);
-    if (!(await this.#checkDir(parentOf(rel), false))) return;
+    const dir = this.#dir(parentOf(rel), false);
+    if (dir === null) return;
     this.#markDirty(rel);
     try {
-      await fsp.rm(this.abs(rel), { recursive: true, force: true });
+      await this.#removeIn(dir, baseOf(rel));
     } catch (e) {
-      throw fromSystemError(e, 'write', rel);
+      throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
     }
+  }
+
+  /**
+   * Remove `name` from a verified directory: a non-directory (a symlink too) is
+   * unlinked, a directory is opened through its parent like every other, emptied
+   * through its own descriptor and then removed. Missing is fine.
+   */
+  async #removeIn(dir: DirNode, name: string): Promise<void> {
+    const h = this.#handles();
+    await this.inDir(dir, async (d) => {
+      const p = `${d}/${name}`;
+      let st: BigIntStats;
+      try {
+        st = await this.m.lstat(p);
+      } catch (e) {
+        if (errno(e) === 'ENOENT') return;
+        throw e;
+      }
+      if (!st.isDirectory()) {
+        await this.m.unlink(p).catch((e: unknown) => {
+          if (errno(e) !== 'ENOENT') throw e;
+        });
+        return;
+      }
+      let child: DirNode;
+      try {
+        child = h.openChild(dir, name).node;
+      } catch (e) {
+        if (errno(e) === 'ENOENT') return;
+        if (errno(e) === 'ENOTDIR') return this.#removeIn(dir, name); // swapped for a non-directory: unlinked
+        throw e;
+      }
+      try {
+        const names = await this.inDir(child, (cd) => this.m.readdir(cd));
+        for (const n of names) await this.#removeIn(child, n);
+      } finally {
+        h.forget(child);
+      }
+      await this.m.rmdir(p).catch((e: unknown) => {
+        if (errno(e) !== 'ENOENT') throw e;
+      });
+    });
   }
 
   /** List a directory of DST (for --delete); ferry temp files are left out. */
   async listDir(relPath: string): Promise<Array<{ name: string; isDir: boolean }>> {
     if (relPath !== '') validateRelativePath(relPath);
-    if (!(await this.#checkDir(relPath, false))) return [];
+    const dir = this.#dir(relPath, false);
+    if (dir === null) return [];
     let ents;
     try {
-      ents = await fsp.readdir(this.abs(relPath), { withFileTypes: true });
+      ents = await this.inDir(dir, (d) => fsp.readdir(d, { withFileTypes: true }));
     } catch (e) {
+      if (e instanceof FerryError) throw e;
       if (errno(e) === 'ENOENT') return [];
       throw fromSystemError(e, 'write', relPath === '' ? this.root : relPath);
     }
@@ -440,8 +637,9 @@ export class SafeWriter {
 
   /**
    * Create the queued symlinks, remove leftover temp files in the directories this
-   * session wrote into, then set directory modes and mtimes deepest first.
-   * Per-entry failures are returned (and passed to onEntry), never thrown.
+   * session wrote into, then set directory modes and mtimes deepest first, each
+   * through the directory's own descriptor. Per-entry failures are returned (and
+   * passed to onEntry), never thrown. The writer stays open: the owner calls close().
    */
   async finish(opts: { onEntry?: (e: Entry, err: FerryError | null) => void } = {}): Promise<FerryError[]> {
     const errors: FerryError[] = [];
@@ -456,22 +654,35 @@ export class SafeWriter {
       opts.onEntry?.(e, err);
     }
     this.#symlinks.length = 0;
-    for (const dir of this.#touched) {
-      const ents = await fsp.readdir(this.abs(dir)).catch(() => [] as string[]);
-      for (const name of ents) {
-        if (isFerryTempName(name)) await fsp.unlink(`${this.abs(dir)}/${name}`).catch(() => {});
+    for (const rel of this.#touched) {
+      try {
+        const dir = this.#dir(rel, false);
+        if (dir === null) continue;
+        await this.inDir(dir, async (d) => {
+          const ents = await fsp.readdir(d).catch(() => [] as string[]);
+          for (const name of ents) {
+            if (isFerryTempName(name)) await fsp.unlink(`${d}/${name}`).catch(() => {});
+          }
+        });
+      } catch {
+        /* a directory replaced meanwhile: nothing of ours to clean there */
       }
     }
     const dirs = [...this.#dirs.values()].filter((d) => d.dirty);
-    dirs.sort((a, b) => (b.rel === '' ? 0 : pathDepth(b.rel)) - (a.rel === '' ? 0 : pathDepth(a.rel)));
+    const depth = (d: DirMeta): number => (d.rel === '' ? 0 : pathDepth(d.rel));
+    // Deepest first (so a parent's mode never blocks a child's), siblings together.
+    dirs.sort((a, b) => depth(b) - depth(a) || (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
     for (const d of dirs) {
-      const p = this.abs(d.rel);
       try {
-        await this.m.chmod(p, d.mode);
+        const dir = this.#dir(d.rel, false);
+        if (dir === null) throw new FerryError(ErrorCodes.WRITE, `${d.rel}: directory is missing in the destination`, { subject: d.rel });
         const t = nsToSeconds(d.mtimeNs);
-        await this.m.lutimes(p, t, t);
+        await this.inDir(dir, async (p) => {
+          await this.m.chmod(p, d.mode);
+          await this.m.utimes(p, t, t);
+        });
       } catch (x) {
-        errors.push(fromSystemError(x, 'write', d.rel === '' ? this.root : d.rel));
+        errors.push(x instanceof FerryError ? x : fromSystemError(x, 'write', d.rel === '' ? this.root : d.rel));
       }
     }
     return errors;
@@ -479,19 +690,21 @@ export class SafeWriter {
 
   async #makeSymlink(e: Entry): Promise<void> {
     const rel = e.path;
-    await this.#checkDir(parentOf(rel), true);
+    const dir = this.#dir(parentOf(rel), true)!;
     this.#markDirty(rel);
-    const tmp = `${this.abs(parentOf(rel))}/${tempNameFor(baseOf(rel))}`;
-    try {
-      await fsp.unlink(tmp).catch(() => {});
-      await this.m.symlink(e.target!, tmp);
-      const t = nsToSeconds(e.mtimeNs);
-      await this.m.lutimes(tmp, t, t);
-      await this.m.rename(tmp, this.abs(rel));
-    } catch (x) {
-      await fsp.unlink(tmp).catch(() => {});
-      throw fromSystemError(x, 'write', rel);
-    }
+    await this.inDir(dir, async (d) => {
+      const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
+      try {
+        await fsp.unlink(tmp).catch(() => {});
+        await this.m.symlink(e.target!, tmp);
+        const t = nsToSeconds(e.mtimeNs);
+        await this.m.lutimes(tmp, t, t);
+        await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
+      } catch (x) {
+        await fsp.unlink(tmp).catch(() => {});
+        throw fromSystemError(x, 'write', rel);
+      }
+    });
   }
 
   get options(): Readonly<SafeWriterOptions> {
@@ -502,38 +715,62 @@ export class SafeWriter {
 /**
  * One file being written. Data arrives either by `copyFrom(src)` (local copy: the
  * kernel moves it) or by `write(buf, offset)` calls in any order (network receive).
+ * Its temp file is created, renamed and removed inside its verified directory's
+ * descriptor; once open, everything else is done on the file's own descriptor.
  */
 export class TempFile {
   readonly #w: SafeWriter;
+  readonly #dir: DirNode;
   readonly entry: Entry;
   readonly rel: string;
-  readonly tempPath: string;
+  /** Final name in its directory. */
+  readonly name: string;
+  /** Temp name in its directory (fs/temp-names). */
+  readonly tempName: string;
   #fh: FileHandle | null = null;
+  /** The temp file's descriptor on the copyFrom path (kernel copy into it). */
+  #fd = -1;
   #created = false;
   #done = false;
 
-  constructor(w: SafeWriter, entry: Entry, rel: string, tempPath: string) {
+  constructor(w: SafeWriter, entry: Entry, rel: string, dir: DirNode) {
     this.#w = w;
+    this.#dir = dir;
     this.entry = entry;
     this.rel = rel;
-    this.tempPath = tempPath;
+    this.name = baseOf(rel);
+    this.tempName = tempNameFor(this.name);
+  }
+
+  /** A path to the temp file, valid until the next await (fs/dir-handles); for tests' hooks and messages. */
+  get tempPath(): string {
+    return this.#w.pathIn(this.#dir, this.tempName);
+  }
+
+  /** @internal Pin the temp file's directory for the native copier: its descriptor, and release(). */
+  holdDir(): { fd: number; release: () => void } {
+    return this.#w.holdDir(this.#dir);
   }
 
   /** @internal Remove a leftover temp file of an earlier run (it is ours by name). */
   async removeLeftover(): Promise<void> {
     try {
-      await fsp.unlink(this.tempPath);
+      await this.#w.inDir(this.#dir, (d) => fsp.unlink(`${d}/${this.tempName}`));
     } catch (e) {
       if (errno(e) !== 'ENOENT') throw fromSystemError(e, 'write', this.rel);
     }
   }
 
-  /** @internal Keep an earlier run's temp file if it is a plain regular file. */
+  /**
+   * @internal Keep an earlier run's temp file if it is a plain regular file. Opened
+   * for reading too: the resume offer hashes its prefix through this descriptor.
+   */
   async adoptExisting(): Promise<void> {
     let fh: FileHandle;
     try {
-      fh = await fsp.open(this.tempPath, C.O_WRONLY | C.O_NOFOLLOW);
+      fh = await this.#w.inDir(this.#dir, (d) => fsp.open(`${d}/${this.tempName}`, C.O_RDWR | C.O_NOFOLLOW));
     } catch (e) {
+      if (e instanceof FerryError) throw e;
       if (errno(e) === 'ENOENT') return;
       await this.removeLeftover();
       return;
@@ -554,19 +791,26 @@ export class TempFile {
     return (await this.#fh.stat()).size;
   }
 
+  /** Content hash of the first `length` bytes of the adopted temp file (a resume offer). */
+  async hashPrefix(length: number): Promise<Buffer> {
+    if (!this.#fh) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: no temp file to hash`);
+    return hashHandlePrefix(this.#fh, length);
+  }
+
   async #open(): Promise<FileHandle> {
     if (this.#fh) return this.#fh;
     const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+    const open = (): Promise<FileHandle> => this.#w.inDir(this.#dir, (d) => fsp.open(`${d}/${this.tempName}`, flags, 0o600));
     try {
       try {
-        this.#fh = await fsp.open(this.tempPath, flags, 0o600);
+        this.#fh = await open();
       } catch (e) {
         if (errno(e) !== 'EEXIST') throw e;
         await this.removeLeftover(); // an interrupted run's temp file (ours by name)
-        this.#fh = await fsp.open(this.tempPath, flags, 0o600);
+        this.#fh = await open();
       }
     } catch (e) {
-      throw fromSystemError(e, 'write', this.rel);
+      throw e instanceof FerryError ? e : fromSystemError(e, 'write', this.rel);
     }
     this.#created = true;
     return this.#fh;
@@ -603,7 +847,8 @@ export class TempFile {
    * `src` may be the fd of a source file already opened and checked by the caller
    * (fs/source-file; the caller closes it): the kernel's copy then reads that very
    * file, through /proc/self/fd, never a path that could have been swapped since
-   * (issue #11).
+   * (issue #11). The temp file is created first (O_EXCL|O_NOFOLLOW, in its verified
+   * directory) and the copy writes into it through /proc/self/fd too.
    * Returns the number of bytes copied.
    */
   async copyFrom(src: string | number, opts: CopyOptions): Promise<number> {
@@ -611,20 +856,25 @@ export class TempFile {
     const sparse = opts.allocated !== undefined && opts.allocated < opts.size;
     const srcAbs = typeof src === 'string' ? src : fdPath(src);
     if (sparse || wo.readWrite || srcAbs === null) return this.copyReadWrite(src, opts.size, sparse);
-    if (this.#fh) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: copyFrom after write`);
-    const flags = C.COPYFILE_EXCL | C.COPYFILE_FICLONE;
+    if (this.#fh || this.#fd >= 0) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: copyFrom after write`);
+    const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+    // On this thread, like the other metadata calls (fs/meta-ops).
+    const open = (): Promise<number> => this.#w.inDir(this.#dir, (d) => openSync(`${d}/${this.tempName}`, flags, 0o600));
     try {
       try {
-        await fsp.copyFile(srcAbs, this.tempPath, flags);
+        this.#fd = await open();
       } catch (e) {
         if (errno(e) !== 'EEXIST') throw e;
         await this.removeLeftover(); // an interrupted run's temp file (ours by name)
-        await fsp.copyFile(srcAbs, this.tempPath, flags);
+        this.#fd = await open();
       }
-      this.#created = true;
     } catch (e) {
-      // libuv may have created the temp file before failing; abort() unlinks it.
-      this.#created = errno(e) !== 'EEXIST';
+      throw e instanceof FerryError ? e : fromSystemError(e, 'write', this.rel);
+    }
+    this.#created = true;
+    try {
+      await fsp.copyFile(srcAbs, `/proc/self/fd/${this.#fd}`, C.COPYFILE_FICLONE);
+    } catch (e) {
       throw await this.#classify(e, srcAbs);
     }
     return opts.size;
@@ -692,20 +942,20 @@ export class TempFile {
         await this.#fh.close();
         this.#fh = null;
       } else {
-        this.#checkSize(Number((await w.m.lstat(this.tempPath)).size));
-        // copyFile already gave it the source's mode; fix it only when bits were stripped.
-        if (mode !== this.entry.mode) await w.m.chmod(this.tempPath, mode);
-        if (w.options.fsync) {
-          const fh = await fsp.open(this.tempPath, C.O_RDONLY | C.O_NOFOLLOW);
-          await fh.sync().finally(() => fh.close());
-        }
-        await w.m.lutimes(this.tempPath, t, t);
+        // The copyFrom path: synchronous calls on the temp file's descriptor (fs/meta-ops).
+        const fd = this.#fd;
+        this.#checkSize(Number(fstatSync(fd).size));
+        fchmodSync(fd, mode);
+        if (w.options.fsync) fsyncSync(fd);
+        futimesSync(fd, t, t);
+        this.#fd = -1;
+        closeSync(fd);
       }
-      await w.m.rename(this.tempPath, w.abs(this.rel));
+      await w.inDir(this.#dir, (d) => w.m.rename(`${d}/${this.tempName}`, `${d}/${this.name}`));
       this.#done = true;
     } catch (e) {
       await this.abort();
-      throw fromSystemError(e, 'write', this.rel);
+      throw e instanceof FerryError ? e : fromSystemError(e, 'write', this.rel);
     }
   }
 
@@ -722,6 +972,17 @@ export class TempFile {
     }
   }
 
+  #closeFd(): void {
+    if (this.#fd >= 0) {
+      try {
+        closeSync(this.#fd);
+      } catch {
+        /* already failing */
+      }
+      this.#fd = -1;
+    }
+  }
+
   /**
    * Close the temp file but keep it on disk, for a later run to resume (a session
    * that broke). Nothing more is done with this TempFile afterwards. Never throws.
@@ -729,6 +990,7 @@ export class TempFile {
   async release(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
+    this.#closeFd();
     if (this.#fh) {
       await this.#fh.close().catch(() => {});
       this.#fh = null;
@@ -739,10 +1001,11 @@ export class TempFile {
   async abort(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
+    this.#closeFd();
     if (this.#fh) {
       await this.#fh.close().catch(() => {});
       this.#fh = null;
     }
-    if (this.#created) await fsp.unlink(this.tempPath).catch(() => {});
+    if (this.#created) await this.#w.inDir(this.#dir, (d) => fsp.unlink(`${d}/${this.tempName}`)).catch(() => {});
   }
 }

@@ -181,6 +181,15 @@ export async function planCopy(src: string, dst: string): Promise<{ root: Source
 }
 
 export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCounters()): Promise<CopyResult> {
+  const opened: SafeWriter[] = [];
+  try {
+    return await copyTree(opts, counters, opened);
+  } finally {
+    for (const w of opened) w.close(); // its directory descriptors
+  }
+}
+
+async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeWriter[]): Promise<CopyResult> {
   const started = performance.now();
   counters.startedAt = started;
   const exclude = compileExcludes(opts.exclude ?? []);
@@ -194,6 +203,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     fsync: opts.fsync === true,
   };
   const writer = await SafeWriter.open(dstRoot, writerOpts);
+  opened.push(writer);
   // Regular, non-sparse files go through the native data plane in batches when it is
   // there (fs/batch-copy.ts); the rest, and everything under FERRY_NATIVE=0, through
   // the TempFile path below. Tests that hook between data and publish use the latter.
@@ -277,7 +287,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
       } finally {
         await fh.close().catch(() => {});
       }
-      const b = await hashFile(writer.abs(e.path)).catch(() => '');
+      const b = await writer.withEntryPath(e.path, (p) => hashFile(p)).catch(() => '');
       if (a !== b) q = 'differs';
     }
     return q;
@@ -313,7 +323,13 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
       } else if (batch && e.allocated >= e.size) {
         if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
         const t = await writer.beginFile(e);
-        await batch.copy({ entry: e, dir: path.dirname(t.tempPath), temp: path.basename(t.tempPath), name: path.basename(t.rel), mode: writer.mode(e.mode) });
+        // The native copier works inside the directory's verified descriptor (openat/renameat).
+        const dir = t.holdDir();
+        try {
+          await batch.copy({ entry: e, dirFd: dir.fd, temp: t.tempName, name: t.name, mode: writer.mode(e.mode) });
+        } finally {
+          dir.release();
+        }
         counters.bytesCopied += e.size;
       } else {
         if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);

@@ -443,9 +443,10 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
     const peer = ch.info.peer;
     let result: ReceiverResult | undefined;
     let error: FerryError | undefined;
+    let sink: SafeWriter | null = null;
     try {
       checkSessionPolicy(msg, o, peer);
-      const sink = await SafeWriter.open(o.dst, {
+      sink = await SafeWriter.open(o.dst, {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         umask: process.umask(), // modes from the wire are masked like those of files we create
@@ -473,6 +474,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
       await refuseSession(ch, error);
     } finally {
       active = null;
+      sink?.close(); // its directory descriptors
     }
     const out: RecvSessionOutcome = { seconds: (performance.now() - t0) / 1000, peer, cipher: ch.info.cipher, tx: ch.info.tx, rx: ch.info.rx };
     if (result) out.result = result;
@@ -641,8 +643,9 @@ export async function receiveOver(
     if (opening.kind !== 'session') throw new FerryError(ErrorCodes.PROTOCOL, `${peer} sent JOIN before SESSION`);
     const msg = opening.session;
     let started = false;
+    let sink: SafeWriter | null = null;
     try {
-      const sink = await SafeWriter.open(o.dst, {
+      sink = await SafeWriter.open(o.dst, {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
       });
@@ -669,6 +672,8 @@ export async function receiveOver(
       const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
       if (!started) await refuseSession(ch, err);
       throw err;
+    } finally {
+      sink?.close(); // its directory descriptors
     }
   } catch (e) {
     error = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));

@@ -540,7 +540,7 @@ export class ReceiverSession {
       const qc = fresh ? 'missing' : (this.#sink.quickCheckSync(e) ?? (await this.#sink.quickCheck(e)));
       let same = qc === 'same';
       if (same && this.#checksum) {
-        const h = await this.#ownWork(hashFilePrefix(this.#sink.abs(e.path), e.size));
+        const h = await this.#ownWork(this.#sink.withEntryPath(e.path, (p) => hashFilePrefix(p, e.size)));
         same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
       }
       if (same) {
@@ -567,7 +567,7 @@ export class ReceiverSession {
         f.leftover = have;
         // A leftover longer than the file now is no prefix of it: sent afresh, truncated at BEGIN.
         if (have > 0 && have <= e.size) {
-          const prefixHash = await this.#ownWork(hashFilePrefix(t.tempPath, have));
+          const prefixHash = await this.#ownWork(t.hashPrefix(have));
           f.offered = have;
           f.asked = true;
           return { index: e.index, action: Action.RESUME, offset: have, prefixHash };

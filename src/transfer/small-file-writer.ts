@@ -19,8 +19,10 @@
  * that costs CPU too. Worth measuring again with each end on its own machine.
  *
  * Safety is the SafeWriter's, step for step (fs/safe-writer.ts): the parent directory
- * was created by this session's SafeWriter.mkdir (so no symlink can stand in for it,
- * within the documented limit of a local attacker racing us), the temp file is opened
+ * was created by this session's SafeWriter.mkdir and is named through its verified
+ * descriptor (`/proc/self/fd/N`, fs/dir-handles), so a directory swapped for a symlink
+ * since cannot redirect anything; every call below is synchronous, so that descriptor
+ * stays open under them. The temp file is opened
  * O_CREAT|O_EXCL|O_NOFOLLOW with ferry's deterministic temp name (an interrupted
  * run's leftover is removed and creation retried), mode and mtime are set on the
  * descriptor, and rename(2) publishes it, replacing rather than following whatever
@@ -43,7 +45,10 @@ export interface Part {
 
 /** Where and how one small file is published. */
 export interface SmallFileTarget {
-  /** Absolute path of the (already verified) parent directory. */
+  /**
+   * The parent directory, verified: its `/proc/self/fd/N` path from the SafeWriter
+   * (fs/dir-handles), used at once by the synchronous calls below.
+   */
   dir: string;
   /** Final name inside `dir`. */
   name: string;
@@ -99,7 +104,7 @@ export function publishSmallFile(t: SmallFileTarget, parts: readonly Part[]): vo
 /** The target of `entry` under `sink`. */
 export function smallFileTarget(sink: SafeWriter, entry: Entry): SmallFileTarget {
   return {
-    dir: sink.abs(parentOf(entry.path)),
+    dir: sink.dirPathSync(parentOf(entry.path)),
     name: baseOf(entry.path),
     size: entry.size,
     mode: sink.mode(entry.mode),

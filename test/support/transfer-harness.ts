@@ -56,7 +56,11 @@ export async function runMemorySession(
     const sink = await SafeWriter.open(dst, { dryRun: (o.session.flags & 4) !== 0 });
     session = new ReceiverSession(rc, o.frames, o.session, sink);
     for (const j of joins.splice(0)) j();
-    return session.run();
+    try {
+      return await session.run();
+    } finally {
+      sink.close(); // as modes/recv.ts does
+    }
   })();
   const root = await resolveSource(src);
   const exclude = full.excludes.length > 0 ? compileExcludes(full.excludes) : undefined;

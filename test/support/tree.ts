@@ -50,7 +50,14 @@ export async function cleanupTmpDirs(): Promise<void> {
   while (made.length > 0) {
     const d = made.pop()!;
     await makeWritable(d).catch(() => {});
-    await fsp.rm(d, { recursive: true, force: true });
+    try {
+      await fsp.rm(d, { recursive: true, force: true });
+    } catch (e) {
+      // A tree deeper than PATH_MAX (ferry writes relative to directory descriptors and
+      // can make one): rm(1) walks it relative to descriptors too.
+      if ((e as NodeJS.ErrnoException).code !== 'ENAMETOOLONG') throw e;
+      execFileSync('rm', ['-rf', '--', d]);
+    }
   }
 }
 
@@ -59,7 +66,11 @@ process.on('exit', () => {
     try {
       rmSync(d, { recursive: true, force: true });
     } catch {
-      /* best effort */
+      try {
+        execFileSync('rm', ['-rf', '--', d]);
+      } catch {
+        /* best effort */
+      }
     }
   }
 });
