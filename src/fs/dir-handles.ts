@@ -239,7 +239,7 @@ export class DirHandles {
 
   #ensure(node: DirNode): void {
     if (node.fd >= 0) return;
-    if (this.#closed) throw new FerryError(ErrorCodes.INTERNAL, `${node.rel}: the destination writer is closed`);
+    if (this.#closed) throw new FerryError(ErrorCodes.INTERRUPTED, `${node.rel || '.'}: the session is over; nothing more is written`, { subject: node.rel });
     const parent = node.parent;
     if (parent === null || this.#nodes.get(node.rel) !== node) throw replaced(node.rel, 'directory was removed');
     this.pin(parent);

@@ -488,7 +488,9 @@ export class ReceiverSession {
       }
     }
     // Directories in order (parents first), then the files' decisions concurrently.
+    // A session that failed meanwhile writes nothing more (its SafeWriter is closed).
     for (const e of batch) {
+      if (this.#fatal) return;
       try {
         if (e.kind === 'dir') {
           if (!this.#dryRun && (await this.#sink.mkdir(e)) === 'created') this.#createdDirs.add(e.path);
@@ -506,7 +508,7 @@ export class ReceiverSession {
     const decisions: Decision[] = [];
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < files.length) {
+      while (next < files.length && !this.#fatal) {
         const f = files[next++]!;
         const d = await this.#decide(f);
         if (d) decisions.push(d);
