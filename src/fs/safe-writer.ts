@@ -604,8 +604,12 @@ export class SafeWriter {
         child = h.openChild(dir, name).node;
       } catch (e) {
         if (errno(e) === 'ENOENT') return;
-        if (errno(e) === 'ENOTDIR') return this.#removeIn(dir, name); // swapped for a non-directory: unlinked
-        throw e;
+        if (errno(e) !== 'ENOTDIR') throw e;
+        // Swapped for a non-directory (a symlink) since the lstat: unlinked, never followed.
+        await this.m.unlink(p).catch((e2: unknown) => {
+          if (errno(e2) !== 'ENOENT') throw e2;
+        });
+        return;
       }
       try {
         const names = await this.inDir(child, (cd) => this.m.readdir(cd));
