@@ -151,6 +151,26 @@ test('path attack (copy): a DST parent swapped for a symlink to outside before s
   await assertNoTemps(b.dst);
 });
 
+test('path attack (copy): a DST parent swapped for a symlink to outside before hard link creation links nothing outside', async () => {
+  const b = await box();
+  // The target's name is also a file outside: a link made by path would take that one.
+  await makeTree(b.src, { 'd/secret.txt': 'DATA', 'd/link': { type: 'hardlink', target: 'd/secret.txt' } });
+  let swapped = false;
+  await runCopy({
+    src: `${b.src}/`,
+    dst: b.dst,
+    onEvent: (ev) => {
+      if (ev.type === 'copied' && ev.path === 'd/secret.txt') {
+        swapped = true;
+        swap(b, 'd');
+      }
+    },
+  });
+  assert.ok(swapped);
+  await assertContained(b);
+  await assertNoTemps(b.dst);
+});
+
 test('path attack (copy): a DST parent swapped for a symlink to outside before directory chmod/utimes in finish() changes nothing outside', async () => {
   const b = await box();
   await makeTree(b.src, {
