@@ -27,9 +27,9 @@ export const ErrorCodes = {
   NOSPC: 'FERRY_E_NOSPC',
   /** A source file changed (size or mtime) while it was being copied. */
   CHANGED: 'FERRY_E_CHANGED',
-  /** An entry type ferry does not copy (FIFO, socket, device): skipped with a warning. */
+  /** An entry type ferry does not copy (FIFO, socket, device): skipped with a warning; or no /proc to write into DST safely (fatal). */
   UNSUPPORTED: 'FERRY_E_UNSUPPORTED',
-  /** A path is unsafe: absolute, `..`, NUL, too long, too deep, or through a symlink. */
+  /** A path is unsafe: absolute, `..`, NUL, too long, too deep, or through a symlink; or a DST directory was replaced mid-run. */
   PATH: 'FERRY_E_PATH',
   /** The peer could not prove knowledge of the shared secret (or we could not). */
   AUTH: 'FERRY_E_AUTH',
