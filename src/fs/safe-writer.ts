@@ -380,6 +380,16 @@ export class SafeWriter {
     const want = this.mode(entry.mode);
     let node = h.get(rel);
     let st: BigIntStats | null = null;
+    // In a directory this session created the name is normally free: mkdir at once
+    // (one system call less per directory of a fresh tree); EEXIST takes the long way.
+    if (!node && this.#fresh.has(parentOf(rel))) {
+      try {
+        await this.inDir(parent, (d) => this.m.mkdir(`${d}/${name}`, 0o700));
+        return this.#created(parent, name, rel, entry, want);
+      } catch (e) {
+        if (errno(e) !== 'EEXIST') throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
+      }
+    }
     try {
       if (node) {
         h.pin(node);
@@ -422,7 +432,16 @@ export class SafeWriter {
     }
     try {
       await this.inDir(parent, (d) => this.m.mkdir(`${d}/${name}`, 0o700));
-      h.openChild(parent, name);
+    } catch (e) {
+      throw this.#refuse(parent, name, rel, e);
+    }
+    return this.#created(parent, name, rel, entry, want);
+  }
+
+  /** Open a directory just made (it must be one: a swap meanwhile is refused) and remember it. */
+  #created(parent: DirNode, name: string, rel: string, entry: Entry, want: number): 'created' {
+    try {
+      this.#handles().openChild(parent, name);
     } catch (e) {
       throw this.#refuse(parent, name, rel, e);
     }
