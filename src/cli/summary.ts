@@ -14,11 +14,12 @@ import { formatBytes, formatRate } from './progress.js';
  * records: 'native' (native/records.c, Node's OpenSSL) or 'js' (node:crypto);
  * ktls: 'native' when the addon's setsockopt calls are loaded ('js': userspace TLS
  * only; whether a channel offloaded is its `tx`/`rx`); copy: local file copies
- * (native/fs-batch.c) or the TypeScript path.
+ * (native/fs-batch.c) or the TypeScript path; files: the network transfer's small-file
+ * reads and writes and the content hash (native/net-batch.c) or their TypeScript paths.
  */
-export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js'; copy: 'native' | 'js' } {
+export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js'; copy: 'native' | 'js'; files: 'native' | 'js' } {
   const s = nativeStatus();
-  return { records: s.records, ktls: s.ktls, copy: s.copy };
+  return { records: s.records, ktls: s.ktls, copy: s.copy, files: s.files };
 }
 
 export interface SummaryCounters {

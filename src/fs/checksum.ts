@@ -19,10 +19,16 @@
  * `npm run bench -- --suite hash` measures all of it.
  * The digest is 16 bytes: XXH64 with seed 0, then with seed 0x9e3779b97f4a7c15,
  * each big-endian.
+ *
+ * Where the addon is built (native/net-batch.c) the same digest is computed there, both
+ * seeds in one pass over the bytes, and the sender's batched reads hash each file on the
+ * pool thread that read it; @node-rs/xxhash is the fallback (FERRY_NATIVE=0), and the
+ * two are cross-tested (test/native-files.test.ts).
  */
 import { constants as C, promises as fsp } from 'node:fs';
 import { Xxh64, xxh64 } from '@node-rs/xxhash';
 import type { FileHandle } from 'node:fs/promises';
+import { netBatchAddon, type NetBatchAddon } from '../native/index.js';
 
 /** Bytes of a content digest (wire/messages.ts carries it at this size). */
 export const CONTENT_HASH_BYTES = 16;
@@ -58,13 +64,50 @@ function pack(a: bigint, b: bigint): Buffer {
   return out;
 }
 
+/** The same hash in the addon: its whole state is a small caller-owned buffer. */
+class NativePair implements ContentHash {
+  readonly #n: NetBatchAddon;
+  readonly #state: Uint8Array;
+  constructor(n: NetBatchAddon) {
+    this.#n = n;
+    this.#state = new Uint8Array(n.hashStateBytes);
+    n.hashInit(this.#state);
+  }
+  update(data: Uint8Array): ContentHash {
+    this.#n.hashUpdate(this.#state, data);
+    return this;
+  }
+  digest(): Buffer {
+    const out = Buffer.allocUnsafe(CONTENT_HASH_BYTES);
+    this.#n.hashDigest(this.#state, out);
+    return out;
+  }
+}
+
+const native = netBatchAddon();
+
 export function newContentHash(): ContentHash {
-  return new Xxh64Pair();
+  return native ? new NativePair(native) : new Xxh64Pair();
 }
 
 /** The digest of one buffer: the same value as a stream fed the same bytes. */
 export function contentHashOf(data: Uint8Array): Buffer {
+  if (native) {
+    const out = Buffer.allocUnsafe(CONTENT_HASH_BYTES);
+    native.hashOf(data, out);
+    return out;
+  }
   return pack(xxh64(data, SEED_A), xxh64(data, SEED_B));
+}
+
+/** The fallback's digest of one buffer, whatever the addon (for cross-tests). */
+export function contentHashOfJs(data: Uint8Array): Buffer {
+  return pack(xxh64(data, SEED_A), xxh64(data, SEED_B));
+}
+
+/** The fallback's streaming hash, whatever the addon (for cross-tests). */
+export function newContentHashJs(): ContentHash {
+  return new Xxh64Pair();
 }
 
 /**

@@ -11,6 +11,9 @@
  *                   (used by secure/record-layer.ts)
  *   ktlsAddon()     the setsockopt calls of kernel TLS (used by secure/ktls.ts)
  *   fsBatchAddon()  batched local file copies on pool threads (used by fs/batch-copy.ts)
+ *   netBatchAddon() the network transfer's batches: source reads and small-file
+ *                   publishing on pool threads, and the content hash (used by
+ *                   transfer/native-files.ts and fs/checksum.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -50,7 +53,19 @@ export interface FsBatchAddon {
   copyFiles(strings: Buffer, nums: Float64Array, ids: BigUint64Array): Promise<Int32Array>;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon> {
+/** native/net-batch.c; fallbacks: transfer/file-reader.ts, transfer/small-file-writer.ts, @node-rs/xxhash. */
+export interface NetBatchAddon {
+  /** Bytes of a content-hash state (hashInit/hashUpdate/hashDigest work on a Uint8Array of this size). */
+  hashStateBytes: number;
+  hashInit(state: Uint8Array): void;
+  hashUpdate(state: Uint8Array, data: Uint8Array): void;
+  hashDigest(state: Uint8Array, out: Uint8Array): void;
+  hashOf(data: Uint8Array, out: Uint8Array): void;
+  readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array): Promise<void>;
+  publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -69,6 +84,8 @@ export interface NativeStatus {
   ktls: NativePath;
   /** Which implementation copies local files (ferry copy). */
   copy: NativePath;
+  /** Which implementation reads and publishes the network transfer's small files, and hashes content. */
+  files: NativePath;
 }
 
 interface Loaded {
@@ -128,6 +145,14 @@ export function fsBatchAddon(): FsBatchAddon | undefined {
   return typeof a?.copyFiles === 'function' ? (a as FsBatchAddon) : undefined;
 }
 
+/** The network transfer's batches and content hash, or undefined (then their TypeScript fallbacks run). */
+export function netBatchAddon(): NetBatchAddon | undefined {
+  const a = load().addon;
+  return typeof a?.readFiles === 'function' && typeof a.publishFiles === 'function' && typeof a.hashOf === 'function'
+    ? (a as NetBatchAddon)
+    : undefined;
+}
+
 /** The kTLS setsockopt functions and, when absent, why. */
 export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
   const l = load();
@@ -145,6 +170,7 @@ export function nativeStatus(): NativeStatus {
     recordsReason: records ? "Node's OpenSSL, batched" : l.addon ? String(ra) : l.reason,
     ktls: l.addon ? 'native' : 'js',
     copy: fsBatchAddon() ? 'native' : 'js',
+    files: netBatchAddon() ? 'native' : 'js',
   };
 }
 

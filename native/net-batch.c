@@ -1,0 +1,710 @@
+/*
+ * net-batch.c (part of ferry_native): the network transfer's per-file work in batches.
+ *
+ * What it is for: a network transfer of 10,000 image-sized files spent most of its
+ * CPU per file, not per byte. The sender handed each batch of reads to a worker
+ * thread (a structured-clone message, a fresh transferred ArrayBuffer per batch that
+ * the garbage collector then had to free), the receiver fed every byte to two
+ * XXH64 objects of a JavaScript package, one pass per seed. Here:
+ *
+ *   hashInit(state) / hashUpdate(state, data) / hashDigest(state, out16)
+ *       ferry's content hash (fs/checksum.ts: XXH64 with seed 0, then with seed
+ *       0x9e3779b97f4a7c15, each big-endian) over any number of updates, both seeds in
+ *       one pass over the bytes. The state lives in a caller-owned Uint8Array of
+ *       HASH_STATE_BYTES: no objects, no finalizers.
+ *   hashOf(data, out16)                the same for one buffer
+ *   readFiles(paths, want, out, hashes, res) -> Promise<void>
+ *       on a pool thread, for each file i: open(O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY),
+ *       fstat and require a regular file with the walk's device, inode, size and mtime,
+ *       read it whole into `out` (files laid end to end), fstat again and require the
+ *       same size and mtime, close; hash it into hashes[16i..]. res[2i] = status, res[2i+1]
+ *       = errno. `out` and `hashes` are the caller's and reused.
+ *   publishFiles(strings, nums, data[], res) -> Promise<void>
+ *       on a pool thread, for each file i, in the directory `dir` (opened
+ *       O_DIRECTORY|O_NOFOLLOW, consecutive items sharing it): create `temp` with
+ *       O_CREAT|O_EXCL|O_NOFOLLOW 0600 (a leftover of ours by that name is removed and
+ *       creation retried once), pwrite its bytes from `data`, ftruncate to `size` when
+ *       the bytes end early (a trailing hole), fchmod, futimens (nanoseconds), close,
+ *       renameat onto `name`; on any failure unlink the temp file. The bytes are
+ *       written from the caller's buffers (one per file), never copied.
+ *
+ * It decides nothing: TypeScript (transfer/native-files.ts) chose every path, name, mode,
+ * time and byte range, checked every length, and decides what each status means. Each
+ * function has a TypeScript fallback with the same results (the worker-thread reader,
+ * the @node-rs/xxhash hash, the synchronous small-file writer).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <node_api.h>
+
+#include "net-batch.h"
+
+/* ---------------------------------------------------------------- XXH64, two seeds */
+
+#define P1 0x9E3779B185EBCA87ULL
+#define P2 0xC2B2AE3D27D4EB4FULL
+#define P3 0x165667B19E3779F9ULL
+#define P4 0x85EBCA77C2B2AE63ULL
+#define P5 0x27D4EB2F165667C5ULL
+#define SEED_B 0x9e3779b97f4a7c15ULL
+
+typedef struct {
+  uint64_t v[2][4];
+  uint64_t total;
+  uint8_t mem[32];
+  uint32_t memsize;
+  uint32_t pad;
+} pair_state_t;
+
+#define HASH_STATE_BYTES ((int)sizeof(pair_state_t))
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+static inline uint64_t rd64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v; /* little-endian host: x86-64, aarch64 */
+}
+static inline uint32_t rd32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static inline uint64_t round64(uint64_t acc, uint64_t in) {
+  acc += in * P2;
+  acc = rotl64(acc, 31);
+  return acc * P1;
+}
+static inline uint64_t merge64(uint64_t acc, uint64_t val) {
+  acc ^= round64(0, val);
+  return acc * P1 + P4;
+}
+
+static void pair_init(pair_state_t *s) {
+  memset(s, 0, sizeof *s);
+  const uint64_t seeds[2] = {0, SEED_B};
+  for (int k = 0; k < 2; k++) {
+    s->v[k][0] = seeds[k] + P1 + P2;
+    s->v[k][1] = seeds[k] + P2;
+    s->v[k][2] = seeds[k];
+    s->v[k][3] = seeds[k] - P1;
+  }
+}
+
+/* 32-byte stripes, both seeds from the same loads. */
+static const uint8_t *stripes(pair_state_t *s, const uint8_t *p, const uint8_t *limit) {
+  uint64_t a0 = s->v[0][0], a1 = s->v[0][1], a2 = s->v[0][2], a3 = s->v[0][3];
+  uint64_t b0 = s->v[1][0], b1 = s->v[1][1], b2 = s->v[1][2], b3 = s->v[1][3];
+  while (p + 32 <= limit) {
+    uint64_t x0 = rd64(p), x1 = rd64(p + 8), x2 = rd64(p + 16), x3 = rd64(p + 24);
+    a0 = round64(a0, x0);
+    a1 = round64(a1, x1);
+    a2 = round64(a2, x2);
+    a3 = round64(a3, x3);
+    b0 = round64(b0, x0);
+    b1 = round64(b1, x1);
+    b2 = round64(b2, x2);
+    b3 = round64(b3, x3);
+    p += 32;
+  }
+  s->v[0][0] = a0, s->v[0][1] = a1, s->v[0][2] = a2, s->v[0][3] = a3;
+  s->v[1][0] = b0, s->v[1][1] = b1, s->v[1][2] = b2, s->v[1][3] = b3;
+  return p;
+}
+
+static void pair_update(pair_state_t *s, const uint8_t *p, size_t len) {
+  const uint8_t *end = p + len;
+  s->total += len;
+  if (s->memsize + len < 32) {
+    memcpy(s->mem + s->memsize, p, len);
+    s->memsize += (uint32_t)len;
+    return;
+  }
+  if (s->memsize > 0) {
+    size_t fill = 32 - s->memsize;
+    memcpy(s->mem + s->memsize, p, fill);
+    stripes(s, s->mem, s->mem + 32);
+    p += fill;
+    s->memsize = 0;
+  }
+  p = stripes(s, p, end);
+  if (p < end) {
+    memcpy(s->mem, p, (size_t)(end - p));
+    s->memsize = (uint32_t)(end - p);
+  }
+}
+
+static uint64_t finish_one(const pair_state_t *s, int k, uint64_t seed) {
+  uint64_t h;
+  if (s->total >= 32) {
+    const uint64_t *v = s->v[k];
+    h = rotl64(v[0], 1) + rotl64(v[1], 7) + rotl64(v[2], 12) + rotl64(v[3], 18);
+    h = merge64(h, v[0]);
+    h = merge64(h, v[1]);
+    h = merge64(h, v[2]);
+    h = merge64(h, v[3]);
+  } else {
+    h = seed + P5;
+  }
+  h += s->total;
+  const uint8_t *p = s->mem, *end = s->mem + s->memsize;
+  while (p + 8 <= end) {
+    h ^= round64(0, rd64(p));
+    h = rotl64(h, 27) * P1 + P4;
+    p += 8;
+  }
+  if (p + 4 <= end) {
+    h ^= (uint64_t)rd32(p) * P1;
+    h = rotl64(h, 23) * P2 + P3;
+    p += 4;
+  }
+  while (p < end) {
+    h ^= (*p) * P5;
+    h = rotl64(h, 11) * P1;
+    p++;
+  }
+  h ^= h >> 33;
+  h *= P2;
+  h ^= h >> 29;
+  h *= P3;
+  h ^= h >> 32;
+  return h;
+}
+
+static void put_be64(uint8_t *out, uint64_t v) {
+  for (int i = 7; i >= 0; i--) {
+    out[i] = (uint8_t)v;
+    v >>= 8;
+  }
+}
+
+static void pair_digest(const pair_state_t *s, uint8_t out[16]) {
+  put_be64(out, finish_one(s, 0, 0));
+  put_be64(out + 8, finish_one(s, 1, SEED_B));
+}
+
+static void pair_of(const uint8_t *p, size_t len, uint8_t out[16]) {
+  pair_state_t s;
+  pair_init(&s);
+  pair_update(&s, p, len);
+  pair_digest(&s, out);
+}
+
+/* ---------------------------------------------------------------- argument helpers */
+
+static int get_u8(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  void *p = NULL;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return 0;
+  if (napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL) != napi_ok || type != napi_uint8_array) return 0;
+  *data = p;
+  return 1;
+}
+
+static int get_typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return 0;
+  if (napi_get_typedarray_info(env, v, &type, len, data, NULL, NULL) != napi_ok || type != want) return 0;
+  return 1;
+}
+
+static napi_value undefined_value(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static napi_value hash_init(napi_env env, napi_callback_info info) {
+  size_t argc = 1, len = 0;
+  napi_value argv[1];
+  uint8_t *st = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !get_u8(env, argv[0], &st, &len) ||
+      len < sizeof(pair_state_t)) {
+    napi_throw_type_error(env, NULL, "hashInit(state: Uint8Array of hashStateBytes)");
+    return NULL;
+  }
+  pair_state_t s;
+  pair_init(&s);
+  memcpy(st, &s, sizeof s);
+  return undefined_value(env);
+}
+
+static napi_value hash_update(napi_env env, napi_callback_info info) {
+  size_t argc = 2, len = 0, dlen = 0;
+  napi_value argv[2];
+  uint8_t *st = NULL, *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_u8(env, argv[0], &st, &len) ||
+      len < sizeof(pair_state_t) || !get_u8(env, argv[1], &data, &dlen)) {
+    napi_throw_type_error(env, NULL, "hashUpdate(state: Uint8Array, data: Uint8Array)");
+    return NULL;
+  }
+  pair_state_t s;
+  memcpy(&s, st, sizeof s); /* the state may be unaligned inside its buffer */
+  if (s.memsize > 32) {
+    napi_throw_range_error(env, NULL, "hashUpdate: not a hash state");
+    return NULL;
+  }
+  pair_update(&s, data, dlen);
+  memcpy(st, &s, sizeof s);
+  return undefined_value(env);
+}
+
+static napi_value hash_digest(napi_env env, napi_callback_info info) {
+  size_t argc = 2, len = 0, olen = 0;
+  napi_value argv[2];
+  uint8_t *st = NULL, *out = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_u8(env, argv[0], &st, &len) ||
+      len < sizeof(pair_state_t) || !get_u8(env, argv[1], &out, &olen) || olen < 16) {
+    napi_throw_type_error(env, NULL, "hashDigest(state: Uint8Array, out: Uint8Array(16))");
+    return NULL;
+  }
+  pair_state_t s;
+  memcpy(&s, st, sizeof s);
+  if (s.memsize > 32) {
+    napi_throw_range_error(env, NULL, "hashDigest: not a hash state");
+    return NULL;
+  }
+  pair_digest(&s, out);
+  return undefined_value(env);
+}
+
+static napi_value hash_of(napi_env env, napi_callback_info info) {
+  size_t argc = 2, dlen = 0, olen = 0;
+  napi_value argv[2];
+  uint8_t *data = NULL, *out = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_u8(env, argv[0], &data, &dlen) ||
+      !get_u8(env, argv[1], &out, &olen) || olen < 16) {
+    napi_throw_type_error(env, NULL, "hashOf(data: Uint8Array, out: Uint8Array(16))");
+    return NULL;
+  }
+  pair_of(data, dlen, out);
+  return undefined_value(env);
+}
+
+/* ---------------------------------------------------------------- batches on pool threads */
+
+/** Items per call: bounds what one call may hold. */
+#define MAX_ITEMS 4096
+
+/* A batch keeps its JavaScript buffers alive (references) until it completes. */
+#define MAX_REFS 5
+typedef struct batch {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs[MAX_REFS];
+  int nrefs;
+  size_t n;
+  char *arena;
+  void *items;
+  uint8_t *data;
+  size_t data_len;
+  uint8_t *hashes;
+  int32_t *res;
+} batch_t;
+
+static void batch_free(napi_env env, batch_t *b) {
+  for (int i = 0; i < b->nrefs; i++) napi_delete_reference(env, b->refs[i]);
+  free(b->arena);
+  free(b->items);
+  free(b);
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  batch_t *b = data;
+  if (status == napi_ok) {
+    napi_resolve_deferred(env, b->deferred, undefined_value(env));
+  } else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "ferry native: the batch did not run", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, b->deferred, err);
+  }
+  napi_delete_async_work(env, b->work);
+  batch_free(env, b);
+}
+
+static int keep(napi_env env, batch_t *b, napi_value v) {
+  if (b->nrefs >= MAX_REFS) return 0;
+  return napi_create_reference(env, v, 1, &b->refs[b->nrefs++]) == napi_ok;
+}
+
+static napi_value queue(napi_env env, batch_t *b, const char *what, napi_async_execute_callback execute) {
+  napi_value name, promise;
+  if (napi_create_promise(env, &b->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, complete, b, &b->work) != napi_ok ||
+      napi_queue_async_work(env, b->work) != napi_ok) {
+    batch_free(env, b);
+    napi_throw_error(env, NULL, "ferry native: could not queue the batch");
+    return NULL;
+  }
+  return promise;
+}
+
+/* Split a Buffer of NUL-terminated strings into `want` pointers (copied into b->arena). */
+static int split_strings(batch_t *b, const char *src, size_t len, const char **out, size_t want) {
+  if (len == 0 || src[len - 1] != 0) return 0;
+  b->arena = malloc(len);
+  if (!b->arena) return 0;
+  memcpy(b->arena, src, len);
+  const char *p = b->arena, *end = b->arena + len;
+  for (size_t i = 0; i < want; i++) {
+    if (p >= end) return 0;
+    out[i] = p;
+    p += strlen(p) + 1;
+  }
+  return p == end;
+}
+
+/* ---- readFiles */
+
+enum {
+  RD_OK = 0,
+  RD_OPEN = 1,        /* open failed: errno */
+  RD_STAT = 2,        /* fstat failed: errno */
+  RD_NOT_REGULAR = 3, /* no longer a regular file */
+  RD_IDENTITY = 4,    /* another device or inode */
+  RD_CHANGED = 5,     /* size or mtime differ from the walk's, before reading */
+  RD_READ = 6,        /* read failed: errno */
+  RD_CHANGED_AFTER = 7, /* shorter than listed, or size/mtime changed while read */
+};
+
+typedef struct {
+  const char *path;
+  int64_t size, mtime_ns, dev, ino, check_id;
+  size_t off;
+} rd_item_t;
+
+static void read_one(batch_t *b, size_t i) {
+  rd_item_t *it = &((rd_item_t *)b->items)[i];
+  int32_t *res = &b->res[2 * i];
+  uint8_t *dst = b->data + it->off;
+  res[0] = RD_OK;
+  res[1] = 0;
+  int fd = open(it->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    res[0] = RD_OPEN;
+    res[1] = errno;
+    return;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    res[0] = RD_STAT;
+    res[1] = errno;
+  } else if (!S_ISREG(st.st_mode)) {
+    res[0] = RD_NOT_REGULAR;
+  } else if (it->check_id && ((int64_t)st.st_dev != it->dev || (int64_t)st.st_ino != it->ino)) {
+    res[0] = RD_IDENTITY;
+  } else if ((int64_t)st.st_size != it->size || (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != it->mtime_ns) {
+    res[0] = RD_CHANGED;
+  } else {
+    int64_t got = 0;
+    while (got < it->size) {
+      ssize_t r = pread(fd, dst + got, (size_t)(it->size - got), got);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        res[0] = RD_READ;
+        res[1] = errno;
+        break;
+      }
+      if (r == 0) break;
+      got += r;
+    }
+    if (res[0] == RD_OK) {
+      if (got != it->size) {
+        res[0] = RD_CHANGED_AFTER;
+      } else if (fstat(fd, &st) != 0) {
+        res[0] = RD_STAT;
+        res[1] = errno;
+      } else if ((int64_t)st.st_size != it->size ||
+                 (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != it->mtime_ns) {
+        res[0] = RD_CHANGED_AFTER;
+      } else {
+        pair_of(dst, (size_t)it->size, b->hashes + 16 * i);
+      }
+    }
+  }
+  close(fd);
+}
+
+static void read_execute(napi_env env, void *data) {
+  (void)env;
+  batch_t *b = data;
+  for (size_t i = 0; i < b->n; i++) read_one(b, i);
+}
+
+/*
+ * readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array) -> Promise<void>
+ *   paths: NUL-terminated absolute paths, one per file;
+ *   want: five per file: size, mtimeNs, dev, ino, checkIdentity (0/1);
+ *   out: the files' bytes end to end (at least the sum of the sizes);
+ *   hashes: 16 bytes per file; res: two per file (status, errno).
+ */
+static napi_value read_files(napi_env env, napi_callback_info info) {
+  size_t argc = 5, plen = 0, wlen = 0, olen = 0, hlen = 0, rlen = 0;
+  napi_value argv[5];
+  void *pdata = NULL, *wdata = NULL, *rdata = NULL;
+  uint8_t *odata = NULL, *hdata = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
+      napi_get_buffer_info(env, argv[0], &pdata, &plen) != napi_ok ||
+      !get_typed(env, argv[1], napi_bigint64_array, &wdata, &wlen) || !get_u8(env, argv[2], &odata, &olen) ||
+      !get_u8(env, argv[3], &hdata, &hlen) || !get_typed(env, argv[4], napi_int32_array, &rdata, &rlen)) {
+    napi_throw_type_error(env, NULL, "readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array)");
+    return NULL;
+  }
+  size_t n = wlen / 5;
+  if (n == 0 || n > MAX_ITEMS || wlen != n * 5 || hlen < 16 * n || rlen < 2 * n) {
+    napi_throw_range_error(env, NULL, "readFiles: 1..4096 files, five numbers, 16 hash bytes and two results each");
+    return NULL;
+  }
+  batch_t *b = calloc(1, sizeof *b);
+  rd_item_t *items = b ? calloc(n, sizeof *items) : NULL;
+  const char **paths = b ? calloc(n, sizeof *paths) : NULL;
+  if (!b || !items || !paths) {
+    free(b);
+    free(items);
+    free(paths);
+    napi_throw_error(env, NULL, "readFiles: out of memory");
+    return NULL;
+  }
+  b->items = items;
+  b->n = n;
+  if (!split_strings(b, pdata, plen, paths, n)) {
+    free(paths);
+    batch_free(env, b);
+    napi_throw_type_error(env, NULL, "readFiles: one NUL-terminated path per file");
+    return NULL;
+  }
+  const int64_t *w = wdata;
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    rd_item_t *it = &items[i];
+    it->path = paths[i];
+    it->size = w[5 * i];
+    it->mtime_ns = w[5 * i + 1];
+    it->dev = w[5 * i + 2];
+    it->ino = w[5 * i + 3];
+    it->check_id = w[5 * i + 4];
+    if (it->size < 0 || (uint64_t)it->size > olen - off) {
+      free(paths);
+      batch_free(env, b);
+      napi_throw_range_error(env, NULL, "readFiles: the files do not fit in `out`");
+      return NULL;
+    }
+    it->off = off;
+    off += (size_t)it->size;
+  }
+  free(paths);
+  b->data = odata;
+  b->data_len = olen;
+  b->hashes = hdata;
+  b->res = rdata;
+  for (int k = 0; k < 5; k++) {
+    if (!keep(env, b, argv[k])) {
+      batch_free(env, b);
+      napi_throw_error(env, NULL, "readFiles: could not hold the buffers");
+      return NULL;
+    }
+  }
+  return queue(env, b, "ferry.readFiles", read_execute);
+}
+
+/* ---- publishFiles */
+
+enum {
+  PUB_OK = 0,
+  PUB_OPEN_DIR = 1,
+  PUB_CREATE = 2,
+  PUB_WRITE = 3,
+  PUB_META = 4,
+  PUB_RENAME = 5,
+};
+
+typedef struct {
+  const char *dir, *temp, *name;
+  const uint8_t *src;
+  int64_t size, mtime_sec, mtime_nsec, data_len;
+  uint32_t mode;
+} pub_item_t;
+
+static void publish_one(batch_t *b, size_t i, int *dirfd, const char **dirname) {
+  pub_item_t *it = &((pub_item_t *)b->items)[i];
+  int32_t *res = &b->res[2 * i];
+  res[0] = PUB_OK;
+  res[1] = 0;
+  if (*dirfd < 0 || *dirname == NULL || strcmp(*dirname, it->dir) != 0) {
+    if (*dirfd >= 0) close(*dirfd);
+    *dirname = NULL;
+    *dirfd = open(it->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (*dirfd < 0) {
+      res[0] = PUB_OPEN_DIR;
+      res[1] = errno;
+      return;
+    }
+    *dirname = it->dir;
+  }
+  int dfd = *dirfd;
+  int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd = openat(dfd, it->temp, flags, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    unlinkat(dfd, it->temp, 0); /* an interrupted run's temp file: ours by its name */
+    fd = openat(dfd, it->temp, flags, 0600);
+  }
+  if (fd < 0) {
+    res[0] = PUB_CREATE;
+    res[1] = errno;
+    return;
+  }
+  int step = PUB_OK, e = 0;
+  const uint8_t *src = it->src;
+  int64_t done = 0;
+  while (done < it->data_len) {
+    ssize_t w = pwrite(fd, src + done, (size_t)(it->data_len - done), done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      step = PUB_WRITE;
+      e = errno;
+      break;
+    }
+    done += w;
+  }
+  if (step == PUB_OK && it->data_len < it->size && ftruncate(fd, it->size) != 0) {
+    step = PUB_WRITE;
+    e = errno;
+  }
+  if (step == PUB_OK) {
+    struct timespec ts[2];
+    ts[0].tv_sec = (time_t)it->mtime_sec;
+    ts[0].tv_nsec = (long)it->mtime_nsec;
+    ts[1] = ts[0];
+    if (fchmod(fd, (mode_t)it->mode) != 0 || futimens(fd, ts) != 0) {
+      step = PUB_META;
+      e = errno;
+    }
+  }
+  if (close(fd) != 0 && step == PUB_OK) {
+    step = PUB_WRITE;
+    e = errno;
+  }
+  if (step == PUB_OK && renameat(dfd, it->temp, dfd, it->name) != 0) {
+    step = PUB_RENAME;
+    e = errno;
+  }
+  if (step != PUB_OK) unlinkat(dfd, it->temp, 0);
+  res[0] = step;
+  res[1] = e;
+}
+
+static void publish_execute(napi_env env, void *data) {
+  (void)env;
+  batch_t *b = data;
+  int dirfd = -1;
+  const char *dirname = NULL;
+  for (size_t i = 0; i < b->n; i++) publish_one(b, i, &dirfd, &dirname);
+  if (dirfd >= 0) close(dirfd);
+}
+
+/*
+ * publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array) -> Promise<void>
+ *   strings: three NUL-terminated strings per file: dir, temp, name;
+ *   nums: four per file: size, mtimeSec, mtimeNsec, mode;
+ *   data[i]: file i's bytes from offset 0 (at most `size`; the rest is a trailing hole);
+ *   res: two per file (step that failed, errno).
+ */
+static napi_value publish_files(napi_env env, napi_callback_info info) {
+  size_t argc = 4, slen = 0, nlen = 0, rlen = 0;
+  napi_value argv[4];
+  void *sdata = NULL, *ndata = NULL, *rdata = NULL;
+  bool is_array = false;
+  uint32_t ndatas = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_buffer_info(env, argv[0], &sdata, &slen) != napi_ok ||
+      !get_typed(env, argv[1], napi_float64_array, &ndata, &nlen) || napi_is_array(env, argv[2], &is_array) != napi_ok ||
+      !is_array || napi_get_array_length(env, argv[2], &ndatas) != napi_ok ||
+      !get_typed(env, argv[3], napi_int32_array, &rdata, &rlen)) {
+    napi_throw_type_error(env, NULL, "publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array)");
+    return NULL;
+  }
+  size_t n = nlen / 4;
+  if (n == 0 || n > MAX_ITEMS || nlen != n * 4 || ndatas != n || rlen < 2 * n) {
+    napi_throw_range_error(env, NULL, "publishFiles: 1..4096 files, four numbers, one buffer and two results each");
+    return NULL;
+  }
+  batch_t *b = calloc(1, sizeof *b);
+  pub_item_t *items = b ? calloc(n, sizeof *items) : NULL;
+  const char **strs = b ? calloc(3 * n, sizeof *strs) : NULL;
+  if (!b || !items || !strs) {
+    free(b);
+    free(items);
+    free(strs);
+    napi_throw_error(env, NULL, "publishFiles: out of memory");
+    return NULL;
+  }
+  b->items = items;
+  b->n = n;
+  if (!split_strings(b, sdata, slen, strs, 3 * n)) {
+    free(strs);
+    batch_free(env, b);
+    napi_throw_type_error(env, NULL, "publishFiles: three NUL-terminated strings per file");
+    return NULL;
+  }
+  const double *nums = ndata;
+  for (size_t i = 0; i < n; i++) {
+    pub_item_t *it = &items[i];
+    napi_value d;
+    uint8_t *bytes = NULL;
+    size_t blen = 0;
+    it->dir = strs[3 * i];
+    it->temp = strs[3 * i + 1];
+    it->name = strs[3 * i + 2];
+    double size = nums[4 * i], sec = nums[4 * i + 1], nsec = nums[4 * i + 2];
+    if (napi_get_element(env, argv[2], (uint32_t)i, &d) != napi_ok || !get_u8(env, d, &bytes, &blen) || !(size >= 0) ||
+        !(nsec >= 0) || !(nsec < 1e9) || (double)blen > size || strchr(it->temp, '/') != NULL || strchr(it->name, '/') != NULL) {
+      free(strs);
+      batch_free(env, b);
+      napi_throw_range_error(env, NULL, "publishFiles: malformed item");
+      return NULL;
+    }
+    it->size = (int64_t)size;
+    it->mtime_sec = (int64_t)sec;
+    it->mtime_nsec = (int64_t)nsec;
+    it->mode = (uint32_t)nums[4 * i + 3] & 07777;
+    it->src = bytes;
+    it->data_len = (int64_t)blen;
+  }
+  free(strs);
+  b->res = rdata;
+  /* The array holds every data buffer: referencing it keeps them all alive. */
+  for (int k = 0; k < 4; k++) {
+    if (!keep(env, b, argv[k])) {
+      batch_free(env, b);
+      napi_throw_error(env, NULL, "publishFiles: could not hold the buffers");
+      return NULL;
+    }
+  }
+  return queue(env, b, "ferry.publishFiles", publish_execute);
+}
+
+napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
+  napi_value state_bytes;
+  napi_status s = napi_create_int32(env, HASH_STATE_BYTES, &state_bytes);
+  if (s != napi_ok) return s;
+  napi_property_descriptor props[] = {
+      {"hashStateBytes", NULL, NULL, NULL, NULL, state_bytes, napi_enumerable, NULL},
+      {"hashInit", NULL, hash_init, NULL, NULL, NULL, napi_default, NULL},
+      {"hashUpdate", NULL, hash_update, NULL, NULL, NULL, napi_default, NULL},
+      {"hashDigest", NULL, hash_digest, NULL, NULL, NULL, napi_default, NULL},
+      {"hashOf", NULL, hash_of, NULL, NULL, NULL, napi_default, NULL},
+      {"readFiles", NULL, read_files, NULL, NULL, NULL, napi_default, NULL},
+      {"publishFiles", NULL, publish_files, NULL, NULL, NULL, napi_default, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

@@ -1,0 +1,157 @@
+/**
+ * The network transfer's native batches (native/net-batch.c through
+ * src/transfer/native-files.ts) against their TypeScript fallbacks:
+ * - the content hash: the same 16 bytes as @node-rs/xxhash's two XXH64s, one-shot and
+ *   streamed in random pieces, on every length around the 32-byte stripe and 8/4-byte tails;
+ * - the sender's batched reads: the same bytes, hashes and errors (FERRY_E_CHANGED for a
+ *   changed file or another inode, FERRY_E_READ with ELOOP / ENOENT) as the reader threads;
+ * - the receiver's batched publishing: bytes, trailing hole, mode and nanosecond mtime, a
+ *   leftover temp file of ours replaced, and on failure nothing left under either name.
+ *
+ * Skipped with a reason where the addon is not built (with CI=true that is a failure) and
+ * under FERRY_NATIVE=0, where the fallbacks run (the transfer tests cover them).
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { FerryError } from '../src/core/errors.js';
+import { contentHashOf, contentHashOfJs, newContentHash, newContentHashJs } from '../src/fs/checksum.js';
+import { tempNameFor } from '../src/fs/temp-names.js';
+import { netBatchAddon } from '../src/native/index.js';
+import { nativePublisher, nativeSmallReader, type NativeReadTarget } from '../src/transfer/native-files.js';
+import { cleanupTmpDirs, tmpDir } from './support/tree.js';
+import { isCI } from './support/tools.js';
+
+after(cleanupTmpDirs);
+
+const n = netBatchAddon();
+const skip = n ? false : process.env.FERRY_NATIVE === '0' ? 'FERRY_NATIVE=0: the fallbacks run' : 'the native addon is not built';
+
+test('CI builds the addon: the native pass must have the network batches', () => {
+  if (!isCI() || process.env.FERRY_NATIVE === '0') return;
+  assert.ok(n, 'CI=true but native/net-batch.c is not in the addon');
+});
+
+test('content hash: native one-shot and streamed equal the fallback on every tail length', { skip }, () => {
+  let seed = 1;
+  const rnd = (k: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % k;
+  };
+  const lengths = [...Array.from({ length: 80 }, (_, i) => i), 127, 128, 129, 1000, 4095, 4096, 65_537, 1 << 20];
+  for (const len of lengths) {
+    const data = randomBytes(len);
+    const want = contentHashOfJs(data);
+    assert.ok(contentHashOf(data).equals(want), `one-shot, ${len} bytes`);
+    const h = newContentHash();
+    const j = newContentHashJs();
+    for (let off = 0; off < len; ) {
+      const k = Math.min(len - off, 1 + rnd(70));
+      h.update(data.subarray(off, off + k));
+      j.update(data.subarray(off, off + k));
+      off += k;
+    }
+    assert.ok(h.digest().equals(want), `streamed, ${len} bytes`);
+    assert.ok(j.digest().equals(want), `fallback streamed, ${len} bytes`);
+  }
+});
+
+async function target(dir: string, name: string, data?: Uint8Array): Promise<NativeReadTarget> {
+  const absPath = path.join(dir, name);
+  if (data) await fsp.writeFile(absPath, data);
+  const st = await fsp.lstat(absPath, { bigint: true });
+  return { absPath, path: name, size: Number(st.size), mtimeNs: st.mtimeNs, dev: st.dev, ino: st.ino };
+}
+
+test('batched reads: bytes and hashes, and the reader threads\' errors for changed, swapped, missing and symlinked files', { skip }, async () => {
+  const dir = await tmpDir();
+  const a = await target(dir, 'a', randomBytes(5000));
+  const empty = await target(dir, 'empty', new Uint8Array(0));
+  const b = await target(dir, 'b', randomBytes(200_000));
+  const changed = await target(dir, 'changed', Buffer.from('one'));
+  await fsp.utimes(changed.absPath, new Date(1_000_000), new Date(1_000_000));
+  const swapped = await target(dir, 'swapped', Buffer.from('same size'));
+  await fsp.rename(swapped.absPath, path.join(dir, 'old'));
+  await fsp.writeFile(swapped.absPath, 'same size');
+  await fsp.utimes(swapped.absPath, new Date(Number(swapped.mtimeNs / 1_000_000n)), new Date(Number(swapped.mtimeNs / 1_000_000n)));
+  const gone = await target(dir, 'gone', Buffer.from('x'));
+  await fsp.unlink(gone.absPath);
+  await fsp.writeFile(path.join(dir, 'real'), 'secret');
+  await fsp.symlink(path.join(dir, 'real'), path.join(dir, 'link'));
+  const link: NativeReadTarget = { absPath: path.join(dir, 'link'), path: 'link', size: 6, mtimeNs: 0n };
+  const r = nativeSmallReader()!;
+  const batch = await r.read([a, empty, changed, b, swapped, gone, link]);
+  const res = batch.results;
+  for (const [i, t] of [[0, a], [1, empty], [3, b]] as const) {
+    const got = res[i]!;
+    assert.ok(!(got instanceof FerryError), `${t.path}: ${String(got)}`);
+    const want = await fsp.readFile(t.absPath);
+    assert.ok(got.data.equals(want), `${t.path} bytes`);
+    assert.ok(got.hash.equals(contentHashOfJs(want)), `${t.path} hash`);
+  }
+  const err = (i: number): FerryError => {
+    const e = res[i];
+    assert.ok(e instanceof FerryError, `entry ${i} should be an error`);
+    return e;
+  };
+  assert.equal(err(2).code, 'FERRY_E_CHANGED');
+  assert.match(err(2).message, /^changed: changed since it was listed \(its size or modification time changed\)/);
+  assert.equal(err(4).code, 'FERRY_E_CHANGED');
+  assert.match(err(4).message, /device or inode differ/);
+  assert.equal(err(5).code, 'FERRY_E_READ');
+  assert.match(err(5).message, /gone: .*ENOENT/);
+  assert.equal(err(6).code, 'FERRY_E_READ');
+  assert.match(err(6).message, /link: .*ELOOP/);
+  batch.release();
+  // The released buffer is reused, and the next batch's bytes are its own.
+  const again = await r.read([b, a]);
+  const [gb, ga] = again.results;
+  assert.ok(!(gb instanceof FerryError) && gb!.data.equals(await fsp.readFile(b.absPath)));
+  assert.ok(!(ga instanceof FerryError) && ga!.data.equals(await fsp.readFile(a.absPath)));
+});
+
+test('batched publishing: bytes, trailing hole, mode, nanosecond mtime; a leftover temp replaced; a failure leaves nothing', { skip }, async () => {
+  const dir = await tmpDir();
+  const p = nativePublisher()!;
+  const one = randomBytes(10_000);
+  const mtimeNs = 1_700_000_000_123_456_789n;
+  // A leftover temp file of an interrupted run, under the name this file will use.
+  await fsp.writeFile(path.join(dir, tempNameFor('one')), 'stale');
+  const out = await p.publish(
+    [
+      { dir, name: 'one', size: one.length, mode: 0o640, mtimeNs, data: one },
+      { dir, name: 'holey', size: 9000, mode: 0o600, mtimeNs: -1_500_000_000n, data: Buffer.from('head') },
+      { dir: path.join(dir, 'missing'), name: 'x', size: 1, mode: 0o644, mtimeNs, data: Buffer.from('x') },
+    ],
+    ['one', 'holey', 'missing/x'],
+  );
+  assert.equal(out[0], null);
+  assert.equal(out[1], null);
+  assert.ok(out[2] instanceof FerryError);
+  assert.equal(out[2].code, 'FERRY_E_WRITE');
+  assert.match(out[2].message, /missing\/x: .*ENOENT/);
+  assert.ok((await fsp.readFile(path.join(dir, 'one'))).equals(one));
+  const st = await fsp.stat(path.join(dir, 'one'), { bigint: true });
+  assert.equal(Number(st.mode & 0o7777n), 0o640);
+  assert.equal(st.mtimeNs, mtimeNs);
+  const holey = await fsp.readFile(path.join(dir, 'holey'));
+  assert.equal(holey.length, 9000);
+  assert.equal(holey.subarray(0, 4).toString(), 'head');
+  assert.ok(holey.subarray(4).every((x) => x === 0));
+  assert.equal((await fsp.stat(path.join(dir, 'holey'), { bigint: true })).mtimeNs, -1_500_000_000n);
+  assert.deepEqual((await fsp.readdir(dir)).sort(), ['holey', 'one'], 'no temp file is left');
+});
+
+test('batched publishing never follows a symlink at the temp or final name', { skip }, async () => {
+  const dir = await tmpDir();
+  const outside = await tmpDir();
+  await fsp.symlink(path.join(outside, 'victim'), path.join(dir, tempNameFor('f')));
+  await fsp.symlink(path.join(outside, 'victim2'), path.join(dir, 'f'));
+  const out = await nativePublisher()!.publish([{ dir, name: 'f', size: 3, mode: 0o644, mtimeNs: 0n, data: Buffer.from('abc') }], ['f']);
+  assert.equal(out[0], null);
+  assert.equal((await fsp.lstat(path.join(dir, 'f'))).isFile(), true, 'the final name is a regular file now');
+  assert.equal((await fsp.readFile(path.join(dir, 'f'))).toString(), 'abc');
+  assert.deepEqual(await fsp.readdir(outside), [], 'nothing was written through a symlink');
+});
