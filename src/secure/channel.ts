@@ -591,11 +591,19 @@ class Channel implements SecureChannel {
     buf ??= Buffer.allocUnsafe(Math.ceil(need / TX_POOL_UNIT) * TX_POOL_UNIT);
     const n = sealer.sealInto(parts, buf, 0);
     const out = buf;
+    let recycled = false;
     this.#stream.write(out.subarray(0, n), (err?: Error | null) => {
       // The socket is done with the buffer once its write completed.
-      if (!err && pool.length < TX_POOL_MAX) pool.push(out);
+      if (!err && !recycled && pool.length < TX_POOL_MAX) pool.push(out);
       this.#onWritten(err);
     });
+    // Nothing buffered: the kernel took the whole write synchronously (its callback
+    // only runs on a later tick, after a burst of sends that each would need a fresh
+    // buffer), so the buffer is free again now.
+    if (this.#stream.writableLength === 0 && pool.length < TX_POOL_MAX) {
+      recycled = true;
+      pool.push(out);
+    }
   }
 
   readonly #onWritten = (err?: Error | null): void => {
