@@ -19,6 +19,10 @@
  *   range.digest                                                     // content hash of [start, end), after the loop
  *   await r.close();
  *
+ * Where the addon is built, small files are read by it instead (transfer/native-files.ts:
+ * one batch per call on a pool thread, into reused buffers, hashed there): `readSmallBatch`
+ * then hands out views into a pooled buffer and a `release` for the batch.
+ *
  * A file that is not what the walk saw (not a regular file, another device or inode,
  * size or mtime; for a range also ctime, before and after) is FERRY_E_CHANGED, and
  * none of its bytes is read; a failed system call is FERRY_E_READ with its errno.
@@ -27,6 +31,7 @@ import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import type { ReaderReply, ReaderRequest, WorkerError } from './file-reader-worker.js';
+import { nativeSmallReader, type NativeSmallReader } from './native-files.js';
 
 export interface ReadTarget {
   absPath: string;
@@ -92,9 +97,11 @@ export class FileReader {
   readonly #handlers = new Map<number, { slot: Slot; on: Handler; fail: (e: Error) => void }>();
   #nextId = 1;
   #failure: Error | null = null;
+  readonly #native: NativeSmallReader | undefined;
 
   constructor(threads = DEFAULT_THREADS) {
     this.#threads = threads;
+    this.#native = nativeSmallReader();
   }
 
   /** The least busy worker, started on first use. */
@@ -140,8 +147,26 @@ export class FileReader {
     slot.worker.postMessage(req, transfer);
   }
 
-  /** Read whole files (each at most a few hundred KiB) in one round trip to a worker. */
-  readSmall(files: readonly ReadTarget[]): Promise<(SmallRead | FerryError)[]> {
+  /** Read whole files (each at most a few hundred KiB) in one batch; the data views are the caller's to keep. */
+  async readSmall(files: readonly ReadTarget[]): Promise<(SmallRead | FerryError)[]> {
+    if (this.#native) {
+      const b = await this.#native.read(files);
+      return b.results.map((r) => (r instanceof FerryError ? r : { data: Buffer.from(r.data), hash: Buffer.from(r.hash) }));
+    }
+    return this.#readSmallThread(files);
+  }
+
+  /**
+   * The same, for a caller that consumes the bytes soon: `release()` once every data
+   * view of the batch is consumed lets the next batch reuse its buffer.
+   */
+  async readSmallBatch(files: readonly ReadTarget[]): Promise<{ results: (SmallRead | FerryError)[]; release(): void }> {
+    if (this.#native) return this.#native.read(files);
+    return { results: await this.#readSmallThread(files), release: () => undefined };
+  }
+
+  /** One round trip to a worker thread. */
+  #readSmallThread(files: readonly ReadTarget[]): Promise<(SmallRead | FerryError)[]> {
     return new Promise((resolve, reject) => {
       const slot = this.#slot();
       const id = this.#register(

@@ -541,7 +541,7 @@ export async function runSender(
       await ch.send(MsgType.DATA, data ? [head, data] : head);
       frame.w.reset();
     };
-    const window: { job: Job; data: Promise<SmallRead | FerryError> | null }[] = [];
+    const window: { job: Job; data: Promise<SmallRead | FerryError> | null; done?: () => void }[] = [];
     let windowBytes = 0;
     let batch: Job[] = [];
     let batchBytes = 0;
@@ -550,12 +550,17 @@ export async function runSender(
       const jobs = batch;
       batch = [];
       batchBytes = 0;
-      const read = reader.readSmall(jobs.map((j) => j.file.entry));
+      const read = reader.readSmallBatch(jobs.map((j) => j.file.entry));
+      // The batch's buffer goes back for reuse once every file of it is in a frame.
+      let left = jobs.length;
+      const done = (): void => {
+        if (--left === 0) void read.then((r) => r.release(), () => undefined);
+      };
       jobs.forEach((job, i) => {
         // After a fatal error the window is abandoned unread: its promises must not be unhandled rejections.
-        const data = read.then((r) => r[i]!);
+        const data = read.then((r) => r.results[i]!);
         data.catch(() => undefined);
-        window.push({ job, data });
+        window.push({ job, data, done });
       });
     };
     for (;;) {
@@ -595,7 +600,8 @@ export async function runSender(
         const data = await item.data;
         windowBytes -= item.job.file.entry.size;
         if (frame.w.length + item.job.file.entry.size + 128 > FRAME_TARGET && frame.w.length > 0) await flush();
-        emitSmall(item.job, data, frame);
+        emitSmall(item.job, data, frame); // copies the bytes into the frame
+        item.done?.();
       }
     }
     await flush();
