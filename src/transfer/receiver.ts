@@ -71,10 +71,14 @@ import {
 } from '../wire/messages.js';
 import { newHash, updateZeros } from './hash.js';
 import { Budget } from './queue.js';
-import { writeSmallFileSync, type Part } from './small-file-writer.js';
+import { nativePublisher, type NativePublisher, type PublishItem } from './native-files.js';
+import { smallFileTarget, writeSmallFileSync, type Part } from './small-file-writer.js';
 
 /** Files up to this size that arrive whole are written synchronously (small-file-writer.ts). */
 const SMALL_SYNC_MAX = 256 * 1024;
+/** A native publish batch goes out at this many files or bytes, or at the end of the event-loop turn. */
+const PUBLISH_BATCH_FILES = 64;
+const PUBLISH_BATCH_BYTES = 4 * 1024 * 1024;
 
 export interface ReceiverEvents {
   /** The manifest grew (per batch); `complete` once MANIFEST_END arrived. */
@@ -139,6 +143,8 @@ interface RFile {
   holdsSlot: boolean;
   /** Fast path (transfer/small-file-writer.ts): the parts, written at END. */
   parts: Part[] | null;
+  /** Ended and verified, in a native publish batch (transfer/native-files.ts). */
+  publishing: boolean;
 }
 
 interface OpenRange {
@@ -200,6 +206,12 @@ export class ReceiverSession {
   #pendingDeleted: DeletedItem[] = [];
   #flushScheduled = false;
   #controlSendChain: Promise<void> = Promise.resolve();
+  /** Native small-file publishing (undefined: the synchronous writer), and the batch being gathered. */
+  readonly #publisher: NativePublisher | undefined = nativePublisher();
+  #pubFiles: RFile[] = [];
+  #pubItems: PublishItem[] = [];
+  #pubBytes = 0;
+  #pubScheduled = false;
   readonly #counts: SummaryMsg = {
     committed: 0,
     skipped: 0,
@@ -476,6 +488,7 @@ export class ReceiverSession {
           chain: Promise.resolve(),
           holdsSlot: false,
           parts: null,
+          publishing: false,
         };
         this.#entries.push(f);
         this.#filesByPath.set(e.path, f);
@@ -689,6 +702,10 @@ export class ReceiverSession {
           if (f.parts) {
             const parts = f.parts;
             f.parts = null;
+            if (this.#publisher) {
+              await this.#queuePublish(f, parts);
+              break;
+            }
             try {
               writeSmallFileSync(this.#sink, f.entry, parts);
             } catch (x) {
@@ -709,7 +726,8 @@ export class ReceiverSession {
           if (state.cur && state.cur.file === f) state.cur = null;
           else if (state.cur) throw protocol('ABORT of a file other than the open range');
           if (f.status === 'failed') break;
-          if (f.status !== 'send') throw protocol(`ABORT of ${f.entry.path}, which we did not ask for`);
+          // (a file being published has ended: as good as committed)
+          if (f.status !== 'send' || f.publishing) throw protocol(`ABORT of ${f.entry.path}, which we did not ask for`);
           const code = Object.values(ErrorCodes).includes(rec.code as ErrorCode) ? (rec.code as ErrorCode) : ErrorCodes.REMOTE;
           // The sender counted this failure itself; we record it, but do not report it back.
           this.#fileFailed(f, new FerryError(code, `sender: ${rec.message}`, { subject: f.entry.path }), false);
@@ -758,6 +776,70 @@ export class ReceiverSession {
         }
       })
       .finally(() => after?.());
+  }
+
+  /**
+   * A small file that ended with a good hash, in a directory this session created:
+   * gathered into a batch that the data plane publishes on a pool thread
+   * (transfer/native-files.ts), so the system calls leave this thread. Its bytes count
+   * against the pending-bytes budget until the batch is done, which is what stops us
+   * reading frames when the disk falls behind.
+   */
+  async #queuePublish(f: RFile, parts: Part[]): Promise<void> {
+    let data: Uint8Array;
+    if (parts.length === 1 && parts[0]!.offset === 0) data = parts[0]!.data;
+    else {
+      // Holes inside the file: zeros (a trailing hole stays one: the size says where the file ends).
+      const end = parts.length > 0 ? parts[parts.length - 1]!.offset + parts[parts.length - 1]!.data.length : 0;
+      const buf = Buffer.alloc(end);
+      for (const p of parts) buf.set(p.data, p.offset);
+      data = buf;
+    }
+    const n = data.length;
+    f.publishing = true;
+    // Waiting for the budget can only end if what is gathered goes out.
+    if (this.#bytes.used + n > this.#bytes.limit) this.#flushPublish();
+    await this.#bytes.acquire(n);
+    const t = smallFileTarget(this.#sink, f.entry);
+    this.#pubFiles.push(f);
+    this.#pubItems.push({ dir: t.dir, name: t.name, size: f.entry.size, mode: t.mode, mtimeNs: f.entry.mtimeNs, data });
+    this.#pubBytes += n;
+    if (this.#pubFiles.length >= PUBLISH_BATCH_FILES || this.#pubBytes >= PUBLISH_BATCH_BYTES) this.#flushPublish();
+    else if (!this.#pubScheduled) {
+      this.#pubScheduled = true;
+      setImmediate(() => {
+        this.#pubScheduled = false;
+        this.#flushPublish();
+      });
+    }
+  }
+
+  #flushPublish(): void {
+    if (this.#pubFiles.length === 0) return;
+    const files = this.#pubFiles;
+    const items = this.#pubItems;
+    const bytes = this.#pubBytes;
+    this.#pubFiles = [];
+    this.#pubItems = [];
+    this.#pubBytes = 0;
+    void this.#publisher!.publish(items, files.map((f) => f.entry.path)).then(
+      (outcomes) => {
+        this.#bytes.release(bytes);
+        outcomes.forEach((err, i) => {
+          const f = files[i]!;
+          f.publishing = false;
+          if (err) return this.#fileFailed(f, err);
+          const n = items[i]!.data.length;
+          this.#counts.bytesWritten += n;
+          this.#ev.onBytes?.(n);
+          this.#committed(f);
+        });
+      },
+      (e) => {
+        this.#bytes.release(bytes);
+        this.#fail(e);
+      },
+    );
   }
 
   #commit(f: RFile): void {
