@@ -24,6 +24,12 @@
 export interface Frame {
   type: number;
   payload: Uint8Array;
+  /**
+   * Optional: the consumer calls it once it holds no view of `payload` any more, and
+   * the channel may then reuse that memory for a later frame. Never calling it is
+   * always safe (the memory is then garbage-collected); calling it early is not.
+   */
+  release?: () => void;
 }
 
 export interface ChannelInfo {

@@ -145,6 +145,23 @@ interface RFile {
   parts: Part[] | null;
   /** Ended and verified, in a native publish batch (transfer/native-files.ts). */
   publishing: boolean;
+  /** The frames whose payloads `parts` are views of (see #onData). */
+  holds: Hold[] | null;
+}
+
+/** Counts the uses of one frame's payload; the last drop hands it back to the channel. */
+class Hold {
+  #refs = 1;
+  readonly #release: () => void;
+  constructor(release: () => void) {
+    this.#release = release;
+  }
+  take(): void {
+    this.#refs++;
+  }
+  drop(): void {
+    if (--this.#refs === 0) this.#release();
+  }
 }
 
 interface OpenRange {
@@ -210,8 +227,10 @@ export class ReceiverSession {
   readonly #publisher: NativePublisher | undefined = nativePublisher();
   #pubFiles: RFile[] = [];
   #pubItems: PublishItem[] = [];
+  #pubHolds: Hold[][] = [];
   #pubBytes = 0;
   #pubScheduled = false;
+  #pubInFlight = 0;
   readonly #counts: SummaryMsg = {
     committed: 0,
     skipped: 0,
@@ -417,7 +436,7 @@ export class ReceiverSession {
       const { type, payload } = r.value;
       switch (type) {
         case MsgType.DATA:
-          await this.#onData(payload, state);
+          await this.#onData(payload, state, r.value.release);
           break;
         case MsgType.MANIFEST:
           if (!isControl) throw protocol('MANIFEST on a data stream');
@@ -489,6 +508,7 @@ export class ReceiverSession {
           holdsSlot: false,
           parts: null,
           publishing: false,
+          holds: null,
         };
         this.#entries.push(f);
         this.#filesByPath.set(e.path, f);
@@ -605,7 +625,23 @@ export class ReceiverSession {
     return f;
   }
 
-  async #onData(payload: Uint8Array, state: { cur: OpenRange | null }): Promise<void> {
+  /**
+   * `release` (the channel's, when the frame was assembled in a buffer it can reuse) is
+   * called once no view of the payload is held any more: after the frame is processed,
+   * every write from it is done and every small file holding a part of it is published.
+   * A path that drops such views without consuming them just never releases (the buffer
+   * is then garbage-collected), so the buffer is never reused while still referenced.
+   */
+  async #onData(payload: Uint8Array, state: { cur: OpenRange | null }, release?: () => void): Promise<void> {
+    const hold = release ? new Hold(release) : null;
+    try {
+      await this.#onDataRecords(payload, state, hold);
+    } finally {
+      hold?.drop();
+    }
+  }
+
+  async #onDataRecords(payload: Uint8Array, state: { cur: OpenRange | null }, hold: Hold | null): Promise<void> {
     for (const rec of decodeData(payload)) {
       switch (rec.rec) {
         case 1: {
@@ -666,6 +702,10 @@ export class ReceiverSession {
           if (f.status !== 'send') break;
           if (f.parts) {
             f.parts.push({ offset: rec.offset, data: rec.data });
+            if (hold) {
+              hold.take();
+              (f.holds ??= []).push(hold);
+            }
             f.maxEnd = rec.offset + n;
             break;
           }
@@ -673,6 +713,7 @@ export class ReceiverSession {
           const data = rec.data;
           const off = rec.offset;
           f.maxEnd = Math.max(f.maxEnd, off + n);
+          hold?.take();
           this.#enqueue(
             f,
             async () => {
@@ -681,7 +722,10 @@ export class ReceiverSession {
               this.#counts.bytesWritten += n;
               this.#ev.onBytes?.(n);
             },
-            () => this.#bytes.release(n),
+            () => {
+              this.#bytes.release(n);
+              hold?.drop();
+            },
           );
           break;
         }
@@ -701,9 +745,11 @@ export class ReceiverSession {
           f.ended += cur.end - cur.start;
           if (f.parts) {
             const parts = f.parts;
+            const holds = f.holds ?? [];
             f.parts = null;
+            f.holds = null;
             if (this.#publisher) {
-              await this.#queuePublish(f, parts);
+              await this.#queuePublish(f, parts, holds);
               break;
             }
             try {
@@ -711,6 +757,8 @@ export class ReceiverSession {
             } catch (x) {
               this.#fileFailed(f, x);
               break;
+            } finally {
+              for (const h of holds) h.drop();
             }
             const n = parts.reduce((a, p) => a + p.data.length, 0);
             this.#counts.bytesWritten += n;
@@ -785,7 +833,7 @@ export class ReceiverSession {
    * against the pending-bytes budget until the batch is done, which is what stops us
    * reading frames when the disk falls behind.
    */
-  async #queuePublish(f: RFile, parts: Part[]): Promise<void> {
+  async #queuePublish(f: RFile, parts: Part[], holds: Hold[]): Promise<void> {
     let data: Uint8Array;
     if (parts.length === 1 && parts[0]!.offset === 0) data = parts[0]!.data;
     else {
@@ -794,6 +842,8 @@ export class ReceiverSession {
       const buf = Buffer.alloc(end);
       for (const p of parts) buf.set(p.data, p.offset);
       data = buf;
+      for (const h of holds) h.drop(); // copied: the frames' buffers are free
+      holds = [];
     }
     const n = data.length;
     f.publishing = true;
@@ -802,14 +852,19 @@ export class ReceiverSession {
     await this.#bytes.acquire(n);
     const t = smallFileTarget(this.#sink, f.entry);
     this.#pubFiles.push(f);
+    this.#pubHolds.push(holds);
     this.#pubItems.push({ dir: t.dir, name: t.name, size: f.entry.size, mode: t.mode, mtimeNs: f.entry.mtimeNs, data });
     this.#pubBytes += n;
-    if (this.#pubFiles.length >= PUBLISH_BATCH_FILES || this.#pubBytes >= PUBLISH_BATCH_BYTES) this.#flushPublish();
-    else if (!this.#pubScheduled) {
+    // One batch at a time keeps a pool thread busy while this one gathers the next
+    // (every batch is a cross-thread wake-up: few large ones are cheaper than many
+    // small ones); a second goes out only when a batch is full.
+    const full = this.#pubFiles.length >= PUBLISH_BATCH_FILES || this.#pubBytes >= PUBLISH_BATCH_BYTES;
+    if (full && this.#pubInFlight < 2) this.#flushPublish();
+    else if (this.#pubInFlight === 0 && !this.#pubScheduled) {
       this.#pubScheduled = true;
       setImmediate(() => {
         this.#pubScheduled = false;
-        this.#flushPublish();
+        if (this.#pubInFlight === 0) this.#flushPublish();
       });
     }
   }
@@ -818,13 +873,22 @@ export class ReceiverSession {
     if (this.#pubFiles.length === 0) return;
     const files = this.#pubFiles;
     const items = this.#pubItems;
+    const holds = this.#pubHolds;
     const bytes = this.#pubBytes;
     this.#pubFiles = [];
     this.#pubItems = [];
+    this.#pubHolds = [];
     this.#pubBytes = 0;
+    this.#pubInFlight++;
+    const done = (): void => {
+      this.#pubInFlight--;
+      this.#bytes.release(bytes);
+      for (const hs of holds) for (const h of hs) h.drop();
+      this.#flushPublish(); // what gathered meanwhile
+    };
     void this.#publisher!.publish(items, files.map((f) => f.entry.path)).then(
       (outcomes) => {
-        this.#bytes.release(bytes);
+        done();
         outcomes.forEach((err, i) => {
           const f = files[i]!;
           f.publishing = false;
@@ -836,7 +900,7 @@ export class ReceiverSession {
         });
       },
       (e) => {
-        this.#bytes.release(bytes);
+        done();
         this.#fail(e);
       },
     );

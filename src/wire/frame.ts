@@ -35,6 +35,8 @@ export const LAST_RESERVED_FRAME_TYPE = 0x0f;
 export interface WireFrame {
   type: number;
   payload: Buffer;
+  /** Present on an assembled frame: call once no view of the payload is held any more (FrameDecoder). */
+  release?: () => void;
 }
 
 /** The 5-byte header for a frame of `length` payload bytes. */
@@ -189,7 +191,11 @@ export interface FrameDecoderOptions {
  * A frame that lies in one pushed chunk comes out as a view of it. A frame larger
  * than what is buffered gets its payload buffer allocated once its (capped) length
  * is known, and later chunks are copied into it as they are pushed, while they are
- * still hot in the cache, instead of being collected and joined at the end.
+ * still hot in the cache, instead of being collected and joined at the end. Such a
+ * frame carries `release()`: a consumer that calls it once it no longer holds any view
+ * of the payload gives the buffer back for a later frame (a receiver of a 1 GiB
+ * transfer otherwise allocates, and the garbage collector frees, 1 GiB of them). A
+ * frame never released is simply collected.
  */
 export class FrameDecoder {
   readonly #list = new BufferList();
@@ -199,6 +205,31 @@ export class FrameDecoder {
   #type = -1;
   #payload: Buffer | null = null;
   #filled = 0;
+  /** Released assembly buffers, for reuse. */
+  readonly #pool: Buffer[] = [];
+  #pooledBytes = 0;
+  /** The whole buffer behind #payload (which is a view of its first `length` bytes). */
+  #whole: Buffer = Buffer.alloc(0);
+
+  /** A buffer for a payload of `length` bytes: a released one when one fits. */
+  #assemblyBuffer(length: number): Buffer {
+    const pool = this.#pool;
+    for (let i = pool.length - 1; i >= 0; i--) {
+      const b = pool[i]!;
+      if (b.length >= length) {
+        pool[i] = pool[pool.length - 1]!;
+        pool.pop();
+        this.#pooledBytes -= b.length;
+        this.#whole = b;
+        return b.subarray(0, length);
+      }
+    }
+    // Powers of two from 64 KiB, so that frames of similar sizes share buffers.
+    let size = ASSEMBLE_MIN;
+    while (size < length) size *= 2;
+    this.#whole = Buffer.allocUnsafeSlow(size);
+    return this.#whole.subarray(0, length);
+  }
 
   constructor(opts: FrameDecoderOptions = {}) {
     this.#max = opts.maxPayload ?? DEFAULT_MAX_FRAME_PAYLOAD;
@@ -229,7 +260,20 @@ export class FrameDecoder {
       if (this.#filled < p.length) return null;
       this.#payload = null;
       this.#filled = 0;
-      return { type: this.#type, payload: p };
+      const whole = this.#whole;
+      let released = false;
+      return {
+        type: this.#type,
+        payload: p,
+        release: () => {
+          if (released) return;
+          released = true;
+          if (this.#pooledBytes + whole.length <= ASSEMBLE_POOL_BYTES) {
+            this.#pool.push(whole);
+            this.#pooledBytes += whole.length;
+          }
+        },
+      };
     }
     if (list.length < FRAME_HEADER_BYTES) return null;
     const length = list.readUIntBE(1, 4);
@@ -245,7 +289,7 @@ export class FrameDecoder {
       if (length >= ASSEMBLE_MIN) {
         this.#type = list.byteAt(0);
         list.consume(FRAME_HEADER_BYTES);
-        const buf = Buffer.allocUnsafe(length);
+        const buf = this.#assemblyBuffer(length);
         for (const c of list.drain()) this.#filled += c.copy(buf, this.#filled);
         this.#payload = buf;
       }
@@ -259,3 +303,5 @@ export class FrameDecoder {
 
 /** Frames at least this large are assembled in place as their bytes arrive. */
 const ASSEMBLE_MIN = 64 * 1024;
+/** Bytes of released assembly buffers kept for reuse (about what a receiver holds in flight). */
+const ASSEMBLE_POOL_BYTES = 32 * 1024 * 1024;
