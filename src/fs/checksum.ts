@@ -64,30 +64,69 @@ function pack(a: bigint, b: bigint): Buffer {
   return out;
 }
 
-/** The same hash in the addon: its whole state is a small caller-owned buffer. */
+/**
+ * The same hash in the addon: its whole state is a slot of a shared off-heap slab (a
+ * small typed array of its own would be moved off the V8 heap by the first native call
+ * that sees it, an allocation per file). The slot goes back at digest(); a hash never
+ * digested (an abandoned range) just keeps its slot until the slab is collected.
+ */
+const SLAB_SLOTS = 1024;
+class StateSlab {
+  readonly #bytes: number;
+  #slab: Buffer | null = null;
+  #next = 0;
+  readonly #free: Buffer[] = [];
+  constructor(bytes: number) {
+    this.#bytes = bytes;
+  }
+  take(): Buffer {
+    const f = this.#free.pop();
+    if (f) return f;
+    if (this.#slab === null || this.#next === SLAB_SLOTS) {
+      this.#slab = Buffer.allocUnsafeSlow(this.#bytes * SLAB_SLOTS);
+      this.#next = 0;
+    }
+    const i = this.#next++;
+    return this.#slab.subarray(i * this.#bytes, (i + 1) * this.#bytes);
+  }
+  give(b: Buffer): void {
+    if (this.#free.length < SLAB_SLOTS) this.#free.push(b);
+  }
+}
+
 class NativePair implements ContentHash {
   readonly #n: NetBatchAddon;
-  readonly #state: Uint8Array;
-  constructor(n: NetBatchAddon) {
+  readonly #slab: StateSlab;
+  #state: Buffer | null;
+  #digest: Buffer | null = null;
+  constructor(n: NetBatchAddon, slab: StateSlab) {
     this.#n = n;
-    this.#state = new Uint8Array(n.hashStateBytes);
+    this.#slab = slab;
+    this.#state = slab.take();
     n.hashInit(this.#state);
   }
   update(data: Uint8Array): ContentHash {
+    if (this.#state === null) throw new Error('content hash updated after digest()');
     this.#n.hashUpdate(this.#state, data);
     return this;
   }
   digest(): Buffer {
+    if (this.#digest !== null) return this.#digest;
+    const state = this.#state!;
     const out = Buffer.allocUnsafe(CONTENT_HASH_BYTES);
-    this.#n.hashDigest(this.#state, out);
+    this.#n.hashDigest(state, out);
+    this.#slab.give(state);
+    this.#state = null;
+    this.#digest = out;
     return out;
   }
 }
 
 const native = netBatchAddon();
+const slab = native ? new StateSlab(native.hashStateBytes) : null;
 
 export function newContentHash(): ContentHash {
-  return native ? new NativePair(native) : new Xxh64Pair();
+  return native ? new NativePair(native, slab!) : new Xxh64Pair();
 }
 
 /** The digest of one buffer: the same value as a stream fed the same bytes. */

@@ -12,7 +12,7 @@
  * ferry did not name. The walker skips such names too (they are partial data, never
  * part of a tree).
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { MAX_NAME_BYTES } from '../core/limits.js';
 
 const TEMP_RE = /^\.ferry-[0-9a-f]{8}\..*\.part$/s;
@@ -22,7 +22,8 @@ export function isFerryTempName(name: string): boolean {
 }
 
 export function tempNameFor(basename: string): string {
-  const h = createHash('sha256').update(basename).digest('hex').slice(0, 8);
+  // crypto.hash (Node ≥ 20.12) is the same SHA-256 without a Hash object per name: a receiver names one temp file per file.
+  const h = (typeof hash === 'function' ? hash('sha256', basename, 'hex') : createHash('sha256').update(basename).digest('hex')).slice(0, 8);
   const room = MAX_NAME_BYTES - (7 + 8 + 1 + 5);
   let base = basename;
   if (Buffer.byteLength(base, 'utf8') > room) {
