@@ -22,7 +22,8 @@ import { ErrorCodes, ExitCodes, FerryError, exitCodeFor } from '../core/errors.j
 import { printError } from './output.js';
 import { versionText } from './version.js';
 import { HELP } from './help.js';
-import { parseOperand } from './operands.js';
+import { parseOperand, sshDestination } from './operands.js';
+import { prespawnSsh, splitCommand, sshArgv } from '../modes/ssh-spawn.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -95,6 +96,33 @@ function isUnknownCommand(word: string): boolean {
   }
 }
 
+/**
+ * Start ssh before loading the rest of ferry (modes/ssh-spawn.ts), when the command line
+ * says unambiguously what ssh will run: one remote host, and -e/--rsh, --remote-ferry
+ * given (if at all) as separate words. modes/ssh.ts uses the child only if it runs exactly
+ * the argv it would have started; otherwise it is killed. Anything unusual: no early start.
+ */
+function startSshEarly(argv: string[]): void {
+  if (argv.some((a) => a === '-h' || a === '--help' || /^-e./.test(a) || a.startsWith('--rsh=') || a.startsWith('--remote-ferry='))) return;
+  const value = (...names: string[]): string | undefined => {
+    let v: string | undefined;
+    for (let i = 0; i + 1 < argv.length; i++) if (names.includes(argv[i]!)) v = argv[i + 1];
+    return v;
+  };
+  try {
+    const remotes = operandsOf(argv)
+      .filter((a) => a !== '-')
+      .map(parseOperand)
+      .filter((o) => o.kind === 'remote');
+    const dests = new Set(remotes.map((o) => sshDestination(o)));
+    if (dests.size !== 1) return;
+    const rsh = splitCommand(value('-e', '--rsh') ?? process.env['FERRY_RSH'] ?? 'ssh');
+    prespawnSsh(sshArgv(rsh, [...dests][0]!, value('--remote-ferry') ?? 'ferry'));
+  } catch {
+    /* the ssh command reports it */
+  }
+}
+
 function wantsSsh(argv: string[]): boolean {
   return operandsOf(argv).some((a) => a !== '-' && isRemote(a));
 }
@@ -137,7 +165,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(await helps[topic]());
     return ExitCodes.OK;
   }
-  if (ssh) return (await import('./ssh-command.js')).runSshCommand(rest);
+  if (ssh) {
+    startSshEarly(rest);
+    return (await import('./ssh-command.js')).runSshCommand(rest);
+  }
   if (named) return (await named())(rest);
   if (isUnknownCommand(first)) {
     throw new FerryError(ErrorCodes.USAGE, `unknown command '${first}' (and no file or directory of that name); commands: copy, send, recv; see 'ferry --help'`);

@@ -17,7 +17,6 @@
  * the host); failures to start are explained from ssh's exit status: 255 is ssh's own
  * failure (its message is already on stderr), 127 is a missing remote ferry.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
@@ -32,6 +31,7 @@ import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome } from './send.js';
 import { loadSessionModules, pipeDuplex } from './server.js';
 import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
+import { sshArgv, takeSsh } from './ssh-spawn.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
@@ -77,43 +77,7 @@ export interface SshOutcome {
   remoteExit: number | null;
 }
 
-/** Quote one word for a POSIX shell (the remote ferry path is the only word we send). */
-export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-/** Split an `-e/--rsh` command like rsync: words, with '…' and "…" quoting. */
-export function splitCommand(s: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  let inWord = false;
-  let q: '"' | "'" | null = null;
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i]!;
-    if (q) {
-      if (c === q) q = null;
-      else if (c === '\\' && q === '"' && i + 1 < s.length) cur += s[++i];
-      else cur += c;
-    } else if (c === '"' || c === "'") {
-      q = c;
-      inWord = true;
-    } else if (c === '\\' && i + 1 < s.length) {
-      cur += s[++i];
-      inWord = true;
-    } else if (/\s/.test(c)) {
-      if (inWord) out.push(cur);
-      cur = '';
-      inWord = false;
-    } else {
-      cur += c;
-      inWord = true;
-    }
-  }
-  if (q) throw new FerryError(ErrorCodes.USAGE, `--rsh: unbalanced quote in ${JSON.stringify(s)}`);
-  if (inWord) out.push(cur);
-  if (out.length === 0) throw new FerryError(ErrorCodes.USAGE, '--rsh: empty command');
-  return out;
-}
+export { shellQuote, splitCommand } from './ssh-spawn.js';
 
 function knownCode(c: unknown): ErrorCode {
   return Object.values(ErrorCodes).includes(c as ErrorCode) ? (c as ErrorCode) : ErrorCodes.REMOTE;
@@ -121,8 +85,8 @@ function knownCode(c: unknown): ErrorCode {
 
 export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   const key = randomBytes(32);
-  const remoteCmd = `${shellQuote(o.remoteFerry)} --server`;
-  const child = spawn(o.rsh[0]!, [...o.rsh.slice(1), o.destination, remoteCmd], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // Started already by the CLI when it could (ssh-spawn.ts): the same argv either way.
+  const child = takeSsh(sshArgv(o.rsh, o.destination, o.remoteFerry));
   // ssh is on its way: load the session's modules while it connects.
   const session = loadSessionModules();
   session.catch(() => undefined);
