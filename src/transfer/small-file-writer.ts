@@ -1,7 +1,10 @@
 /**
  * The receiver's fast path for a small file that arrived whole in one range, in a
  * directory this session created: written with synchronous system calls on the main
- * thread, like tar does, instead of six thread-pool round trips.
+ * thread, like tar does, instead of six thread-pool round trips. Where the native data
+ * plane is built, receiver.ts publishes such files in batches on a pool thread instead
+ * (transfer/native-files.ts: the same steps, one hand-off per batch rather than per
+ * call); this file is its fallback.
  *
  * Why: on cached pages, open/write/fchmod/futimes/close/rename cost a few µs each in
  * the kernel, while each round trip through libuv's thread pool costs 10-30 µs of CPU
