@@ -155,3 +155,12 @@ test('batched publishing never follows a symlink at the temp or final name', { s
   assert.equal((await fsp.readFile(path.join(dir, 'f'))).toString(), 'abc');
   assert.deepEqual(await fsp.readdir(outside), [], 'nothing was written through a symlink');
 });
+
+test('batched publishing of more files than one native call takes (4096) is split, not refused', { skip }, async () => {
+  const dir = await tmpDir();
+  const items = Array.from({ length: 5000 }, (_, i) => ({ dir, name: `f${i}`, size: 2, mode: 0o644, mtimeNs: 0n, data: Buffer.from('ok') }));
+  const out = await nativePublisher()!.publish(items, items.map((it) => it.name));
+  assert.equal(out.length, 5000);
+  assert.ok(out.every((e) => e === null));
+  assert.equal((await fsp.readdir(dir)).length, 5000);
+});

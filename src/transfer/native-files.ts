@@ -65,6 +65,8 @@ const RD_CHANGED = 5;
 const RD_READ = 6;
 const RD_CHANGED_AFTER = 7;
 
+/** Files per native call (native/net-batch.c MAX_ITEMS). */
+const MAX_BATCH = 4096;
 /** Pooled read buffers: this big (a batch larger than that gets a buffer of its own), at most this many kept. */
 const POOL_UNIT = 2 * 1024 * 1024;
 const POOL_KEEP = 16;
@@ -118,6 +120,7 @@ export class NativeSmallReader {
    * or the FerryError that file-reader.ts would give.
    */
   async read(files: readonly NativeReadTarget[]): Promise<ReadBatch> {
+    if (files.length > MAX_BATCH) throw new RangeError(`NativeSmallReader.read: at most ${MAX_BATCH} files per batch`);
     let total = 0;
     for (const f of files) total += f.size;
     if (files.length === 0) return { results: [], release: () => undefined };
@@ -206,6 +209,11 @@ export class NativePublisher {
    */
   async publish(items: readonly PublishItem[], paths: readonly string[]): Promise<(FerryError | null)[]> {
     if (items.length === 0) return [];
+    if (items.length > MAX_BATCH) {
+      const out: (FerryError | null)[] = [];
+      for (let i = 0; i < items.length; i += MAX_BATCH) out.push(...(await this.publish(items.slice(i, i + MAX_BATCH), paths.slice(i, i + MAX_BATCH))));
+      return out;
+    }
     const strings: string[] = [];
     const nums = new Float64Array(items.length * 4);
     const datas: Uint8Array[] = [];

@@ -857,9 +857,10 @@ export class ReceiverSession {
     this.#pubBytes += n;
     // One batch at a time keeps a pool thread busy while this one gathers the next
     // (every batch is a cross-thread wake-up: few large ones are cheaper than many
-    // small ones); a second goes out only when a batch is full.
+    // small ones); another goes out at once when a batch is full (the pending-bytes
+    // budget bounds how many).
     const full = this.#pubFiles.length >= PUBLISH_BATCH_FILES || this.#pubBytes >= PUBLISH_BATCH_BYTES;
-    if (full && this.#pubInFlight < 2) this.#flushPublish();
+    if (full) this.#flushPublish();
     else if (this.#pubInFlight === 0 && !this.#pubScheduled) {
       this.#pubScheduled = true;
       setImmediate(() => {
