@@ -304,4 +304,4 @@ export class FrameDecoder {
 /** Frames at least this large are assembled in place as their bytes arrive. */
 const ASSEMBLE_MIN = 64 * 1024;
 /** Bytes of released assembly buffers kept for reuse (about what a receiver holds in flight). */
-const ASSEMBLE_POOL_BYTES = 32 * 1024 * 1024;
+const ASSEMBLE_POOL_BYTES = 16 * 1024 * 1024;
