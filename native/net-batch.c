@@ -20,8 +20,8 @@
  *       same size and mtime, close; hash it into hashes[16i..]. res[2i] = status, res[2i+1]
  *       = errno. `out` and `hashes` are the caller's and reused.
  *   publishFiles(strings, nums, data[], res) -> Promise<void>
- *       on a pool thread, for each file i, in the directory `dir` (opened
- *       O_DIRECTORY|O_NOFOLLOW, consecutive items sharing it): create `temp` with
+ *       on a pool thread, for each file i, relative to the directory descriptor the
+ *       caller opened on a verified directory of DST (fs/dir-handles): create `temp` with
  *       O_CREAT|O_EXCL|O_NOFOLLOW 0600 (a leftover of ours by that name is removed and
  *       creation retried once), pwrite its bytes from `data`, ftruncate to `size` when
  *       the bytes end early (a trailing hole), fchmod, futimens (nanoseconds), close,
@@ -529,29 +529,19 @@ enum {
 };
 
 typedef struct {
-  const char *dir, *temp, *name;
+  const char *temp, *name;
+  int dirfd;
   const uint8_t *src;
   int64_t size, mtime_sec, mtime_nsec, data_len;
   uint32_t mode;
 } pub_item_t;
 
-static void publish_one(batch_t *b, size_t i, int *dirfd, const char **dirname) {
+static void publish_one(batch_t *b, size_t i) {
   pub_item_t *it = &((pub_item_t *)b->items)[i];
   int32_t *res = &b->res[2 * i];
   res[0] = PUB_OK;
   res[1] = 0;
-  if (*dirfd < 0 || *dirname == NULL || strcmp(*dirname, it->dir) != 0) {
-    if (*dirfd >= 0) close(*dirfd);
-    *dirname = NULL;
-    *dirfd = open(it->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (*dirfd < 0) {
-      res[0] = PUB_OPEN_DIR;
-      res[1] = errno;
-      return;
-    }
-    *dirname = it->dir;
-  }
-  int dfd = *dirfd;
+  int dfd = it->dirfd;
   int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
   int fd = openat(dfd, it->temp, flags, 0600);
   if (fd < 0 && errno == EEXIST) {
@@ -606,16 +596,14 @@ static void publish_one(batch_t *b, size_t i, int *dirfd, const char **dirname) 
 static void publish_execute(napi_env env, void *data) {
   (void)env;
   batch_t *b = data;
-  int dirfd = -1;
-  const char *dirname = NULL;
-  for (size_t i = 0; i < b->n; i++) publish_one(b, i, &dirfd, &dirname);
-  if (dirfd >= 0) close(dirfd);
+  for (size_t i = 0; i < b->n; i++) publish_one(b, i);
 }
 
 /*
  * publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array) -> Promise<void>
- *   strings: three NUL-terminated strings per file: dir, temp, name;
- *   nums: four per file: size, mtimeSec, mtimeNsec, mode;
+ *   strings: two NUL-terminated strings per file: temp, name;
+ *   nums: five per file: size, mtimeSec, mtimeNsec, mode, dirfd (a directory descriptor the
+ *   caller opened on the verified directory and keeps open until the promise settles);
  *   data[i]: file i's bytes from offset 0 (at most `size`; the rest is a trailing hole);
  *   res: two per file (step that failed, errno).
  */
@@ -633,14 +621,14 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array)");
     return NULL;
   }
-  size_t n = nlen / 4;
-  if (n == 0 || n > MAX_ITEMS || nlen != n * 4 || ndatas != n || rlen < 2 * n) {
-    napi_throw_range_error(env, NULL, "publishFiles: 1..4096 files, four numbers, one buffer and two results each");
+  size_t n = nlen / 5;
+  if (n == 0 || n > MAX_ITEMS || nlen != n * 5 || ndatas != n || rlen < 2 * n) {
+    napi_throw_range_error(env, NULL, "publishFiles: 1..4096 files, five numbers, one buffer and two results each");
     return NULL;
   }
   batch_t *b = calloc(1, sizeof *b);
   pub_item_t *items = b ? calloc(n, sizeof *items) : NULL;
-  const char **strs = b ? calloc(3 * n, sizeof *strs) : NULL;
+  const char **strs = b ? calloc(2 * n, sizeof *strs) : NULL;
   if (!b || !items || !strs) {
     free(b);
     free(items);
@@ -650,10 +638,10 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
   }
   b->items = items;
   b->n = n;
-  if (!split_strings(b, sdata, slen, strs, 3 * n)) {
+  if (!split_strings(b, sdata, slen, strs, 2 * n)) {
     free(strs);
     batch_free(env, b);
-    napi_throw_type_error(env, NULL, "publishFiles: three NUL-terminated strings per file");
+    napi_throw_type_error(env, NULL, "publishFiles: two NUL-terminated strings per file");
     return NULL;
   }
   const double *nums = ndata;
@@ -662,12 +650,12 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
     napi_value d;
     uint8_t *bytes = NULL;
     size_t blen = 0;
-    it->dir = strs[3 * i];
-    it->temp = strs[3 * i + 1];
-    it->name = strs[3 * i + 2];
-    double size = nums[4 * i], sec = nums[4 * i + 1], nsec = nums[4 * i + 2];
+    it->temp = strs[2 * i];
+    it->name = strs[2 * i + 1];
+    double size = nums[5 * i], sec = nums[5 * i + 1], nsec = nums[5 * i + 2], dirfd = nums[5 * i + 4];
     if (napi_get_element(env, argv[2], (uint32_t)i, &d) != napi_ok || !get_u8(env, d, &bytes, &blen) || !(size >= 0) ||
-        !(nsec >= 0) || !(nsec < 1e9) || (double)blen > size || strchr(it->temp, '/') != NULL || strchr(it->name, '/') != NULL) {
+        !(nsec >= 0) || !(nsec < 1e9) || (double)blen > size || !(dirfd >= 0) || dirfd > 2147483647.0 ||
+        strchr(it->temp, '/') != NULL || strchr(it->name, '/') != NULL) {
       free(strs);
       batch_free(env, b);
       napi_throw_range_error(env, NULL, "publishFiles: malformed item");
@@ -676,7 +664,8 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
     it->size = (int64_t)size;
     it->mtime_sec = (int64_t)sec;
     it->mtime_nsec = (int64_t)nsec;
-    it->mode = (uint32_t)nums[4 * i + 3] & 07777;
+    it->mode = (uint32_t)nums[5 * i + 3] & 07777;
+    it->dirfd = (int)dirfd;
     it->src = bytes;
     it->data_len = (int64_t)blen;
   }

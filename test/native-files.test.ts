@@ -14,7 +14,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { closeSync, constants as C, openSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '../src/core/errors.js';
 import { contentHashOf, contentHashOfJs, newContentHash, newContentHashJs } from '../src/fs/checksum.js';
@@ -115,23 +115,25 @@ test('batched reads: bytes and hashes, and the reader threads\' errors for chang
 test('batched publishing: bytes, trailing hole, mode, nanosecond mtime; a leftover temp replaced; a failure leaves nothing', { skip }, async () => {
   const dir = await tmpDir();
   const p = nativePublisher()!;
+  const dfd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
   const one = randomBytes(10_000);
   const mtimeNs = 1_700_000_000_123_456_789n;
   // A leftover temp file of an interrupted run, under the name this file will use.
   await fsp.writeFile(path.join(dir, tempNameFor('one')), 'stale');
   const out = await p.publish(
     [
-      { dir, name: 'one', size: one.length, mode: 0o640, mtimeNs, data: one },
-      { dir, name: 'holey', size: 9000, mode: 0o600, mtimeNs: -1_500_000_000n, data: Buffer.from('head') },
-      { dir: path.join(dir, 'missing'), name: 'x', size: 1, mode: 0o644, mtimeNs, data: Buffer.from('x') },
+      { dirFd: dfd, name: 'one', size: one.length, mode: 0o640, mtimeNs, data: one },
+      { dirFd: dfd, name: 'holey', size: 9000, mode: 0o600, mtimeNs: -1_500_000_000n, data: Buffer.from('head') },
+      { dirFd: 987_654, name: 'x', size: 1, mode: 0o644, mtimeNs, data: Buffer.from('x') },
     ],
     ['one', 'holey', 'missing/x'],
   );
+  closeSync(dfd);
   assert.equal(out[0], null);
   assert.equal(out[1], null);
   assert.ok(out[2] instanceof FerryError);
   assert.equal(out[2].code, 'FERRY_E_WRITE');
-  assert.match(out[2].message, /missing\/x: .*ENOENT/);
+  assert.match(out[2].message, /missing\/x: .*EBADF/);
   assert.ok((await fsp.readFile(path.join(dir, 'one'))).equals(one));
   const st = await fsp.stat(path.join(dir, 'one'), { bigint: true });
   assert.equal(Number(st.mode & 0o7777n), 0o640);
@@ -149,7 +151,9 @@ test('batched publishing never follows a symlink at the temp or final name', { s
   const outside = await tmpDir();
   await fsp.symlink(path.join(outside, 'victim'), path.join(dir, tempNameFor('f')));
   await fsp.symlink(path.join(outside, 'victim2'), path.join(dir, 'f'));
-  const out = await nativePublisher()!.publish([{ dir, name: 'f', size: 3, mode: 0o644, mtimeNs: 0n, data: Buffer.from('abc') }], ['f']);
+  const dfd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
+  const out = await nativePublisher()!.publish([{ dirFd: dfd, name: 'f', size: 3, mode: 0o644, mtimeNs: 0n, data: Buffer.from('abc') }], ['f']);
+  closeSync(dfd);
   assert.equal(out[0], null);
   assert.equal((await fsp.lstat(path.join(dir, 'f'))).isFile(), true, 'the final name is a regular file now');
   assert.equal((await fsp.readFile(path.join(dir, 'f'))).toString(), 'abc');
@@ -158,8 +162,10 @@ test('batched publishing never follows a symlink at the temp or final name', { s
 
 test('batched publishing of more files than one native call takes (4096) is split, not refused', { skip }, async () => {
   const dir = await tmpDir();
-  const items = Array.from({ length: 5000 }, (_, i) => ({ dir, name: `f${i}`, size: 2, mode: 0o644, mtimeNs: 0n, data: Buffer.from('ok') }));
+  const dfd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
+  const items = Array.from({ length: 5000 }, (_, i) => ({ dirFd: dfd, name: `f${i}`, size: 2, mode: 0o644, mtimeNs: 0n, data: Buffer.from('ok') }));
   const out = await nativePublisher()!.publish(items, items.map((it) => it.name));
+  closeSync(dfd);
   assert.equal(out.length, 5000);
   assert.ok(out.every((e) => e === null));
   assert.equal((await fsp.readdir(dir)).length, 5000);

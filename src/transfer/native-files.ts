@@ -16,7 +16,8 @@
  * the open file matched them (status codes below), and this module turns each status
  * into the same FerryError the reader thread (file-reader-worker.ts) gives. The
  * receiver's caller (receiver.ts) verified the content hash and chose the directory
- * (created by this session), the temp name (fs/temp-names), the final name, the masked
+ * (created by this session, passed as a descriptor opened through the SafeWriter's
+ * verified directory handle, so a directory swapped for a symlink is never followed), the temp name (fs/temp-names), the final name, the masked
  * mode and the times; C executes create-exclusive / pwrite / ftruncate / fchmod /
  * futimens / close / renameat, and unlinks the temp file on any failure.
  *
@@ -179,8 +180,8 @@ export function nativeSmallReader(): NativeSmallReader | undefined {
 
 /** One small file to publish: everything already decided by the receiver. */
 export interface PublishItem {
-  /** Absolute path of the verified parent directory (created by this session). */
-  dir: string;
+  /** A descriptor of the verified parent directory (created by this session), open until publish() settles. */
+  dirFd: number;
   /** Final name inside `dir`. */
   name: string;
   /** Declared size: bytes past the data are a trailing hole (ftruncate). */
@@ -215,20 +216,21 @@ export class NativePublisher {
       return out;
     }
     const strings: string[] = [];
-    const nums = new Float64Array(items.length * 4);
+    const nums = new Float64Array(items.length * 5);
     const datas: Uint8Array[] = [];
     items.forEach((it, i) => {
-      strings.push(it.dir, tempNameFor(it.name), it.name);
+      strings.push(tempNameFor(it.name), it.name);
       let sec = it.mtimeNs / 1_000_000_000n;
       let nsec = it.mtimeNs % 1_000_000_000n;
       if (nsec < 0n) {
         nsec += 1_000_000_000n;
         sec -= 1n;
       }
-      nums[4 * i] = it.size;
-      nums[4 * i + 1] = Number(sec);
-      nums[4 * i + 2] = Number(nsec);
-      nums[4 * i + 3] = it.mode;
+      nums[5 * i] = it.size;
+      nums[5 * i + 1] = Number(sec);
+      nums[5 * i + 2] = Number(nsec);
+      nums[5 * i + 3] = it.mode;
+      nums[5 * i + 4] = it.dirFd;
       datas.push(it.data);
     });
     const res = new Int32Array(items.length * 2);

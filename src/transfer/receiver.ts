@@ -34,12 +34,13 @@
  * frames and so pushes back on the sender.
  */
 import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
 import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { hashFilePrefix } from '../fs/checksum.js';
-import { parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
+import { baseOf, parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
 import type { SafeWriter, TempFile } from '../fs/safe-writer.js';
 import type { Frame, FrameChannel } from '../secure/channel-api.js';
 import {
@@ -72,7 +73,7 @@ import {
 import { newHash, updateZeros } from './hash.js';
 import { Budget } from './queue.js';
 import { nativePublisher, type NativePublisher, type PublishItem } from './native-files.js';
-import { smallFileTarget, writeSmallFileSync, type Part } from './small-file-writer.js';
+import { writeSmallFileSync, type Part } from './small-file-writer.js';
 
 /** Files up to this size that arrive whole are written synchronously (small-file-writer.ts). */
 const SMALL_SYNC_MAX = 256 * 1024;
@@ -228,6 +229,7 @@ export class ReceiverSession {
   #pubFiles: RFile[] = [];
   #pubItems: PublishItem[] = [];
   #pubHolds: Hold[][] = [];
+  #pubDirFds = new Map<string, number>();
   #pubBytes = 0;
   #pubScheduled = false;
   #pubInFlight = 0;
@@ -850,10 +852,26 @@ export class ReceiverSession {
     // Waiting for the budget can only end if what is gathered goes out.
     if (this.#bytes.used + n > this.#bytes.limit) this.#flushPublish();
     await this.#bytes.acquire(n);
-    const t = smallFileTarget(this.#sink, f.entry);
+    // The batch runs later on a pool thread: it gets a descriptor of its own on the
+    // verified directory (through the SafeWriter's handle), shared by the batch's files
+    // in that directory and closed when the batch is done.
+    const rel = parentOf(f.entry.path);
+    let dirFd = this.#pubDirFds.get(rel);
+    if (dirFd === undefined) {
+      try {
+        dirFd = openSync(this.#sink.dirPathSync(rel), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+      } catch (x) {
+        this.#bytes.release(n);
+        for (const h of holds) h.drop();
+        f.publishing = false;
+        this.#fileFailed(f, x);
+        return;
+      }
+      this.#pubDirFds.set(rel, dirFd);
+    }
     this.#pubFiles.push(f);
     this.#pubHolds.push(holds);
-    this.#pubItems.push({ dir: t.dir, name: t.name, size: f.entry.size, mode: t.mode, mtimeNs: f.entry.mtimeNs, data });
+    this.#pubItems.push({ dirFd, name: baseOf(f.entry.path), size: f.entry.size, mode: this.#sink.mode(f.entry.mode), mtimeNs: f.entry.mtimeNs, data });
     this.#pubBytes += n;
     // One batch at a time keeps a pool thread busy while this one gathers the next
     // (every batch is a cross-thread wake-up: few large ones are cheaper than many
@@ -876,13 +894,16 @@ export class ReceiverSession {
     const items = this.#pubItems;
     const holds = this.#pubHolds;
     const bytes = this.#pubBytes;
+    const dirFds = [...this.#pubDirFds.values()];
     this.#pubFiles = [];
     this.#pubItems = [];
     this.#pubHolds = [];
+    this.#pubDirFds = new Map();
     this.#pubBytes = 0;
     this.#pubInFlight++;
     const done = (): void => {
       this.#pubInFlight--;
+      for (const fd of dirFds) closeSync(fd);
       this.#bytes.release(bytes);
       for (const hs of holds) for (const h of hs) h.drop();
       this.#flushPublish(); // what gathered meanwhile
