@@ -19,6 +19,7 @@
  *     "dirsCreated": number,           directories created in DST
  *     "copied": number,                files, symlinks and hard links written
  *     "skipped": number,               files, symlinks and hard links already up to date
+ *     "metadataFixed": number,         entries whose content was right and whose mode or times were set in place
  *     "deleted": number,               entries removed by --delete
  *     "failed": number,
  *     "warnings": number,              e.g. FIFOs/sockets/devices skipped
@@ -108,6 +109,7 @@ export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: C
     dirsCreated: c.dirsCreated,
     copied: c.copied,
     skipped: c.skipped,
+    metadataFixed: c.metaFixed,
     deleted: c.deleted,
     failed: c.failed,
     warnings: c.warnings,
@@ -152,8 +154,8 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
   const onEvent = (ev: CopyEvent): void => {
     if (ev.type === 'failed') say(() => printError(ev.error.toLine()));
     else if (ev.type === 'warning') say(() => printWarning(ev.error.toLine()));
-    else if (verbose && (ev.type === 'copied' || ev.type === 'deleted')) {
-      const verb = dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
+    else if (verbose && (ev.type === 'copied' || ev.type === 'deleted' || ev.type === 'meta-fixed')) {
+      const verb = ev.type === 'meta-fixed' ? (dryRun ? 'would fix metadata of' : 'fixed metadata of') : dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
       say(() => printInfo(`${verb} ${cleanForDisplay(ev.path)}`));
     }
   };

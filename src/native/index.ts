@@ -11,6 +11,8 @@
  *                   (used by secure/record-layer.ts)
  *   ktlsAddon()     the setsockopt calls of kernel TLS (used by secure/ktls.ts)
  *   fsBatchAddon()  batched local file copies on pool threads (used by fs/batch-copy.ts)
+ *   metaAddon()     nanosecond times, SEEK_DATA/SEEK_HOLE extents, extended attributes
+ *                   (used by fs/meta-native.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -50,7 +52,22 @@ export interface FsBatchAddon {
   copyFiles(strings: Buffer, nums: Float64Array, ids: BigUint64Array): Promise<Int32Array>;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon> {
+/**
+ * native/meta.c: synchronous metadata calls Node lacks; each returns a negative errno
+ * instead of throwing. Its fallbacks (fs/meta-native.ts): libuv's microsecond
+ * times, zero-chunk hole detection, and FERRY_E_UNSUPPORTED for xattrs.
+ */
+export interface MetaAddon {
+  utimensFd(fd: number, sec: number, nsec: number): number;
+  utimensPath(path: string, sec: number, nsec: number, follow: boolean): number;
+  dataExtents(fd: number, size: number, maxPairs: number): Float64Array | number;
+  xattrList(path: string, follow: boolean): Buffer | number;
+  xattrGet(path: string, name: string, follow: boolean): Buffer | number;
+  xattrSet(path: string, name: string, value: Buffer, follow: boolean): number;
+  xattrRemove(path: string, name: string, follow: boolean): number;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<MetaAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -69,6 +86,8 @@ export interface NativeStatus {
   ktls: NativePath;
   /** Which implementation copies local files (ferry copy). */
   copy: NativePath;
+  /** Nanosecond times, SEEK_DATA extents and xattrs (native), or µs times and no xattrs (js). */
+  meta: NativePath;
 }
 
 interface Loaded {
@@ -128,6 +147,12 @@ export function fsBatchAddon(): FsBatchAddon | undefined {
   return typeof a?.copyFiles === 'function' ? (a as FsBatchAddon) : undefined;
 }
 
+/** The metadata calls of native/meta.c, or undefined (then fs/meta-native.ts falls back). */
+export function metaAddon(): MetaAddon | undefined {
+  const a = load().addon;
+  return typeof a?.utimensFd === 'function' && typeof a.xattrSet === 'function' ? (a as MetaAddon) : undefined;
+}
+
 /** The kTLS setsockopt functions and, when absent, why. */
 export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
   const l = load();
@@ -145,6 +170,7 @@ export function nativeStatus(): NativeStatus {
     recordsReason: records ? "Node's OpenSSL, batched" : l.addon ? String(ra) : l.reason,
     ktls: l.addon ? 'native' : 'js',
     copy: fsBatchAddon() ? 'native' : 'js',
+    meta: metaAddon() ? 'native' : 'js',
   };
 }
 

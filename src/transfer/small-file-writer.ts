@@ -29,13 +29,14 @@
  * is at the final name. On any failure the temp file is removed.
  *
  *   writeSmallFileSync(sink, entry, [{ offset, data }, ...]);   // throws FerryError naming the file
- *   publishSmallFile({ dir, name, size, mode, mtime }, parts);  // the same, raw system errors
+ *   publishSmallFile({ dir, name, size, mode, mtimeNs }, parts);  // the same, raw system errors
  */
 import fs, { constants as C } from 'node:fs';
 import type { Entry } from '../core/entry.js';
 import { fromSystemError } from '../core/errors.js';
 import { baseOf, parentOf } from '../fs/path-safety.js';
-import { nsToSeconds, type SafeWriter } from '../fs/safe-writer.js';
+import type { SafeWriter } from '../fs/safe-writer.js';
+import { setTimesFd } from '../fs/meta-native.js';
 import { tempNameFor } from '../fs/temp-names.js';
 
 export interface Part {
@@ -55,8 +56,8 @@ export interface SmallFileTarget {
   size: number;
   /** Final permission bits (already masked by the SafeWriter's policy). */
   mode: number;
-  /** mtime in seconds (nsToSeconds). */
-  mtime: number;
+  /** mtime, nanoseconds (set exactly with the native addon, to the µs without). */
+  mtimeNs: bigint;
 }
 
 /** Write `parts` (increasing offsets; gaps are holes) to a temp file and rename it into place. Throws system errors. */
@@ -80,7 +81,7 @@ export function publishSmallFile(t: SmallFileTarget, parts: readonly Part[]): vo
     }
     if (end < t.size) fs.ftruncateSync(fd, t.size); // trailing hole
     fs.fchmodSync(fd, t.mode);
-    fs.futimesSync(fd, t.mtime, t.mtime);
+    setTimesFd(fd, t.mtimeNs);
     fs.closeSync(fd);
     fd = -1;
     fs.renameSync(temp, `${t.dir}/${t.name}`);
@@ -108,7 +109,7 @@ export function smallFileTarget(sink: SafeWriter, entry: Entry): SmallFileTarget
     name: baseOf(entry.path),
     size: entry.size,
     mode: sink.mode(entry.mode),
-    mtime: nsToSeconds(entry.mtimeNs),
+    mtimeNs: entry.mtimeNs,
   };
 }
 
