@@ -167,3 +167,42 @@ test('an mtime-only change with the same content is mended in place: same inode,
   assert.equal((await fsp.stat(path.join(ndst, 'f.bin'))).mode & 0o7777, 0o640);
   assert.equal(await mtimeOf(path.join(ndst, 'f.bin')), expected(ns + 5n));
 });
+
+async function allocatedKiB(p: string): Promise<number> {
+  return Number((await fsp.stat(p, { bigint: true })).blocks) / 2;
+}
+
+/** 1 MiB + 4 KiB with 4 KiB of data in the middle; `unaligned`: data not on a chunk or block boundary. */
+async function sparseFile(p: string, dataAt: number): Promise<Buffer> {
+  const fh = await fsp.open(p, 'w');
+  const data = Buffer.alloc(4096, 0x42);
+  await fh.write(data, 0, data.length, dataAt);
+  await fh.truncate(1024 * 1024 + 4096);
+  await fh.close();
+  const all = Buffer.alloc(1024 * 1024 + 4096);
+  data.copy(all, dataAt);
+  return all;
+}
+
+test('sparse files stay exactly sparse: a 1 MiB file with 4 KiB of data allocates ~4 KiB after copy and after send/recv', async (t) => {
+  const base = await tmpDir('ferry-i14-');
+  const src = path.join(base, 'src');
+  await fsp.mkdir(src);
+  const content = await sparseFile(path.join(src, 'sparse.img'), 512 * 1024);
+  if ((await allocatedKiB(path.join(src, 'sparse.img'))) > 8) {
+    t.skip(`this filesystem (${base}) does not keep holes`);
+    return;
+  }
+  const dst = path.join(base, 'dst');
+  const r = await runCopy({ src: `${src}/`, dst });
+  assert.deepEqual(r.errors, []);
+  assert.deepEqual(await fsp.readFile(path.join(dst, 'sparse.img')), content);
+  assert.ok((await allocatedKiB(path.join(dst, 'sparse.img'))) <= 8, `local copy allocates ${await allocatedKiB(path.join(dst, 'sparse.img'))} KiB`);
+  const ndst = await tmpDir('ferry-i14-net-');
+  const n = await runMemorySession(`${src}/`, ndst, { chunkSize: 1024 * 1024 });
+  assert.ok(!(n.sender instanceof Error), String(n.sender));
+  assert.ok(!(n.receiver instanceof Error), String(n.receiver));
+  assert.deepEqual(await fsp.readFile(path.join(ndst, 'sparse.img')), content);
+  assert.ok((await allocatedKiB(path.join(ndst, 'sparse.img'))) <= 8, `send/recv allocates ${await allocatedKiB(path.join(ndst, 'sparse.img'))} KiB`);
+  assert.ok(n.sender.bytesSent <= 8192, `sent ${n.sender.bytesSent} bytes of file data`);
+});

@@ -53,6 +53,9 @@ const OPTIONS = {
   delete: { type: 'boolean' },
   exclude: { type: 'string', multiple: true },
   'preserve-special-bits': { type: 'boolean' },
+  archive: { type: 'boolean', short: 'a' },
+  xattrs: { type: 'boolean', short: 'X' },
+  acls: { type: 'boolean', short: 'A' },
   owner: { type: 'boolean', short: 'o' },
   group: { type: 'boolean', short: 'g' },
   'no-owner': { type: 'boolean' },
@@ -190,6 +193,8 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
         // Owners: kept by number when root (or asked); --numeric-ids is accepted (local ids are always numeric).
         ...(v['no-owner'] ? { owner: false } : v.owner ? { owner: true } : {}),
         ...(v['no-group'] ? { group: false } : v.group ? { group: true } : {}),
+        ...(v.xattrs ? { xattrs: true } : {}),
+        ...(v.acls ? { acls: true } : {}),
         readWrite: v['no-splice'] === true,
         fsync: v.fsync === true,
         onEvent,

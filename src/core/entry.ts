@@ -25,6 +25,8 @@ export interface Entry {
   /** Numeric owner and group (the walk's lstat); applied only when the writer is asked to keep owners. */
   uid?: number;
   gid?: number;
+  /** Extended attributes (-X/-A; fs/xattrs), sorted by name; undefined when not asked for. */
+  xattrs?: Array<[string, Buffer]>;
 }
 
 /** An entry as the local walker sees it: plus where it is on disk. */
