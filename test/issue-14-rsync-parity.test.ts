@@ -150,8 +150,11 @@ test('rsync parity over the network: ferry send -X to ferry recv (as root: owner
   const src = path.join(base, 'src');
   const dst = path.join(base, 'copy');
   await buildTree(src, { owners: isRoot });
-  const recv = await startRecv(dst);
-  const s = await sendTo(`${src}/`, recv.port, ['-X', ...(isRoot ? ['-o', '-g'] : [])]).done;
+  // Both ends must ask for owners and attributes (the receiver trusts no peer's ids by default).
+  const meta = ['-X', ...(isRoot ? ['-o', '-g'] : [])];
+  const recv = await startRecv(dst, meta);
+  const s = await sendTo(`${src}/`, recv.port, meta).done;
+  if (s.code !== 0) recv.child.kill();
   const rr = await recv.done;
   assert.equal(s.code, 0, s.stderr);
   assert.equal(rr.code, 0, rr.stderr);
