@@ -206,3 +206,20 @@ test('sparse files stay exactly sparse: a 1 MiB file with 4 KiB of data allocate
   assert.ok((await allocatedKiB(path.join(ndst, 'sparse.img'))) <= 8, `send/recv allocates ${await allocatedKiB(path.join(ndst, 'sparse.img'))} KiB`);
   assert.ok(n.sender.bytesSent <= 8192, `sent ${n.sender.bytesSent} bytes of file data`);
 });
+
+test('fs/sparse: the data span and runs of a chunk, from extents and by zero blocks', async () => {
+  const { dataRuns, dataSpan } = await import('../src/fs/sparse.js');
+  const chunk = Buffer.alloc(64 * 1024);
+  chunk.fill(1, 8192, 12288);
+  chunk.fill(2, 40960, 45056);
+  const pos = 1 << 20;
+  // Zero blocks (the fallback): leading and trailing zero blocks trimmed; runs of non-zero blocks.
+  assert.deepEqual(dataSpan(chunk, pos, null), { off: 8192, len: 45056 - 8192 });
+  assert.deepEqual(dataRuns(chunk, pos, null), [[8192, 12288], [40960, 45056]]);
+  assert.deepEqual(dataSpan(Buffer.alloc(10_000), pos, null), { off: 0, len: 0 });
+  // Extents (SEEK_DATA): clipped to the chunk, whatever they contain.
+  const ext: Array<[number, number]> = [[0, 100], [pos + 100, pos + 200], [pos + 60_000, pos + 70_000]];
+  assert.deepEqual(dataSpan(chunk, pos, ext), { off: 100, len: 65536 - 100 });
+  assert.deepEqual(dataRuns(chunk, pos, ext), [[100, 200], [60_000, 65536]]);
+  assert.deepEqual(dataSpan(chunk, pos, [[0, pos]]), { off: 0, len: 0 });
+});

@@ -108,7 +108,9 @@ export async function hashFile(absPath: string, chunkSize = 1 << 20): Promise<st
  * before it mends only the metadata.
  */
 export async function sameContent(fh: FileHandle, otherPath: string, size: number, chunkSize = 1 << 20): Promise<boolean> {
-  const other = await fsp.open(otherPath, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+  // An unreadable or vanished other side is simply not the same (the caller copies).
+  const other = await fsp.open(otherPath, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK).catch(() => null);
+  if (other === null) return false;
   try {
     const st = await other.stat();
     if (!st.isFile() || st.size !== size) return false;
