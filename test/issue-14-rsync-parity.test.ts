@@ -14,8 +14,9 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { nanosecondTimes, setXattr, xattrsAvailable } from '../src/fs/meta-native.js';
 import { startRecv, sendTo } from './support/net-harness.js';
-import { requireTool } from './support/tools.js';
-import { cleanupTmpDirs, runFerry, tmpDir } from './support/tree.js';
+import { startSshd } from './support/sshd.js';
+import { requireTool, requireTools } from './support/tools.js';
+import { FERRY_BIN, cleanupTmpDirs, runFerry, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -164,6 +165,33 @@ test('rsync parity over the network: ferry send -X to ferry recv (as root: owner
   assert.equal(rsyncItemize(src, dst, {}), '');
   await assertSameTimes(src, dst);
   assert.ok((await allocatedKiB(path.join(dst, 'sparse.img'))) <= 8, 'the sparse file stays sparse after send/recv');
+});
+
+test('rsync parity over ssh: ferry -X -o -g SRC/ host:DST (push) and host:SRC/ DST (pull)', { timeout: 300_000 }, async (t) => {
+  if (!requireTools(t, 'rsync', 'sshd', 'ssh', 'ssh-keygen') || skipWithoutNative(t)) return;
+  const base = await tmpDir('ferry-parity-');
+  const src = path.join(base, 'src');
+  await buildTree(src, { owners: isRoot });
+  const sshd = await startSshd();
+  try {
+    const meta = ['-X', ...(isRoot ? ['-o', '-g'] : [])];
+    const ferry = (args: string[]): ReturnType<typeof runFerry> =>
+      runFerry(['-e', sshd.sshCommand, '--remote-ferry', FERRY_BIN, '--progress=never', ...meta, ...args], { timeoutMs: 120_000 });
+    const pushed = path.join(base, 'pushed');
+    const r = await ferry([`${src}/`, `127.0.0.1:${pushed}`]);
+    assert.equal(r.code, 0, r.stderr);
+    const pulled = path.join(base, 'pulled');
+    const q = await ferry([`127.0.0.1:${src}/`, pulled]);
+    assert.equal(q.code, 0, q.stderr);
+    for (const dst of [pushed, pulled]) {
+      touchNs(dst, (await fsp.lstat(src, { bigint: true })).mtimeNs);
+      await fsp.chmod(dst, (await fsp.stat(src)).mode & 0o7777);
+      assert.equal(rsyncItemize(src, dst, {}), '', dst);
+      await assertSameTimes(src, dst);
+    }
+  } finally {
+    await sshd.stop();
+  }
 });
 
 test('without the native data plane, -X is refused with FERRY_E_UNSUPPORTED (documented difference)', async (t) => {

@@ -646,6 +646,9 @@ export function peerMetadataPolicy(
 export interface ReceiveOverOptions {
   dst: string;
   preserveSpecial: boolean;
+  /** As RecvOptions: what of the sender's owners and attributes to apply (the ssh user asked on both ends). */
+  owners?: { uid: boolean; gid: boolean };
+  xattrs?: XattrPolicy;
   onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
 }
 
@@ -676,6 +679,7 @@ export async function receiveOver(
       sink = await SafeWriter.open(o.dst, {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
+        ...peerMetadataPolicy(o, msg.flags),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
       const session = new ReceiverSession(ch, opening.frames, msg, sink, events ? { events } : {});
