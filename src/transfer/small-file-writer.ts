@@ -3,7 +3,7 @@
  * directory this session created: written with synchronous system calls on the main
  * thread, like tar does, instead of six thread-pool round trips.
  *
- * Why: on cached pages, open/write/fchmod/futimes/close/rename cost a few µs each in
+ * Why: on cached pages, open/write/fchmod/futimens/close/rename cost a few µs each in
  * the kernel, while each round trip through libuv's thread pool costs 10-30 µs of CPU
  * (queue lock, futex wake-ups, completion) and far more when two cores are shared
  * (measured on ml_small, 10,000 files of 1-7 KB: the receiver spent most of its CPU in
@@ -25,8 +25,8 @@
  * stays open under them. The temp file is opened
  * O_CREAT|O_EXCL|O_NOFOLLOW with ferry's deterministic temp name (an interrupted
  * run's leftover is removed and creation retried), mode and mtime are set on the
- * descriptor, and rename(2) publishes it, replacing rather than following whatever
- * is at the final name. On any failure the temp file is removed.
+ * descriptor (to the nanosecond with the native addon, fs/meta-native), and rename(2)
+ * publishes it, replacing rather than following whatever is at the final name. On any failure the temp file is removed.
  *
  *   writeSmallFileSync(sink, entry, [{ offset, data }, ...]);   // throws FerryError naming the file
  *   publishSmallFile({ dir, name, size, mode, mtimeNs }, parts);  // the same, raw system errors
