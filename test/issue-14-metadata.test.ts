@@ -223,3 +223,21 @@ test('fs/sparse: the data span and runs of a chunk, from extents and by zero blo
   assert.deepEqual(dataRuns(chunk, pos, ext), [[100, 200], [60_000, 65536]]);
   assert.deepEqual(dataSpan(chunk, pos, [[0, pos]]), { off: 0, len: 0 });
 });
+
+test('a copy made with microsecond times (FERRY_NATIVE=0, or an older ferry) is upgraded in place: times mended, no data read', async (t) => {
+  if (!nanosecondTimes()) {
+    t.skip('only the native data plane sets nanoseconds');
+    return;
+  }
+  const { src, times } = await nsTree();
+  const dst = path.join(await tmpDir('ferry-i14-dst-'), 'copy');
+  const r = await runFerry(['copy', `${src}/`, dst], { env: { FERRY_NATIVE: '0' } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await mtimeOf(path.join(dst, 'small.txt')), storedMtimeNs(times.get('small.txt')!));
+  let opened = 0;
+  const again = await runCopy({ src: `${src}/`, dst, hooks: { beforeOpen: () => void opened++ } });
+  assert.deepEqual(again.errors, []);
+  assert.equal(opened, 0, 'nothing was read or copied');
+  assert.equal(again.counters.copied, 0);
+  for (const [rel, ns] of times) assert.equal(await mtimeOf(path.join(dst, rel)), ns, `mtime of ${rel || '.'}`);
+});
