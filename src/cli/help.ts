@@ -69,6 +69,10 @@ Options:
   -g, --group              keep groups (by number; the default as root; as non-root only your own groups)
       --no-owner, --no-group   do not keep them even as root
       --numeric-ids        accepted (rsync's spelling): ids are always kept by number
+  -X, --xattrs             keep extended attributes (user.*; as root also trusted.*, security.*);
+                           needs the native data plane (FERRY_E_UNSUPPORTED without it)
+  -A, --acls               keep POSIX ACLs (system.posix_acl_*); needs the native data plane
+  -a, --archive            accepted (rsync's spelling): ferry always copies as -a does
       --fsync              fsync each file before publishing it
       --sync               uring-sync compatibility: one operation at a time (-q 1)
       --no-splice          uring-sync compatibility: read/write instead of copy_file_range
