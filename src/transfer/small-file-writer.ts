@@ -26,7 +26,8 @@
  * O_CREAT|O_EXCL|O_NOFOLLOW with ferry's deterministic temp name (an interrupted
  * run's leftover is removed and creation retried), mode and mtime are set on the
  * descriptor (to the nanosecond with the native addon, fs/meta-native), and rename(2)
- * publishes it, replacing rather than following whatever is at the final name. On any failure the temp file is removed.
+ * publishes it, replacing rather than following whatever is at the final name. On
+ * any failure the temp file is removed.
  *
  *   writeSmallFileSync(sink, entry, [{ offset, data }, ...]);   // throws FerryError naming the file
  *   publishSmallFile({ dir, name, size, mode, mtimeNs }, parts);  // the same, raw system errors
