@@ -22,5 +22,7 @@ napi_status ferry_register_ktls(napi_env env, napi_value exports);
 /* records.c: recordsAvailable, aeadNew, sealRecords, openRecords (or only recordsAvailable
  * = a reason string when built without Node's OpenSSL headers or run by a node without EVP_*). */
 napi_status ferry_register_records(napi_env env, napi_value exports);
+/* meta.c: utimensFd, utimensPath, dataExtents, xattrList/Get/Set/Remove. */
+napi_status ferry_register_meta(napi_env env, napi_value exports);
 
 #endif

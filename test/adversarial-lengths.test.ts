@@ -399,3 +399,48 @@ test('length (hostile receiver): FAILED repeated without end for an entry that i
   assert.ok(isFerryError(e, 'FERRY_E_PROTOCOL'), `expected the sender to refuse repeated failure reports, got ${String(e)}`);
 });
 
+
+// --- extended attributes (-X/-A, issue #14) -----------------------------------------
+
+/** A MANIFEST of one file whose attributes are written raw (so that every field can be out of range). */
+function xattrManifest(pairs: Array<[string, number]>, opts: { count?: number } = {}): Uint8Array {
+  const w = W().varint(0).varint(1).u8(0).str('f').varint(0).varint(0o644).i64(0n);
+  w.varint(opts.count ?? pairs.length);
+  for (const [name, len] of pairs) w.str(name).varint(len).bytes(new Uint8Array(len));
+  return w.take();
+}
+const decodeX = (b: Uint8Array): unknown => M.decodeManifest(b, false, { xattrs: true });
+
+test('lengths attack: oversized xattr', async () => {
+  // The decoder: a value, a name, a count and an entry's total, each at its cap and one past it.
+  const { MAX_XATTR_VALUE_BYTES, MAX_XATTR_NAME_BYTES, MAX_XATTRS_PER_ENTRY, MAX_XATTR_BYTES_PER_ENTRY } = await import('../src/core/limits.js');
+  const refused = (b: Uint8Array, what: string): void =>
+    assert.throws(() => decodeX(b), (e: unknown) => isFerryError(e, 'FERRY_E_PROTOCOL'), `${what} was accepted`);
+  decodeX(xattrManifest([['user.v', MAX_XATTR_VALUE_BYTES]]));
+  refused(xattrManifest([['user.v', MAX_XATTR_VALUE_BYTES + 1]]), 'a 64 KiB + 1 value');
+  const name = (n: number): string => `user.${'n'.repeat(n - 5)}`;
+  decodeX(xattrManifest([[name(MAX_XATTR_NAME_BYTES), 1]]));
+  refused(xattrManifest([[name(MAX_XATTR_NAME_BYTES + 1), 1]]), 'a 256-byte name');
+  const many = (n: number): Array<[string, number]> => Array.from({ length: n }, (_, i) => [`user.${String(i).padStart(4, '0')}`, 1]);
+  decodeX(xattrManifest(many(MAX_XATTRS_PER_ENTRY)));
+  refused(xattrManifest(many(MAX_XATTRS_PER_ENTRY + 1)), 'one attribute too many');
+  refused(xattrManifest([], { count: 2 ** 40 }), 'a huge count (refused from the count alone)');
+  const big = Math.ceil(MAX_XATTR_BYTES_PER_ENTRY / MAX_XATTR_VALUE_BYTES) + 1;
+  refused(xattrManifest(Array.from({ length: big }, (_, i) => [`user.${i}`, MAX_XATTR_VALUE_BYTES] as [string, number])), 'more than the per-entry total');
+  refused(xattrManifest([['nodot', 1]]), 'a name without a namespace');
+  refused(xattrManifest([['user.b', 1], ['user.a', 1]]), 'names out of order (or repeated)');
+
+  // The real receiver (asked for -X): a sender announcing an oversized value fails the session, nothing is written.
+  const root = await tmpDir('ferry-adv-len-');
+  const dst = path.join(root, 'dst');
+  const { xattrPolicy } = await import('../src/fs/xattrs.js');
+  const h = await hostileSender(dst, {
+    session: { flags: M.SessionFlags.XATTRS },
+    recv: { xattrs: xattrPolicy({ xattrs: true })! },
+  });
+  await h.peer.send(M.MsgType.MANIFEST, xattrManifest([['user.v', MAX_XATTR_VALUE_BYTES + 1]]));
+  const err = await h.sessionError();
+  assert.equal(err?.code, 'FERRY_E_PROTOCOL', String(err));
+  assert.match(err!.message, /exceeds 65536/);
+  assert.deepEqual(await fsp.readdir(dst), []);
+});

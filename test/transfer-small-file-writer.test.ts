@@ -18,9 +18,10 @@ import { cleanupTmpDirs, makeTree, smallTmpfs, tmpDir } from './support/tree.js'
 after(cleanupTmpDirs);
 
 const MTIME = 1_700_000_000.25;
+const MTIME_NS = 1_700_000_000_250_000_000n;
 
 function target(dir: string, name: string, size: number, mode = 0o640): SmallFileTarget {
-  return { dir, name, size, mode, mtime: MTIME };
+  return { dir, name, size, mode, mtimeNs: MTIME_NS };
 }
 
 test('files of several parts: exact bytes, mode, mtime; no temp file left', async () => {

@@ -19,6 +19,7 @@
  *     "dirsCreated": number,           directories created in DST
  *     "copied": number,                files, symlinks and hard links written
  *     "skipped": number,               files, symlinks and hard links already up to date
+ *     "metadataFixed": number,         entries whose content was right and whose mode or times were set in place
  *     "deleted": number,               entries removed by --delete
  *     "failed": number,
  *     "warnings": number,              e.g. FIFOs/sockets/devices skipped
@@ -52,6 +53,14 @@ const OPTIONS = {
   delete: { type: 'boolean' },
   exclude: { type: 'string', multiple: true },
   'preserve-special-bits': { type: 'boolean' },
+  archive: { type: 'boolean', short: 'a' },
+  xattrs: { type: 'boolean', short: 'X' },
+  acls: { type: 'boolean', short: 'A' },
+  owner: { type: 'boolean', short: 'o' },
+  group: { type: 'boolean', short: 'g' },
+  'no-owner': { type: 'boolean' },
+  'no-group': { type: 'boolean' },
+  'numeric-ids': { type: 'boolean' },
   fsync: { type: 'boolean' },
   sync: { type: 'boolean' },
   'no-splice': { type: 'boolean' },
@@ -108,6 +117,7 @@ export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: C
     dirsCreated: c.dirsCreated,
     copied: c.copied,
     skipped: c.skipped,
+    metadataFixed: c.metaFixed,
     deleted: c.deleted,
     failed: c.failed,
     warnings: c.warnings,
@@ -152,8 +162,8 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
   const onEvent = (ev: CopyEvent): void => {
     if (ev.type === 'failed') say(() => printError(ev.error.toLine()));
     else if (ev.type === 'warning') say(() => printWarning(ev.error.toLine()));
-    else if (verbose && (ev.type === 'copied' || ev.type === 'deleted')) {
-      const verb = dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
+    else if (verbose && (ev.type === 'copied' || ev.type === 'deleted' || ev.type === 'meta-fixed')) {
+      const verb = ev.type === 'meta-fixed' ? (dryRun ? 'would fix metadata of' : 'fixed metadata of') : dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
       say(() => printInfo(`${verb} ${cleanForDisplay(ev.path)}`));
     }
   };
@@ -180,6 +190,11 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
         delete: v.delete === true,
         exclude: v.exclude ?? [],
         preserveSpecialBits: v['preserve-special-bits'] === true,
+        // Owners: kept by number when root (or asked); --numeric-ids is accepted (local ids are always numeric).
+        ...(v['no-owner'] ? { owner: false } : v.owner ? { owner: true } : {}),
+        ...(v['no-group'] ? { group: false } : v.group ? { group: true } : {}),
+        ...(v.xattrs ? { xattrs: true } : {}),
+        ...(v.acls ? { acls: true } : {}),
         readWrite: v['no-splice'] === true,
         fsync: v.fsync === true,
         onEvent,

@@ -42,10 +42,13 @@ Usage:
   SRC/  copies the contents of SRC into DST;  SRC  copies SRC itself to DST/<name>.
   A single file SRC goes to DST/<name> when DST is a directory, else to DST.
   Preserves: file data (sparse files stay sparse), empty directories, permission
-  bits, mtimes (microsecond precision), symlinks (never followed), hard links.
+  bits, mtimes to the nanosecond (microseconds without the native addon), symlinks
+  (never followed), hard links, and as root numeric owners and groups.
   FIFOs, sockets and devices are skipped with a warning. Each file is written to a
   temp name (.ferry-XXXXXXXX.<name>.part) and renamed into place when complete.
-  A second run copies only what differs (size, mtime or mode; lstat only).
+  A second run copies only what differs (size, mtime or mode; lstat only); a file
+  whose bytes are already right (same size; same mtime, or same bytes when compared)
+  only has its mode, owner and times set in place.
 
 Options:
   -j, --jobs N             parallel jobs; jobs x queue depth operations in flight (default 1)
@@ -62,6 +65,14 @@ Options:
                            anchors at the transfer root, a trailing / matches directories
                            only; a pattern without / matches the basename at any depth
       --preserve-special-bits  keep setuid/setgid/sticky bits (stripped by default)
+  -o, --owner              keep owners (by number; the default as root; as non-root only where permitted)
+  -g, --group              keep groups (by number; the default as root; as non-root only your own groups)
+      --no-owner, --no-group   do not keep them even as root
+      --numeric-ids        accepted (rsync's spelling): ids are always kept by number
+  -X, --xattrs             keep extended attributes (user.*; as root also trusted.*, security.*);
+                           needs the native data plane (FERRY_E_UNSUPPORTED without it)
+  -A, --acls               keep POSIX ACLs (system.posix_acl_*); needs the native data plane
+  -a, --archive            accepted (rsync's spelling): ferry always copies as -a does
       --fsync              fsync each file before publishing it
       --sync               uring-sync compatibility: one operation at a time (-q 1)
       --no-splice          uring-sync compatibility: read/write instead of copy_file_range

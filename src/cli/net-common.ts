@@ -37,6 +37,8 @@ import type { SummaryMsg } from '../wire/messages.js';
 import { MAX_CHUNK_SIZE, MAX_STREAMS } from '../wire/messages.js';
 import { parseSize } from './sizes.js';
 import { nativePaths } from './summary.js';
+import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
+import { xattrPolicy, type XattrPolicy } from '../fs/xattrs.js';
 
 export const NET_OPTIONS = {
   secret: { type: 'string' },
@@ -56,6 +58,38 @@ export const NET_OPTIONS = {
 /** Defaults of the network modes (send, and the ssh mode). */
 export const DEFAULT_STREAMS = 1;
 export const DEFAULT_CHUNK = 1024 * 1024;
+
+/** Metadata beyond mode and times (issue #14): both ends must ask (see modes/recv.ts peerMetadataPolicy). */
+export const META_OPTIONS = {
+  owner: { type: 'boolean', short: 'o' },
+  group: { type: 'boolean', short: 'g' },
+  'numeric-ids': { type: 'boolean' },
+  xattrs: { type: 'boolean', short: 'X' },
+  acls: { type: 'boolean', short: 'A' },
+} as const;
+
+export const META_HELP = `  -o, --owner             keep owners by number (sender: send them; receiver: apply
+                          them, as root only)
+  -g, --group             keep groups by number (receiver: as non-root, only your groups)
+      --numeric-ids       accepted (rsync's spelling): ids always travel as numbers
+  -X, --xattrs            keep extended attributes (user.*; as root trusted.* and
+                          security.*); needs the native data plane
+  -A, --acls              keep POSIX ACLs (system.posix_acl_*); needs the native data plane
+`;
+
+/** The -o/-g/-X/-A choices of a network command; -X/-A without the native addon is FERRY_E_UNSUPPORTED. */
+export function metaChoices(
+  v: { owner?: boolean; group?: boolean; xattrs?: boolean; acls?: boolean; 'preserve-special-bits'?: boolean },
+): { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } {
+  const out: { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } = {};
+  if (v.owner || v.group) out.owners = { uid: v.owner === true, gid: v.group === true };
+  const x = xattrPolicy({ xattrs: v.xattrs === true, acls: v.acls === true, capabilities: v['preserve-special-bits'] === true });
+  if (x) {
+    if (!xattrsAvailable()) throw xattrsUnsupported();
+    out.xattrs = x;
+  }
+  return out;
+}
 
 export function usage(cmd: string, msg: string): FerryError {
   return new FerryError(ErrorCodes.USAGE, `${cmd}: ${msg} (see 'ferry ${cmd} --help')`);

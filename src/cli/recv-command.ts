@@ -13,7 +13,7 @@ import { recv, type ListenScope, type RecvSessionOutcome } from '../modes/recv.j
 import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
 import { SessionFlags } from '../wire/messages.js';
-import { NET_OPTIONS, buildNetJson, chooseSecret, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
+import { META_HELP, META_OPTIONS, NET_OPTIONS, buildNetJson, chooseSecret, metaChoices, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
 import { renderSummaryLine } from './summary.js';
@@ -26,6 +26,7 @@ const OPTIONS = {
   'refuse-delete': { type: 'boolean' },
   'max-entries': { type: 'string' },
   'max-hole-bytes': { type: 'string' },
+  ...META_OPTIONS,
 } as const;
 
 export const RECV_HELP = `ferry recv — receive a tree sent by 'ferry send'
@@ -55,7 +56,8 @@ Options:
       --ktls=auto|on|off  kernel TLS offload for sending (default auto)
       --tls, --uring, --splice   accepted for uring-sync compatibility
       --preserve-special-bits    honour a sender's request to keep setuid/setgid/sticky
-      --refuse-delete     refuse a session whose sender asks for --delete
+                          (and, with -X, file capabilities)
+${META_HELP}      --refuse-delete     refuse a session whose sender asks for --delete
                           (FERRY_E_REFUSED; nothing is written)
       --max-entries N     refuse a manifest of more than N entries (default
                           ${MAX_SESSION_ENTRIES}; FERRY_E_LIMIT)
@@ -67,7 +69,8 @@ Options:
   -h, --help              this help
   -V, --version           print the version
 
-The sender chooses --checksum, --delete, --exclude, --dry-run, -P and -c.
+The sender chooses --checksum, --delete, --exclude, --dry-run, -P and -c;
+owners (-o/-g) and extended attributes (-X/-A) need both ends to ask.
 File and directory modes from the sender are masked with recv's umask.
 The summary says how many entries --delete removed ("deleted N").
 Exit codes: 0 every file committed, 1 some files failed, 2 usage, 3 authentication
@@ -149,6 +152,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     maxAuthFailures,
     ...(process.env['FERRY_TEST_AUTH_BACKOFF_MS'] ? { authBackoffMs: Number(process.env['FERRY_TEST_AUTH_BACKOFF_MS']) } : {}),
     preserveSpecial: v['preserve-special-bits'] === true,
+    ...metaChoices(v),
     refuseDelete: v['refuse-delete'] === true,
     ...(maxEntries !== undefined ? { maxEntries } : {}),
     ...(maxHoleBytes !== undefined ? { maxHoleBytes } : {}),

@@ -22,6 +22,9 @@ import {
   parseKtls,
   parseStreams,
   usage,
+  META_HELP,
+  META_OPTIONS,
+  metaChoices,
 } from './net-common.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
@@ -45,6 +48,7 @@ const OPTIONS = {
   checksum: { type: 'boolean' },
   delete: { type: 'boolean' },
   exclude: { type: 'string', multiple: true },
+  ...META_OPTIONS,
 } as const;
 
 export const SEND_HELP = `ferry send — send a tree to a waiting 'ferry recv'
@@ -71,7 +75,7 @@ Options:
       --tls, --uring, --splice   accepted for uring-sync compatibility (encryption
                           is always on; I/O paths are chosen automatically)
       --preserve-special-bits    ask the receiver to keep setuid/setgid/sticky
-  -v, --verbose           say which cipher and kTLS path are used
+${META_HELP}  -v, --verbose           say which cipher and kTLS path are used
       --progress[=auto|always|never]   live progress on stderr (default auto)
       --json              machine-readable summary on stdout
   -h, --help              this help
@@ -94,6 +98,7 @@ export async function runSendCommand(argv: string[]): Promise<number> {
   const streams = parseStreams(v.parallel, 'send', DEFAULT_STREAMS);
   const chunkSize = parseChunk(v['chunk-size'], 'send', DEFAULT_CHUNK);
   const ktls = parseKtls(v.ktls, 'send');
+  const meta = metaChoices(v);
   const { secret, source } = await chooseSecret(v, 'send');
   if (secret === undefined) throw usage('send', `no secret: ${NO_SECRET_HINT}`);
   if (source === 'argument') printWarning(SECRET_ON_COMMAND_LINE_WARNING.replace(/^warning: /, ''));
@@ -128,6 +133,8 @@ export async function runSendCommand(argv: string[]): Promise<number> {
       dryRun: v['dry-run'] === true,
       excludes: v.exclude ?? [],
       preserveSpecial: v['preserve-special-bits'] === true,
+      ...(meta.owners ? { owners: true } : {}),
+      ...(meta.xattrs ? { xattrs: meta.xattrs } : {}),
       events: {
         ...progressEvents(counters, reporter, (e) => errors.push(e), { verbose: v.verbose === true }),
         onQueued: () => {

@@ -12,7 +12,7 @@ import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from 
 import { resolveSource } from '../fs/walk.js';
 import { reportedToPeer, runServer, stdioOfProcess } from '../modes/server.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
-import { DEFAULT_CHUNK, DEFAULT_STREAMS, NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
+import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
 import { parseOperand, sshDestination, type Operand } from './operands.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
@@ -31,6 +31,7 @@ const OPTIONS = {
   'remote-ferry': { type: 'string' },
   'via-ssh': { type: 'boolean' },
   'connect-timeout': { type: 'string' },
+  ...META_OPTIONS,
 } as const;
 
 export const SSH_HELP = `ferry — copy to or from another machine over ssh (like scp -r / rsync -a)
@@ -65,7 +66,7 @@ Options:
   -n, --dry-run           only report what would be transferred
       --ktls=auto|on|off  kernel TLS offload for the sending side (default auto)
       --preserve-special-bits    keep setuid/setgid/sticky
-  -v, --verbose           say which path, cipher and kTLS path are used
+${META_HELP}  -v, --verbose           say which path, cipher and kTLS path are used
       --progress[=auto|always|never]   live progress on stderr (default auto)
       --json              machine-readable summary on stdout
   -h, --help              this help
@@ -185,6 +186,10 @@ export async function runSshCommand(argv: string[]): Promise<number> {
         excludes: v.exclude ?? [],
         preserveSpecial: v['preserve-special-bits'] === true,
         ktls,
+        ...(v.owner ? { owner: true } : {}),
+        ...(v.group ? { group: true } : {}),
+        ...(v.xattrs ? { xattrs: true } : {}),
+        ...(v.acls ? { acls: true } : {}),
       },
       viaSsh: v['via-ssh'] === true,
       ...(streamIn ? { streamInput: process.stdin } : {}),

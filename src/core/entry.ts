@@ -22,6 +22,11 @@ export interface Entry {
   mtimeNs: bigint;
   /** symlink: the link's target, verbatim. hardlink: the relative path of the first link, already sent. */
   target?: string;
+  /** Numeric owner and group (the walk's lstat); applied only when the writer is asked to keep owners. */
+  uid?: number;
+  gid?: number;
+  /** Extended attributes (-X/-A; fs/xattrs), sorted by name; undefined when not asked for. */
+  xattrs?: Array<[string, Buffer]>;
 }
 
 /** An entry as the local walker sees it: plus where it is on disk. */

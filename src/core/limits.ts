@@ -40,3 +40,18 @@ export const MAX_SESSION_HOLE_BYTES = 2 ** 40;
  * idle timer cannot see while the receiver waits for a free file slot.
  */
 export const SESSION_IDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * Extended attributes from a peer (-X/-A), checked by the manifest decoder before
+ * anything is allocated: a name is at most XATTR_NAME_MAX (255) bytes and a value
+ * XATTR_SIZE_MAX (64 KiB), Linux's own limits; an entry carries at most
+ * MAX_XATTRS_PER_ENTRY attributes and MAX_XATTR_BYTES_PER_ENTRY bytes of names and
+ * values (ext4 keeps about one block per inode, so real entries are far smaller);
+ * and a receiving session keeps at most MAX_SESSION_XATTR_BYTES of them in its
+ * manifest (FERRY_E_LIMIT past it).
+ */
+export const MAX_XATTR_NAME_BYTES = 255;
+export const MAX_XATTR_VALUE_BYTES = 64 * 1024;
+export const MAX_XATTRS_PER_ENTRY = 128;
+export const MAX_XATTR_BYTES_PER_ENTRY = 256 * 1024;
+export const MAX_SESSION_XATTR_BYTES = 256 * 1024 * 1024;

@@ -9,7 +9,9 @@
  * per batch. It gives the same results: the same temp name in the same directory,
  * the same mode, the same checks (source still the walked inode, unchanged after
  * the copy), rename onto the final name last, the temp file removed on failure —
- * plus nanosecond mtimes (futimens), which libuv cannot set.
+ * and the same nanosecond mtimes (futimens; the TypeScript path sets them through
+ * fs/meta-native). Files that need a chown or extended attributes are left to the
+ * TypeScript path (SafeWriter.needsExtraMeta).
  *
  * The decisions stay here and in the SafeWriter: which directory (a descriptor the
  * SafeWriter verified and keeps open, fs/dir-handles: the native code creates and

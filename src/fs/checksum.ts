@@ -182,3 +182,32 @@ export async function hashHandlePrefix(fh: FileHandle, length = Number.POSITIVE_
 export async function hashFile(absPath: string, chunkSize = 1 << 20): Promise<string> {
   return (await hashFilePrefix(absPath, Number.POSITIVE_INFINITY, chunkSize)).toString('hex');
 }
+
+/**
+ * Whether the file at `otherPath` (opened O_NOFOLLOW) holds exactly the `size` bytes
+ * of the open `fh`: read side by side in chunks, stopping at the first difference.
+ * The local copy's answer to "same size, other mtime: is the content the same?",
+ * before it mends only the metadata.
+ */
+export async function sameContent(fh: FileHandle, otherPath: string, size: number, chunkSize = 1 << 20): Promise<boolean> {
+  // An unreadable or vanished other side is simply not the same (the caller copies).
+  const other = await fsp.open(otherPath, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK).catch(() => null);
+  if (other === null) return false;
+  try {
+    const st = await other.stat();
+    if (!st.isFile() || st.size !== size) return false;
+    const a = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(size, 1)));
+    const b = Buffer.allocUnsafe(a.length);
+    let off = 0;
+    while (off < size) {
+      const want = Math.min(a.length, size - off);
+      const [ra, rb] = await Promise.all([fh.read(a, 0, want, off), other.read(b, 0, want, off)]);
+      if (ra.bytesRead !== want || rb.bytesRead !== want) return false;
+      if (!a.subarray(0, want).equals(b.subarray(0, want))) return false;
+      off += want;
+    }
+    return true;
+  } finally {
+    await other.close().catch(() => {});
+  }
+}

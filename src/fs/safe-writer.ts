@@ -43,20 +43,18 @@
  * is removed and the file is started afresh. finish() also removes ferry temp files
  * left in every directory this session wrote into.
  *
- * Times: Node passes times to utimensat as double seconds and libuv truncates them to
- * whole microseconds (uv__fs_to_timespec), so nanoseconds do not survive (measured on
- * Node 20.20 / ext4: 1700000000.123456789 s is stored as .123456000, and the double's
- * rounding can move it by one more microsecond). `storedMtimeNs` reproduces libuv's
- * arithmetic exactly (checked against utimes+stat on 20,000 random times: 0
- * mismatches), and the quick check accepts an mtime equal to the source's or to what
- * utimes stores for it, so a second run skips everything while any other difference,
- * even of 1 ns against a tool that keeps nanoseconds, is a difference.
- * atime is set equal to mtime.
+ * Times: set with nanoseconds (futimens on the temp file's descriptor, utimensat
+ * without following for symlinks, utimensat through the directory's own descriptor
+ * for directories) through fs/meta-native, and the quick check compares them
+ * exactly. Without the native addon libuv keeps whole microseconds; the quick check
+ * then also accepts what utimes stores for the source's time (fs/meta-native
+ * `storedMtimeNs`), so a second run skips everything. atime is set equal to mtime.
  *
  * Sparse files: libuv's copyfile (copy_file_range) fills holes on ext4 (measured: a
  * 50 MiB file with 8 KiB allocated came out fully allocated), so a file whose
- * allocated size is below its size is copied by `copySparse`: read in chunks, skip
- * all-zero chunks (leaving holes), ftruncate to size at the end.
+ * allocated size is below its size is copied by `copyReadWrite` with `sparse`: only
+ * the source's data extents (SEEK_DATA/SEEK_HOLE, fs/sparse) are read and written,
+ * or without the native addon only non-zero blocks, then ftruncate to size.
  *
  * Shared API (stable):
  *   const w = await SafeWriter.open(dstRoot, opts)
@@ -68,12 +66,15 @@
  *   await w.withEntryPath(rel, (p) => hashFile(p))   // read a DST file (--checksum)
  */
 import {
+  chmodSync,
+  chownSync,
   closeSync,
   constants as C,
   fchmodSync,
+  fchownSync,
   fstatSync,
   fsyncSync,
-  futimesSync,
+  lchownSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -92,8 +93,23 @@ import { metaOps, type MetaOps } from './meta-ops.js';
 import { fdPath } from './source-file.js';
 import { hashHandlePrefix } from './checksum.js';
 import { DirHandles, type DirNode } from './dir-handles.js';
+import { dataExtents, mtimesEqual, setTimesFd, setTimesPath, storedMtimeNs } from './meta-native.js';
+import { dataRuns } from './sparse.js';
+import { allowedXattrs, applyXattrs, readXattrs, xattrsEqual, type XattrPolicy, type Xattrs } from './xattrs.js';
 
-export type QuickCheck = 'same' | 'differs' | 'missing';
+/**
+ * The quick check's verdict on one entry against DST:
+ *   same     nothing to do;
+ *   meta     the content is right (same size and mtime; a symlink with the same
+ *            target) but mode, owner, attributes or times differ: `fixMetadata`
+ *            mends it in place;
+ *   touched  a file of the same size whose mtime differs: its content is unknown,
+ *            the caller may compare it (--checksum, or reading both sides) and then
+ *            fix the metadata in place, or copy it;
+ *   differs  copy it;  missing  create it.
+ * Callers that only know 'same' treat every other verdict as "copy": always safe.
+ */
+export type QuickCheck = 'same' | 'meta' | 'touched' | 'differs' | 'missing';
 
 const readAsync = promisify(readCb);
 
@@ -117,6 +133,19 @@ export interface SafeWriterOptions {
   readWrite?: boolean;
   /** Metadata calls on the main thread (default true; see fs/meta-ops). */
   syncMetadata?: boolean;
+  /**
+   * Keep the entries' numeric owner (uid) and group (gid): `ferry copy` as root by
+   * default, like cp -a and rsync -a; as non-root only when asked (-o/-g), and then
+   * only where the kernel permits (a group the user belongs to): EPERM is ignored,
+   * as rsync does. Entries without uid/gid are left to the process's own.
+   */
+  owners?: { uid: boolean; gid: boolean };
+  /**
+   * Manage extended attributes and ACLs under this policy (fs/xattrs): the entries'
+   * `xattrs` are written, compared by the quick check, and managed names DST has
+   * beyond them removed. Undefined: attributes are left alone.
+   */
+  xattrs?: XattrPolicy;
 }
 
 export interface CopyOptions {
@@ -130,37 +159,51 @@ interface DirMeta {
   rel: string;
   mode: number;
   mtimeNs: bigint;
+  /** Owner to set (-1: leave as it is). */
+  uid: number;
+  gid: number;
+  xattrs: Xattrs | undefined;
   dirty: boolean;
 }
 
-export function nsToSeconds(ns: bigint): number {
-  // Split first so the integer part is exact; the fraction keeps ~µs precision.
-  const sec = ns / 1_000_000_000n;
-  const frac = ns % 1_000_000_000n;
-  // libuv truncates the double to whole microseconds; aim at the middle of the
-  // microsecond so the truncation lands on it rather than on the one before.
-  return Number(sec) + (Number(frac / 1000n) + 0.5) / 1e6;
-}
+// Time helpers live in fs/meta-native (nanoseconds natively, libuv's µs as the fallback).
+export { mtimesEqual, nsToSeconds, storedMtimeNs } from './meta-native.js';
+
+/** Linux's O_PATH (x86-64, arm64 and most others); Node does not export it. */
+const O_PATH = 0o10000000;
+const pathFds = new Set<number>();
 
 /**
- * The mtime utimes() really stores for `ns`: libuv's uv__fs_to_timespec on the double
- * we pass (tv_sec = trunc(t); tv_nsec = trunc((t - tv_sec) * 1e9) rounded down to µs).
+ * A descriptor of the regular file at `p`, never of a symlink there (O_NOFOLLOW):
+ * opened for reading, or, when the mode denies that (a 0000 file as its owner), as an
+ * O_PATH descriptor that /proc/self/fd/N reaches (`fdIsPath`).
  */
-export function storedMtimeNs(ns: bigint): bigint {
-  const t = nsToSeconds(ns);
-  let sec = Math.trunc(t);
-  let nsec = Math.trunc((t - sec) * 1e9);
-  nsec -= nsec % 1000;
-  if (nsec < 0) {
-    nsec += 1e9;
-    sec -= 1;
+function openFileForMetadata(p: string): number {
+  try {
+    return openSync(p, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY);
+  } catch (e) {
+    if (errno(e) !== 'EACCES') throw e;
   }
-  return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
+  const fd = openSync(p, O_PATH | C.O_NOFOLLOW);
+  pathFds.add(fd);
+  return fd;
 }
 
-/** Equal, or one is what utimes stores for the other (order does not matter). */
-export function mtimesEqual(a: bigint, b: bigint): boolean {
-  return a === b || a === storedMtimeNs(b) || b === storedMtimeNs(a);
+function fdIsPath(fd: number): boolean {
+  return pathFds.has(fd);
+}
+
+function closeMetaFd(fd: number): void {
+  pathFds.delete(fd);
+  closeSync(fd);
+}
+
+/** This process's effective ids, read once (each read is a system call; they do not change). */
+const EUID = process.geteuid?.() ?? -1;
+const EGID = process.getegid?.() ?? -1;
+
+function isRoot(): boolean {
+  return EUID === 0;
 }
 
 function errno(e: unknown): string | undefined {
@@ -178,7 +221,7 @@ export class SafeWriter {
   readonly #dirs = new Map<string, DirMeta>();
   readonly #touched = new Set<string>();
   readonly #symlinks: Entry[] = [];
-  #rootMeta: { mode: number; mtimeNs: bigint } | null = null;
+  #rootMeta: { mode: number; mtimeNs: bigint; uid: number; gid: number; xattrs: Xattrs | undefined } | null = null;
   /** Metadata calls: synchronous or thread pool (fs/meta-ops). */
   readonly m: MetaOps;
 
@@ -362,10 +405,58 @@ export class SafeWriter {
     else if (parent === '' && this.#rootMeta) this.#dirs.set('', { rel: '', ...this.#rootMeta, dirty: true });
   }
 
-  /** Remember DST's own mode/mtime (for `SRC/` copies, like rsync -a); applied in finish(). */
-  setRootMetadata(mode: number, mtimeNs: bigint): void {
-    this.#rootMeta = { mode, mtimeNs };
-    this.#dirs.set('', { rel: '', mode, mtimeNs, dirty: true });
+  /** Remember DST's own mode/mtime (and owner, attributes: see `owners`, `xattrs`) for `SRC/` copies, like rsync -a; applied in finish(). */
+  setRootMetadata(mode: number, mtimeNs: bigint, owner: { uid?: number; gid?: number; xattrs?: Xattrs } = {}): void {
+    const { uid, gid } = this.owner(owner);
+    this.#rootMeta = { mode, mtimeNs, uid, gid, xattrs: owner.xattrs };
+    this.#dirs.set('', { rel: '', mode, mtimeNs, uid, gid, xattrs: owner.xattrs, dirty: true });
+  }
+
+  /** True when the attributes at `p` are not what `e` carries (only when managing them). */
+  #xattrsDiffer(p: string, follow: boolean, e: Entry): boolean {
+    const pol = this.#opts.xattrs;
+    if (pol === undefined || e.kind === 'symlink') return false;
+    return !xattrsEqual(readXattrs(p, follow, pol), allowedXattrs(e.xattrs, pol));
+  }
+
+  /**
+   * True when publishing `e` takes more than data, mode and times: a chown away from
+   * this process's own ids, or extended attributes. Fast paths that do only the
+   * former (the native batch copier, the receiver's small-file writer) leave such
+   * entries to TempFile.commit.
+   */
+  needsExtraMeta(e: Entry): boolean {
+    if (this.#opts.xattrs !== undefined && ((e.xattrs?.length ?? 0) > 0 || this.#opts.xattrs.acls)) return true;
+    const { uid, gid } = this.owner(e);
+    return (uid !== -1 && uid !== EUID) || (gid !== -1 && gid !== EGID);
+  }
+
+  /** The uid/gid to set for an entry under the `owners` policy (-1: leave it). */
+  owner(e: { uid?: number; gid?: number }): { uid: number; gid: number } {
+    const o = this.#opts.owners;
+    return { uid: o?.uid && e.uid !== undefined ? e.uid : -1, gid: o?.gid && e.gid !== undefined ? e.gid : -1 };
+  }
+
+  /** True when `st` has the owner `e` should have under the policy. */
+  #ownerMatches(st: BigIntStats, e: { uid?: number; gid?: number }): boolean {
+    const { uid, gid } = this.owner(e);
+    return (uid === -1 || Number(st.uid) === uid) && (gid === -1 || Number(st.gid) === gid);
+  }
+
+  /**
+   * chown (by `f`, which does fchown/lchown) when the policy asks; as non-root a
+   * refusal (EPERM: not our group) is ignored, like rsync. Returns true when it changed something.
+   */
+  chownAs(e: { uid?: number; gid?: number }, f: (uid: number, gid: number) => void): boolean {
+    const { uid, gid } = this.owner(e);
+    if (uid === -1 && gid === -1) return false;
+    try {
+      f(uid, gid);
+      return true;
+    } catch (x) {
+      if (errno(x) === 'EPERM' && !isRoot()) return false;
+      throw x;
+    }
   }
 
   /**
@@ -426,8 +517,10 @@ export class SafeWriter {
           throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
         }
       }
-      const dirty = have !== want || !mtimesEqual(st.mtimeNs, entry.mtimeNs) || (have & 0o700) !== 0o700;
-      this.#dirs.set(rel, { rel, mode: want, mtimeNs: entry.mtimeNs, dirty });
+      const existing = node;
+      const xattrsDiffer = this.#opts.xattrs !== undefined && (await this.inDir(existing, async (d) => this.#xattrsDiffer(d, true, entry)));
+      const dirty = have !== want || !mtimesEqual(st.mtimeNs, entry.mtimeNs) || (have & 0o700) !== 0o700 || !this.#ownerMatches(st, entry) || xattrsDiffer;
+      this.#dirs.set(rel, { rel, mode: want, mtimeNs: entry.mtimeNs, ...this.owner(entry), xattrs: entry.xattrs, dirty });
       return 'exists';
     }
     try {
@@ -447,7 +540,7 @@ export class SafeWriter {
     }
     this.#fresh.add(rel);
     this.#markDirty(rel);
-    this.#dirs.set(rel, { rel, mode: want, mtimeNs: entry.mtimeNs, dirty: true });
+    this.#dirs.set(rel, { rel, mode: want, mtimeNs: entry.mtimeNs, ...this.owner(entry), xattrs: entry.xattrs, dirty: true });
     return 'created';
   }
 
@@ -473,13 +566,14 @@ export class SafeWriter {
       }
       switch (entry.kind) {
         case 'file':
-          return this.#sameFile(st, entry) ? 'same' : 'differs';
+          return this.#fileVerdict(st, entry, p);
         case 'dir':
           return st.isDirectory() ? 'same' : 'differs';
         case 'symlink': {
           if (!st.isSymbolicLink()) return 'differs';
           const t = await this.m.readlink(p).catch(() => null);
-          return t === entry.target ? 'same' : 'differs';
+          if (t !== entry.target) return 'differs';
+          return mtimesEqual(st.mtimeNs, entry.mtimeNs) && this.#ownerMatches(st, entry) ? 'same' : 'meta';
         }
         case 'hardlink': {
           if (!st.isFile() || entry.target === undefined) return 'differs';
@@ -506,22 +600,77 @@ export class SafeWriter {
     const dir = this.#h.get(parent);
     if (dir === undefined) return null;
     let st: BigIntStats | undefined;
+    const p = this.#h.at(dir, baseOf(rel));
     try {
-      st = lstatSync(this.#h.at(dir, baseOf(rel)), { bigint: true, throwIfNoEntry: false });
+      st = lstatSync(p, { bigint: true, throwIfNoEntry: false });
     } catch {
       return null;
     }
     if (st === undefined) return 'missing';
-    return this.#sameFile(st, entry) ? 'same' : 'differs';
+    return this.#fileVerdict(st, entry, p);
   }
 
-  #sameFile(st: BigIntStats, entry: Entry): boolean {
-    return (
-      st.isFile() &&
-      Number(st.size) === entry.size &&
-      mtimesEqual(st.mtimeNs, entry.mtimeNs) &&
-      Number(st.mode & 0o7777n) === this.mode(entry.mode)
-    );
+  #fileVerdict(st: BigIntStats, entry: Entry, p: string): QuickCheck {
+    if (!st.isFile() || Number(st.size) !== entry.size) return 'differs';
+    if (!mtimesEqual(st.mtimeNs, entry.mtimeNs)) {
+      // Exactly what a microsecond writer (ferry without the native addon, or before
+      // nanoseconds) stored for this very time: the quick check trusted such a file
+      // before, so it still does, and only its time is mended (no re-send after an upgrade).
+      return st.mtimeNs === storedMtimeNs(entry.mtimeNs) ? 'meta' : 'touched';
+    }
+    const metaSame = Number(st.mode & 0o7777n) === this.mode(entry.mode) && this.#ownerMatches(st, entry) && !this.#xattrsDiffer(p, false, entry);
+    return metaSame ? 'same' : 'meta';
+  }
+
+  /**
+   * Mend the metadata of an entry whose content is already right (quick check 'meta',
+   * or 'touched' after the caller compared the content): owner, mode, attributes and
+   * times are set in place, like rsync, with no temp file and no data copied. A file
+   * is reached through a descriptor opened O_NOFOLLOW in its verified directory and
+   * checked to be a regular file of the expected size (never a symlink put in its
+   * place); a symlink gets its own owner and times (without following).
+   */
+  async fixMetadata(entry: Entry): Promise<void> {
+    const rel = validateRelativePath(entry.path);
+    const dir = this.#dir(parentOf(rel), false);
+    if (dir === null) throw new FerryError(ErrorCodes.WRITE, `${rel}: its directory is missing; metadata not fixed`, { subject: rel });
+    try {
+      await this.inDir(dir, async (d) => {
+        const p = `${d}/${baseOf(rel)}`;
+        if (entry.kind === 'symlink') {
+          this.chownAs(entry, (u, g) => lchownSync(p, u, g));
+          setTimesPath(p, entry.mtimeNs, false);
+          return;
+        }
+        if (entry.kind !== 'file') return;
+        const fd = openFileForMetadata(p);
+        try {
+          const st = fstatSync(fd, { bigint: true });
+          if (!st.isFile() || Number(st.size) !== entry.size) {
+            throw new FerryError(ErrorCodes.CHANGED, `${rel}: changed in the destination while being checked; metadata not fixed`, { subject: rel });
+          }
+          const mode = this.mode(entry.mode);
+          const via = `/proc/self/fd/${fd}`;
+          const byPath = fdIsPath(fd);
+          // chown first: it clears setuid/setgid, which the chmod below sets again if kept.
+          const chowned = !this.#ownerMatches(st, entry) && this.chownAs(entry, (u, g) => (byPath ? chownSync(via, u, g) : fchownSync(fd, u, g)));
+          if (chowned || Number(st.mode & 0o7777n) !== mode) {
+            if (byPath) chmodSync(via, mode);
+            else fchmodSync(fd, mode);
+          }
+          const pol = this.#opts.xattrs;
+          if (pol !== undefined) applyXattrs(via, true, entry.xattrs, pol);
+          if (st.mtimeNs !== entry.mtimeNs) {
+            if (byPath) setTimesPath(via, entry.mtimeNs, true);
+            else setTimesFd(fd, entry.mtimeNs);
+          }
+        } finally {
+          closeMetaFd(fd);
+        }
+      });
+    } catch (e) {
+      throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
+    }
   }
 
   /** Start a file: returns its temp file (created lazily by write() or copyFrom()). */
@@ -699,10 +848,13 @@ export class SafeWriter {
       try {
         const dir = this.#dir(d.rel, false);
         if (dir === null) throw new FerryError(ErrorCodes.WRITE, `${d.rel}: directory is missing in the destination`, { subject: d.rel });
-        const t = nsToSeconds(d.mtimeNs);
+        // p is /proc/self/fd/N of the directory itself: every call reaches that very directory.
         await this.inDir(dir, async (p) => {
+          if (d.uid !== -1 || d.gid !== -1) this.chownAs(d, (u, g) => chownSync(p, u, g));
           await this.m.chmod(p, d.mode);
-          await this.m.utimes(p, t, t);
+          const pol = this.#opts.xattrs;
+          if (pol !== undefined) applyXattrs(p, true, d.xattrs, pol);
+          setTimesPath(p, d.mtimeNs, true);
         });
       } catch (x) {
         errors.push(x instanceof FerryError ? x : fromSystemError(x, 'write', d.rel === '' ? this.root : d.rel));
@@ -720,8 +872,8 @@ export class SafeWriter {
       try {
         await fsp.unlink(tmp).catch(() => {});
         await this.m.symlink(e.target!, tmp);
-        const t = nsToSeconds(e.mtimeNs);
-        await this.m.lutimes(tmp, t, t);
+        this.chownAs(e, (u, g) => lchownSync(tmp, u, g));
+        setTimesPath(tmp, e.mtimeNs);
         await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
       } catch (x) {
         await fsp.unlink(tmp).catch(() => {});
@@ -903,7 +1055,11 @@ export class TempFile {
     return opts.size;
   }
 
-  /** read/write copy; with `sparse`, all-zero chunks are skipped and left as holes. */
+  /**
+   * read/write copy. With `sparse`, only the source's data is written and its holes
+   * stay holes (fs/sparse: the SEEK_DATA/SEEK_HOLE extents natively, else the
+   * chunks' non-zero blocks), then the file is cut to its size.
+   */
   async copyReadWrite(from: string | number, size: number, sparse: boolean): Promise<number> {
     const chunk = this.#w.options.chunkSize ?? 128 * 1024;
     let src: FileHandle | null = null;
@@ -917,22 +1073,35 @@ export class TempFile {
     try {
       const fh = await this.#open();
       const buf = Buffer.allocUnsafe(chunk);
-      const zero = sparse ? Buffer.alloc(chunk) : null;
+      const extents = sparse ? dataExtents(src ? src.fd : (from as number), size) : null;
+      // Without SEEK_DATA every chunk is read; with it, only the extents that hold data.
+      const spans: Array<[number, number]> = extents ?? [[0, Number.MAX_SAFE_INTEGER]];
       let off = 0;
-      for (;;) {
-        let n: number;
-        try {
-          n = await read(buf, chunk, off);
-        } catch (e) {
-          throw fromSystemError(e, 'read', this.rel);
+      let copied = 0;
+      outer: for (const [start, stop] of spans) {
+        off = start;
+        while (off < stop) {
+          let n: number;
+          try {
+            n = await read(buf, Math.min(chunk, stop - off), off);
+          } catch (e) {
+            throw fromSystemError(e, 'read', this.rel);
+          }
+          if (n === 0) break outer;
+          const data = buf.subarray(0, n);
+          if (sparse && extents === null) {
+            for (const [a, b] of dataRuns(data, off, null)) await this.write(data.subarray(a, b), off + a);
+          } else {
+            await this.write(data, off);
+          }
+          off += n;
+          copied = Math.max(copied, off);
         }
-        if (n === 0) break;
-        const data = buf.subarray(0, n);
-        if (!(zero && data.equals(zero.subarray(0, n)))) await this.write(data, off);
-        off += n;
       }
-      if (sparse || off !== size) await fh.truncate(off).catch((e: unknown) => { throw fromSystemError(e, 'write', this.rel); });
-      return off;
+      // With extents the size is the source's (a trailing hole reads nothing); else what was read.
+      const total = extents !== null ? size : copied;
+      if (sparse || total !== size) await fh.truncate(total).catch((e: unknown) => { throw fromSystemError(e, 'write', this.rel); });
+      return total;
     } finally {
       await src?.close().catch(() => {});
     }
@@ -954,23 +1123,29 @@ export class TempFile {
     if (this.#done) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: committed twice`);
     const w = this.#w;
     const mode = w.mode(this.entry.mode);
-    const t = nsToSeconds(this.entry.mtimeNs);
+    const ns = this.entry.mtimeNs;
+    const pol = w.options.xattrs;
     try {
       if (!this.#created) await this.#open();
       if (this.#fh) {
         this.#checkSize(Number((await this.#fh.stat()).size));
+        const fd = this.#fh.fd;
+        w.chownAs(this.entry, (u, g) => fchownSync(fd, u, g)); // before chmod: chown clears setuid/setgid
         await this.#fh.chmod(mode);
+        if (pol !== undefined) applyXattrs(`/proc/self/fd/${fd}`, true, this.entry.xattrs, pol);
         if (w.options.fsync) await this.#fh.sync();
-        await this.#fh.utimes(t, t);
+        setTimesFd(fd, ns);
         await this.#fh.close();
         this.#fh = null;
       } else {
         // The copyFrom path: synchronous calls on the temp file's descriptor (fs/meta-ops).
         const fd = this.#fd;
         this.#checkSize(Number(fstatSync(fd).size));
+        w.chownAs(this.entry, (u, g) => fchownSync(fd, u, g)); // before chmod: chown clears setuid/setgid
         fchmodSync(fd, mode);
+        if (pol !== undefined) applyXattrs(`/proc/self/fd/${fd}`, true, this.entry.xattrs, pol);
         if (w.options.fsync) fsyncSync(fd);
-        futimesSync(fd, t, t);
+        setTimesFd(fd, ns);
         this.#fd = -1;
         closeSync(fd);
       }

@@ -219,6 +219,8 @@ export function entryFromStat(relPath: string, absPath: string, st: BigIntStats,
     dev: st.dev,
     nlink: Number(st.nlink),
     allocated: Number(st.blocks) * 512,
+    uid: Number(st.uid),
+    gid: Number(st.gid),
   };
   if (target !== undefined) e.target = target;
   return e;

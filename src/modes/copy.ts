@@ -11,9 +11,12 @@
  * the writer's finish(), after every file.
  *
  * Incremental runs: each file is first checked with the writer's quick check (lstat
- * of DST only: size, mtime within 1 µs, mode), so a no-op run is one parallel
- * lstat per entry on each side and no reads. `--checksum` hashes both sides
- * (the content hash of fs/checksum) when the quick check says "same".
+ * of DST only: size, mtime to the nanosecond, mode), so a no-op run is one
+ * parallel lstat per entry on each side and no reads. A file whose content is
+ * right but whose mode differs, or whose mtime differs while a byte-by-byte
+ * comparison (or, with `--checksum`, the content hash of fs/checksum on both sides)
+ * finds the same bytes, has its metadata mended in place, like rsync: no temp file,
+ * no data written, the inode kept.
  *
  * Source files are opened by fs/source-file's `openSource` and must be, before a
  * byte is copied or hashed, the regular file (device, inode, size, mtime) the walk
@@ -38,10 +41,12 @@ import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { BatchCopier, nativeCopyAvailable } from '../fs/batch-copy.js';
-import { hashFile, hashHandlePrefix } from '../fs/checksum.js';
+import { hashFile, hashHandlePrefix, sameContent } from '../fs/checksum.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { parentOf } from '../fs/path-safety.js';
 import { SafeWriter, type QuickCheck } from '../fs/safe-writer.js';
+import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
+import { readXattrs, xattrPolicy } from '../fs/xattrs.js';
 import { openSource, openSourceSync, sourceError, sourceMismatch } from '../fs/source-file.js';
 import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
 
@@ -59,6 +64,16 @@ export interface CopyOptions {
   delete?: boolean;
   exclude?: readonly string[];
   preserveSpecialBits?: boolean;
+  /**
+   * Keep numeric owners / groups (-o/-g). Default (undefined): both when running as
+   * root (like cp -a and rsync -a), neither otherwise; false: never (--no-owner,
+   * --no-group). As non-root they apply only where the kernel permits.
+   */
+  owner?: boolean;
+  group?: boolean;
+  /** -X: extended attributes (user.*; as root also trusted.* and security.*); -A: ACLs. Need the native addon. */
+  xattrs?: boolean;
+  acls?: boolean;
   /** --no-splice: read/write instead of copy_file_range. */
   readWrite?: boolean;
   fsync?: boolean;
@@ -74,7 +89,7 @@ export interface CopyHooks {
 }
 
 export type CopyEvent =
-  | { type: 'copied' | 'skipped' | 'deleted' | 'created-dir'; path: string; kind: string }
+  | { type: 'copied' | 'skipped' | 'meta-fixed' | 'deleted' | 'created-dir'; path: string; kind: string }
   | { type: 'failed' | 'warning'; path: string; error: FerryError };
 
 /** Live counters; the CLI's progress and summary renderers read these. */
@@ -93,6 +108,8 @@ export interface CopyCounters {
   dirsCreated: number;
   copied: number;
   skipped: number;
+  /** Entries whose content was right and whose mode or times were mended in place. */
+  metaFixed: number;
   failed: number;
   warnings: number;
   deleted: number;
@@ -113,7 +130,7 @@ export interface CopyResult {
 export function newCounters(): CopyCounters {
   return {
     filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0, bytesCopied: 0,
-    entries: 0, dirs: 0, dirsCreated: 0, copied: 0, skipped: 0, failed: 0, warnings: 0, deleted: 0,
+    entries: 0, dirs: 0, dirsCreated: 0, copied: 0, skipped: 0, metaFixed: 0, failed: 0, warnings: 0, deleted: 0,
     walkDone: false, startedAt: performance.now(),
   };
 }
@@ -180,6 +197,12 @@ export async function planCopy(src: string, dst: string): Promise<{ root: Source
   return { root, dstRoot: path.resolve(dst) };
 }
 
+/** Which owners the writer keeps (see CopyOptions.owner/group). */
+export function ownerPolicy(o: { owner?: boolean; group?: boolean }): { uid: boolean; gid: boolean } {
+  const root = process.geteuid?.() === 0;
+  return { uid: o.owner ?? root, gid: o.group ?? root };
+}
+
 export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCounters()): Promise<CopyResult> {
   const opened: SafeWriter[] = [];
   try {
@@ -195,15 +218,24 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
   const exclude = compileExcludes(opts.exclude ?? []);
   const { root, dstRoot } = await planCopy(opts.src, opts.dst);
   const dryRun = opts.dryRun === true;
+  const xattrs = xattrPolicy({ xattrs: opts.xattrs === true, acls: opts.acls === true, capabilities: opts.preserveSpecialBits === true });
+  if (xattrs !== undefined && !xattrsAvailable()) throw xattrsUnsupported(opts.src);
   const writerOpts = {
     dryRun,
     chunkSize: opts.chunkSize ?? 128 * 1024,
     readWrite: opts.readWrite === true,
     preserveSpecialBits: opts.preserveSpecialBits === true,
     fsync: opts.fsync === true,
+    owners: ownerPolicy(opts),
+    ...(xattrs ? { xattrs } : {}),
   };
   const writer = await SafeWriter.open(dstRoot, writerOpts);
   opened.push(writer);
+  /** Read the source's attributes into the entry (once; throws the system error). */
+  const withXattrs = (e: SourceEntry): void => {
+    if (xattrs === undefined || e.xattrs !== undefined) return;
+    e.xattrs = e.kind === 'symlink' || e.kind === 'hardlink' ? [] : readXattrs(e.absPath, false, xattrs);
+  };
   // Regular, non-sparse files go through the native data plane in batches when it is
   // there (fs/batch-copy.ts); the rest, and everything under FERRY_NATIVE=0, through
   // the TempFile path below. Tests that hook between data and publish use the latter.
@@ -232,7 +264,8 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
 
   if (root.kind === 'dir' && root.prefix === '' && !dryRun) {
     const st = await fsp.stat(root.absPath, { bigint: true });
-    writer.setRootMetadata(Number(st.mode & 0o7777n), st.mtimeNs);
+    const rootXattrs = xattrs ? readXattrs(root.absPath, true, xattrs) : undefined;
+    writer.setRootMetadata(Number(st.mode & 0o7777n), st.mtimeNs, { uid: Number(st.uid), gid: Number(st.gid), ...(rootXattrs ? { xattrs: rootXattrs } : {}) });
   }
 
   const sem = new Semaphore(Math.max(1, (opts.jobs ?? 1) * (opts.queueDepth ?? 64)));
@@ -257,6 +290,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
   const doDirInner = async (e: SourceEntry): Promise<boolean> => {
     if (!(await parentReady(e.path))) return false;
     try {
+      withXattrs(e);
       if (dryRun) {
         const q = await writer.quickCheck(e);
         if (q !== 'same') counters.dirsCreated++;
@@ -274,23 +308,32 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
     }
   };
 
+  /**
+   * The quick check, then the content where it is in doubt: with --checksum every
+   * file of the same size is hashed on both sides; without it, a file whose size
+   * matches but whose mtime differs ('touched') is compared byte for byte. Equal
+   * content with other metadata is 'meta': mended in place, no data copied.
+   */
   const checkFile = async (e: SourceEntry): Promise<QuickCheck> => {
-    let q = await writer.quickCheck(e);
-    if (q === 'same' && opts.checksum && e.kind === 'file') {
-      let a: string;
-      if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
-      const fh = await openSource(e);
-      try {
-        a = (await hashHandlePrefix(fh)).toString('hex');
-      } catch (x) {
-        throw fromSystemError(x, 'read', e.path);
-      } finally {
-        await fh.close().catch(() => {});
+    const q = await writer.quickCheck(e);
+    if (e.kind !== 'file' || !(q === 'touched' || (opts.checksum && (q === 'same' || q === 'meta')))) return q;
+    if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
+    const fh = await openSource(e);
+    let equal: boolean;
+    try {
+      if (opts.checksum) {
+        const a = (await hashHandlePrefix(fh)).toString('hex');
+        equal = a === (await writer.withEntryPath(e.path, (p) => hashFile(p)).catch(() => ''));
+      } else {
+        equal = await writer.withEntryPath(e.path, (p) => sameContent(fh, p, e.size, opts.chunkSize ?? 1 << 20)).catch(() => false);
       }
-      const b = await writer.withEntryPath(e.path, (p) => hashFile(p)).catch(() => '');
-      if (a !== b) q = 'differs';
+    } catch (x) {
+      throw x instanceof FerryError ? x : fromSystemError(x, 'read', e.path);
+    } finally {
+      await fh.close().catch(() => {});
     }
-    return q;
+    if (!equal) return 'differs';
+    return q === 'same' ? 'same' : 'meta';
   };
 
   const doFile = async (e: SourceEntry): Promise<boolean> => {
@@ -299,11 +342,20 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
       return false;
     }
     try {
+      withXattrs(e);
       const q = await checkFile(e);
       if (q === 'same') {
         counters.skipped++;
         counters.bytesDone += e.size;
         emit({ type: 'skipped', path: e.path, kind: e.kind });
+        return true;
+      }
+      if (q === 'meta') {
+        // The content is right: mode and times are mended in place (rsync's ".f...p.t").
+        if (!dryRun) await writer.fixMetadata(e);
+        counters.metaFixed++;
+        counters.bytesDone += e.size;
+        emit({ type: 'meta-fixed', path: e.path, kind: e.kind });
         return true;
       }
       if (dryRun) {
@@ -320,7 +372,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
         const ok = await (linkTargets.get(e.target ?? '') ?? Promise.resolve(true));
         if (!ok) throw new FerryError(ErrorCodes.WRITE, `${e.path}: not linked: its target ${e.target ?? ''} failed`, { subject: e.path });
         await writer.hardlink(e);
-      } else if (batch && e.allocated >= e.size) {
+      } else if (batch && e.allocated >= e.size && !writer.needsExtraMeta(e)) {
         if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
         const t = await writer.beginFile(e);
         // The native copier works inside the directory's verified descriptor (openat/renameat).
@@ -463,6 +515,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
         if (e.kind === 'file' && !opts.checksum && dirOk.has(parentOf(e.path))) {
           let q: QuickCheck | null = null;
           try {
+            withXattrs(e);
             q = writer.quickCheckSync(e);
           } catch {
             q = null; // let the full path report it

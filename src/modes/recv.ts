@@ -47,6 +47,7 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { SafeWriter } from '../fs/safe-writer.js';
+import type { XattrPolicy } from '../fs/xattrs.js';
 import { channelOptions, establishChannel, peerNameOf, type SecureChannel } from '../secure/channel.js';
 import { ReceiverSession, checkSessionPolicy, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
 import { HELLO_BYTES } from '../wire/hello.js';
@@ -67,6 +68,13 @@ export interface RecvOptions {
   keepServing: boolean;
   maxAuthFailures: number;
   preserveSpecial: boolean;
+  /**
+   * -o/-g: apply the owners and groups a sender sends (send -o/-g), by number. Owners
+   * only when running as root; groups as non-root only where the kernel permits.
+   */
+  owners?: { uid: boolean; gid: boolean };
+  /** -X/-A: apply the sender's extended attributes that this policy allows (fs/xattrs). */
+  xattrs?: XattrPolicy;
   /** Refuse sessions that ask for --delete (FERRY_E_REFUSED). */
   refuseDelete?: boolean;
   /** Per-session caps (core/limits.ts defaults). */
@@ -450,6 +458,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         umask: process.umask(), // modes from the wire are masked like those of files we create
+        ...peerMetadataPolicy(o, msg.flags),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
       const session = new ReceiverSession(ch, frames, msg, sink, {
@@ -614,10 +623,32 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   return outcome;
 }
 
+/**
+ * What of the sender's metadata beyond mode and times this receiver applies: owners
+ * only when both ends asked and (for uids) we run as root; extended attributes only
+ * when both ends asked, filtered by our own policy (security.capability only with
+ * --preserve-special-bits honoured on both ends). Ids and attributes from a peer are
+ * untrusted input: nothing is applied that the receiving user did not ask for.
+ */
+export function peerMetadataPolicy(
+  o: Pick<RecvOptions, 'owners' | 'xattrs' | 'preserveSpecial'>,
+  flags: number,
+): { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } {
+  const out: { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } = {};
+  if (o.owners && (flags & SessionFlags.OWNERS) !== 0) out.owners = { uid: o.owners.uid && process.geteuid?.() === 0, gid: o.owners.gid };
+  if (o.xattrs && (flags & SessionFlags.XATTRS) !== 0) {
+    out.xattrs = { ...o.xattrs, capabilities: o.preserveSpecial && (flags & SessionFlags.PRESERVE_SPECIAL) !== 0 };
+  }
+  return out;
+}
+
 /** What one session on an already authenticated channel needs (the ssh mode). */
 export interface ReceiveOverOptions {
   dst: string;
   preserveSpecial: boolean;
+  /** As RecvOptions: what of the sender's owners and attributes to apply (the ssh user asked on both ends). */
+  owners?: { uid: boolean; gid: boolean };
+  xattrs?: XattrPolicy;
   onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
 }
 
@@ -648,6 +679,7 @@ export async function receiveOver(
       sink = await SafeWriter.open(o.dst, {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
+        ...peerMetadataPolicy(o, msg.flags),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
       const session = new ReceiverSession(ch, opening.frames, msg, sink, events ? { events } : {});

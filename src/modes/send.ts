@@ -14,6 +14,7 @@ import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
+import type { XattrPolicy } from '../fs/xattrs.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
 import { sendStream } from './stream.js';
 import { runSender, type SenderEvents, type SenderResult } from '../transfer/sender.js';
@@ -31,6 +32,10 @@ export interface SendOptions {
   dryRun: boolean;
   excludes: string[];
   preserveSpecial: boolean;
+  /** -o/-g: send numeric owners and groups. */
+  owners?: boolean;
+  /** -X/-A: send extended attributes (fs/xattrs policy). */
+  xattrs?: XattrPolicy;
   connectTimeoutMs?: number;
   handshakeTimeoutMs?: number;
   idleTimeoutMs?: number;
@@ -95,7 +100,7 @@ export async function sendStdinStream(o: SendOptions, input: AsyncIterable<Buffe
 /** What a session needs besides its channels (the ssh mode shares it). */
 export type SendSessionOptions = Pick<
   SendOptions,
-  'streams' | 'chunkSize' | 'checksum' | 'delete' | 'dryRun' | 'excludes' | 'preserveSpecial' | 'events'
+  'streams' | 'chunkSize' | 'checksum' | 'delete' | 'dryRun' | 'excludes' | 'preserveSpecial' | 'events' | 'owners' | 'xattrs'
 >;
 
 /**
@@ -142,6 +147,8 @@ export async function sendOver(
       dryRun: o.dryRun,
       excludes: o.excludes,
       preserveSpecial: o.preserveSpecial,
+      ...(o.owners ? { owners: true } : {}),
+      ...(o.xattrs ? { xattrs: o.xattrs } : {}),
       openStream: async () => {
         const ch = await openStream();
         extra.push(ch);

@@ -33,7 +33,7 @@ import type { SecureChannel } from '../secure/channel.js';
 import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome } from './send.js';
 import { fileSink, openFileSource, receiveStream, sendStream, type StreamResult, type StreamSink } from './stream.js';
-import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
 
 export interface ServerIo {
   input: Readable;
@@ -301,7 +301,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     if (streamSink) return { role: 'recv', via, stream: await receiveStream(ctl, streamSink) };
     if (streamSource) return { role: 'send', via, stream: await sendStream(ctl, streamSource, req.paths[0]!) };
     if (req.role === 'recv') {
-      const r = await receiveOver(ctl, { dst: dstRoot, preserveSpecial: o.preserveSpecial }, nextExtra);
+      const r = await receiveOver(ctl, { dst: dstRoot, preserveSpecial: o.preserveSpecial, ...remoteMeta(o) }, nextExtra);
       return { role: 'recv', via, recv: r };
     }
     const r = await sendOver(
@@ -315,6 +315,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
         dryRun: o.dryRun,
         excludes: o.excludes,
         preserveSpecial: o.preserveSpecial,
+        ...senderMeta(o),
         events: {
           onFailure: (e) => p.onProblem?.(e),
           onWarning: (e) => p.onWarning?.(e),

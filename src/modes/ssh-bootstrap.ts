@@ -33,6 +33,8 @@
  */
 import type { Readable } from 'node:stream';
 import { ErrorCodes, FerryError } from '../core/errors.js';
+import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
+import { xattrPolicy, type XattrPolicy } from '../fs/xattrs.js';
 
 /** Version of this bootstrap; bumped when the messages above change incompatibly. */
 export const SSH_PROTOCOL = 1;
@@ -55,6 +57,11 @@ export interface RemoteOptions {
   excludes: string[];
   preserveSpecial: boolean;
   ktls: 'auto' | 'on' | 'off';
+  /** -o/-g/-X/-A (issue #14): the same user asked for them on both ends. */
+  owner?: boolean;
+  group?: boolean;
+  xattrs?: boolean;
+  acls?: boolean;
 }
 
 export interface ServerRequest {
@@ -188,8 +195,36 @@ export function parseRequest(line: string): { req: ServerRequest; key: Buffer } 
     excludes: Array.isArray(o['excludes']) ? (o['excludes'] as unknown[]).filter((x): x is string => typeof x === 'string') : [],
     preserveSpecial: o['preserveSpecial'] === true,
     ktls: o['ktls'] === 'on' || o['ktls'] === 'off' ? o['ktls'] : 'auto',
+    owner: o['owner'] === true,
+    group: o['group'] === true,
+    xattrs: o['xattrs'] === true,
+    acls: o['acls'] === true,
   };
   const stream = v['stream'] === true;
   if (stream && paths.length !== 1) throw bad('a stream has one path');
   return { req: { protocol: SSH_PROTOCOL, key: '', role, paths: paths as string[], options, via, stream }, key };
+}
+
+/**
+ * The metadata choices of RemoteOptions for one end: `send` (owners: send the ids;
+ * xattrs: the policy to read with) and `recv` (what to apply). In the ssh mode the same
+ * user asks for both ends on one command line, so both ends honour the request.
+ * -X/-A without the native data plane is FERRY_E_UNSUPPORTED.
+ */
+export function remoteMeta(o: RemoteOptions): { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } {
+  const out: { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } = {};
+  if (o.owner || o.group) out.owners = { uid: o.owner === true, gid: o.group === true };
+  const x = xattrPolicy({ xattrs: o.xattrs === true, acls: o.acls === true, capabilities: o.preserveSpecial });
+  if (x) {
+    if (!xattrsAvailable()) throw xattrsUnsupported();
+    out.xattrs = x;
+  }
+  return out;
+}
+
+
+/** remoteMeta for the sending end: whether to send ids, and the xattr policy to read with. */
+export function senderMeta(o: RemoteOptions): { owners?: boolean; xattrs?: XattrPolicy } {
+  const m = remoteMeta(o);
+  return { ...(m.owners ? { owners: true } : {}), ...(m.xattrs ? { xattrs: m.xattrs } : {}) };
 }

@@ -32,7 +32,7 @@ import type { SendOutcome } from './send.js';
 import { loadSessionModules, pipeDuplex } from './server.js';
 import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
 import { sshArgv, takeSsh } from './ssh-spawn.js';
-import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, remoteMeta, senderMeta, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
 
@@ -291,6 +291,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
           dryRun: o.options.dryRun,
           excludes: o.options.excludes,
           preserveSpecial: o.options.preserveSpecial,
+          ...senderMeta(o.options),
           ...(o.senderEvents ? { events: o.senderEvents } : {}),
         },
         dial ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
@@ -298,7 +299,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     } else {
       out.recv = await receiveOver(
         control,
-        { dst: localDst, preserveSpecial: o.options.preserveSpecial, ...(o.onSessionStart ? { onSessionStart: o.onSessionStart } : {}) },
+        { dst: localDst, preserveSpecial: o.options.preserveSpecial, ...remoteMeta(o.options), ...(o.onSessionStart ? { onSessionStart: o.onSessionStart } : {}) },
         dial,
       );
     }

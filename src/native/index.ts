@@ -14,6 +14,8 @@
  *   netBatchAddon() the network transfer's batches: source reads and small-file
  *                   publishing on pool threads, and the content hash (used by
  *                   transfer/native-files.ts and fs/checksum.ts)
+ *   metaAddon()     nanosecond times, SEEK_DATA/SEEK_HOLE extents, extended attributes
+ *                   (used by fs/meta-native.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -65,7 +67,22 @@ export interface NetBatchAddon {
   publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon> {
+/**
+ * native/meta.c: synchronous metadata calls Node lacks; each returns a negative errno
+ * instead of throwing. Its fallbacks (fs/meta-native.ts): libuv's microsecond
+ * times, zero-chunk hole detection, and FERRY_E_UNSUPPORTED for xattrs.
+ */
+export interface MetaAddon {
+  utimensFd(fd: number, sec: number, nsec: number): number;
+  utimensPath(path: string, sec: number, nsec: number, follow: boolean): number;
+  dataExtents(fd: number, size: number, maxPairs: number): Float64Array | number;
+  xattrList(path: string, follow: boolean): Buffer | number;
+  xattrGet(path: string, name: string, follow: boolean): Buffer | number;
+  xattrSet(path: string, name: string, value: Buffer, follow: boolean): number;
+  xattrRemove(path: string, name: string, follow: boolean): number;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon>, Partial<MetaAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -86,6 +103,8 @@ export interface NativeStatus {
   copy: NativePath;
   /** Which implementation reads and publishes the network transfer's small files, and hashes content. */
   files: NativePath;
+  /** Nanosecond times, SEEK_DATA extents and xattrs (native), or µs times and no xattrs (js). */
+  meta: NativePath;
 }
 
 interface Loaded {
@@ -153,6 +172,12 @@ export function netBatchAddon(): NetBatchAddon | undefined {
     : undefined;
 }
 
+/** The metadata calls of native/meta.c, or undefined (then fs/meta-native.ts falls back). */
+export function metaAddon(): MetaAddon | undefined {
+  const a = load().addon;
+  return typeof a?.utimensFd === 'function' && typeof a.xattrSet === 'function' ? (a as MetaAddon) : undefined;
+}
+
 /** The kTLS setsockopt functions and, when absent, why. */
 export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
   const l = load();
@@ -171,6 +196,7 @@ export function nativeStatus(): NativeStatus {
     ktls: l.addon ? 'native' : 'js',
     copy: fsBatchAddon() ? 'native' : 'js',
     files: netBatchAddon() ? 'native' : 'js',
+    meta: metaAddon() ? 'native' : 'js',
   };
 }
 

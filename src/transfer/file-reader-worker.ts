@@ -23,7 +23,9 @@ import { CONTENT_HASH_BYTES, contentHashOf } from '../fs/checksum.js';
 import { closeSync, fstatSync, readSync, type BigIntStats } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { openSourceSync, SourceChanged } from '../fs/source-file.js';
-import { isAllZero, newHash } from './hash.js';
+import { newHash } from './hash.js';
+import { dataExtents } from '../fs/meta-native.js';
+import { dataSpan } from '../fs/sparse.js';
 
 export interface WorkerError {
   /** errno code of a failed system call, when there was one. */
@@ -63,7 +65,7 @@ export type ReaderRequest =
 
 export type ReaderReply =
   | { kind: 'small'; id: number; buf: ArrayBuffer; hashes: ArrayBuffer; errors: (WorkerError | null)[] }
-  | { kind: 'chunk'; id: number; pos: number; len: number; buf: ArrayBuffer | null }
+  | { kind: 'chunk'; id: number; pos: number; len: number; buf: ArrayBuffer | null; off?: number; dlen?: number }
   | { kind: 'end'; id: number; digest: ArrayBuffer }
   | { kind: 'error'; id: number; error: WorkerError };
 
@@ -135,6 +137,8 @@ interface Range {
   chunk: number;
   ahead: number;
   sparse: boolean;
+  /** Data extents of a sparse file (SEEK_DATA/SEEK_HOLE), or null: trim zero blocks instead. */
+  extents: Array<[number, number]> | null;
   out: number;
   free: ArrayBuffer[];
 }
@@ -157,6 +161,7 @@ function startRange(req: Extract<ReaderRequest, { op: 'range' }>): void {
       chunk: req.chunk,
       ahead: Math.max(1, req.ahead),
       sparse: req.sparse,
+      extents: req.sparse ? dataExtents(fd, req.size) : null,
       out: 0,
       free: [],
     };
@@ -203,13 +208,17 @@ function pump(r: Range): void {
       r.hash.update(view);
       const pos = r.pos;
       r.pos += len;
-      if (r.sparse && isAllZero(view)) {
-        // A hole: nothing to send, the receiver feeds the zeros to its own hash.
+      // Of a sparse file only the part with data is sent (the receiver leaves holes
+      // and feeds their zeros to its own hash): the span of the data extents inside
+      // this chunk, or without SEEK_DATA the chunk less its leading and trailing zero blocks.
+      const span = r.sparse ? dataSpan(view, pos, r.extents) : null;
+      if (span !== null && span.len === 0) {
         r.free.push(buf);
         post({ kind: 'chunk', id: r.id, pos, len, buf: null });
       } else {
         r.out++;
-        post({ kind: 'chunk', id: r.id, pos, len, buf }, [buf]);
+        if (span === null || (span.off === 0 && span.len === len)) post({ kind: 'chunk', id: r.id, pos, len, buf }, [buf]);
+        else post({ kind: 'chunk', id: r.id, pos, len, buf, off: span.off, dlen: span.len }, [buf]);
       }
     }
     if (r.pos >= r.end) finishRange(r);

@@ -55,7 +55,8 @@ export interface SmallRead {
 export interface RangeChunk {
   pos: number;
   len: number;
-  /** The bytes, or null for an all-zero chunk of a sparse file (not to be sent). */
+  /** The bytes, or null for an all-zero chunk of a sparse file (not to be sent). Of a
+   *  sparse file, only the part of the chunk that holds data (pos/len say which). */
   data: Buffer | null;
   /** Hand the buffer back for the next read. Call once the data is consumed. */
   release(): void;
@@ -267,10 +268,13 @@ export class FileReader {
             if (msg.kind === 'chunk') {
               const buf = msg.buf;
               let released = false;
+              // A sparse file's chunk may carry only its data part (off, dlen): the rest are holes.
+              const off = msg.off ?? 0;
+              const len = msg.dlen ?? msg.len;
               yield {
-                pos: msg.pos,
-                len: msg.len,
-                data: buf ? Buffer.from(buf, 0, msg.len) : null,
+                pos: msg.pos + off,
+                len,
+                data: buf ? Buffer.from(buf, off, len) : null,
                 release: () => {
                   if (released || !buf) return;
                   released = true;

@@ -37,7 +37,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
-import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
+import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, MAX_SESSION_XATTR_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
 import { compileExcludes } from '../fs/exclude.js';
 import { hashFilePrefix } from '../fs/checksum.js';
 import { baseOf, parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
@@ -55,6 +55,7 @@ import {
   decodeJoin,
   decodeManifest,
   decodeSession,
+  manifestFields,
   encodeCommitted,
   encodeDecisions,
   encodeDeleted,
@@ -196,6 +197,8 @@ export class ReceiverSession {
   readonly #maxHoleBytes: number;
   readonly #idleMs: number;
   #holeBytes = 0;
+  /** Bytes of extended attributes kept from the manifest (capped per session). */
+  #xattrBytes = 0;
   #lastProgress = performance.now();
   #idleTimer: NodeJS.Timeout | null = null;
   #ownBusy = 0;
@@ -468,7 +471,17 @@ export class ReceiverSession {
 
   async #onManifest(payload: Uint8Array): Promise<void> {
     if (this.#manifestEnded) throw protocol('MANIFEST after MANIFEST_END');
-    const batch = decodeManifest(payload, this.#checksum);
+    const batch = decodeManifest(payload, this.#checksum, manifestFields(this.session.flags));
+    for (const e of batch) {
+      for (const [n, v] of e.xattrs ?? []) this.#xattrBytes += n.length + v.length;
+    }
+    if (this.#xattrBytes > MAX_SESSION_XATTR_BYTES) {
+      throw new FerryError(
+        ErrorCodes.LIMIT,
+        `sender ${this.#control.info.peer}: extended attributes in the manifest exceed ${MAX_SESSION_XATTR_BYTES} bytes, this receiver's limit`,
+        { subject: this.#control.info.peer },
+      );
+    }
     if (this.#entries.length + batch.length > this.#maxEntries) {
       throw new FerryError(
         ErrorCodes.LIMIT,
@@ -575,11 +588,14 @@ export class ReceiverSession {
       const fresh = this.#createdDirs.has(parentOf(e.path));
       // The SafeWriter answers at once (one lstat on the main thread) when it can: the no-op re-send's hot path.
       const qc = fresh ? 'missing' : (this.#sink.quickCheckSync(e) ?? (await this.#sink.quickCheck(e)));
-      let same = qc === 'same';
-      if (same && this.#checksum) {
+      // Content right, metadata not: 'meta' (mode differs), or 'touched' (mtime
+      // differs) once --checksum's hashes agree. Mended in place, no data asked for.
+      let same = qc === 'same' || qc === 'meta';
+      if ((same && this.#checksum) || (qc === 'touched' && this.#checksum)) {
         const h = await this.#ownWork(this.#sink.withEntryPath(e.path, (p) => hashFilePrefix(p, e.size)));
         same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
       }
+      if (same && qc !== 'same' && !this.#dryRun) await this.#sink.fixMetadata(e);
       if (same) {
         f.status = 'skipped';
         this.#counts.skipped++;
@@ -659,7 +675,7 @@ export class ReceiverSession {
           }
           if (f.status !== 'send') throw protocol(`data for ${f.entry.path}, which we did not ask for`);
           if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
-          if (f.from === undefined && rec.from === 0 && rec.start === 0 && rec.end === size && size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path))) {
+          if (f.from === undefined && rec.from === 0 && rec.start === 0 && rec.end === size && size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path)) && !this.#sink.needsExtraMeta(f.entry)) {
             // A small file, whole in this range, in a directory we created: written synchronously at END.
             f.from = 0;
             f.parts = [];

@@ -65,6 +65,8 @@ import {
   type WireEntry,
 } from '../wire/messages.js';
 import { hashSourcePrefix } from '../fs/source-file.js';
+import { allowedXattrs, readXattrs, type XattrPolicy } from '../fs/xattrs.js';
+import { MAX_XATTRS_PER_ENTRY } from '../core/limits.js';
 import { FileReader, type SmallRead } from './file-reader.js';
 import { isAllZero } from './hash.js';
 import { WorkQueue } from './queue.js';
@@ -80,6 +82,10 @@ export interface SenderOptions {
   /** Exclude patterns, forwarded so that `--delete` spares excluded entries. */
   excludes: readonly string[];
   preserveSpecial: boolean;
+  /** -o/-g: send numeric owners and groups (the receiver applies them only as root, when it allows it). */
+  owners?: boolean;
+  /** -X/-A: send the extended attributes this policy reads (fs/xattrs); the receiver filters them by its own. */
+  xattrs?: XattrPolicy;
   /** Opens extra stream i (1..streams-1), already authenticated. */
   openStream?: (i: number) => Promise<FrameChannel>;
   /** Files at least this big are split into ranges (when streams > 1). */
@@ -227,7 +233,10 @@ export async function runSender(
     (opts.checksum ? SessionFlags.CHECKSUM : 0) |
     (opts.delete ? SessionFlags.DELETE : 0) |
     (opts.dryRun ? SessionFlags.DRY_RUN : 0) |
-    (opts.preserveSpecial ? SessionFlags.PRESERVE_SPECIAL : 0);
+    (opts.preserveSpecial ? SessionFlags.PRESERVE_SPECIAL : 0) |
+    (opts.owners ? SessionFlags.OWNERS : 0) |
+    (opts.xattrs ? SessionFlags.XATTRS : 0);
+  const fields = { owners: opts.owners === true, xattrs: opts.xattrs !== undefined };
   await control.send(
     MsgType.SESSION,
     encodeSession({
@@ -623,7 +632,7 @@ export async function runSender(
       const b = batch;
       batch = [];
       if (opts.checksum) await hashBatch(b, byIndex);
-      await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum));
+      await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum, fields));
       ev.onManifest?.(fileCount, bytesTotal, false);
     };
     for await (const group of entries) {
@@ -632,6 +641,20 @@ export async function runSender(
         const index = manifestCount++;
         const w: WireEntry = { index, kind: e.kind, path: e.path, size: e.size, mode: e.mode, mtimeNs: e.mtimeNs };
         if (e.target !== undefined) w.target = e.target;
+        if (fields.owners) {
+          w.uid = e.uid ?? 0;
+          w.gid = e.gid ?? 0;
+        }
+        if (opts.xattrs && (e.kind === 'file' || e.kind === 'dir')) {
+          try {
+            w.xattrs = allowedXattrs(readXattrs(e.absPath, false, opts.xattrs), opts.xattrs).slice(0, MAX_XATTRS_PER_ENTRY);
+          } catch (x) {
+            // The entry still goes; without its attributes, and the user is told.
+            const err = fromSystemError(x, 'read', e.path);
+            warnings.push(err);
+            ev.onWarning?.(err);
+          }
+        }
         if (e.kind === 'file') {
           const f: FileState = { entry: e, index, decided: false, resolved: false, rangesLeft: 1, aborted: false, dropped: false };
           files.push(f);

@@ -6,7 +6,7 @@
  * (transfer/native-files.ts: the same steps, one hand-off per batch rather than per
  * call); this file is its fallback.
  *
- * Why: on cached pages, open/write/fchmod/futimes/close/rename cost a few µs each in
+ * Why: on cached pages, open/write/fchmod/futimens/close/rename cost a few µs each in
  * the kernel, while each round trip through libuv's thread pool costs 10-30 µs of CPU
  * (queue lock, futex wake-ups, completion) and far more when two cores are shared
  * (measured on ml_small, 10,000 files of 1-7 KB: the receiver spent most of its CPU in
@@ -28,17 +28,19 @@
  * stays open under them. The temp file is opened
  * O_CREAT|O_EXCL|O_NOFOLLOW with ferry's deterministic temp name (an interrupted
  * run's leftover is removed and creation retried), mode and mtime are set on the
- * descriptor, and rename(2) publishes it, replacing rather than following whatever
- * is at the final name. On any failure the temp file is removed.
+ * descriptor (to the nanosecond with the native addon, fs/meta-native), and rename(2)
+ * publishes it, replacing rather than following whatever is at the final name. On
+ * any failure the temp file is removed.
  *
  *   writeSmallFileSync(sink, entry, [{ offset, data }, ...]);   // throws FerryError naming the file
- *   publishSmallFile({ dir, name, size, mode, mtime }, parts);  // the same, raw system errors
+ *   publishSmallFile({ dir, name, size, mode, mtimeNs }, parts);  // the same, raw system errors
  */
 import fs, { constants as C } from 'node:fs';
 import type { Entry } from '../core/entry.js';
 import { fromSystemError } from '../core/errors.js';
 import { baseOf, parentOf } from '../fs/path-safety.js';
-import { nsToSeconds, type SafeWriter } from '../fs/safe-writer.js';
+import type { SafeWriter } from '../fs/safe-writer.js';
+import { setTimesFd } from '../fs/meta-native.js';
 import { tempNameFor } from '../fs/temp-names.js';
 
 export interface Part {
@@ -58,8 +60,8 @@ export interface SmallFileTarget {
   size: number;
   /** Final permission bits (already masked by the SafeWriter's policy). */
   mode: number;
-  /** mtime in seconds (nsToSeconds). */
-  mtime: number;
+  /** mtime, nanoseconds (set exactly with the native addon, to the µs without). */
+  mtimeNs: bigint;
 }
 
 /** Write `parts` (increasing offsets; gaps are holes) to a temp file and rename it into place. Throws system errors. */
@@ -83,7 +85,7 @@ export function publishSmallFile(t: SmallFileTarget, parts: readonly Part[]): vo
     }
     if (end < t.size) fs.ftruncateSync(fd, t.size); // trailing hole
     fs.fchmodSync(fd, t.mode);
-    fs.futimesSync(fd, t.mtime, t.mtime);
+    setTimesFd(fd, t.mtimeNs);
     fs.closeSync(fd);
     fd = -1;
     fs.renameSync(temp, `${t.dir}/${t.name}`);
@@ -111,7 +113,7 @@ export function smallFileTarget(sink: SafeWriter, entry: Entry): SmallFileTarget
     name: baseOf(entry.path),
     size: entry.size,
     mode: sink.mode(entry.mode),
-    mtime: nsToSeconds(entry.mtimeNs),
+    mtimeNs: entry.mtimeNs,
   };
 }
 

@@ -33,7 +33,15 @@
  */
 import { ErrorCodes, FerryError } from '../core/errors.js';
 import type { EntryKind } from '../core/entry.js';
-import { MAX_FILE_SIZE, MAX_LINK_TARGET_BYTES, MAX_PATH_BYTES } from '../core/limits.js';
+import {
+  MAX_FILE_SIZE,
+  MAX_LINK_TARGET_BYTES,
+  MAX_PATH_BYTES,
+  MAX_XATTR_BYTES_PER_ENTRY,
+  MAX_XATTR_NAME_BYTES,
+  MAX_XATTR_VALUE_BYTES,
+  MAX_XATTRS_PER_ENTRY,
+} from '../core/limits.js';
 
 export const MsgType = {
   SESSION: 0x10,
@@ -55,8 +63,9 @@ export const MsgType = {
  * Transfer protocol revision, carried in SESSION (the channel's hello has its own).
  * 3: QUEUED and DELETED (issue #14: a queued sender is told so; a dry run reports
  * its deletions); a revision-2 peer would take either for a protocol violation.
+ * 4: the OWNERS and XATTRS session flags and their manifest fields (issue #14).
  */
-export const TRANSFER_VERSION = 3;
+export const TRANSFER_VERSION = 4;
 /** A content digest on the wire (fs/checksum.ts's CONTENT_HASH_BYTES, checked by a test). */
 export const HASH_BYTES = 16;
 /** Size of the random token that binds the extra streams of `-P N` to a session. */
@@ -80,7 +89,22 @@ export const SessionFlags = {
   DELETE: 2,
   DRY_RUN: 4,
   PRESERVE_SPECIAL: 8,
+  /** Manifest entries carry numeric uid and gid (send -o/-g). */
+  OWNERS: 16,
+  /** Manifest entries (files and directories) carry extended attributes (send -X/-A). */
+  XATTRS: 32,
 } as const;
+
+/** Optional manifest fields, switched on by session flags (so a plain manifest stays small). */
+export interface ManifestFields {
+  owners?: boolean;
+  xattrs?: boolean;
+}
+
+/** The manifest fields a session's flags announce. */
+export function manifestFields(flags: number): ManifestFields {
+  return { owners: (flags & SessionFlags.OWNERS) !== 0, xattrs: (flags & SessionFlags.XATTRS) !== 0 };
+}
 
 export interface SessionMsg {
   version: number;
@@ -106,6 +130,11 @@ export interface WireEntry {
   target?: string;
   /** --checksum: the sender's content hash. */
   hash?: Uint8Array;
+  /** OWNERS: numeric owner and group. */
+  uid?: number;
+  gid?: number;
+  /** XATTRS: extended attributes of files and directories, sorted by name. */
+  xattrs?: Array<[string, Buffer]>;
 }
 
 export const Action = { SKIP: 0, SEND: 1, RESUME: 2 } as const;
@@ -384,14 +413,30 @@ export function truncateUtf8(s: string, max: number): string {
 // ---------------------------------------------------------------------------------
 // Manifest
 
-/** Encode a batch of entries with consecutive indexes starting at entries[0].index. */
-export function encodeManifest(entries: readonly WireEntry[], withHash: boolean): Buffer {
+/** Largest uid/gid on the wire (Linux ids are 32-bit; (uid_t)-1 is never an owner). */
+const MAX_ID = 0xfffffffe;
+
+const carriesXattrs = (kind: EntryKind): boolean => kind === 'file' || kind === 'dir';
+
+/**
+ * Encode a batch of entries with consecutive indexes starting at entries[0].index.
+ * Per entry: kind, path, size, mode, mtime (i64 ns); with `fields.owners` uid and gid;
+ * with `fields.xattrs` (files and directories) a count and that many (name, value)
+ * pairs; the symlink/hard-link target; with `withHash` a file's content hash.
+ */
+export function encodeManifest(entries: readonly WireEntry[], withHash: boolean, fields: ManifestFields = {}): Buffer {
   const first = entries[0]?.index ?? 0;
   const w = new ByteWriter(64 + entries.length * 48).varint(first).varint(entries.length);
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
     if (e.index !== first + i) throw new RangeError('manifest indexes must be consecutive');
     w.u8(KIND_CODES[e.kind]).str(e.path).varint(e.size).varint(e.mode).i64(e.mtimeNs);
+    if (fields.owners) w.varint(e.uid ?? 0).varint(e.gid ?? 0);
+    if (fields.xattrs && carriesXattrs(e.kind)) {
+      const xs = e.xattrs ?? [];
+      w.varint(xs.length);
+      for (const [name, value] of xs) w.str(name).varint(value.length).bytes(value);
+    }
     if (e.kind === 'symlink' || e.kind === 'hardlink') w.str(e.target ?? '');
     if (withHash && e.kind === 'file') {
       if (!e.hash || e.hash.length !== HASH_BYTES) throw new RangeError('checksum manifest needs a hash per file');
@@ -401,7 +446,31 @@ export function encodeManifest(entries: readonly WireEntry[], withHash: boolean)
   return w.take();
 }
 
-export function decodeManifest(b: Uint8Array, withHash: boolean): WireEntry[] {
+/**
+ * One entry's extended attributes, every length capped before it is read (core/limits):
+ * count, name bytes, value bytes and the entry's total; names must be non-empty,
+ * namespaced ("ns.name"), without NUL, and strictly increasing (sorted, no duplicates).
+ */
+function decodeXattrs(r: ByteReader, path: string): Array<[string, Buffer]> {
+  const n = r.varint(MAX_XATTRS_PER_ENTRY);
+  const out: Array<[string, Buffer]> = [];
+  let total = 0;
+  let prev = '';
+  for (let i = 0; i < n; i++) {
+    const name = r.str(MAX_XATTR_NAME_BYTES);
+    if (name === '' || !name.includes('.') || name.includes('\0') || (i > 0 && name <= prev)) {
+      throw protocolError(`MANIFEST: bad extended attribute name on ${path}`);
+    }
+    prev = name;
+    const len = r.varint(MAX_XATTR_VALUE_BYTES);
+    total += Buffer.byteLength(name) + len;
+    if (total > MAX_XATTR_BYTES_PER_ENTRY) throw protocolError(`MANIFEST: extended attributes of ${path} exceed ${MAX_XATTR_BYTES_PER_ENTRY} bytes`);
+    out.push([name, Buffer.from(r.bytes(len))]);
+  }
+  return out;
+}
+
+export function decodeManifest(b: Uint8Array, withHash: boolean, fields: ManifestFields = {}): WireEntry[] {
   const r = new ByteReader(b, 'MANIFEST');
   const first = r.varint(MAX_ENTRIES);
   const n = r.varint(MAX_ENTRIES_PER_BATCH);
@@ -417,6 +486,11 @@ export function decodeManifest(b: Uint8Array, withHash: boolean): WireEntry[] {
     const mode = r.varint(0o7777);
     const mtimeNs = r.i64();
     const e: WireEntry = { index: first + i, kind, path, size, mode, mtimeNs };
+    if (fields.owners) {
+      e.uid = r.varint(MAX_ID);
+      e.gid = r.varint(MAX_ID);
+    }
+    if (fields.xattrs && carriesXattrs(kind)) e.xattrs = decodeXattrs(r, path);
     if (kind === 'symlink' || kind === 'hardlink') e.target = r.str(Math.max(MAX_LINK_TARGET_BYTES, MAX_PATH_BYTES));
     if (withHash && kind === 'file') e.hash = Uint8Array.from(r.bytes(HASH_BYTES));
     out.push(e);

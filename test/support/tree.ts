@@ -12,8 +12,8 @@
  * mtimes last (deepest first) so directory mtimes stick.
  *
  * compareTrees lists differences as readable strings: kind, content (SHA-256), size,
- * mode, mtime (equal, or equal to what Node's utimes stores: fs/safe-writer
- * mtimesEqual), symlink target, hard-link
+ * mode, mtime (exactly, or without the native addon equal to what Node's utimes
+ * stores: fs/meta-native mtimesEqual), symlink target, hard-link
  * groups (which paths share an inode), and optionally sparseness.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { mtimesEqual } from '../../src/fs/safe-writer.js';
+import { mtimesEqual, setTimesPath } from '../../src/fs/meta-native.js';
 import { isCI } from './tools.js';
 
 export type TreeSpecEntry =
@@ -82,9 +82,13 @@ async function makeWritable(d: string): Promise<void> {
   for (const n of await fsp.readdir(d)) await makeWritable(path.join(d, n)).catch(() => {});
 }
 
-function toSeconds(t: bigint | Date): number {
-  if (t instanceof Date) return t.getTime() / 1000;
-  return Number(t / 1_000_000_000n) + Number(t % 1_000_000_000n) / 1e9;
+function toNs(t: bigint | Date): bigint {
+  return t instanceof Date ? BigInt(t.getTime()) * 1_000_000n : t;
+}
+
+/** Set an entry's times (not following a last symlink), to the nanosecond where ferry can (fs/meta-native). */
+function setTimes(p: string, t: bigint | Date): void {
+  setTimesPath(p, toNs(t), false);
 }
 
 /** Build a tree under `root` (which may exist). */
@@ -127,7 +131,7 @@ export async function makeTree(root: string, spec: TreeSpec): Promise<void> {
       case 'symlink':
         late.push(async () => {
           await fsp.symlink(v.target, p);
-          if (v.mtime !== undefined) await fsp.lutimes(p, toSeconds(v.mtime), toSeconds(v.mtime));
+          if (v.mtime !== undefined) setTimes(p, v.mtime);
         });
         break;
       case 'hardlink':
@@ -139,7 +143,7 @@ export async function makeTree(root: string, spec: TreeSpec): Promise<void> {
   meta.sort((a, b) => b.depth - a.depth);
   for (const m of meta) {
     if (m.mode !== undefined) await fsp.chmod(m.p, m.mode);
-    if (m.mtime !== undefined) await fsp.utimes(m.p, toSeconds(m.mtime), toSeconds(m.mtime));
+    if (m.mtime !== undefined) setTimes(m.p, m.mtime);
   }
 }
 
