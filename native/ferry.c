@@ -8,15 +8,18 @@
  *   ktls.c     the setsockopt calls for kernel TLS offload
  *   records.c  sealing and opening many TLS 1.3 records per call with Node's own OpenSSL
  *   fs-batch.c batches of safe local file copies on libuv's pool threads
+ *   fs-walk.c  a directory listed and lstat'ed in one call, relative to its fd
  */
 #include "ferry.h"
 #include "fs-batch.h"
+#include "fs-walk.h"
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value abi;
   FERRY_CHECK(ferry_register_ktls(env, exports));
   FERRY_CHECK(ferry_register_records(env, exports));
   FERRY_CHECK(ferry_fs_batch_init(env, exports));
+  FERRY_CHECK(ferry_fs_walk_init(env, exports));
   FERRY_CHECK(napi_create_int32(env, FERRY_NATIVE_ABI, &abi));
   FERRY_CHECK(napi_set_named_property(env, exports, "abi", abi));
   return exports;

@@ -2,9 +2,9 @@
 // Builds ferry's data plane, the optional N-API addon native/*.c -> native/build/Release/
 // ferry_native.node, at install time: kTLS setsockopt (ktls.c), batched TLS 1.3
 // records with Node's own OpenSSL (records.c) and batched local file copies on pool
-// threads (fs-batch.c). Never fails the install: without a C
-// compiler or Node's headers ferry runs on its TypeScript fallbacks, and says so here in
-// one line (and in `ferry --version -v`).
+// threads (fs-batch.c) and the walk's directory listings (fs-walk.c). Never fails the
+// install: without a C compiler or Node's headers ferry runs on its TypeScript
+// fallbacks, and says so here in one line (and in `ferry --version -v`).
 //
 // Why a direct `cc -shared -fPIC` call and not node-gyp: a few C files with no
 // dependencies, node-gyp needs Python and (without a local `nodedir`) downloads
@@ -26,7 +26,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['ferry.c', 'ktls.c', 'records.c', 'fs-batch.c'].map((f) => join(root, 'native', f));
+const sources = ['ferry.c', 'ktls.c', 'records.c', 'fs-batch.c', 'fs-walk.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build', 'Release');
 const out = join(outDir, 'ferry_native.node');
 

@@ -14,11 +14,12 @@ import { formatBytes, formatRate } from './progress.js';
  * records: 'native' (native/records.c, Node's OpenSSL) or 'js' (node:crypto);
  * ktls: 'native' when the addon's setsockopt calls are loaded ('js': userspace TLS
  * only; whether a channel offloaded is its `tx`/`rx`); copy: local file copies
- * (native/fs-batch.c) or the TypeScript path.
+ * (native/fs-batch.c) or the TypeScript path; walk: directory listings
+ * (native/fs-walk.c) or readdir + lstat.
  */
-export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js'; copy: 'native' | 'js' } {
+export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js'; copy: 'native' | 'js'; walk: 'native' | 'js' } {
   const s = nativeStatus();
-  return { records: s.records, ktls: s.ktls, copy: s.copy };
+  return { records: s.records, ktls: s.ktls, copy: s.copy, walk: s.walk };
 }
 
 export interface SummaryCounters {

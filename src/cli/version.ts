@@ -28,6 +28,7 @@ export function versionText(verbose: boolean): string {
     `records: ${s.records} (${s.recordsReason})`,
     `ktls: ${k.available ? 'available' : 'unavailable'} (${k.reason})`,
     `copy: ${s.copy}`,
+    `walk: ${s.walk}`,
   ];
   return head + lines.join('\n') + '\n';
 }

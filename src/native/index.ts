@@ -11,6 +11,7 @@
  *                   (used by secure/record-layer.ts)
  *   ktlsAddon()     the setsockopt calls of kernel TLS (used by secure/ktls.ts)
  *   fsBatchAddon()  batched local file copies on pool threads (used by fs/batch-copy.ts)
+ *   fsWalkAddon()   a directory listed and lstat'ed in one call (used by fs/walk.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -26,7 +27,7 @@ import { platform } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** The addon's ABI this build of ferry expects (native/ferry.h FERRY_NATIVE_ABI). */
-export const NATIVE_ABI = 2;
+export const NATIVE_ABI = 3;
 
 /** An opaque per-direction AES-128-GCM context (an N-API external). */
 export type AeadContext = { readonly __aead: unique symbol };
@@ -50,7 +51,17 @@ export interface FsBatchAddon {
   copyFiles(strings: Buffer, nums: Float64Array, ids: BigUint64Array): Promise<Int32Array>;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon> {
+/**
+ * native/fs-walk.c; its fallback is fs/walk.ts's readdir + lstat. For entry i:
+ * nums[8i..8i+7] = name offset, name length, target length (-1: none; the target's
+ * bytes follow the name's), st_mode, size, nlink, blocks, errno (0: ok);
+ * big[3i..3i+2] = mtime ns, dev, ino. Names sorted by bytes, without . and ..
+ */
+export interface FsWalkAddon {
+  listDir(fd: number): Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array]>;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<FsWalkAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -69,6 +80,8 @@ export interface NativeStatus {
   ktls: NativePath;
   /** Which implementation copies local files (ferry copy). */
   copy: NativePath;
+  /** Which implementation lists and lstats directories for the walk. */
+  walk: NativePath;
 }
 
 interface Loaded {
@@ -128,6 +141,12 @@ export function fsBatchAddon(): FsBatchAddon | undefined {
   return typeof a?.copyFiles === 'function' ? (a as FsBatchAddon) : undefined;
 }
 
+/** The native directory listing, or undefined (then fs/walk.ts lists with readdir + lstat). */
+export function fsWalkAddon(): FsWalkAddon | undefined {
+  const a = load().addon;
+  return typeof a?.listDir === 'function' ? (a as FsWalkAddon) : undefined;
+}
+
 /** The kTLS setsockopt functions and, when absent, why. */
 export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
   const l = load();
@@ -145,6 +164,7 @@ export function nativeStatus(): NativeStatus {
     recordsReason: records ? "Node's OpenSSL, batched" : l.addon ? String(ra) : l.reason,
     ktls: l.addon ? 'native' : 'js',
     copy: fsBatchAddon() ? 'native' : 'js',
+    walk: fsWalkAddon() ? 'native' : 'js',
   };
 }
 
