@@ -19,9 +19,9 @@
  * the same order.
  *
  * listDir(fd) -> Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array]>
- *   for entry i: nums[8i..8i+7] = name offset, name length, target length (the
+ *   for entry i: nums[10i..10i+9] = name offset, name length, target length (the
  *   target's bytes follow the name's; -1: none), st_mode, size, nlink, blocks,
- *   errno of its fstatat/readlinkat (0: ok; then the stat fields are 0);
+ *   errno of its fstatat/readlinkat (0: ok; then the stat fields are 0), uid, gid;
  *   big[3i..3i+2] = mtime in ns, device, inode. A failure to list the directory
  *   itself rejects with an Error whose `errno` is set.
  */
@@ -39,7 +39,7 @@
 
 #include "fs-walk.h"
 
-#define NUMS 8
+#define NUMS 10
 #define BIGS 3
 /** Entries one directory may have here (bounds memory; the TypeScript walk has no such limit, but 16M is far past any real directory). */
 #define MAX_ENTRIES (16u << 20)
@@ -172,6 +172,8 @@ static void execute(napi_env env, void *data) {
     num[4] = (double)st.st_size;
     num[5] = (double)st.st_nlink;
     num[6] = (double)st.st_blocks;
+    num[8] = (double)st.st_uid;
+    num[9] = (double)st.st_gid;
     big[0] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     big[1] = (int64_t)st.st_dev;
     big[2] = (int64_t)st.st_ino;

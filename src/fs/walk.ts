@@ -243,7 +243,7 @@ const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 /** Per entry in listDir's arrays (native/fs-walk.c). */
-const NUMS = 8;
+const NUMS = 10;
 const BIGS = 3;
 
 /** An errno exception like Node's, for a native call's failure. */
@@ -515,6 +515,8 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
             dev: BigInt.asUintN(64, big[b + 1]!),
             nlink: nums[o + 5]!,
             allocated: nums[o + 6]! * 512,
+            uid: nums[o + 8]!,
+            gid: nums[o + 9]!,
           };
           if (kind === 'symlink') {
             const t0 = start + len;

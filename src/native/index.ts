@@ -32,7 +32,7 @@ import { platform } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** The addon's ABI this build of ferry expects (native/ferry.h FERRY_NATIVE_ABI). */
-export const NATIVE_ABI = 3;
+export const NATIVE_ABI = 4;
 
 /** An opaque per-direction AES-128-GCM context (an N-API external). */
 export type AeadContext = { readonly __aead: unique symbol };
@@ -85,8 +85,8 @@ export interface MetaAddon {
 
 /**
  * native/fs-walk.c; its fallback is fs/walk.ts's readdir + lstat. For entry i:
- * nums[8i..8i+7] = name offset, name length, target length (-1: none; the target's
- * bytes follow the name's), st_mode, size, nlink, blocks, errno (0: ok);
+ * nums[10i..10i+9] = name offset, name length, target length (-1: none; the target's
+ * bytes follow the name's), st_mode, size, nlink, blocks, errno (0: ok), uid, gid;
  * big[3i..3i+2] = mtime ns, dev, ino. Names sorted by bytes, without . and ..
  */
 export interface FsWalkAddon {
