@@ -23,10 +23,20 @@
  *   xattrGet(path, name, follow)          Buffer, or -errno
  *   xattrSet(path, name, value, follow)   0 or -errno
  *   xattrRemove(path, name, follow)       0 or -errno
+ *   ownerName(group, id)                  getpwuid_r/getgrgid_r: the name, or null when
+ *                                         there is none (or the lookup failed)
+ *   ownerId(group, name)                  getpwnam_r/getgrnam_r: the id, or -1 when the
+ *                                         name is unknown (or the lookup failed)
+ *
+ * The owner lookups go through NSS (files, LDAP, sssd...) like `ls -l` does; they may
+ * block on a directory service, which is why ferry looks each id or name up once per
+ * session (src/fs/owner-names.ts).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +226,78 @@ static napi_value xattr_remove(napi_env env, napi_callback_info info) {
   return num(env, r == 0 ? 0 : -errno);
 }
 
+/* Room for one passwd/group record: sysconf's hint, doubled on ERANGE up to 1 MiB. */
+#define LOOKUP_START 16384
+#define LOOKUP_MAX (1 << 20)
+
+static napi_value owner_name(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int group = get_bool(env, argv[0]);
+  double d = 0;
+  if (napi_get_value_double(env, argv[1], &d) != napi_ok || d < 0 || d > 4294967294.0) return num(env, -EINVAL);
+  unsigned id = (unsigned)d;
+  size_t size = LOOKUP_START;
+  for (;;) {
+    char *buf = malloc(size);
+    if (!buf) return num(env, -ENOMEM);
+    const char *name = NULL;
+    int rc;
+    if (group) {
+      struct group g, *res = NULL;
+      rc = getgrgid_r((gid_t)id, &g, buf, size, &res);
+      if (rc == 0 && res) name = res->gr_name;
+    } else {
+      struct passwd p, *res = NULL;
+      rc = getpwuid_r((uid_t)id, &p, buf, size, &res);
+      if (rc == 0 && res) name = res->pw_name;
+    }
+    if (rc == ERANGE && size < LOOKUP_MAX) {
+      free(buf);
+      size *= 2;
+      continue;
+    }
+    napi_value r;
+    if (!name) napi_get_null(env, &r); /* none, or the lookup failed: send the number */
+    else if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &r) != napi_ok) r = num(env, -ENOMEM);
+    free(buf);
+    return r;
+  }
+}
+
+static napi_value owner_id(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[256];
+  if (!get_args(env, info, 2, argv) || !get_str(env, argv[1], name, sizeof name)) return NULL;
+  int group = get_bool(env, argv[0]);
+  size_t size = LOOKUP_START;
+  for (;;) {
+    char *buf = malloc(size);
+    if (!buf) return num(env, -ENOMEM);
+    double id = -1;
+    int rc;
+    if (group) {
+      struct group g, *res = NULL;
+      rc = getgrnam_r(name, &g, buf, size, &res);
+      if (rc == 0 && res) id = (double)res->gr_gid;
+    } else {
+      struct passwd p, *res = NULL;
+      rc = getpwnam_r(name, &p, buf, size, &res);
+      if (rc == 0 && res) id = (double)res->pw_uid;
+    }
+    free(buf);
+    if (rc == ERANGE && size < LOOKUP_MAX) {
+      size *= 2;
+      continue;
+    }
+    /* Not found may be 0, ENOENT, ESRCH, EBADF or EPERM (getpwnam_r(3)); any failure
+       means "unknown here", and the caller keeps the sender's number. */
+    napi_value r;
+    if (napi_create_double(env, id, &r) != napi_ok) return num(env, -ENOMEM);
+    return r;
+  }
+}
+
 napi_status ferry_register_meta(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"utimensFd", NULL, utimens_fd, NULL, NULL, NULL, napi_default, NULL},
@@ -225,6 +307,8 @@ napi_status ferry_register_meta(napi_env env, napi_value exports) {
       {"xattrGet", NULL, xattr_get, NULL, NULL, NULL, napi_default, NULL},
       {"xattrSet", NULL, xattr_set, NULL, NULL, NULL, napi_default, NULL},
       {"xattrRemove", NULL, xattr_remove, NULL, NULL, NULL, napi_default, NULL},
+      {"ownerName", NULL, owner_name, NULL, NULL, NULL, napi_default, NULL},
+      {"ownerId", NULL, owner_id, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

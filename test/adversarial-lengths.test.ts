@@ -444,3 +444,65 @@ test('lengths attack: oversized xattr', async () => {
   assert.match(err!.message, /exceeds 65536/);
   assert.deepEqual(await fsp.readdir(dst), []);
 });
+
+// --- owner names (--names, issue #14) -----------------------------------------------
+
+/** A MANIFEST of one file with owners and a raw owner name table (so that every field can be out of range). */
+function namesManifest(users: Array<[number, string]>, groups: Array<[number, string]> = [], opts: { count?: number; first?: number } = {}): Uint8Array {
+  const w = W().varint(opts.first ?? 0).varint(1);
+  w.varint(opts.count ?? users.length);
+  for (const [id, name] of users) w.varint(id).str(name);
+  w.varint(groups.length);
+  for (const [id, name] of groups) w.varint(id).str(name);
+  w.u8(0).str(`f${opts.first ?? 0}`).varint(0).varint(0o644).i64(0n).varint(1000).varint(50);
+  return w.take();
+}
+const namesFields = M.manifestFields(M.SessionFlags.OWNERS | M.SessionFlags.OWNER_NAMES);
+const decodeN = (b: Uint8Array): unknown => M.decodeManifestBatch(b, false, namesFields);
+
+test('lengths attack: oversized owner name table', async () => {
+  const { MAX_OWNER_NAME_BYTES, MAX_OWNER_NAMES } = await import('../src/core/limits.js');
+  const refused = (b: Uint8Array, what: string): void =>
+    assert.throws(() => decodeN(b), (e: unknown) => isFerryError(e, 'FERRY_E_PROTOCOL'), `${what} was accepted`);
+  // A name at its cap and one past it; names outside the allowed bytes.
+  decodeN(namesManifest([[1000, 'n'.repeat(MAX_OWNER_NAME_BYTES)]]));
+  decodeN(namesManifest([[1000, `${'n'.repeat(MAX_OWNER_NAME_BYTES - 1)}$`]]));
+  refused(namesManifest([[1000, 'n'.repeat(MAX_OWNER_NAME_BYTES + 1)]]), 'a 33-byte name');
+  refused(namesManifest([[1000, 'n'.repeat(1 << 20)]]), 'a 1 MiB name (refused from its length alone)');
+  for (const bad of ['', 'a b', 'a:b', 'a$b', '../x', 'ü']) refused(namesManifest([[1000, bad]]), JSON.stringify(bad));
+  refused(namesManifest([], [[50, 'g\n']]), 'a group name with a newline');
+  refused(namesManifest([[2 ** 32, 'big']]), 'an id past 32 bits');
+  // The count: at the cap, one past it, a huge one; users and groups together.
+  const many = (n: number, from = 0): Array<[number, string]> => Array.from({ length: n }, (_, i) => [from + i, `u${from + i}`]);
+  decodeN(namesManifest(many(MAX_OWNER_NAMES)));
+  refused(namesManifest(many(MAX_OWNER_NAMES + 1)), 'one name too many');
+  refused(namesManifest(many(MAX_OWNER_NAMES / 2 + 1), many(MAX_OWNER_NAMES / 2)), 'users and groups past the cap together');
+  refused(namesManifest([], [], { count: 2 ** 40 }), 'a huge count (refused from the count alone)');
+
+  // The real receiver (asked for -o -g --names): more names than a session allows,
+  // spread over two batches that each pass the decoder, fail the session; nothing is written.
+  const root = await tmpDir('ferry-adv-len-');
+  const dst = path.join(root, 'dst');
+  const h = await hostileSender(dst, {
+    session: { flags: M.SessionFlags.OWNERS | M.SessionFlags.OWNER_NAMES },
+    recv: { owners: { uid: true, gid: true }, ownerNames: true },
+  });
+  await h.peer.send(M.MsgType.MANIFEST, namesManifest(many(MAX_OWNER_NAMES)));
+  await h.peer.send(M.MsgType.MANIFEST, namesManifest(many(1, MAX_OWNER_NAMES), [], { first: 1 }));
+  const err = await h.sessionError();
+  assert.equal(err?.code, 'FERRY_E_PROTOCOL', String(err));
+  assert.match(err!.message, /more than 4096 owner names/);
+  assert.deepEqual(await fsp.readdir(dst), []);
+
+  // An id named twice in one session is refused as well.
+  const dst2 = path.join(root, 'dst2');
+  const h2 = await hostileSender(dst2, {
+    session: { flags: M.SessionFlags.OWNERS | M.SessionFlags.OWNER_NAMES },
+    recv: { owners: { uid: true, gid: true }, ownerNames: true },
+  });
+  await h2.peer.send(M.MsgType.MANIFEST, namesManifest([[1000, 'alice']]));
+  await h2.peer.send(M.MsgType.MANIFEST, namesManifest([[1000, 'mallory']], [], { first: 1 }));
+  const err2 = await h2.sessionError();
+  assert.equal(err2?.code, 'FERRY_E_PROTOCOL', String(err2));
+  assert.match(err2!.message, /named twice/);
+});

@@ -64,14 +64,19 @@ export const META_OPTIONS = {
   owner: { type: 'boolean', short: 'o' },
   group: { type: 'boolean', short: 'g' },
   'numeric-ids': { type: 'boolean' },
+  names: { type: 'boolean' },
   xattrs: { type: 'boolean', short: 'X' },
   acls: { type: 'boolean', short: 'A' },
 } as const;
 
-export const META_HELP = `  -o, --owner             keep owners by number (sender: send them; receiver: apply
-                          them, as root only)
-  -g, --group             keep groups by number (receiver: as non-root, only your groups)
-      --numeric-ids       accepted (rsync's spelling): ids always travel as numbers
+export const META_HELP = `  -o, --owner             keep owners, by number unless --names (sender: send them;
+                          receiver: apply them, as root only)
+  -g, --group             keep groups, by number unless --names (receiver: as non-root,
+                          only your groups)
+      --names             with -o/-g, keep owners and groups by name (rsync's default):
+                          the sender sends names, the receiver maps each to its own
+                          id, the number where the name is unknown; both ends must ask
+      --numeric-ids       keep ids by number (ferry's default; overrides --names)
   -X, --xattrs            keep extended attributes (user.*; as root trusted.* and
                           security.*); needs the native data plane
   -A, --acls              keep POSIX ACLs (system.posix_acl_*); needs the native data plane
@@ -79,10 +84,11 @@ export const META_HELP = `  -o, --owner             keep owners by number (sende
 
 /** The -o/-g/-X/-A choices of a network command; -X/-A without the native addon is FERRY_E_UNSUPPORTED. */
 export function metaChoices(
-  v: { owner?: boolean; group?: boolean; xattrs?: boolean; acls?: boolean; 'preserve-special-bits'?: boolean },
-): { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } {
-  const out: { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } = {};
+  v: { owner?: boolean; group?: boolean; names?: boolean; 'numeric-ids'?: boolean; xattrs?: boolean; acls?: boolean; 'preserve-special-bits'?: boolean },
+): { owners?: { uid: boolean; gid: boolean }; ownerNames?: boolean; xattrs?: XattrPolicy } {
+  const out: { owners?: { uid: boolean; gid: boolean }; ownerNames?: boolean; xattrs?: XattrPolicy } = {};
   if (v.owner || v.group) out.owners = { uid: v.owner === true, gid: v.group === true };
+  if (out.owners && v.names && !v['numeric-ids']) out.ownerNames = true;
   const x = xattrPolicy({ xattrs: v.xattrs === true, acls: v.acls === true, capabilities: v['preserve-special-bits'] === true });
   if (x) {
     if (!xattrsAvailable()) throw xattrsUnsupported();

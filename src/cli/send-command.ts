@@ -134,6 +134,7 @@ export async function runSendCommand(argv: string[]): Promise<number> {
       excludes: v.exclude ?? [],
       preserveSpecial: v['preserve-special-bits'] === true,
       ...(meta.owners ? { owners: true } : {}),
+      ...(meta.ownerNames ? { ownerNames: true } : {}),
       ...(meta.xattrs ? { xattrs: meta.xattrs } : {}),
       events: {
         ...progressEvents(counters, reporter, (e) => errors.push(e), { verbose: v.verbose === true }),

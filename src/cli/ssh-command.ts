@@ -188,6 +188,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
         ktls,
         ...(v.owner ? { owner: true } : {}),
         ...(v.group ? { group: true } : {}),
+        ...((v.owner || v.group) && v.names && !v['numeric-ids'] ? { names: true } : {}),
         ...(v.xattrs ? { xattrs: true } : {}),
         ...(v.acls ? { acls: true } : {}),
       },

@@ -53,5 +53,19 @@ export const SESSION_IDLE_TIMEOUT_MS = 120_000;
 export const MAX_XATTR_NAME_BYTES = 255;
 export const MAX_XATTR_VALUE_BYTES = 64 * 1024;
 export const MAX_XATTRS_PER_ENTRY = 128;
+
+/**
+ * Owner names (--names, fs/owner-names.ts): 1..MAX_OWNER_NAME_BYTES bytes of
+ * [A-Za-z0-9._-] with an optional trailing "$"; at most MAX_OWNER_NAMES distinct names
+ * (users and groups together) per session.
+ */
+export const MAX_OWNER_NAME_BYTES = 32;
+export const MAX_OWNER_NAMES = 4096;
+const OWNER_NAME_RE = /^[A-Za-z0-9._-]+\$?$/;
+
+/** Whether `s` may travel as an owner name. */
+export function validOwnerName(s: string): boolean {
+  return s.length >= 1 && s.length <= MAX_OWNER_NAME_BYTES && OWNER_NAME_RE.test(s);
+}
 export const MAX_XATTR_BYTES_PER_ENTRY = 256 * 1024;
 export const MAX_SESSION_XATTR_BYTES = 256 * 1024 * 1024;

@@ -47,6 +47,7 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { SafeWriter } from '../fs/safe-writer.js';
+import { systemLookup, type NameLookup } from '../fs/owner-names.js';
 import type { XattrPolicy } from '../fs/xattrs.js';
 import { channelOptions, establishChannel, peerNameOf, type SecureChannel } from '../secure/channel.js';
 import { ReceiverSession, checkSessionPolicy, readOpening, refuseSession, type ReceiverEvents, type ReceiverResult } from '../transfer/receiver.js';
@@ -73,6 +74,8 @@ export interface RecvOptions {
    * only when running as root; groups as non-root only where the kernel permits.
    */
   owners?: { uid: boolean; gid: boolean };
+  /** --names: map the owner and group names a sender sends (send --names) to our ids (fs/owner-names). */
+  ownerNames?: boolean;
   /** -X/-A: apply the sender's extended attributes that this policy allows (fs/xattrs). */
   xattrs?: XattrPolicy;
   /** Refuse sessions that ask for --delete (FERRY_E_REFUSED). */
@@ -467,6 +470,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         ...(o.maxEntries !== undefined ? { maxEntries: o.maxEntries } : {}),
         ...(o.maxHoleBytes !== undefined ? { maxHoleBytes: o.maxHoleBytes } : {}),
         ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
+        ...peerOwnerNames(o, msg.flags),
       });
       const done = session.run().then(
         (r) => {
@@ -642,12 +646,23 @@ export function peerMetadataPolicy(
   return out;
 }
 
+/**
+ * --names: map the sender's owner names to our ids when both ends asked (the sender
+ * sent OWNER_NAMES, we apply owners or groups and were given --names); otherwise the
+ * names are only checked and the numbers kept, ferry's default.
+ */
+export function peerOwnerNames(o: Pick<RecvOptions, 'owners' | 'ownerNames'>, flags: number): { ownerNames?: NameLookup } {
+  if (!o.ownerNames || !o.owners || (flags & SessionFlags.OWNER_NAMES) === 0) return {};
+  return { ownerNames: systemLookup() };
+}
+
 /** What one session on an already authenticated channel needs (the ssh mode). */
 export interface ReceiveOverOptions {
   dst: string;
   preserveSpecial: boolean;
   /** As RecvOptions: what of the sender's owners and attributes to apply (the ssh user asked on both ends). */
   owners?: { uid: boolean; gid: boolean };
+  ownerNames?: boolean;
   xattrs?: XattrPolicy;
   onSessionStart?(peer: string, flags: number, streams: number): ReceiverEvents | undefined;
 }
@@ -682,7 +697,7 @@ export async function receiveOver(
         ...peerMetadataPolicy(o, msg.flags),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
-      const session = new ReceiverSession(ch, opening.frames, msg, sink, events ? { events } : {});
+      const session = new ReceiverSession(ch, opening.frames, msg, sink, { ...(events ? { events } : {}), ...peerOwnerNames(o, msg.flags) });
       const done = session.run();
       started = true;
       if (msg.streams > 1 && dialExtra) {

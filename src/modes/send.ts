@@ -34,6 +34,8 @@ export interface SendOptions {
   preserveSpecial: boolean;
   /** -o/-g: send numeric owners and groups. */
   owners?: boolean;
+  /** --names (with owners): also send owner and group names, for the receiver to map. */
+  ownerNames?: boolean;
   /** -X/-A: send extended attributes (fs/xattrs policy). */
   xattrs?: XattrPolicy;
   connectTimeoutMs?: number;
@@ -100,7 +102,7 @@ export async function sendStdinStream(o: SendOptions, input: AsyncIterable<Buffe
 /** What a session needs besides its channels (the ssh mode shares it). */
 export type SendSessionOptions = Pick<
   SendOptions,
-  'streams' | 'chunkSize' | 'checksum' | 'delete' | 'dryRun' | 'excludes' | 'preserveSpecial' | 'events' | 'owners' | 'xattrs'
+  'streams' | 'chunkSize' | 'checksum' | 'delete' | 'dryRun' | 'excludes' | 'preserveSpecial' | 'events' | 'owners' | 'ownerNames' | 'xattrs'
 >;
 
 /**
@@ -148,6 +150,7 @@ export async function sendOver(
       excludes: o.excludes,
       preserveSpecial: o.preserveSpecial,
       ...(o.owners ? { owners: true } : {}),
+      ...(o.owners && o.ownerNames ? { ownerNames: true } : {}),
       ...(o.xattrs ? { xattrs: o.xattrs } : {}),
       openStream: async () => {
         const ch = await openStream();

@@ -60,6 +60,8 @@ export interface RemoteOptions {
   /** -o/-g/-X/-A (issue #14): the same user asked for them on both ends. */
   owner?: boolean;
   group?: boolean;
+  /** --names: owners and groups by name (both ends, since one user asks for both). */
+  names?: boolean;
   xattrs?: boolean;
   acls?: boolean;
 }
@@ -197,6 +199,7 @@ export function parseRequest(line: string): { req: ServerRequest; key: Buffer } 
     ktls: o['ktls'] === 'on' || o['ktls'] === 'off' ? o['ktls'] : 'auto',
     owner: o['owner'] === true,
     group: o['group'] === true,
+    names: o['names'] === true,
     xattrs: o['xattrs'] === true,
     acls: o['acls'] === true,
   };
@@ -211,9 +214,10 @@ export function parseRequest(line: string): { req: ServerRequest; key: Buffer } 
  * user asks for both ends on one command line, so both ends honour the request.
  * -X/-A without the native data plane is FERRY_E_UNSUPPORTED.
  */
-export function remoteMeta(o: RemoteOptions): { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } {
-  const out: { owners?: { uid: boolean; gid: boolean }; xattrs?: XattrPolicy } = {};
+export function remoteMeta(o: RemoteOptions): { owners?: { uid: boolean; gid: boolean }; ownerNames?: boolean; xattrs?: XattrPolicy } {
+  const out: { owners?: { uid: boolean; gid: boolean }; ownerNames?: boolean; xattrs?: XattrPolicy } = {};
   if (o.owner || o.group) out.owners = { uid: o.owner === true, gid: o.group === true };
+  if (out.owners && o.names) out.ownerNames = true;
   const x = xattrPolicy({ xattrs: o.xattrs === true, acls: o.acls === true, capabilities: o.preserveSpecial });
   if (x) {
     if (!xattrsAvailable()) throw xattrsUnsupported();
@@ -224,7 +228,7 @@ export function remoteMeta(o: RemoteOptions): { owners?: { uid: boolean; gid: bo
 
 
 /** remoteMeta for the sending end: whether to send ids, and the xattr policy to read with. */
-export function senderMeta(o: RemoteOptions): { owners?: boolean; xattrs?: XattrPolicy } {
+export function senderMeta(o: RemoteOptions): { owners?: boolean; ownerNames?: boolean; xattrs?: XattrPolicy } {
   const m = remoteMeta(o);
-  return { ...(m.owners ? { owners: true } : {}), ...(m.xattrs ? { xattrs: m.xattrs } : {}) };
+  return { ...(m.owners ? { owners: true } : {}), ...(m.ownerNames ? { ownerNames: true } : {}), ...(m.xattrs ? { xattrs: m.xattrs } : {}) };
 }

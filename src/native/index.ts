@@ -81,6 +81,10 @@ export interface MetaAddon {
   xattrGet(path: string, name: string, follow: boolean): Buffer | number;
   xattrSet(path: string, name: string, value: Buffer, follow: boolean): number;
   xattrRemove(path: string, name: string, follow: boolean): number;
+  /** getpwuid_r/getgrgid_r: the name, or null when there is none (or the lookup failed). */
+  ownerName(group: boolean, id: number): string | null | number;
+  /** getpwnam_r/getgrnam_r: the id, or -1 when the name is unknown (or the lookup failed). */
+  ownerId(group: boolean, name: string): number;
 }
 
 /**

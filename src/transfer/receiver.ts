@@ -41,6 +41,7 @@ import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, MAX_SESSION_XATTR_BYTES, S
 import { compileExcludes } from '../fs/exclude.js';
 import { hashFilePrefix } from '../fs/checksum.js';
 import { baseOf, parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
+import { PeerOwnerNames, type NameLookup } from '../fs/owner-names.js';
 import type { SafeWriter, TempFile } from '../fs/safe-writer.js';
 import type { Frame, FrameChannel } from '../secure/channel-api.js';
 import {
@@ -53,9 +54,10 @@ import {
   decodeData,
   decodeError,
   decodeJoin,
-  decodeManifest,
+  decodeManifestBatch,
   decodeSession,
   manifestFields,
+  type ManifestFields,
   encodeCommitted,
   encodeDecisions,
   encodeDeleted,
@@ -107,6 +109,11 @@ export interface ReceiverOptions {
   maxHoleBytes?: number;
   /** No progress for this long while files are outstanding: FERRY_E_TIMEOUT (default SESSION_IDLE_TIMEOUT_MS). */
   idleTimeoutMs?: number;
+  /**
+   * --names: map the sender's owner and group names (OWNER_NAMES) to our ids with this
+   * lookup; without it the names are checked and the numbers kept.
+   */
+  ownerNames?: NameLookup;
   events?: ReceiverEvents;
 }
 
@@ -204,6 +211,9 @@ export class ReceiverSession {
   #ownBusy = 0;
   readonly #dryRun: boolean;
   readonly #checksum: boolean;
+  readonly #fields: ManifestFields;
+  /** OWNER_NAMES: the session's owner names (checked), mapping them when asked. */
+  #ownerNames: PeerOwnerNames | undefined;
   readonly #entries: (RFile | WireEntry)[] = [];
   readonly #paths = new Set<string>();
   /** Files by path, for hard-link targets. */
@@ -273,6 +283,8 @@ export class ReceiverSession {
     this.#idleMs = opts.idleTimeoutMs ?? SESSION_IDLE_TIMEOUT_MS;
     this.#dryRun = (session.flags & SessionFlags.DRY_RUN) !== 0;
     this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
+    this.#fields = manifestFields(session.flags);
+    if (this.#fields.ownerNames) this.#ownerNames = new PeerOwnerNames(control.info.peer, opts.ownerNames);
   }
 
   /** Accept an extra stream of this session (after its JOIN). */
@@ -471,7 +483,15 @@ export class ReceiverSession {
 
   async #onManifest(payload: Uint8Array): Promise<void> {
     if (this.#manifestEnded) throw protocol('MANIFEST after MANIFEST_END');
-    const batch = decodeManifest(payload, this.#checksum, manifestFields(this.session.flags));
+    const { entries: batch, names } = decodeManifestBatch(payload, this.#checksum, this.#fields);
+    const owners = this.#ownerNames;
+    if (owners) {
+      owners.add(names);
+      for (const e of batch) {
+        if (e.uid !== undefined) e.uid = owners.uid(e.uid);
+        if (e.gid !== undefined) e.gid = owners.gid(e.gid);
+      }
+    }
     for (const e of batch) {
       for (const [n, v] of e.xattrs ?? []) this.#xattrBytes += n.length + v.length;
     }

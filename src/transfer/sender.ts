@@ -67,6 +67,7 @@ import {
 import { hashSourcePrefix } from '../fs/source-file.js';
 import { allowedXattrs, readXattrs, type XattrPolicy } from '../fs/xattrs.js';
 import { MAX_XATTRS_PER_ENTRY } from '../core/limits.js';
+import { SenderOwnerNames } from '../fs/owner-names.js';
 import { FileReader, type SmallRead } from './file-reader.js';
 import { isAllZero } from './hash.js';
 import { WorkQueue } from './queue.js';
@@ -84,6 +85,8 @@ export interface SenderOptions {
   preserveSpecial: boolean;
   /** -o/-g: send numeric owners and groups (the receiver applies them only as root, when it allows it). */
   owners?: boolean;
+  /** --names (with owners): also send each distinct owner's and group's name, for the receiver to map. */
+  ownerNames?: boolean;
   /** -X/-A: send the extended attributes this policy reads (fs/xattrs); the receiver filters them by its own. */
   xattrs?: XattrPolicy;
   /** Opens extra stream i (1..streams-1), already authenticated. */
@@ -235,8 +238,10 @@ export async function runSender(
     (opts.dryRun ? SessionFlags.DRY_RUN : 0) |
     (opts.preserveSpecial ? SessionFlags.PRESERVE_SPECIAL : 0) |
     (opts.owners ? SessionFlags.OWNERS : 0) |
-    (opts.xattrs ? SessionFlags.XATTRS : 0);
-  const fields = { owners: opts.owners === true, xattrs: opts.xattrs !== undefined };
+    (opts.xattrs ? SessionFlags.XATTRS : 0) |
+    (opts.owners && opts.ownerNames ? SessionFlags.OWNER_NAMES : 0);
+  const fields = { owners: opts.owners === true, xattrs: opts.xattrs !== undefined, ownerNames: opts.owners === true && opts.ownerNames === true };
+  const ownerNames = fields.ownerNames ? new SenderOwnerNames() : undefined;
   await control.send(
     MsgType.SESSION,
     encodeSession({
@@ -632,7 +637,7 @@ export async function runSender(
       const b = batch;
       batch = [];
       if (opts.checksum) await hashBatch(b, byIndex);
-      await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum, fields));
+      await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum, fields, ownerNames?.take()));
       ev.onManifest?.(fileCount, bytesTotal, false);
     };
     for await (const group of entries) {
@@ -644,6 +649,7 @@ export async function runSender(
         if (fields.owners) {
           w.uid = e.uid ?? 0;
           w.gid = e.gid ?? 0;
+          ownerNames?.note(w.uid, w.gid);
         }
         if (opts.xattrs && (e.kind === 'file' || e.kind === 'dir')) {
           try {

@@ -36,11 +36,14 @@ import type { EntryKind } from '../core/entry.js';
 import {
   MAX_FILE_SIZE,
   MAX_LINK_TARGET_BYTES,
+  MAX_OWNER_NAME_BYTES,
+  MAX_OWNER_NAMES,
   MAX_PATH_BYTES,
   MAX_XATTR_BYTES_PER_ENTRY,
   MAX_XATTR_NAME_BYTES,
   MAX_XATTR_VALUE_BYTES,
   MAX_XATTRS_PER_ENTRY,
+  validOwnerName,
 } from '../core/limits.js';
 
 export const MsgType = {
@@ -93,17 +96,28 @@ export const SessionFlags = {
   OWNERS: 16,
   /** Manifest entries (files and directories) carry extended attributes (send -X/-A). */
   XATTRS: 32,
+  /** With OWNERS (send --names): manifest batches begin with the names of ids not named before. */
+  OWNER_NAMES: 64,
 } as const;
 
 /** Optional manifest fields, switched on by session flags (so a plain manifest stays small). */
 export interface ManifestFields {
   owners?: boolean;
   xattrs?: boolean;
+  /** OWNER_NAMES (only with owners): each batch begins with an owner name table. */
+  ownerNames?: boolean;
 }
 
 /** The manifest fields a session's flags announce. */
 export function manifestFields(flags: number): ManifestFields {
-  return { owners: (flags & SessionFlags.OWNERS) !== 0, xattrs: (flags & SessionFlags.XATTRS) !== 0 };
+  const owners = (flags & SessionFlags.OWNERS) !== 0;
+  return { owners, xattrs: (flags & SessionFlags.XATTRS) !== 0, ownerNames: owners && (flags & SessionFlags.OWNER_NAMES) !== 0 };
+}
+
+/** OWNER_NAMES: the new id → name pairs of one manifest batch. */
+export interface OwnerNameTable {
+  users: Array<[number, string]>;
+  groups: Array<[number, string]>;
 }
 
 export interface SessionMsg {
@@ -419,14 +433,50 @@ const MAX_ID = 0xfffffffe;
 const carriesXattrs = (kind: EntryKind): boolean => kind === 'file' || kind === 'dir';
 
 /**
+ * An owner name table (OWNER_NAMES): a count and (id, name) pairs for users, then for
+ * groups. Names are checked here (fs/owner-names.ts rules); the session-wide rules (each
+ * id named once, at most MAX_OWNER_NAMES) are the receiver's (PeerOwnerNames).
+ */
+function encodeOwnerNames(w: ByteWriter, t: OwnerNameTable): void {
+  for (const pairs of [t.users, t.groups]) {
+    w.varint(pairs.length);
+    for (const [id, name] of pairs) w.varint(id).str(name);
+  }
+}
+
+function decodeOwnerNames(r: ByteReader): OwnerNameTable {
+  const out: OwnerNameTable = { users: [], groups: [] };
+  let total = 0;
+  for (const pairs of [out.users, out.groups]) {
+    const n = r.varint(MAX_OWNER_NAMES);
+    total += n;
+    if (total > MAX_OWNER_NAMES) throw protocolError(`MANIFEST: more than ${MAX_OWNER_NAMES} owner names`);
+    for (let i = 0; i < n; i++) {
+      const id = r.varint(MAX_ID);
+      const name = r.str(MAX_OWNER_NAME_BYTES);
+      if (!validOwnerName(name)) throw protocolError('MANIFEST: bad owner name');
+      pairs.push([id, name]);
+    }
+  }
+  return out;
+}
+
+/**
  * Encode a batch of entries with consecutive indexes starting at entries[0].index.
+ * With `fields.ownerNames` the batch's owner name table (`names`) comes first.
  * Per entry: kind, path, size, mode, mtime (i64 ns); with `fields.owners` uid and gid;
  * with `fields.xattrs` (files and directories) a count and that many (name, value)
  * pairs; the symlink/hard-link target; with `withHash` a file's content hash.
  */
-export function encodeManifest(entries: readonly WireEntry[], withHash: boolean, fields: ManifestFields = {}): Buffer {
+export function encodeManifest(
+  entries: readonly WireEntry[],
+  withHash: boolean,
+  fields: ManifestFields = {},
+  names: OwnerNameTable = { users: [], groups: [] },
+): Buffer {
   const first = entries[0]?.index ?? 0;
   const w = new ByteWriter(64 + entries.length * 48).varint(first).varint(entries.length);
+  if (fields.ownerNames) encodeOwnerNames(w, names);
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
     if (e.index !== first + i) throw new RangeError('manifest indexes must be consecutive');
@@ -471,10 +521,20 @@ function decodeXattrs(r: ByteReader, path: string): Array<[string, Buffer]> {
 }
 
 export function decodeManifest(b: Uint8Array, withHash: boolean, fields: ManifestFields = {}): WireEntry[] {
+  return decodeManifestBatch(b, withHash, fields).entries;
+}
+
+/** A manifest batch with its owner name table (empty unless `fields.ownerNames`). */
+export function decodeManifestBatch(
+  b: Uint8Array,
+  withHash: boolean,
+  fields: ManifestFields = {},
+): { entries: WireEntry[]; names: OwnerNameTable } {
   const r = new ByteReader(b, 'MANIFEST');
   const first = r.varint(MAX_ENTRIES);
   const n = r.varint(MAX_ENTRIES_PER_BATCH);
   if (first + n > MAX_ENTRIES) throw protocolError('MANIFEST: too many entries');
+  const names = fields.ownerNames ? decodeOwnerNames(r) : { users: [], groups: [] };
   const out: WireEntry[] = [];
   for (let i = 0; i < n; i++) {
     const kindCode = r.u8();
@@ -496,7 +556,7 @@ export function decodeManifest(b: Uint8Array, withHash: boolean, fields: Manifes
     out.push(e);
   }
   r.end();
-  return out;
+  return { entries: out, names };
 }
 
 export function encodeCount(n: number): Buffer {
