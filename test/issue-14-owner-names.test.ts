@@ -17,7 +17,9 @@ import { fileLookup, parseIdFile, PeerOwnerNames, SenderOwnerNames, systemLookup
 import { parseRequest, remoteMeta, senderMeta, SSH_PROTOCOL } from '../src/modes/ssh-bootstrap.js';
 import * as M from '../src/wire/messages.js';
 import { sendTo, startRecv } from './support/net-harness.js';
-import { cleanupTmpDirs, tmpDir } from './support/tree.js';
+import { startSshd } from './support/sshd.js';
+import { requireTools } from './support/tools.js';
+import { FERRY_BIN, cleanupTmpDirs, runFerry, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -117,11 +119,8 @@ test('owner names: the ssh mode asks both ends (--names travels in the bootstrap
   assert.equal(remoteMeta(req(false).options).ownerNames, undefined);
 });
 
-test('owner names end to end: send --names to recv --names maps names to the receiver\'s ids, keeps unknown ones by number', async (t) => {
-  if (!isRoot) {
-    t.skip('needs root (files of other users); CI runs as root');
-    return;
-  }
+/** A source tree whose files belong to daemon:sys, bin:sys and a nameless 54321:54322; and the receiving end's own names (daemon and sys under other ids, no bin). */
+async function namesFixture(): Promise<{ base: string; src: string; env: Record<string, string>; ids: { daemon: number; bin: number; sys: number } }> {
   const pw = parseIdFile(readFileSync('/etc/passwd', 'utf8'));
   const gr = parseIdFile(readFileSync('/etc/group', 'utf8'));
   const daemon = pw.byName.get('daemon');
@@ -132,16 +131,31 @@ test('owner names end to end: send --names to recv --names maps names to the rec
   const src = path.join(base, 'src');
   await fsp.mkdir(src);
   for (const f of ['known', 'unknown', 'nameless']) await fsp.writeFile(path.join(src, f), f);
-  execFileSync('chown', [`daemon:sys`, path.join(src, 'known')]);
-  execFileSync('chown', [`bin:sys`, path.join(src, 'unknown')]);
+  execFileSync('chown', ['daemon:sys', path.join(src, 'known')]);
+  execFileSync('chown', ['bin:sys', path.join(src, 'unknown')]);
   execFileSync('chown', ['54321:54322', path.join(src, 'nameless')]);
-  // The receiving end's own names: daemon and sys under other ids, no bin.
   const etc = path.join(base, 'etc');
   await fsp.mkdir(etc);
   await fsp.writeFile(path.join(etc, 'passwd'), 'root:x:0:0:root:/root:/bin/sh\ndaemon:x:2001:2001::/:/bin/false\n');
   await fsp.writeFile(path.join(etc, 'group'), 'root:x:0:\nsys:x:3001:\n');
-  const env = { FERRY_TEST_OWNER_FILES: etc };
+  return { base, src, env: { FERRY_TEST_OWNER_FILES: etc }, ids: { daemon, bin, sys } };
+}
 
+async function owners(dst: string): Promise<Record<string, [number, number]>> {
+  const out: Record<string, [number, number]> = {};
+  for (const f of ['known', 'unknown', 'nameless']) {
+    const st = await fsp.lstat(path.join(dst, f));
+    out[f] = [st.uid, st.gid];
+  }
+  return out;
+}
+
+test('owner names end to end: send --names to recv --names maps names to the receiver\'s ids, keeps unknown ones by number', async (t) => {
+  if (!isRoot) {
+    t.skip('needs root (files of other users); CI runs as root');
+    return;
+  }
+  const { base, src, env, ids } = await namesFixture();
   const run = async (dst: string, sendArgs: string[], recvArgs: string[]): Promise<void> => {
     const recv = await startRecv(dst, ['-o', '-g', ...recvArgs], env);
     const s = await sendTo(`${src}/`, recv.port, ['-o', '-g', ...sendArgs]).done;
@@ -150,28 +164,42 @@ test('owner names end to end: send --names to recv --names maps names to the rec
     assert.equal(s.code, 0, s.stderr);
     assert.equal(r.code, 0, r.stderr);
   };
-  const owners = async (dst: string): Promise<Record<string, [number, number]>> => {
-    const out: Record<string, [number, number]> = {};
-    for (const f of ['known', 'unknown', 'nameless']) {
-      const st = await fsp.lstat(path.join(dst, f));
-      out[f] = [st.uid, st.gid];
-    }
-    return out;
-  };
 
   const byName = path.join(base, 'by-name');
   await run(byName, ['--names'], ['--names']);
-  assert.deepEqual(await owners(byName), {
-    known: [2001, 3001],
-    unknown: [bin, 3001],
-    nameless: [54321, 54322],
-  });
+  assert.deepEqual(await owners(byName), { known: [2001, 3001], unknown: [ids.bin, 3001], nameless: [54321, 54322] });
 
   // ferry's default (and --numeric-ids, and names asked by one end only): numbers.
+  const numbers = { known: [ids.daemon, ids.sys], unknown: [ids.bin, ids.sys], nameless: [54321, 54322] };
   const byNumber = path.join(base, 'by-number');
   await run(byNumber, ['--names'], []);
-  assert.deepEqual(await owners(byNumber), { known: [daemon, sys], unknown: [bin, sys], nameless: [54321, 54322] });
+  assert.deepEqual(await owners(byNumber), numbers);
   const numeric = path.join(base, 'numeric');
   await run(numeric, ['--names', '--numeric-ids'], ['--names']);
-  assert.deepEqual(await owners(numeric), { known: [daemon, sys], unknown: [bin, sys], nameless: [54321, 54322] });
+  assert.deepEqual(await owners(numeric), numbers);
+});
+
+test('owner names over ssh: ferry -o -g --names host:SRC/ DST maps the remote\'s names to the local ids', { timeout: 300_000 }, async (t) => {
+  if (!isRoot) {
+    t.skip('needs root (files of other users); CI runs as root');
+    return;
+  }
+  if (!requireTools(t, 'sshd', 'ssh', 'ssh-keygen')) return;
+  const { base, src, env, ids } = await namesFixture();
+  const sshd = await startSshd();
+  try {
+    // Pull: the remote end sends the machine's names; this end (given its own names) receives.
+    const ferry = (args: string[]): ReturnType<typeof runFerry> =>
+      runFerry(['-e', sshd.sshCommand, '--remote-ferry', FERRY_BIN, '--progress=never', '-o', '-g', ...args], { env, timeoutMs: 120_000 });
+    const pulled = path.join(base, 'pulled');
+    const r = await ferry(['--names', `127.0.0.1:${src}/`, pulled]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await owners(pulled), { known: [2001, 3001], unknown: [ids.bin, 3001], nameless: [54321, 54322] });
+    const plain = path.join(base, 'plain');
+    const q = await ferry([`127.0.0.1:${src}/`, plain]);
+    assert.equal(q.code, 0, q.stderr);
+    assert.deepEqual(await owners(plain), { known: [ids.daemon, ids.sys], unknown: [ids.bin, ids.sys], nameless: [54321, 54322] });
+  } finally {
+    await sshd.stop();
+  }
 });
