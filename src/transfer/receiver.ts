@@ -213,7 +213,7 @@ export class ReceiverSession {
   readonly #checksum: boolean;
   readonly #fields: ManifestFields;
   /** OWNER_NAMES: the session's owner names (checked), mapping them when asked. */
-  #ownerNames: PeerOwnerNames | undefined;
+  readonly #ownerNames: PeerOwnerNames | undefined;
   readonly #entries: (RFile | WireEntry)[] = [];
   readonly #paths = new Set<string>();
   /** Files by path, for hard-link targets. */
