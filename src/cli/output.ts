@@ -24,3 +24,8 @@ export function printJson(value: unknown): void {
 export function useColor(stream: NodeJS.WriteStream = process.stderr): boolean {
   return stream.isTTY === true && !process.env['NO_COLOR'];
 }
+
+/** Plain text on stdout (`--stats`, rsync's place for it). */
+export function printOut(text: string): void {
+  process.stdout.write(text);
+}

@@ -329,6 +329,22 @@ export class SafeWriter {
   }
 
   /**
+   * What DST holds at an entry's path (lstat, never followed), or null when nothing
+   * (or its directory is missing): for the update policies (transfer/update-policy).
+   */
+  async lstatExisting(relPath: string): Promise<BigIntStats | null> {
+    const rel = validateRelativePath(relPath);
+    if (this.#fresh.has(parentOf(rel))) return null;
+    if (!(await this.#checkDir(parentOf(rel), false))) return null;
+    try {
+      return await this.m.lstat(this.abs(rel));
+    } catch (e) {
+      if (errno(e) === 'ENOENT') return null;
+      throw fromSystemError(e, 'write', rel);
+    }
+  }
+
+  /**
    * The quick check for a regular file without a promise, when it can be decided at
    * once (synchronous metadata mode and a parent already checked this session);
    * null otherwise: then use quickCheck(). This is the no-op run's hot path.

@@ -39,7 +39,10 @@ import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { BatchCopier, nativeCopyAvailable } from '../fs/batch-copy.js';
 import { hashFile, hashHandlePrefix } from '../fs/checksum.js';
-import { compileExcludes } from '../fs/exclude.js';
+import { compileExcludes, compileFilters, type FilterRule } from '../fs/exclude.js';
+import { walkFilesFrom } from '../fs/files-from.js';
+import { removeSource } from '../fs/remove-source.js';
+import { NO_POLICY, existingFromStat, hasPolicy, keepExisting, type KeepReason, type UpdatePolicy } from '../transfer/update-policy.js';
 import { parentOf } from '../fs/path-safety.js';
 import { SafeWriter, type QuickCheck } from '../fs/safe-writer.js';
 import { openSource, openSourceSync, sourceError, sourceMismatch } from '../fs/source-file.js';
@@ -58,6 +61,20 @@ export interface CopyOptions {
   checksum?: boolean;
   delete?: boolean;
   exclude?: readonly string[];
+  /** --include/--exclude in command-line order (first match wins); replaces `exclude` when given. */
+  filters?: readonly FilterRule[];
+  /** --files-from: only these paths (relative to SRC, already parsed by fs/files-from). */
+  filesFrom?: readonly string[];
+  /** -r with --files-from: descend into listed directories. */
+  recursive?: boolean;
+  /** --size-only, --ignore-existing, -u (transfer/update-policy). */
+  policy?: UpdatePolicy;
+  /** --remove-source-files: delete each source file once its copy is published (or found up to date). */
+  removeSourceFiles?: boolean;
+  /** -x: do not enter directories on other filesystems. */
+  oneFileSystem?: boolean;
+  /** -L: copy what symlinks point to. */
+  followLinks?: boolean;
   preserveSpecialBits?: boolean;
   /** --no-splice: read/write instead of copy_file_range. */
   readWrite?: boolean;
@@ -74,7 +91,9 @@ export interface CopyHooks {
 }
 
 export type CopyEvent =
-  | { type: 'copied' | 'skipped' | 'deleted' | 'created-dir'; path: string; kind: string }
+  | { type: 'copied' | 'skipped' | 'deleted' | 'created-dir' | 'removed-source'; path: string; kind: string }
+  /** Left as DST has it by --ignore-existing / -u / --size-only. */
+  | { type: 'kept'; path: string; kind: string; reason: KeepReason }
   | { type: 'failed' | 'warning'; path: string; error: FerryError };
 
 /** Live counters; the CLI's progress and summary renderers read these. */
@@ -90,12 +109,16 @@ export interface CopyCounters {
   bytesCopied: number;
   entries: number;
   dirs: number;
+  /** Symlinks walked (for --stats). */
+  symlinks: number;
   dirsCreated: number;
   copied: number;
   skipped: number;
   failed: number;
   warnings: number;
   deleted: number;
+  /** Source files deleted by --remove-source-files. */
+  sourcesRemoved: number;
   walkDone: boolean;
   /** performance.now() at the start. */
   startedAt: number;
@@ -113,7 +136,7 @@ export interface CopyResult {
 export function newCounters(): CopyCounters {
   return {
     filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0, bytesCopied: 0,
-    entries: 0, dirs: 0, dirsCreated: 0, copied: 0, skipped: 0, failed: 0, warnings: 0, deleted: 0,
+    entries: 0, dirs: 0, symlinks: 0, dirsCreated: 0, copied: 0, skipped: 0, failed: 0, warnings: 0, deleted: 0, sourcesRemoved: 0,
     walkDone: false, startedAt: performance.now(),
   };
 }
@@ -158,8 +181,13 @@ async function realpathOrNearest(p: string): Promise<string> {
 }
 
 /** Decide where things go (rsync's rules) and refuse DST inside SRC, before writing anything. */
-export async function planCopy(src: string, dst: string): Promise<{ root: SourceRoot; dstRoot: string }> {
-  const root = await resolveSource(src);
+export async function planCopy(src: string, dst: string, o: { filesFrom?: boolean; followLinks?: boolean } = {}): Promise<{ root: SourceRoot; dstRoot: string }> {
+  let root = await resolveSource(src, { followLinks: o.followLinks === true });
+  if (o.filesFrom) {
+    // rsync: with --files-from, SRC is the directory the listed paths are relative to.
+    if (root.kind !== 'dir') throw new FerryError(ErrorCodes.USAGE, `${src}: --files-from needs a directory as SRC`, { subject: src });
+    root = { ...root, prefix: '' };
+  }
   if (root.kind === 'file') {
     let dstIsDir = dst.endsWith('/');
     try {
@@ -183,8 +211,13 @@ export async function planCopy(src: string, dst: string): Promise<{ root: Source
 export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCounters()): Promise<CopyResult> {
   const started = performance.now();
   counters.startedAt = started;
-  const exclude = compileExcludes(opts.exclude ?? []);
-  const { root, dstRoot } = await planCopy(opts.src, opts.dst);
+  const exclude = opts.filters ? compileFilters(opts.filters) : compileExcludes(opts.exclude ?? []);
+  const { root, dstRoot } = await planCopy(opts.src, opts.dst, { filesFrom: opts.filesFrom !== undefined, followLinks: opts.followLinks === true });
+  const policy = opts.policy ?? NO_POLICY;
+  const withPolicy = hasPolicy(policy);
+  /** --remove-source-files: entries whose copy is in DST, removed at the end. */
+  const removable: SourceEntry[] | null = opts.removeSourceFiles ? [] : null;
+  const queuedLinks = new Map<string, SourceEntry>();
   const dryRun = opts.dryRun === true;
   const writerOpts = {
     dryRun,
@@ -283,6 +316,11 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     return q;
   };
 
+  const policyKeeps = async (e: SourceEntry): Promise<KeepReason | null> => {
+    const st = await writer.lstatExisting(e.path);
+    return keepExisting(policy, e, st === null ? null : existingFromStat(st));
+  };
+
   const doFile = async (e: SourceEntry): Promise<boolean> => {
     if (!(await parentReady(e.path))) {
       fail(e.path, new FerryError(ErrorCodes.WRITE, `${e.path}: not copied: its directory could not be created`, { subject: e.path }));
@@ -290,10 +328,13 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     }
     try {
       const q = await checkFile(e);
-      if (q === 'same') {
+      const kept = q === 'differs' && withPolicy ? await policyKeeps(e) : null;
+      if (q === 'same' || kept !== null) {
         counters.skipped++;
         counters.bytesDone += e.size;
-        emit({ type: 'skipped', path: e.path, kind: e.kind });
+        if (kept === null) emit({ type: 'skipped', path: e.path, kind: e.kind });
+        else emit({ type: 'kept', path: e.path, kind: e.kind, reason: kept });
+        if (kept === null || kept === 'same-size') removable?.push(e);
         return true;
       }
       if (dryRun) {
@@ -304,6 +345,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
       }
       if (e.kind === 'symlink') {
         writer.symlink(e); // created in finish(); counted there
+        if (removable) queuedLinks.set(e.path, e);
         return true;
       }
       if (e.kind === 'hardlink') {
@@ -352,6 +394,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
       counters.copied++;
       counters.bytesDone += e.size;
       emit({ type: 'copied', path: e.path, kind: e.kind });
+      removable?.push(e);
       return true;
     } catch (x) {
       fail(e.path, x);
@@ -398,11 +441,20 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
   };
   const walker = (async (): Promise<void> => {
     try {
-      for await (const batch of walk(root, { exclude, onProblem, concurrency: Math.min(256, opts.queueDepth ?? 64) })) {
+      const walkOpts = {
+        exclude,
+        onProblem,
+        concurrency: Math.min(256, opts.queueDepth ?? 64),
+        oneFileSystem: opts.oneFileSystem === true,
+        followLinks: opts.followLinks === true,
+      };
+      const source = opts.filesFrom ? walkFilesFrom(root.absPath, opts.filesFrom, { ...walkOpts, recursive: opts.recursive === true }) : walk(root, walkOpts);
+      for await (const batch of source) {
         for (const e of batch) {
           counters.entries++;
           if (e.kind === 'dir') counters.dirs++;
           else {
+            if (e.kind === 'symlink') counters.symlinks++;
             counters.filesTotal++;
             counters.bytesTotal += e.size;
           }
@@ -457,6 +509,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
             counters.bytesDone += e.size;
             if (e.nlink > 1) linkTargets.set(e.path, Promise.resolve(true));
             emit({ type: 'skipped', path: e.path, kind: e.kind });
+            removable?.push(e);
             continue;
           }
         }
@@ -488,11 +541,26 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
         } else {
           counters.copied++;
           emit({ type: 'copied', path: e.path, kind: e.kind });
+          const src = queuedLinks.get(e.path);
+          if (src) removable?.push(src);
         }
       },
     });
     // Symlink failures were reported through onEntry; the rest (directory metadata) here.
     for (const e of fin) if (!errors.includes(e)) fail(e.subject ?? '', e);
+    if (removable) {
+      for (const e of removable) {
+        const err = removeSource(e);
+        if (err === null) {
+          counters.sourcesRemoved++;
+          emit({ type: 'removed-source', path: e.path, kind: e.kind });
+        } else {
+          warnings.push(err);
+          counters.warnings++;
+          emit({ type: 'warning', path: e.path, error: err });
+        }
+      }
+    }
   }
   return { counters, errors, warnings, seconds: (performance.now() - started) / 1000, dstRoot };
 }

@@ -37,7 +37,8 @@ import { randomBytes } from 'node:crypto';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
 import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
-import { compileExcludes } from '../fs/exclude.js';
+import { compileExcludes, compileFilters } from '../fs/exclude.js';
+import { existingFromStat, hasPolicy, keepExisting, policyFromBits, type UpdatePolicy } from './update-policy.js';
 import { hashFilePrefix } from '../fs/checksum.js';
 import { parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
 import type { SafeWriter, TempFile } from '../fs/safe-writer.js';
@@ -68,6 +69,7 @@ import {
   type SessionMsg,
   type SummaryMsg,
   type WireEntry,
+  type WireFilter,
 } from '../wire/messages.js';
 import { newHash, updateZeros } from './hash.js';
 import { Budget } from './queue.js';
@@ -177,6 +179,8 @@ export class ReceiverSession {
   #ownBusy = 0;
   readonly #dryRun: boolean;
   readonly #checksum: boolean;
+  readonly #policy: UpdatePolicy;
+  readonly #withPolicy: boolean;
   readonly #entries: (RFile | WireEntry)[] = [];
   readonly #paths = new Set<string>();
   /** Files by path, for hard-link targets. */
@@ -237,6 +241,8 @@ export class ReceiverSession {
     this.#idleMs = opts.idleTimeoutMs ?? SESSION_IDLE_TIMEOUT_MS;
     this.#dryRun = (session.flags & SessionFlags.DRY_RUN) !== 0;
     this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
+    this.#policy = policyFromBits(session.policy ?? 0);
+    this.#withPolicy = hasPolicy(this.#policy);
   }
 
   /** Accept an extra stream of this session (after its JOIN). */
@@ -493,6 +499,8 @@ export class ReceiverSession {
         if (e.kind === 'dir') {
           if (!this.#dryRun && (await this.#sink.mkdir(e)) === 'created') this.#createdDirs.add(e.path);
           this.#counts.dirs++;
+        } else if (this.#policy.ignoreExisting && (await this.#sink.lstatExisting(e.path)) !== null) {
+          // --ignore-existing: a symlink or hard link already in DST stays as it is.
         } else if (e.kind === 'symlink') {
           if (!this.#dryRun) this.#sink.symlink(e);
         } else if (e.kind === 'hardlink') {
@@ -542,6 +550,11 @@ export class ReceiverSession {
       if (same && this.#checksum) {
         const h = await this.#ownWork(hashFilePrefix(this.#sink.abs(e.path), e.size));
         same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
+      }
+      if (!same && qc === 'differs' && this.#withPolicy) {
+        // --size-only, --ignore-existing, -u: DST's copy may stay as it is.
+        const st = await this.#sink.lstatExisting(e.path);
+        same = keepExisting(this.#policy, e, st === null ? null : existingFromStat(st)) !== null;
       }
       if (same) {
         f.status = 'skipped';
@@ -910,7 +923,7 @@ export class ReceiverSession {
    * both ends can list them (`-v`: "deleting PATH").
    */
   async #deleteExtraneous(): Promise<void> {
-    const excluded = compilePeerExcludes(this.session.excludes);
+    const excluded = compilePeerExcludes(this.session.excludes, this.session.filters);
     const walkDir = async (rel: string): Promise<void> => {
       for (const { name, isDir } of await this.#sink.listDir(rel)) {
         const p = rel === '' ? name : `${rel}/${name}`;
@@ -944,12 +957,12 @@ const MAX_PATTERN_WILDCARDS = 16;
  * --delete. They come from the peer: a bad pattern is a protocol error, and the
  * number of wildcards is capped so a crafted pattern cannot make matching slow.
  */
-function compilePeerExcludes(patterns: readonly string[]): (rel: string, isDir: boolean) => boolean {
-  for (const p of patterns) {
+function compilePeerExcludes(patterns: readonly string[], filters: readonly WireFilter[] | undefined): (rel: string, isDir: boolean) => boolean {
+  for (const p of [...patterns, ...(filters ?? []).map((f) => f.pattern)]) {
     if ((p.match(/[*?[]/g)?.length ?? 0) > MAX_PATTERN_WILDCARDS) throw protocol(`exclude pattern with more than ${MAX_PATTERN_WILDCARDS} wildcards`);
   }
   try {
-    return compileExcludes(patterns);
+    return filters !== undefined ? compileFilters(filters) : compileExcludes(patterns);
   } catch (e) {
     throw protocol(`bad exclude pattern: ${(e as Error).message}`);
   }

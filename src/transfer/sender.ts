@@ -63,7 +63,9 @@ import {
   writeEnd,
   type SummaryMsg,
   type WireEntry,
+  type WireFilter,
 } from '../wire/messages.js';
+import { policyBits, type UpdatePolicy } from './update-policy.js';
 import { hashSourcePrefix } from '../fs/source-file.js';
 import { FileReader, type SmallRead } from './file-reader.js';
 import { isAllZero } from './hash.js';
@@ -80,6 +82,10 @@ export interface SenderOptions {
   /** Exclude patterns, forwarded so that `--delete` spares excluded entries. */
   excludes: readonly string[];
   preserveSpecial: boolean;
+  /** --include/--exclude in order; when given, sent instead of `excludes`. */
+  filters?: readonly WireFilter[];
+  /** --size-only, --ignore-existing, -u: applied by the receiver. */
+  policy?: UpdatePolicy;
   /** Opens extra stream i (1..streams-1), already authenticated. */
   openStream?: (i: number) => Promise<FrameChannel>;
   /** Files at least this big are split into ranges (when streams > 1). */
@@ -235,7 +241,9 @@ export async function runSender(
       flags,
       streams: opts.streams,
       chunkSize: opts.chunkSize,
-      excludes: [...opts.excludes],
+      excludes: opts.filters ? [] : [...opts.excludes],
+      ...(opts.policy ? { policy: policyBits(opts.policy) } : {}),
+      ...(opts.filters ? { filters: [...opts.filters] } : {}),
     }),
   );
   const controlFrames = control.frames()[Symbol.asyncIterator]();
