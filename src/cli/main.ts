@@ -23,6 +23,7 @@ import { printError } from './output.js';
 import { versionText } from './version.js';
 import { HELP } from './help.js';
 import { parseOperand } from './operands.js';
+import { RSYNC_VALUE_OPTIONS } from './rsync-options.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -48,7 +49,7 @@ export { isRemoteOperand } from './operands.js';
  * decide between a local copy and the ssh mode. Values of options that take one are
  * skipped, so `-e 'ssh -p 22'` or `--exclude a:b` is not mistaken for an operand.
  */
-const TAKES_VALUE = new Set(['-e', '--rsh', '--remote-ferry', '--exclude', '-P', '--parallel', '-c', '--chunk-size', '-j', '--jobs', '-q', '--queue-depth', '--progress', '--ktls', '--connect-timeout', '--secret', '--secret-file']);
+const TAKES_VALUE = new Set([...RSYNC_VALUE_OPTIONS, '-e', '--rsh', '--remote-ferry', '--exclude', '-P', '--parallel', '-c', '--chunk-size', '-j', '--jobs', '-q', '--queue-depth', '--progress', '--ktls', '--connect-timeout', '--secret', '--secret-file']);
 function operandsOf(argv: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {

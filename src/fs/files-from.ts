@@ -22,7 +22,7 @@ import { promises as fsp, type BigIntStats } from 'node:fs';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { validateRelativePath } from './path-safety.js';
-import { entryFromStat, walk, type WalkOptions } from './walk.js';
+import { entryFromStat, resolveSource, walk, type SourceRoot, type WalkOptions } from './walk.js';
 
 /** Parse a list; `from` names it in messages. Throws FERRY_E_USAGE on a '..' or bad path. */
 export function parseFilesFrom(text: string, from: string): string[] {
@@ -106,4 +106,15 @@ export async function* walkFilesFrom(base: string, paths: readonly string[], opt
       }
     }
   }
+}
+
+/**
+ * SRC as a walk root for sending: rsync's trailing-slash rule, except with
+ * --files-from, where SRC is the directory the listed paths are relative to.
+ */
+export async function resolveSendRoot(src: string, x: { followLinks?: boolean; filesFrom?: unknown } | undefined): Promise<SourceRoot> {
+  const root = await resolveSource(src, { followLinks: x?.followLinks === true });
+  if (x?.filesFrom === undefined) return root;
+  if (root.kind !== 'dir') throw new FerryError(ErrorCodes.USAGE, `${src}: --files-from needs a directory as SRC`, { subject: src });
+  return { ...root, prefix: '' };
 }

@@ -13,7 +13,7 @@ import net from 'node:net';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { compileExcludes, compileFilters, type FilterRule } from '../fs/exclude.js';
-import { walkFilesFrom } from '../fs/files-from.js';
+import { resolveSendRoot, walkFilesFrom } from '../fs/files-from.js';
 import { removeSource } from '../fs/remove-source.js';
 import { TokenBucket } from '../transfer/token-bucket.js';
 import type { UpdatePolicy } from '../transfer/update-policy.js';
@@ -119,13 +119,7 @@ export async function sendStdinStream(o: SendOptions, input: AsyncIterable<Buffe
   return { bytes: r.bytes, seconds: (performance.now() - t0) / 1000, peer: ch.info.peer };
 }
 
-/** SRC as a walk root: rsync's trailing-slash rule, except with --files-from (SRC is then the base). */
-export async function resolveSendRoot(src: string, x: SendExtras | undefined): Promise<SourceRoot> {
-  const root = await resolveSource(src, { followLinks: x?.followLinks === true });
-  if (x?.filesFrom === undefined) return root;
-  if (root.kind !== 'dir') throw new FerryError(ErrorCodes.USAGE, `${src}: --files-from needs a directory as SRC`, { subject: src });
-  return { ...root, prefix: '' };
-}
+export { resolveSendRoot } from '../fs/files-from.js';
 
 /** What a session needs besides its channels (the ssh mode shares it). */
 export type SendSessionOptions = Pick<
@@ -206,8 +200,8 @@ export async function sendOver(
     x.removeSourceFiles && !o.dryRun
       ? {
           ...o.events,
-          onFileDone: (e, how) => {
-            o.events?.onFileDone?.(e, how);
+          onFileDone: (e, how, size) => {
+            o.events?.onFileDone?.(e, how, size);
             if (!removeOk(how)) return;
             const err = removeSource(e);
             if (err === null) sourcesRemoved++;

@@ -327,6 +327,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
           dryRun: o.options.dryRun,
           excludes: o.options.excludes,
           preserveSpecial: o.options.preserveSpecial,
+          ...(o.options.extras ? { extras: o.options.extras } : {}),
           ...(o.senderEvents ? { events: o.senderEvents } : {}),
         },
         dial ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
