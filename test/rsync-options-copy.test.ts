@@ -302,6 +302,34 @@ describe('ferry copy with rsync options', () => {
     }
   });
 
+  test('--link-dest: unchanged files are hard links into the previous snapshot, changed ones are copies', async () => {
+    const { src, base } = await setup({ 'same.bin': Buffer.alloc(10_000, 1), 'd/same.txt': 'same', 'changes.txt': 'v1' });
+    const snap1 = path.join(base, 'snap1');
+    const r1 = await runFerry(['copy', '--progress=never', `${src}/`, snap1]);
+    assert.equal(r1.code, 0, r1.stderr);
+    await fsp.writeFile(path.join(src, 'changes.txt'), 'v2 longer');
+    const snap2 = path.join(base, 'snap2');
+    // A relative DIR is relative to DST (rsync); a missing one is simply not used.
+    const r2 = await runFerry(['copy', '-v', '--link-dest=../nowhere', '--link-dest=../snap1', '--progress=never', `${src}/`, snap2]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.match(r2.stderr, /linked same\.bin \(--link-dest\)/);
+    const ino = async (p: string): Promise<number> => (await fsp.stat(p)).ino;
+    assert.equal(await ino(path.join(snap2, 'same.bin')), await ino(path.join(snap1, 'same.bin')));
+    assert.equal(await ino(path.join(snap2, 'd/same.txt')), await ino(path.join(snap1, 'd/same.txt')));
+    assert.notEqual(await ino(path.join(snap2, 'changes.txt')), await ino(path.join(snap1, 'changes.txt')));
+    assert.equal(await read(path.join(snap2, 'changes.txt')), 'v2 longer');
+    assert.equal(await read(path.join(snap1, 'changes.txt')), 'v1', 'the old snapshot is untouched');
+    assert.deepEqual(await compareTrees(src, snap2), []);
+    // A symlink in DIR where the file was is never linked through.
+    await fsp.rm(path.join(snap1, 'same.bin'));
+    await fsp.symlink(path.join(src, 'same.bin'), path.join(snap1, 'same.bin'));
+    const snap3 = path.join(base, 'snap3');
+    const r3 = await runFerry(['copy', `--link-dest=${snap1}`, '--progress=never', `${src}/`, snap3]);
+    assert.equal(r3.code, 0, r3.stderr);
+    assert.ok((await fsp.lstat(path.join(snap3, 'same.bin'))).isFile());
+    assert.notEqual(await ino(path.join(snap3, 'same.bin')), await ino(path.join(src, 'same.bin')));
+  });
+
   test('options that mean nothing locally are refused with the reason', async () => {
     const { src, base } = await setup({ 'a': 'a' });
     const r = await runFerry(['copy', '--bwlimit=100', `${src}/`, path.join(base, 'd')]);

@@ -164,6 +164,8 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
       if (verbose && (ev.type === 'copied' || ev.type === 'deleted')) {
         const verb = dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
         say(() => printInfo(`${verb} ${cleanForDisplay(ev.path)}`));
+      } else if (verbose && ev.type === 'linked') {
+        say(() => printInfo(`${dryRun ? 'would link' : 'linked'} ${cleanForDisplay(ev.path)} (--link-dest)`));
       } else if (verbose && ev.type === 'removed-source') {
         say(() => printInfo(`removed source ${cleanForDisplay(ev.path)}`));
       } else if (rs.verbosity > 1 && ev.type === 'skipped') {

@@ -32,7 +32,7 @@ export const RSYNC_OPTIONS = {
   'one-file-system': { type: 'boolean', short: 'x' },
   'copy-links': { type: 'boolean', short: 'L' },
   bwlimit: { type: 'string' },
-  'link-dest': { type: 'string' },
+  'link-dest': { type: 'string', multiple: true },
 } as const;
 
 /** Options of RSYNC_OPTIONS (and friends) that take a value: the ssh-mode operand scan skips their values. */
@@ -57,7 +57,7 @@ export interface RsyncValues {
   'one-file-system'?: boolean | undefined;
   'copy-links'?: boolean | undefined;
   bwlimit?: string | undefined;
-  'link-dest'?: string | undefined;
+  'link-dest'?: string[] | undefined;
   checksum?: boolean | undefined;
   json?: boolean | undefined;
   verbose?: boolean | boolean[] | undefined;
@@ -81,7 +81,8 @@ export interface RsyncChoices {
   followLinks: boolean;
   /** Bytes per second; 0: none. */
   bwlimit: number;
-  linkDest: string | undefined;
+  /** --link-dest directories, in order. */
+  linkDest: string[] | undefined;
   stats: boolean;
   /** -v count (-vv = 2). */
   verbosity: number;

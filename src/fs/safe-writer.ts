@@ -388,6 +388,31 @@ export class SafeWriter {
     return t;
   }
 
+  /**
+   * `--link-dest`: publish `entry` as a hard link to `fromAbs`, a file outside DST
+   * that the caller found identical (size, mtime, mode), atomically (temp name +
+   * rename). link(2) does not follow a symlink at `fromAbs`, and the new link must be
+   * the very inode that was checked (`ino`/`dev`), or nothing is published.
+   */
+  async linkFrom(entry: Entry, fromAbs: string, id: { ino: bigint; dev: bigint }): Promise<void> {
+    const rel = validateRelativePath(entry.path);
+    await this.#checkDir(parentOf(rel), true);
+    this.#markDirty(rel);
+    const tmp = `${this.abs(parentOf(rel))}/${tempNameFor(baseOf(rel))}`;
+    try {
+      await fsp.unlink(tmp).catch(() => {});
+      await this.m.link(fromAbs, tmp);
+      const st = await this.m.lstat(tmp);
+      if (!st.isFile() || st.ino !== id.ino || st.dev !== id.dev) {
+        throw new FerryError(ErrorCodes.CHANGED, `${rel}: the --link-dest file changed before it could be linked; not published`, { subject: rel });
+      }
+      await this.m.rename(tmp, this.abs(rel));
+    } catch (e) {
+      await fsp.unlink(tmp).catch(() => {});
+      throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
+    }
+  }
+
   /** Create a hard link to an already published file of this tree (atomic via temp name + rename). */
   async hardlink(entry: Entry): Promise<void> {
     const rel = validateRelativePath(entry.path);

@@ -44,7 +44,7 @@ import { walkFilesFrom } from '../fs/files-from.js';
 import { removeSource } from '../fs/remove-source.js';
 import { NO_POLICY, existingFromStat, hasPolicy, keepExisting, type KeepReason, type UpdatePolicy } from '../transfer/update-policy.js';
 import { parentOf } from '../fs/path-safety.js';
-import { SafeWriter, type QuickCheck } from '../fs/safe-writer.js';
+import { SafeWriter, mtimesEqual, type QuickCheck } from '../fs/safe-writer.js';
 import { openSource, openSourceSync, sourceError, sourceMismatch } from '../fs/source-file.js';
 import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
 
@@ -71,6 +71,12 @@ export interface CopyOptions {
   policy?: UpdatePolicy;
   /** --remove-source-files: delete each source file once its copy is published (or found up to date). */
   removeSourceFiles?: boolean;
+  /**
+   * --link-dest=DIR (repeatable): a file that DIR/<path> holds identically (size,
+   * mtime, mode) is hard-linked from there instead of copied (snapshots). A relative
+   * DIR is relative to DST, as in rsync.
+   */
+  linkDest?: readonly string[];
   /** -x: do not enter directories on other filesystems. */
   oneFileSystem?: boolean;
   /** -L: copy what symlinks point to. */
@@ -91,7 +97,7 @@ export interface CopyHooks {
 }
 
 export type CopyEvent =
-  | { type: 'copied' | 'skipped' | 'deleted' | 'created-dir' | 'removed-source'; path: string; kind: string }
+  | { type: 'copied' | 'skipped' | 'deleted' | 'created-dir' | 'removed-source' | 'linked'; path: string; kind: string }
   /** Left as DST has it by --ignore-existing / -u / --size-only. */
   | { type: 'kept'; path: string; kind: string; reason: KeepReason }
   | { type: 'failed' | 'warning'; path: string; error: FerryError };
@@ -218,6 +224,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
   /** --remove-source-files: entries whose copy is in DST, removed at the end. */
   const removable: SourceEntry[] | null = opts.removeSourceFiles ? [] : null;
   const queuedLinks = new Map<string, SourceEntry>();
+  const linkDirs = (opts.linkDest ?? []).map((d) => path.resolve(dstRoot, d));
   const dryRun = opts.dryRun === true;
   const writerOpts = {
     dryRun,
@@ -321,6 +328,18 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     return keepExisting(policy, e, st === null ? null : existingFromStat(st));
   };
 
+  /** --link-dest: the first DIR holding this file identically (lstat: a symlink there never counts). */
+  const linkSource = async (e: SourceEntry): Promise<{ abs: string; ino: bigint; dev: bigint } | null> => {
+    for (const d of linkDirs) {
+      const abs = path.join(d, e.path);
+      const st = await fsp.lstat(abs, { bigint: true }).catch(() => null);
+      if (st && st.isFile() && Number(st.size) === e.size && mtimesEqual(st.mtimeNs, e.mtimeNs) && Number(st.mode & 0o7777n) === writer.mode(e.mode)) {
+        return { abs, ino: st.ino, dev: st.dev };
+      }
+    }
+    return null;
+  };
+
   const doFile = async (e: SourceEntry): Promise<boolean> => {
     if (!(await parentReady(e.path))) {
       fail(e.path, new FerryError(ErrorCodes.WRITE, `${e.path}: not copied: its directory could not be created`, { subject: e.path }));
@@ -335,6 +354,15 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
         if (kept === null) emit({ type: 'skipped', path: e.path, kind: e.kind });
         else emit({ type: 'kept', path: e.path, kind: e.kind, reason: kept });
         if (kept === null || kept === 'same-size') removable?.push(e);
+        return true;
+      }
+      const from = linkDirs.length > 0 && e.kind === 'file' ? await linkSource(e) : null;
+      if (from !== null) {
+        if (!dryRun) await writer.linkFrom(e, from.abs, from);
+        counters.skipped++;
+        counters.bytesDone += e.size;
+        emit({ type: 'linked', path: e.path, kind: e.kind });
+        removable?.push(e);
         return true;
       }
       if (dryRun) {
