@@ -330,6 +330,30 @@ describe('ferry copy with rsync options', () => {
     assert.notEqual(await ino(path.join(snap3, 'same.bin')), await ino(path.join(src, 'same.bin')));
   });
 
+  test('--inplace rewrites an existing file under its own name (its hard links see it), never through a symlink', async () => {
+    const { src, dst, base } = await setup(
+      { 'a': 'new content', 'victim-link': 'replaced safely', 'fresh': 'f' },
+      { 'a': 'old', 'a2': { type: 'hardlink', target: 'a' } },
+    );
+    const victim = path.join(base, 'victim');
+    await fsp.writeFile(victim, 'must stay');
+    await fsp.symlink(victim, path.join(dst, 'victim-link'));
+    const before = (await fsp.stat(path.join(dst, 'a'))).ino;
+    const r = await runFerry(['copy', '--inplace', '--progress=never', `${src}/`, dst]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await fsp.stat(path.join(dst, 'a'))).ino, before, 'same inode');
+    assert.equal(await read(path.join(dst, 'a2')), 'new content', 'the other hard link sees the new content');
+    assert.equal(await read(victim), 'must stay');
+    assert.ok((await fsp.lstat(path.join(dst, 'victim-link'))).isFile());
+    assert.equal(await read(path.join(dst, 'fresh')), 'f');
+    assert.deepEqual(await compareTrees(src, dst, { ignore: (rel) => rel === 'a2' }), []);
+    // Without it, the file is replaced by a new inode (atomic publish).
+    await fsp.writeFile(path.join(src, 'a'), 'third version');
+    const r2 = await runFerry(['copy', '--progress=never', `${src}/`, dst]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.notEqual((await fsp.stat(path.join(dst, 'a'))).ino, before);
+  });
+
   test('options that mean nothing locally are refused with the reason', async () => {
     const { src, base } = await setup({ 'a': 'a' });
     const r = await runFerry(['copy', '--bwlimit=100', `${src}/`, path.join(base, 'd')]);

@@ -152,6 +152,16 @@ describe('ferry send/recv with rsync options', () => {
     assert.match(r.recv.stdout, /^Total transferred file size: 14 bytes$/m);
   });
 
+  test('--inplace: the receiver rewrites existing files under their own name', async () => {
+    const { src, dst } = await setup({ 'a': 'new content over the wire' }, { 'a': 'old', 'a2': { type: 'hardlink', target: 'a' } });
+    const before = (await fsp.stat(path.join(dst, 'a'))).ino;
+    const r = await transfer(`${src}/`, dst, ['--inplace']);
+    assert.equal(r.send.code, 0, r.send.stderr);
+    assert.equal(r.recv.code, 0, r.recv.stderr);
+    assert.equal((await fsp.stat(path.join(dst, 'a'))).ino, before);
+    assert.equal(await read(path.join(dst, 'a2')), 'new content over the wire');
+  });
+
   test('--bwlimit paces the data (lower bound only: load can only make it slower)', async () => {
     const { src, dst } = await setup({ 'blob': Buffer.alloc(256 * 1024, 3) });
     const r = await transfer(`${src}/`, dst, ['--bwlimit=64', '--json']);

@@ -205,6 +205,7 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
         ...(rs.policy ? { policy: rs.policy } : {}),
         ...(rs.linkDest !== undefined ? { linkDest: rs.linkDest } : {}),
         removeSourceFiles: rs.removeSourceFiles,
+        inplace: rs.inplace,
         oneFileSystem: rs.oneFileSystem,
         followLinks: rs.followLinks,
         preserveSpecialBits: v['preserve-special-bits'] === true,

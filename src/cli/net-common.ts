@@ -234,6 +234,7 @@ export function sendExtras(rs: RsyncChoices): SendExtras {
     ...(rs.followLinks ? { followLinks: true } : {}),
     ...(rs.removeSourceFiles ? { removeSourceFiles: true } : {}),
     ...(rs.bwlimit > 0 ? { bwlimit: rs.bwlimit } : {}),
+    ...(rs.inplace ? { inplace: true } : {}),
   };
 }
 

@@ -33,6 +33,7 @@ export const RSYNC_OPTIONS = {
   'copy-links': { type: 'boolean', short: 'L' },
   bwlimit: { type: 'string' },
   'link-dest': { type: 'string', multiple: true },
+  inplace: { type: 'boolean' },
 } as const;
 
 /** Options of RSYNC_OPTIONS (and friends) that take a value: the ssh-mode operand scan skips their values. */
@@ -58,6 +59,7 @@ export interface RsyncValues {
   'copy-links'?: boolean | undefined;
   bwlimit?: string | undefined;
   'link-dest'?: string[] | undefined;
+  inplace?: boolean | undefined;
   checksum?: boolean | undefined;
   json?: boolean | undefined;
   verbose?: boolean | boolean[] | undefined;
@@ -83,6 +85,7 @@ export interface RsyncChoices {
   bwlimit: number;
   /** --link-dest directories, in order. */
   linkDest: string[] | undefined;
+  inplace: boolean;
   stats: boolean;
   /** -v count (-vv = 2). */
   verbosity: number;
@@ -118,12 +121,12 @@ export function rsyncChoices(cmd: string, mode: RsyncMode, v: RsyncValues, token
   };
   // What only the sender decides: the receiver learns it from the session.
   if (mode === 'recv') {
-    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'bwlimit', 'link-dest'] as const) {
+    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'bwlimit', 'link-dest', 'inplace'] as const) {
       if (v[name] !== undefined) refuse(`--${name}`, "is chosen by the sending side: give it to 'ferry send'");
     }
   }
   if (mode === 'stream') {
-    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'link-dest'] as const) {
+    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'link-dest', 'inplace'] as const) {
       if (v[name] !== undefined) refuse(`--${name}`, 'does not apply to a stream (- as SRC or DST)');
     }
   }
@@ -182,6 +185,7 @@ export function rsyncChoices(cmd: string, mode: RsyncMode, v: RsyncValues, token
     followLinks: v['copy-links'] === true,
     bwlimit,
     linkDest: v['link-dest'],
+    inplace: v.inplace === true,
     stats: v.stats === true,
     verbosity: verbosityOf(v.verbose),
   };

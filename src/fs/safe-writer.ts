@@ -375,12 +375,19 @@ export class SafeWriter {
   }
 
   /** Start a file: returns its temp file (created lazily by write() or copyFrom()). */
-  async beginFile(entry: Entry, opts: { resume?: boolean } = {}): Promise<TempFile> {
+  async beginFile(entry: Entry, opts: { resume?: boolean; inplace?: boolean } = {}): Promise<TempFile> {
     const rel = validateRelativePath(entry.path);
     if (entry.kind !== 'file') throw new FerryError(ErrorCodes.INTERNAL, `${rel}: beginFile on a ${entry.kind}`);
     const parent = parentOf(rel);
     await this.#checkDir(parent, true);
     this.#markDirty(rel);
+    if (opts.inplace && !this.#fresh.has(parent)) {
+      // --inplace: an existing regular file is rewritten under its own name (no
+      // temp file, no rename; hard links to it see the change). Anything else there
+      // (a symlink, a directory) is replaced the safe way, through a temp file.
+      const st = await this.m.lstat(this.abs(rel)).catch(() => null);
+      if (st?.isFile()) return new TempFile(this, entry, rel, this.abs(rel), true);
+    }
     const tempAbs = `${this.abs(parent)}/${tempNameFor(baseOf(rel))}`;
     const t = new TempFile(this, entry, rel, tempAbs);
     // Without resume a leftover temp file is removed when O_EXCL creation meets it.
@@ -552,12 +559,19 @@ export class TempFile {
   #fh: FileHandle | null = null;
   #created = false;
   #done = false;
+  /**
+   * --inplace: `tempPath` is the final name of an existing regular file, opened
+   * O_NOFOLLOW and truncated; commit() does not rename and abort() leaves what was
+   * written (rsync's trade-off: an interrupted file is visible partly written).
+   */
+  readonly inplace: boolean;
 
-  constructor(w: SafeWriter, entry: Entry, rel: string, tempPath: string) {
+  constructor(w: SafeWriter, entry: Entry, rel: string, tempPath: string, inplace = false) {
     this.#w = w;
     this.entry = entry;
     this.rel = rel;
     this.tempPath = tempPath;
+    this.inplace = inplace;
   }
 
   /** @internal Remove a leftover temp file of an earlier run (it is ours by name). */
@@ -597,6 +611,23 @@ export class TempFile {
 
   async #open(): Promise<FileHandle> {
     if (this.#fh) return this.#fh;
+    if (this.inplace) {
+      try {
+        // O_NOFOLLOW: a symlink swapped in since beginFile() is refused (ELOOP), and
+        // O_NONBLOCK keeps a FIFO from blocking the open; only a regular file is written.
+        const fh = await fsp.open(this.tempPath, C.O_WRONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+        if (!(await fh.stat()).isFile()) {
+          await fh.close();
+          throw new FerryError(ErrorCodes.CHANGED, `${this.rel}: no longer a regular file; not written in place`, { subject: this.rel });
+        }
+        await fh.truncate(0);
+        this.#fh = fh;
+      } catch (e) {
+        throw e instanceof FerryError ? e : fromSystemError(e, 'write', this.rel);
+      }
+      this.#created = true;
+      return this.#fh;
+    }
     const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
     try {
       try {
@@ -651,7 +682,7 @@ export class TempFile {
     const wo = this.#w.options;
     const sparse = opts.allocated !== undefined && opts.allocated < opts.size;
     const srcAbs = typeof src === 'string' ? src : fdPath(src);
-    if (sparse || wo.readWrite || srcAbs === null) return this.copyReadWrite(src, opts.size, sparse);
+    if (sparse || wo.readWrite || srcAbs === null || this.inplace) return this.copyReadWrite(src, opts.size, sparse);
     if (this.#fh) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: copyFrom after write`);
     const flags = C.COPYFILE_EXCL | C.COPYFILE_FICLONE;
     try {
@@ -732,6 +763,10 @@ export class TempFile {
         await this.#fh.utimes(t, t);
         await this.#fh.close();
         this.#fh = null;
+        if (this.inplace) {
+          this.#done = true;
+          return;
+        }
       } else {
         this.#checkSize(Number((await w.m.lstat(this.tempPath)).size));
         // copyFile already gave it the source's mode; fix it only when bits were stripped.
@@ -784,6 +819,6 @@ export class TempFile {
       await this.#fh.close().catch(() => {});
       this.#fh = null;
     }
-    if (this.#created) await fsp.unlink(this.tempPath).catch(() => {});
+    if (this.#created && !this.inplace) await fsp.unlink(this.tempPath).catch(() => {});
   }
 }

@@ -77,6 +77,12 @@ export interface CopyOptions {
    * DIR is relative to DST, as in rsync.
    */
   linkDest?: readonly string[];
+  /**
+   * --inplace: an existing DST file is rewritten under its own name (no temp file,
+   * no atomic publish: interrupted, it is visible partly written; never through a
+   * symlink: fs/safe-writer).
+   */
+  inplace?: boolean;
   /** -x: do not enter directories on other filesystems. */
   oneFileSystem?: boolean;
   /** -L: copy what symlinks point to. */
@@ -237,7 +243,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
   // Regular, non-sparse files go through the native data plane in batches when it is
   // there (fs/batch-copy.ts); the rest, and everything under FERRY_NATIVE=0, through
   // the TempFile path below. Tests that hook between data and publish use the latter.
-  const batch = !dryRun && !writerOpts.readWrite && !opts.hooks?.afterData && nativeCopyAvailable() ? new BatchCopier({ fsync: writerOpts.fsync }) : null;
+  const batch = !dryRun && !writerOpts.readWrite && !opts.inplace && !opts.hooks?.afterData && nativeCopyAvailable() ? new BatchCopier({ fsync: writerOpts.fsync }) : null;
   const errors: FerryError[] = [];
   const warnings: FerryError[] = [];
   const emit = opts.onEvent ?? ((): void => {});
@@ -396,7 +402,7 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
           throw sourceError(x, e.path);
         }
         try {
-          const t = await writer.beginFile(e);
+          const t = await writer.beginFile(e, { inplace: opts.inplace === true });
           try {
             const n = await t.copyFrom(src, { size: e.size, allocated: e.allocated });
             if (opts.hooks?.afterData) await opts.hooks.afterData(e, t.tempPath);

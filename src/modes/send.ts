@@ -58,6 +58,8 @@ export interface SendExtras {
   followLinks?: boolean;
   /** --remove-source-files: delete each file the receiver confirmed. */
   removeSourceFiles?: boolean;
+  /** --inplace: forwarded to the receiver. */
+  inplace?: boolean;
   /** --bwlimit in bytes per second (0 or absent: none). */
   bwlimit?: number;
 }
@@ -227,6 +229,7 @@ export async function sendOver(
       preserveSpecial: o.preserveSpecial,
       ...(x.filters ? { filters: x.filters } : {}),
       ...(x.policy ? { policy: x.policy } : {}),
+      ...(x.inplace ? { inplace: true } : {}),
       openStream: async () => {
         const ch = await openStream();
         extra.push(ch);

@@ -172,7 +172,7 @@ export function parseExtras(x: unknown): SendExtras {
   if (typeof x !== 'object' || x === null || Array.isArray(x)) throw bad('options.extras must be an object');
   const o = x as Record<string, unknown>;
   const out: SendExtras = {};
-  const bool = (k: 'recursive' | 'oneFileSystem' | 'followLinks' | 'removeSourceFiles'): void => {
+  const bool = (k: 'recursive' | 'oneFileSystem' | 'followLinks' | 'removeSourceFiles' | 'inplace'): void => {
     if (o[k] === undefined) return;
     if (typeof o[k] !== 'boolean') throw bad(`options.extras.${k} must be a boolean`);
     out[k] = o[k] as boolean;
@@ -181,6 +181,7 @@ export function parseExtras(x: unknown): SendExtras {
   bool('oneFileSystem');
   bool('followLinks');
   bool('removeSourceFiles');
+  bool('inplace');
   if (o['bwlimit'] !== undefined) {
     const b = o['bwlimit'];
     if (typeof b !== 'number' || !Number.isSafeInteger(b) || b < 0) throw bad('options.extras.bwlimit must be a byte rate');

@@ -47,6 +47,7 @@ import {
   Action,
   MsgType,
   SessionFlags,
+  SessionPolicy,
   TOKEN_BYTES,
   TRANSFER_VERSION,
   decodeCount,
@@ -181,6 +182,8 @@ export class ReceiverSession {
   readonly #checksum: boolean;
   readonly #policy: UpdatePolicy;
   readonly #withPolicy: boolean;
+  /** --inplace: existing files are rewritten under their own name (fs/safe-writer TempFile.inplace). */
+  readonly #inplace: boolean;
   readonly #entries: (RFile | WireEntry)[] = [];
   readonly #paths = new Set<string>();
   /** Files by path, for hard-link targets. */
@@ -242,6 +245,7 @@ export class ReceiverSession {
     this.#dryRun = (session.flags & SessionFlags.DRY_RUN) !== 0;
     this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
     this.#policy = policyFromBits(session.policy ?? 0);
+    this.#inplace = ((session.policy ?? 0) & SessionPolicy.INPLACE) !== 0;
     this.#withPolicy = hasPolicy(this.#policy);
   }
 
@@ -574,7 +578,7 @@ export class ReceiverSession {
       f.status = 'send';
       // A previous run's temp file can only exist in a directory we did not create.
       if (!fresh) {
-        const t = await this.#sink.beginFile(e, { resume: true });
+        const t = await this.#sink.beginFile(e, { resume: true, inplace: this.#inplace });
         f.temp = t;
         const have = await t.existingPrefix();
         f.leftover = have;
@@ -631,7 +635,7 @@ export class ReceiverSession {
             f.holdsSlot = true;
             const from = f.from;
             this.#enqueue(f, async () => {
-              if (!f.temp) f.temp = await this.#sink.beginFile(f.entry, { resume: false });
+              if (!f.temp) f.temp = await this.#sink.beginFile(f.entry, { resume: false, inplace: this.#inplace });
               else if (from === 0 && f.leftover > 0) await f.temp.truncate(0); // no resume (refused, or the leftover is longer): start over
             });
           } else if (rec.from !== f.from) {

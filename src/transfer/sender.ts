@@ -43,6 +43,7 @@ import {
   ByteWriter,
   MsgType,
   SessionFlags,
+  SessionPolicy,
   TRANSFER_VERSION,
   decodeCommitted,
   decodeDecisions,
@@ -86,6 +87,8 @@ export interface SenderOptions {
   filters?: readonly WireFilter[];
   /** --size-only, --ignore-existing, -u: applied by the receiver. */
   policy?: UpdatePolicy;
+  /** --inplace: ask the receiver to rewrite existing files under their own name. */
+  inplace?: boolean;
   /** Opens extra stream i (1..streams-1), already authenticated. */
   openStream?: (i: number) => Promise<FrameChannel>;
   /** Files at least this big are split into ranges (when streams > 1). */
@@ -242,7 +245,7 @@ export async function runSender(
       streams: opts.streams,
       chunkSize: opts.chunkSize,
       excludes: opts.filters ? [] : [...opts.excludes],
-      ...(opts.policy ? { policy: policyBits(opts.policy) } : {}),
+      ...(opts.policy || opts.inplace ? { policy: (opts.policy ? policyBits(opts.policy) : 0) | (opts.inplace ? SessionPolicy.INPLACE : 0) } : {}),
       ...(opts.filters ? { filters: [...opts.filters] } : {}),
     }),
   );

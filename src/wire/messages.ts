@@ -91,6 +91,8 @@ export const SessionPolicy = {
   SIZE_ONLY: 1,
   IGNORE_EXISTING: 2,
   UPDATE: 4,
+  /** --inplace: rewrite existing files under their own name. */
+  INPLACE: 8,
 } as const;
 
 /** One --include/--exclude rule, in order (first match wins). */
