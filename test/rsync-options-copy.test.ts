@@ -354,6 +354,36 @@ describe('ferry copy with rsync options', () => {
     assert.notEqual((await fsp.stat(path.join(dst, 'a'))).ino, before);
   });
 
+  test('--partial-dir: temp files live in DIR inside the target directory, which is removed afterwards; never a symlink', async () => {
+    const { src, dst, base } = await setup({ 'sub/a.bin': Buffer.alloc(50_000, 9), 'b': 'b' });
+    const temps: string[] = [];
+    const r = await runCopy(
+      { src: `${src}/`, dst, partialDir: '.part', hooks: { afterData: (_e, tempPath) => void temps.push(tempPath) } },
+      newCounters(),
+    );
+    assert.equal(r.counters.failed, 0, r.errors.map((e) => e.toLine()).join('\n'));
+    assert.deepEqual(temps.map((t) => path.relative(dst, path.dirname(t))).sort(), ['.part', 'sub/.part']);
+    assert.ok(!(await exists(path.join(dst, '.part'))) && !(await exists(path.join(dst, 'sub/.part'))), 'removed once empty');
+    assert.deepEqual(await compareTrees(src, dst), []);
+    // A symlink named DIR in DST is never written through.
+    const outside = path.join(base, 'outside');
+    await fsp.mkdir(outside);
+    const d2 = path.join(base, 'd2');
+    await fsp.mkdir(d2);
+    await fsp.symlink(outside, path.join(d2, '.part'));
+    const r2 = await runFerry(['copy', '--partial-dir=.part', '--progress=never', `${src}/`, d2]);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /FERRY_E_PATH: \.part: is a symlink in the destination/);
+    assert.deepEqual(await fsp.readdir(outside), []);
+    for (const bad of ['../x', '/abs', 'a/b', '']) {
+      const r3 = await runFerry(['copy', `--partial-dir=${bad}`, `${src}/`, path.join(base, 'd3')]);
+      assert.equal(r3.code, 2, bad);
+      assert.match(r3.stderr, /--partial-dir takes one plain directory name/);
+    }
+    const both = await runFerry(['copy', '--partial-dir=p', '--inplace', `${src}/`, path.join(base, 'd3')]);
+    assert.equal(both.code, 2);
+  });
+
   test('options that mean nothing locally are refused with the reason', async () => {
     const { src, base } = await setup({ 'a': 'a' });
     const r = await runFerry(['copy', '--bwlimit=100', `${src}/`, path.join(base, 'd')]);

@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { tempNameFor } from '../src/fs/temp-names.js';
 import { TokenBucket, parseRate } from '../src/transfer/token-bucket.js';
 import { decodeSession, encodeSession } from '../src/wire/messages.js';
 import { lastJson, startRecv, transfer } from './support/net-harness.js';
@@ -37,13 +38,13 @@ describe('wire: SESSION extension', () => {
     const bytes = encodeSession(plain);
     assert.deepEqual(encodeSession({ ...plain, policy: 0, filters: [] }), bytes);
     assert.deepEqual(decodeSession(bytes), plain);
-    const ext = { ...plain, excludes: [], policy: 5, filters: [{ include: true, pattern: '*.txt' }, { include: false, pattern: '*' }] };
+    const ext = { ...plain, excludes: [], policy: 5, partialDir: '.partial', filters: [{ include: true, pattern: '*.txt' }, { include: false, pattern: '*' }] };
     assert.deepEqual(decodeSession(encodeSession(ext)), ext);
   });
   test('a bad filter kind is a protocol error', () => {
     const b = encodeSession({ version: 2, flags: 0, streams: 1, chunkSize: 65536, excludes: [], policy: 0, filters: [{ include: true, pattern: 'x' }] });
     const bad = Buffer.from(b);
-    bad[bad.length - 3] = 7; // the kind byte of the only rule ("x" is 2 bytes: length + char)
+    bad[bad.length - 4] = 7; // the kind byte of the only rule: then "x" (length + char) and the empty partial dir (one 0)
     assert.throws(() => decodeSession(bad), /filter kind 7/);
   });
 });
@@ -160,6 +161,20 @@ describe('ferry send/recv with rsync options', () => {
     assert.equal(r.recv.code, 0, r.recv.stderr);
     assert.equal((await fsp.stat(path.join(dst, 'a'))).ino, before);
     assert.equal(await read(path.join(dst, 'a2')), 'new content over the wire');
+  });
+
+  test('--partial-dir: a partial file kept in DIR by a cut run is resumed from there, then DIR goes', async () => {
+    const big = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const { src, dst } = await setup({ 'sub/big': big }, { 'sub/.part/': { type: 'dir' } });
+    // What an interrupted run leaves: the first MiB under the deterministic temp name, in DIR.
+    await fsp.writeFile(path.join(dst, 'sub/.part', tempNameFor('big')), big.subarray(0, 1024 * 1024));
+    const r = await transfer(`${src}/`, dst, ['--partial-dir=.part', '--json']);
+    assert.equal(r.send.code, 0, r.send.stderr);
+    assert.equal(r.recv.code, 0, r.recv.stderr);
+    assert.equal(lastJson(r.send.stdout)['resumedBytes'], 1024 * 1024);
+    assert.ok((await fsp.readFile(path.join(dst, 'sub/big'))).equals(big));
+    assert.ok(!(await exists(path.join(dst, 'sub/.part'))));
   });
 
   test('--bwlimit paces the data (lower bound only: load can only make it slower)', async () => {

@@ -206,6 +206,7 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
         ...(rs.linkDest !== undefined ? { linkDest: rs.linkDest } : {}),
         removeSourceFiles: rs.removeSourceFiles,
         inplace: rs.inplace,
+        ...(rs.partialDir !== undefined ? { partialDir: rs.partialDir } : {}),
         oneFileSystem: rs.oneFileSystem,
         followLinks: rs.followLinks,
         preserveSpecialBits: v['preserve-special-bits'] === true,

@@ -235,6 +235,7 @@ export function sendExtras(rs: RsyncChoices): SendExtras {
     ...(rs.removeSourceFiles ? { removeSourceFiles: true } : {}),
     ...(rs.bwlimit > 0 ? { bwlimit: rs.bwlimit } : {}),
     ...(rs.inplace ? { inplace: true } : {}),
+    ...(rs.partialDir !== undefined ? { partialDir: rs.partialDir } : {}),
   };
 }
 

@@ -34,6 +34,7 @@ export const RSYNC_OPTIONS = {
   bwlimit: { type: 'string' },
   'link-dest': { type: 'string', multiple: true },
   inplace: { type: 'boolean' },
+  'partial-dir': { type: 'string' },
 } as const;
 
 /** Options of RSYNC_OPTIONS (and friends) that take a value: the ssh-mode operand scan skips their values. */
@@ -60,6 +61,7 @@ export interface RsyncValues {
   bwlimit?: string | undefined;
   'link-dest'?: string[] | undefined;
   inplace?: boolean | undefined;
+  'partial-dir'?: string | undefined;
   checksum?: boolean | undefined;
   json?: boolean | undefined;
   verbose?: boolean | boolean[] | undefined;
@@ -86,6 +88,7 @@ export interface RsyncChoices {
   /** --link-dest directories, in order. */
   linkDest: string[] | undefined;
   inplace: boolean;
+  partialDir: string | undefined;
   stats: boolean;
   /** -v count (-vv = 2). */
   verbosity: number;
@@ -121,12 +124,12 @@ export function rsyncChoices(cmd: string, mode: RsyncMode, v: RsyncValues, token
   };
   // What only the sender decides: the receiver learns it from the session.
   if (mode === 'recv') {
-    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'bwlimit', 'link-dest', 'inplace'] as const) {
+    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'bwlimit', 'link-dest', 'inplace', 'partial-dir'] as const) {
       if (v[name] !== undefined) refuse(`--${name}`, "is chosen by the sending side: give it to 'ferry send'");
     }
   }
   if (mode === 'stream') {
-    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'link-dest', 'inplace'] as const) {
+    for (const name of ['include', 'include-from', 'exclude-from', 'files-from', 'size-only', 'ignore-existing', 'update', 'remove-source-files', 'one-file-system', 'copy-links', 'link-dest', 'inplace', 'partial-dir'] as const) {
       if (v[name] !== undefined) refuse(`--${name}`, 'does not apply to a stream (- as SRC or DST)');
     }
   }
@@ -135,11 +138,16 @@ export function rsyncChoices(cmd: string, mode: RsyncMode, v: RsyncValues, token
   if (v.bwlimit !== undefined && mode === 'copy') refuse('--bwlimit', 'applies to network transfers: a local copy is moved by the kernel (copy_file_range), not paced');
   if (v['remove-source-files'] && v['copy-links']) refuse('--remove-source-files', 'with -L/--copy-links would delete the files the links point to, not the links: refused');
   if (v['size-only'] && v.checksum) refuse('--size-only', 'and --checksum contradict each other: pick one');
+  if (v.inplace && v['partial-dir'] !== undefined) refuse('--inplace', 'and --partial-dir contradict each other: in place there is no temp file to keep');
+  const pd = v['partial-dir'];
+  if (pd !== undefined && (pd === '' || pd === '.' || pd === '..' || pd.includes('/') || pd.includes('\0') || pd.startsWith('.ferry-'))) {
+    refuse('--partial-dir', `takes one plain directory name, created inside each target directory (got "${pd}")`);
+  }
   if (v.stats && v.json) refuse('--stats', 'and --json both write to standard output: pick one');
 
   // Filters in command-line order.
   let filters: FilterRule[] | undefined;
-  const ordered = tokens.some((t) => t.kind === 'option' && (t.name === 'include' || t.name === 'include-from' || t.name === 'exclude-from'));
+  const ordered = pd !== undefined || tokens.some((t) => t.kind === 'option' && (t.name === 'include' || t.name === 'include-from' || t.name === 'exclude-from'));
   if (ordered) {
     filters = [];
     for (const t of tokens) {
@@ -150,6 +158,8 @@ export function rsyncChoices(cmd: string, mode: RsyncMode, v: RsyncValues, token
         for (const pattern of parsePatternList(readList(t.value, `--${t.name}`, cmd, read))) filters.push({ include, pattern });
       }
     }
+    // rsync: the partial directory is neither sent nor deleted.
+    if (pd !== undefined) filters.push({ include: false, pattern: `${pd.replace(/[*?[\\]/g, '\\$&')}/` });
   }
 
   let filesFrom: string[] | undefined;
@@ -186,6 +196,7 @@ export function rsyncChoices(cmd: string, mode: RsyncMode, v: RsyncValues, token
     bwlimit,
     linkDest: v['link-dest'],
     inplace: v.inplace === true,
+    partialDir: v['partial-dir'],
     stats: v.stats === true,
     verbosity: verbosityOf(v.verbose),
   };

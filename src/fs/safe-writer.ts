@@ -89,6 +89,13 @@ export interface SafeWriterOptions {
   readWrite?: boolean;
   /** Metadata calls on the main thread (default true; see fs/meta-ops). */
   syncMetadata?: boolean;
+  /**
+   * `--partial-dir=DIR`: temp files live in DIR inside each target directory (made on
+   * demand, a real directory, never a symlink), stay there when a run is cut, are
+   * resumed from there, and DIR is removed once empty. Relative, no '..' (checked by
+   * open(): FERRY_E_PATH).
+   */
+  partialDir?: string;
 }
 
 export interface CopyOptions {
@@ -184,7 +191,19 @@ export class SafeWriter {
         }
       }
     }
+    if (opts.partialDir !== undefined && (validateRelativePath(opts.partialDir).includes('/') || isFerryTempName(opts.partialDir))) {
+      throw new FerryError(ErrorCodes.PATH, `--partial-dir ${opts.partialDir}: must be one plain directory name`, { subject: opts.partialDir });
+    }
     return new SafeWriter(root, opts, missing);
+  }
+
+  /** Where the temp files of directory `parentRel` go (made on demand). */
+  async #tempDir(parentRel: string): Promise<string> {
+    const pd = this.options.partialDir;
+    if (pd === undefined) return this.abs(parentRel);
+    const rel = parentRel === '' ? pd : `${parentRel}/${pd}`;
+    await this.#checkDir(rel, true);
+    return this.abs(rel);
   }
 
   abs(rel: string): string {
@@ -388,7 +407,7 @@ export class SafeWriter {
       const st = await this.m.lstat(this.abs(rel)).catch(() => null);
       if (st?.isFile()) return new TempFile(this, entry, rel, this.abs(rel), true);
     }
-    const tempAbs = `${this.abs(parent)}/${tempNameFor(baseOf(rel))}`;
+    const tempAbs = `${await this.#tempDir(parent)}/${tempNameFor(baseOf(rel))}`;
     const t = new TempFile(this, entry, rel, tempAbs);
     // Without resume a leftover temp file is removed when O_EXCL creation meets it.
     if (opts.resume) await t.adoptExisting();
@@ -504,10 +523,21 @@ export class SafeWriter {
       opts.onEntry?.(e, err);
     }
     this.#symlinks.length = 0;
+    const pd = this.options.partialDir;
     for (const dir of this.#touched) {
       const ents = await fsp.readdir(this.abs(dir)).catch(() => [] as string[]);
       for (const name of ents) {
         if (isFerryTempName(name)) await fsp.unlink(`${this.abs(dir)}/${name}`).catch(() => {});
+      }
+      if (pd !== undefined) {
+        // Only a real directory (checked as it was made or adopted) is cleaned.
+        const pdRel = dir === '' ? pd : `${dir}/${pd}`;
+        if (this.#trusted.has(pdRel)) {
+          for (const name of await fsp.readdir(this.abs(pdRel)).catch(() => [] as string[])) {
+            if (isFerryTempName(name)) await fsp.unlink(`${this.abs(pdRel)}/${name}`).catch(() => {});
+          }
+          await fsp.rmdir(this.abs(pdRel)).catch(() => {}); // only when empty
+        }
       }
     }
     const dirs = [...this.#dirs.values()].filter((d) => d.dirty);

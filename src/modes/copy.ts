@@ -83,6 +83,8 @@ export interface CopyOptions {
    * symlink: fs/safe-writer).
    */
   inplace?: boolean;
+  /** --partial-dir: temp files in this directory (one name) inside each target directory. */
+  partialDir?: string;
   /** -x: do not enter directories on other filesystems. */
   oneFileSystem?: boolean;
   /** -L: copy what symlinks point to. */
@@ -238,12 +240,13 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
     readWrite: opts.readWrite === true,
     preserveSpecialBits: opts.preserveSpecialBits === true,
     fsync: opts.fsync === true,
+    ...(opts.partialDir !== undefined ? { partialDir: opts.partialDir } : {}),
   };
   const writer = await SafeWriter.open(dstRoot, writerOpts);
   // Regular, non-sparse files go through the native data plane in batches when it is
   // there (fs/batch-copy.ts); the rest, and everything under FERRY_NATIVE=0, through
   // the TempFile path below. Tests that hook between data and publish use the latter.
-  const batch = !dryRun && !writerOpts.readWrite && !opts.inplace && !opts.hooks?.afterData && nativeCopyAvailable() ? new BatchCopier({ fsync: writerOpts.fsync }) : null;
+  const batch = !dryRun && !writerOpts.readWrite && !opts.inplace && opts.partialDir === undefined && !opts.hooks?.afterData && nativeCopyAvailable() ? new BatchCopier({ fsync: writerOpts.fsync }) : null;
   const errors: FerryError[] = [];
   const warnings: FerryError[] = [];
   const emit = opts.onEvent ?? ((): void => {});

@@ -449,6 +449,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         umask: process.umask(), // modes from the wire are masked like those of files we create
+        ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
       const session = new ReceiverSession(ch, frames, msg, sink, {
@@ -645,6 +646,7 @@ export async function receiveOver(
       const sink = await SafeWriter.open(o.dst, {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
+        ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
       const session = new ReceiverSession(ch, opening.frames, msg, sink, events ? { events } : {});

@@ -58,6 +58,8 @@ export interface SendExtras {
   followLinks?: boolean;
   /** --remove-source-files: delete each file the receiver confirmed. */
   removeSourceFiles?: boolean;
+  /** --partial-dir: forwarded to the receiver. */
+  partialDir?: string;
   /** --inplace: forwarded to the receiver. */
   inplace?: boolean;
   /** --bwlimit in bytes per second (0 or absent: none). */
@@ -230,6 +232,7 @@ export async function sendOver(
       ...(x.filters ? { filters: x.filters } : {}),
       ...(x.policy ? { policy: x.policy } : {}),
       ...(x.inplace ? { inplace: true } : {}),
+      ...(x.partialDir !== undefined ? { partialDir: x.partialDir } : {}),
       openStream: async () => {
         const ch = await openStream();
         extra.push(ch);

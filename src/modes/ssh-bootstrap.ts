@@ -196,6 +196,10 @@ export function parseExtras(x: unknown): SendExtras {
       return { include: rr['include'], pattern: rr['pattern'] };
     });
   }
+  if (o['partialDir'] !== undefined) {
+    if (typeof o['partialDir'] !== 'string') throw bad('options.extras.partialDir must be a string');
+    out.partialDir = o['partialDir'];
+  }
   if (o['filesFrom'] !== undefined) {
     const f = o['filesFrom'];
     if (!Array.isArray(f) || !f.every((p) => typeof p === 'string' && !p.includes('\0'))) throw bad('options.extras.filesFrom must be a list of paths');

@@ -87,6 +87,8 @@ export interface SenderOptions {
   filters?: readonly WireFilter[];
   /** --size-only, --ignore-existing, -u: applied by the receiver. */
   policy?: UpdatePolicy;
+  /** --partial-dir: where the receiver keeps temp files (one directory name). */
+  partialDir?: string;
   /** --inplace: ask the receiver to rewrite existing files under their own name. */
   inplace?: boolean;
   /** Opens extra stream i (1..streams-1), already authenticated. */
@@ -247,6 +249,7 @@ export async function runSender(
       excludes: opts.filters ? [] : [...opts.excludes],
       ...(opts.policy || opts.inplace ? { policy: (opts.policy ? policyBits(opts.policy) : 0) | (opts.inplace ? SessionPolicy.INPLACE : 0) } : {}),
       ...(opts.filters ? { filters: [...opts.filters] } : {}),
+      ...(opts.partialDir !== undefined ? { partialDir: opts.partialDir } : {}),
     }),
   );
   const controlFrames = control.frames()[Symbol.asyncIterator]();

@@ -111,6 +111,8 @@ export interface SessionMsg {
   policy?: number;
   /** Ordered include/exclude rules (extension): when present they replace `excludes`. */
   filters?: WireFilter[];
+  /** --partial-dir (extension): one directory name; checked by the receiver's writer. */
+  partialDir?: string;
 }
 
 export interface JoinMsg {
@@ -346,9 +348,10 @@ export function encodeSession(m: SessionMsg): Buffer {
   // The extension: only when used, so older receivers keep working without it.
   const policy = m.policy ?? 0;
   const filters = m.filters ?? [];
-  if (policy !== 0 || filters.length > 0) {
+  if (policy !== 0 || filters.length > 0 || m.partialDir !== undefined) {
     w.varint(policy).varint(filters.length);
     for (const f of filters) w.u8(f.include ? 1 : 0).str(f.pattern);
+    w.str(m.partialDir ?? '');
   }
   return w.take();
 }
@@ -374,6 +377,8 @@ export function decodeSession(b: Uint8Array): SessionMsg {
       if (kind > 1) throw protocolError(`SESSION: filter kind ${kind}`);
       m.filters.push({ include: kind === 1, pattern: r.str(MAX_PATTERN_BYTES) });
     }
+    const pd = r.str(MAX_PATH_BYTES);
+    if (pd !== '') m.partialDir = pd;
   }
   r.end();
   return m;
