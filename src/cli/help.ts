@@ -1,3 +1,5 @@
+import { rsyncHelp } from './rsync-help.js';
+
 /** `ferry --help`. Kept in step with README "Usage" and "Exit codes". */
 export const HELP = `ferry — move directory trees fast and safely
 
@@ -68,6 +70,7 @@ Options:
   -h, --help               this help
   -V, --version            print the version
 
+${rsyncHelp('copy')}
 Exit codes:
   0  everything copied      1  some entries failed (each listed with its code)
   2  usage error, missing SRC (FERRY_E_SRC_MISSING), DST inside SRC (FERRY_E_DST_IN_SRC)

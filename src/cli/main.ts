@@ -23,7 +23,7 @@ import { printError } from './output.js';
 import { versionText } from './version.js';
 import { HELP } from './help.js';
 import { parseOperand } from './operands.js';
-import { RSYNC_VALUE_OPTIONS } from './rsync-options.js';
+import { RSYNC_VALUE_OPTIONS } from './rsync-help.js';
 
 type Command = (argv: string[]) => Promise<number>;
 

@@ -1,6 +1,7 @@
 /**
  * The only place ferry writes to the terminal. Errors and progress go to stderr,
- * the `--json` summary (and nothing else) to stdout, so `ferry ... --json | jq` works.
+ * the `--json` summary or the `--stats` block (never both) to stdout, so
+ * `ferry ... --json | jq` works.
  */
 import { cleanForDisplay } from '../core/errors.js';
 

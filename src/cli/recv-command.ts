@@ -14,7 +14,7 @@ import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
 import { SessionFlags } from '../wire/messages.js';
 import { NET_OPTIONS, buildNetJson, chooseSecret, netStats, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
-import { rsyncChoices, verbosityOf } from './rsync-options.js';
+import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
 import { printStats } from './stats.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
@@ -69,6 +69,7 @@ Options:
   -h, --help              this help
   -V, --version           print the version
 
+${rsyncHelp('recv')}
 The sender chooses --checksum, --delete, --exclude, --dry-run, -P and -c.
 File and directory modes from the sender are masked with recv's umask.
 The summary says how many entries --delete removed ("deleted N").

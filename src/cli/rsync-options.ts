@@ -37,8 +37,7 @@ export const RSYNC_OPTIONS = {
   'partial-dir': { type: 'string' },
 } as const;
 
-/** Options of RSYNC_OPTIONS (and friends) that take a value: the ssh-mode operand scan skips their values. */
-export const RSYNC_VALUE_OPTIONS = ['--include', '--include-from', '--exclude-from', '--files-from', '--bwlimit', '--link-dest'];
+export { RSYNC_VALUE_OPTIONS, rsyncHelp } from './rsync-help.js';
 
 /** Where the options are used. */
 export type RsyncMode = 'copy' | 'send' | 'recv' | 'ssh-push' | 'ssh-pull' | 'stream';
@@ -201,3 +200,4 @@ export function rsyncChoices(cmd: string, mode: RsyncMode, v: RsyncValues, token
     verbosity: verbosityOf(v.verbose),
   };
 }
+

@@ -25,7 +25,7 @@ import {
   sendExtras,
   usage,
 } from './net-common.js';
-import { rsyncChoices } from './rsync-options.js';
+import { rsyncChoices, rsyncHelp } from './rsync-options.js';
 import { printStats } from './stats.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
@@ -81,6 +81,7 @@ Options:
   -h, --help              this help
   -V, --version           print the version
 
+${rsyncHelp('send')}
 Exit codes: 0 every file delivered and confirmed, 1 some files failed,
 2 usage, 3 authentication failed, 4 connection/protocol/integrity failure.
 `;

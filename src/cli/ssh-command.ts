@@ -12,7 +12,7 @@ import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from 
 import { reportedToPeer, runServer, stdioOfProcess } from '../modes/server.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
 import { DEFAULT_CHUNK, DEFAULT_STREAMS, NET_OPTIONS, buildNetJson, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, usage } from './net-common.js';
-import { rsyncChoices, verbosityOf } from './rsync-options.js';
+import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
 import { printStats } from './stats.js';
 import { resolveSendRoot } from '../fs/files-from.js';
 import { parseOperand, sshDestination, type Operand } from './operands.js';
@@ -73,6 +73,7 @@ Options:
   -h, --help              this help
   -V, --version           print the version
 
+${rsyncHelp('send')}  (--files-from: push only)
 Exit codes: 0 everything delivered and confirmed, 1 some files failed, 2 usage,
 4 ssh, connection, protocol or integrity failure.
 `;
