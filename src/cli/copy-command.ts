@@ -20,7 +20,7 @@
  *     "copied": number,                files, symlinks and hard links written
  *     "skipped": number,               files, symlinks and hard links already up to date
  *     "deleted": number,               entries removed by --delete
- *     "sourcesRemoved": number,        source files deleted by --remove-source-files
+ *     "sourcesRemoved": number,        (only with --remove-source-files) source files deleted
  *     "failed": number,
  *     "warnings": number,              e.g. FIFOs/sockets/devices skipped
  *     "bytes": number,                 file bytes copied
@@ -98,7 +98,7 @@ function issue(e: FerryError): Issue {
   return { code: e.code, path: cleanForDisplay(e.subject ?? ''), message: cleanForDisplay(e.message) };
 }
 
-export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: CopyResult, exitCode: number): Record<string, unknown> {
+export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: CopyResult, exitCode: number, removeSourceFiles = false): Record<string, unknown> {
   const c = r.counters;
   return {
     schema: 1,
@@ -113,7 +113,7 @@ export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: C
     copied: c.copied,
     skipped: c.skipped,
     deleted: c.deleted,
-    sourcesRemoved: c.sourcesRemoved,
+    ...(removeSourceFiles ? { sourcesRemoved: c.sourcesRemoved } : {}),
     failed: c.failed,
     warnings: c.warnings,
     bytes: c.bytesCopied,
@@ -221,7 +221,7 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
   }
   const exitCode = result.counters.failed > 0 ? ExitCodes.PARTIAL : ExitCodes.OK;
   printInfo(renderSummaryLine(result.counters, result.seconds, { color: useColor(), verb: dryRun ? 'would copy' : 'copied' }));
-  if (v.json) printJson(buildJsonSummary(src, dst, dryRun, result, exitCode));
+  if (v.json) printJson(buildJsonSummary(src, dst, dryRun, result, exitCode, rs.removeSourceFiles));
   if (rs.stats) {
     const c = result.counters;
     printStats({

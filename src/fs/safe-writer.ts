@@ -407,7 +407,8 @@ export class SafeWriter {
       const st = await this.m.lstat(this.abs(rel)).catch(() => null);
       if (st?.isFile()) return new TempFile(this, entry, rel, this.abs(rel), true);
     }
-    const tempAbs = `${await this.#tempDir(parent)}/${tempNameFor(baseOf(rel))}`;
+    const dir = this.options.partialDir === undefined ? this.abs(parent) : await this.#tempDir(parent);
+    const tempAbs = `${dir}/${tempNameFor(baseOf(rel))}`;
     const t = new TempFile(this, entry, rel, tempAbs);
     // Without resume a leftover temp file is removed when O_EXCL creation meets it.
     if (opts.resume) await t.adoptExisting();
