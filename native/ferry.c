@@ -10,10 +10,12 @@
  *   fs-batch.c batches of safe local file copies on libuv's pool threads
  *   net-batch.c the network transfer's batches: source reads, small-file publishing, the content hash
  *   meta.c     nanosecond times, SEEK_DATA/SEEK_HOLE extents, extended attributes
+ *   fs-walk.c  a directory listed and lstat'ed in one call, relative to its fd
  */
 #include "ferry.h"
 #include "fs-batch.h"
 #include "net-batch.h"
+#include "fs-walk.h"
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value abi;
@@ -22,6 +24,7 @@ static napi_value init(napi_env env, napi_value exports) {
   FERRY_CHECK(ferry_fs_batch_init(env, exports));
   FERRY_CHECK(ferry_net_batch_init(env, exports));
   FERRY_CHECK(ferry_register_meta(env, exports));
+  FERRY_CHECK(ferry_fs_walk_init(env, exports));
   FERRY_CHECK(napi_create_int32(env, FERRY_NATIVE_ABI, &abi));
   FERRY_CHECK(napi_set_named_property(env, exports, "abi", abi));
   return exports;

@@ -13,22 +13,38 @@
  * name, the final name), the directory (a descriptor of a directory of DST the
  * SafeWriter verified and keeps open for the call, src/fs/dir-handles.ts: names
  * are resolved relative to it, never through a path a local user could have
- * redirected since), every mode and time, and what a failure means. This file only
- * executes the steps, in this order, for each item:
+ * redirected since), every mode and time, and what a failure means. This file only executes
+ * the steps, in this order, for each item:
  *
  *   1. open the source with O_NOFOLLOW|O_NONBLOCK (a symlink or FIFO swapped in is
  *      refused or never blocks), fstat it and require a regular file with the
  *      device, inode and size the walk saw (a parent directory swapped for a
- *      symlink leads to another inode: refused, CVE-2024-12747's class);
- *   2. create the temp file in the given directory descriptor with openat
- *      O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600 (a leftover temp file of an
- *      interrupted run — ours by its name — is removed and creation retried once);
+ *      symlink leads to another inode: refused, CVE-2024-12747's class). This is
+ *      done for every item of the batch first, and each small source is handed to
+ *      the kernel's readahead (POSIX_FADV_WILLNEED), so on a cold cache the reads
+ *      of a whole batch are in flight together while one thread copies;
+ *   2. create the file in the target directory, given as an open directory fd
+ *      (the caller checked it is a real directory of DST) and a name relative to
+ *      it. When the caller says the final name is free (FLAG_NEW) and the
+ *      filesystem has O_TMPFILE, the file is created without a name; otherwise as
+ *      the temp name with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600 (a leftover temp
+ *      file of an interrupted run — ours by its name — is removed and creation
+ *      retried once);
  *   3. copy `size` bytes with copy_file_range (read/write where the kernel refuses),
  *      then fstat the source again: a different size or mtime means it changed
  *      while being copied;
- *   4. fchmod, optional fsync, futimens with nanoseconds, close (its error counts);
- *   5. renameat onto the final name. A failure at any step after 2 unlinks the temp
- *      file: nothing partial is ever left under a final name.
+ *   4. fchmod, optional fsync, futimens with nanoseconds;
+ *   5. publish: a nameless file is linked under its final name with linkat, which
+ *      fails rather than replace anything (a name that appeared meanwhile: the file
+ *      is then linked under the temp name and renamed, as below); a temp file is
+ *      closed (its error counts) and renamed onto the final name with renameat.
+ *      A failure at any step unlinks what was created: nothing partial is ever
+ *      left under a final name, and a nameless file vanishes by itself even on
+ *      kill -9.
+ *
+ * Why O_TMPFILE: a temp name costs two directory insertions, a removal and three
+ * lookups per file, under the directory's lock; a nameless file then one linkat
+ * costs one lookup and one insertion, as for `cp`, and keeps the publish atomic.
  *
  * Results: for item i, out[2i] = the step that failed (0: published) and
  * out[2i+1] = errno (0 for a check that failed without one).
@@ -60,19 +76,24 @@ enum {
 };
 
 #define FLAG_FSYNC 1
-/** Numbers per item in `nums`. */
-#define NUMS 6
+/* The caller believes the final name is free (a new file): try a nameless file. */
+#define FLAG_NEW 2
 
-/** Items per call: bounds the memory one call may take. */
-#define MAX_ITEMS 4096
+/** Items per call: bounds the memory (and open source fds) one call may take. */
+#define MAX_ITEMS 1024
+/** Sources up to this size are read ahead together before the batch is copied. */
+#define READAHEAD_MAX (1 << 20)
+/** Numbers per item in the nums array. */
+#define NUMS 6
 
 typedef struct {
   const char *src, *temp, *name;
-  int dirfd;
   uint64_t dev, ino;
   int64_t size, mtime_sec, mtime_nsec;
   uint32_t mode;
   int32_t flags;
+  int dirfd;
+  int srcfd;
   int32_t step, err;
 } item_t;
 
@@ -84,20 +105,32 @@ typedef struct {
   char *arena;
 } batch_t;
 
+/* read/write where copy_file_range is refused (another filesystem): 64 KiB on the stack, 1 MiB for bigger files. */
 static int copy_rw(int in, int out, int64_t size, int *step) {
-  char buf[65536];
+  char small[65536];
+  size_t cap = sizeof small;
+  char *buf = small;
+  if (size > (int64_t)sizeof small) {
+    char *big = malloc(1 << 20);
+    if (big) {
+      buf = big;
+      cap = 1 << 20;
+    }
+  }
   int64_t off = 0;
+  int e = 0;
   while (off < size) {
-    size_t want = (size - off) < (int64_t)sizeof buf ? (size_t)(size - off) : sizeof buf;
+    size_t want = (size - off) < (int64_t)cap ? (size_t)(size - off) : cap;
     ssize_t r = pread(in, buf, want, off);
     if (r < 0) {
       if (errno == EINTR) continue;
       *step = STEP_READ;
-      return errno;
+      e = errno;
+      break;
     }
     if (r == 0) {
       *step = STEP_CHANGED; /* shorter than the walk saw */
-      return 0;
+      break;
     }
     ssize_t done = 0;
     while (done < r) {
@@ -105,13 +138,16 @@ static int copy_rw(int in, int out, int64_t size, int *step) {
       if (w < 0) {
         if (errno == EINTR) continue;
         *step = STEP_WRITE;
-        return errno;
+        e = errno;
+        break;
       }
       done += w;
     }
+    if (e != 0) break;
     off += r;
   }
-  return 0;
+  if (buf != small) free(buf);
+  return e;
 }
 
 /* Returns 0 when all `size` bytes were copied, else sets *step and returns errno (or 0). */
@@ -136,9 +172,11 @@ static int copy_data(int in, int out, int64_t size, int *step) {
   return 0;
 }
 
-static void run_item(item_t *it) {
+/* Step 1: open and check the source; on success it->srcfd is open. */
+static void open_source(item_t *it) {
   it->step = STEP_OK;
   it->err = 0;
+  it->srcfd = -1;
   int src = open(it->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (src < 0) {
     it->step = STEP_OPEN_SRC;
@@ -149,25 +187,58 @@ static void run_item(item_t *it) {
   if (fstat(src, &st) != 0) {
     it->step = STEP_OPEN_SRC;
     it->err = errno;
-    close(src);
-    return;
-  }
-  if (!S_ISREG(st.st_mode)) {
+  } else if (!S_ISREG(st.st_mode)) {
     it->step = STEP_NOT_REGULAR;
-    close(src);
-    return;
-  }
-  if ((uint64_t)st.st_dev != it->dev || (uint64_t)st.st_ino != it->ino || (int64_t)st.st_size != it->size) {
+  } else if ((uint64_t)st.st_dev != it->dev || (uint64_t)st.st_ino != it->ino || (int64_t)st.st_size != it->size) {
     it->step = STEP_CHANGED;
+  }
+  if (it->step != STEP_OK) {
     close(src);
     return;
   }
+  if (it->size > 0 && it->size <= READAHEAD_MAX) posix_fadvise(src, 0, (off_t)it->size, POSIX_FADV_WILLNEED);
+  else if (it->size > READAHEAD_MAX) posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL); /* a larger readahead window, as cp asks */
+  it->srcfd = src;
+}
+
+/* Does this kernel and filesystem take O_TMPFILE, and can a nameless file be linked via /proc? */
+static int tmpfile_usable = 1;
+
+/* A nameless file in dfd, or -1 (then the temp name is used). */
+static int open_nameless(int dfd) {
+  if (!__atomic_load_n(&tmpfile_usable, __ATOMIC_RELAXED)) return -1;
+  int fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL || errno == ENOENT)) {
+    __atomic_store_n(&tmpfile_usable, 0, __ATOMIC_RELAXED);
+  }
+  return fd;
+}
+
+/* Give the nameless file `fd` the name `name` in dfd; never replaces an existing name. */
+static int link_nameless(int fd, int dfd, const char *name) {
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  if (linkat(AT_FDCWD, proc, dfd, name, AT_SYMLINK_FOLLOW) == 0) return 0;
+  if (errno != ENOENT) return -1;
+  /* No /proc: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH). */
+  return linkat(fd, "", dfd, name, AT_EMPTY_PATH);
+}
+
+/* Steps 2-5 for a source opened by open_source. */
+static void copy_item(item_t *it) {
+  int src = it->srcfd;
+  it->srcfd = -1;
   int dfd = it->dirfd;
   int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  int tmp = openat(dfd, it->temp, flags, 0600);
-  if (tmp < 0 && errno == EEXIST) {
-    unlinkat(dfd, it->temp, 0); /* an interrupted run's temp file: ours by its name */
+  int nameless = 1;
+  int tmp = (it->flags & FLAG_NEW) ? open_nameless(dfd) : -1;
+  if (tmp < 0) {
+    nameless = 0;
     tmp = openat(dfd, it->temp, flags, 0600);
+    if (tmp < 0 && errno == EEXIST) {
+      unlinkat(dfd, it->temp, 0); /* an interrupted run's temp file: ours by its name */
+      tmp = openat(dfd, it->temp, flags, 0600);
+    }
   }
   if (tmp < 0) {
     it->step = STEP_CREATE;
@@ -197,6 +268,35 @@ static void run_item(item_t *it) {
       e = errno;
     }
   }
+  if (nameless) {
+    /* Publish by linking; a name that exists after all goes through the temp name. */
+    int linked = 0;
+    if (step == STEP_OK) {
+      if (link_nameless(tmp, dfd, it->name) == 0) {
+        linked = 1;
+      } else if (errno == EEXIST) {
+        unlinkat(dfd, it->temp, 0);
+        if (link_nameless(tmp, dfd, it->temp) != 0 || renameat(dfd, it->temp, dfd, it->name) != 0) {
+          step = STEP_RENAME;
+          e = errno;
+          unlinkat(dfd, it->temp, 0);
+        } else {
+          linked = 1;
+        }
+      } else {
+        step = STEP_RENAME;
+        e = errno;
+      }
+    }
+    if (close(tmp) != 0 && step == STEP_OK) {
+      step = STEP_WRITE;
+      e = errno;
+      if (linked) unlinkat(dfd, it->name, 0); /* never leave a file whose last write failed */
+    }
+    it->step = step;
+    it->err = e;
+    return;
+  }
   if (close(tmp) != 0 && step == STEP_OK) {
     step = STEP_WRITE;
     e = errno;
@@ -213,7 +313,10 @@ static void run_item(item_t *it) {
 static void execute(napi_env env, void *data) {
   (void)env;
   batch_t *b = data;
-  for (size_t i = 0; i < b->n; i++) run_item(&b->items[i]);
+  for (size_t i = 0; i < b->n; i++) open_source(&b->items[i]);
+  for (size_t i = 0; i < b->n; i++) {
+    if (b->items[i].srcfd >= 0) copy_item(&b->items[i]);
+  }
 }
 
 static void complete(napi_env env, napi_status status, void *data) {
@@ -243,9 +346,10 @@ static void complete(napi_env env, napi_status status, void *data) {
 /*
  * copyFiles(strings, nums, ids) -> Promise<Int32Array>
  *   strings: Buffer of NUL-terminated UTF-8 strings, three per item: src, temp, name
- *            (temp and name are single names inside the directory);
- *   nums: Float64Array, six per item: size, mtimeSec, mtimeNsec, mode, flags, dirfd
- *         (an open directory descriptor the caller keeps open until the promise settles);
+ *            (temp and name relative to the item's directory fd);
+ *   nums: Float64Array, six per item: size, mtimeSec, mtimeNsec, mode, flags, dirFd
+ *         (an open directory of DST, owned by the caller and kept open until the
+ *         promise settles);
  *   ids: BigUint64Array, two per item: dev, ino.
  * Packed arrays, not objects: reading N-API values one by one cost more than the copy.
  */
@@ -266,7 +370,7 @@ static napi_value copy_files(napi_env env, napi_callback_info info) {
   size_t n = nlen / NUMS;
   if (n == 0 || n > MAX_ITEMS || nlen != n * NUMS || ilen != n * 2 || slen > 64u * 1024 * 1024 || slen == 0 ||
       ((const char *)sdata)[slen - 1] != 0) {
-    napi_throw_range_error(env, NULL, "copyFiles: 1..4096 items, six numbers and two ids each, NUL-terminated strings");
+    napi_throw_range_error(env, NULL, "copyFiles: 1..1024 items, six numbers and two ids each, NUL-terminated strings");
     return NULL;
   }
   batch_t *b = calloc(1, sizeof *b);
@@ -298,15 +402,16 @@ static napi_value copy_files(napi_env env, napi_callback_info info) {
     }
     /* Names inside the directory: never a path that could leave it. */
     if (it->temp[0] == 0 || it->name[0] == 0 || strchr(it->temp, '/') || strchr(it->name, '/')) goto malformed;
-    const double *v = nums + NUMS * i;
-    double size = v[0], sec = v[1], nsec = v[2], dirfd = v[5];
-    if (!(size >= 0) || !(nsec >= 0) || !(nsec < 1e9) || !(dirfd >= 0) || !(dirfd <= INT32_MAX)) goto malformed;
+    const double *num = nums + NUMS * i;
+    double size = num[0], sec = num[1], nsec = num[2], dirfd = num[5];
+    if (!(size >= 0) || !(nsec >= 0) || !(nsec < 1e9) || !(dirfd >= 0 && dirfd < 2147483647.0)) goto malformed;
     it->size = (int64_t)size;
     it->mtime_sec = (int64_t)sec;
     it->mtime_nsec = (int64_t)nsec;
-    it->mode = (uint32_t)v[3] & 07777;
-    it->flags = (int32_t)v[4];
+    it->mode = (uint32_t)num[3] & 07777;
+    it->flags = (int32_t)num[4];
     it->dirfd = (int)dirfd;
+    it->srcfd = -1;
     it->dev = ids[2 * i];
     it->ino = ids[2 * i + 1];
   }

@@ -3,7 +3,7 @@
 // ferry_native.node, at install time: kTLS setsockopt (ktls.c), batched TLS 1.3
 // records with Node's own OpenSSL (records.c) and batched local file copies on pool
 // threads (fs-batch.c), the network transfer's read/publish batches and content hash (net-batch.c),
-// nanosecond times, sparse extents and xattrs (meta.c). Never fails the install: without a C
+// nanosecond times, sparse extents and xattrs (meta.c), the walk's directory listings (fs-walk.c). Never fails the install: without a C
 // compiler or Node's headers ferry runs on its TypeScript fallbacks, and says so here in
 // one line (and in `ferry --version -v`).
 //
@@ -27,7 +27,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['ferry.c', 'ktls.c', 'records.c', 'fs-batch.c', 'net-batch.c', 'meta.c'].map((f) => join(root, 'native', f));
+const sources = ['ferry.c', 'ktls.c', 'records.c', 'fs-batch.c', 'net-batch.c', 'meta.c', 'fs-walk.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build', 'Release');
 const out = join(outDir, 'ferry_native.node');
 

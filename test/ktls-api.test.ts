@@ -16,6 +16,7 @@ import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isFerryError } from '../src/core/errors.js';
 import { decideKtls, enableKtls, kernelCryptoFields, ktlsSupport } from '../src/secure/ktls.js';
+import { NATIVE_ABI } from '../src/native/index.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const addonPath = `${root}native/build/Release/ferry_native.node`;
@@ -154,7 +155,7 @@ test('the addon reaches the kernel: TCP_ULP "tls" fails with ENOENT, SOL_TLS wit
     getUlp(fd: number): string;
     setCrypto(fd: number, dir: number, key: Buffer, salt: Buffer, iv: Buffer, seq: Buffer): number;
   };
-  assert.equal(addon.abi, 2);
+  assert.equal(addon.abi, NATIVE_ABI);
   const p = await pair();
   try {
     const fd = (p.a as unknown as { _handle: { fd: number } })._handle.fd;

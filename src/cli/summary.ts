@@ -15,11 +15,12 @@ import { formatBytes, formatRate } from './progress.js';
  * ktls: 'native' when the addon's setsockopt calls are loaded ('js': userspace TLS
  * only; whether a channel offloaded is its `tx`/`rx`); copy: local file copies
  * (native/fs-batch.c) or the TypeScript path; files: the network transfer's small-file
- * reads and writes and the content hash (native/net-batch.c) or their TypeScript paths.
+ * reads and writes and the content hash (native/net-batch.c) or their TypeScript paths;
+ * walk: directory listings (native/fs-walk.c) or readdir + lstat.
  */
-export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js'; copy: 'native' | 'js'; files: 'native' | 'js' } {
+export function nativePaths(): { records: 'native' | 'js'; ktls: 'native' | 'js'; copy: 'native' | 'js'; files: 'native' | 'js'; walk: 'native' | 'js' } {
   const s = nativeStatus();
-  return { records: s.records, ktls: s.ktls, copy: s.copy, files: s.files };
+  return { records: s.records, ktls: s.ktls, copy: s.copy, files: s.files, walk: s.walk };
 }
 
 export interface SummaryCounters {

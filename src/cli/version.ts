@@ -29,6 +29,7 @@ export function versionText(verbose: boolean): string {
     `ktls: ${k.available ? 'available' : 'unavailable'} (${k.reason})`,
     `copy: ${s.copy}`,
     `network files and content hash: ${s.files}`,
+    `walk: ${s.walk}`,
   ];
   return head + lines.join('\n') + '\n';
 }

@@ -13,20 +13,38 @@
  * fs/meta-native). Files that need a chown or extended attributes are left to the
  * TypeScript path (SafeWriter.needsExtraMeta).
  *
- * The decisions stay here and in the SafeWriter: which directory (a descriptor the
- * SafeWriter verified and keeps open, fs/dir-handles: the native code creates and
- * renames relative to it, so a directory of DST swapped for a symlink meanwhile
- * cannot redirect the file), which names, which mode; what a failed
+ * The decisions stay here and in the SafeWriter: which directory (checked to be a
+ * real directory of DST by `beginFile`), which names, which mode; what a failed
  * step means is mapped to a FerryError below. `FERRY_NATIVE=0` or a missing addon
  * makes `available()` false and the caller uses the TypeScript path.
  *
- * Batching: requests are queued and flushed at the end of the current turn of the
- * event loop (setImmediate) or when a batch is full, so a burst of files from one
- * walk batch becomes a few calls, and a lone file waits for nothing.
+ * Directories: the native side creates files relative to an open directory fd and a
+ * name, never a path. The fd is the caller's (`dirFd`) or, given `dir` (a path the
+ * SafeWriter checked to be a real directory of DST), opened here once with
+ * O_DIRECTORY|O_NOFOLLOW and kept while files of that directory are queued (a few
+ * recently used ones stay open for the next batch).
+ *
+ * Batching: requests are queued; at most IN_FLIGHT batches run at once (about one
+ * per core: more threads creating files in one directory mostly spin on its lock)
+ * and each takes what has queued meanwhile, up to BATCH_FILES files or BATCH_BYTES.
+ * A lone file waits for nothing (it goes at the end of the current turn of the
+ * event loop); under load batches grow by themselves. Big files (BIG_FILE and
+ * more) go one at a time in a slot of their own, like cp: two long sequential
+ * copies at once only make the disk alternate between them, while small files
+ * keep flowing beside the big one. Inside a batch the native
+ * side opens every source first and asks for its readahead, so on a cold cache a
+ * batch's reads are in flight together.
+ *
+ * New files: `fresh` says the caller's quick check found no file under the final
+ * name; the native side then creates the file nameless (O_TMPFILE) and links it
+ * under its name when complete, which costs the directory half the work of a temp
+ * name and a rename (and falls back to them if the name exists after all).
  */
+import { closeSync, constants as C, openSync } from 'node:fs';
+import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
-import { constants as osConstants } from 'node:os';
+import { availableParallelism, constants as osConstants } from 'node:os';
 import { fsBatchAddon, type FsBatchAddon } from '../native/index.js';
 
 type FsAddon = FsBatchAddon;
@@ -37,7 +55,7 @@ const Step = {
   OPEN_SRC: 1,
   NOT_REGULAR: 2,
   CHANGED: 3,
-  // 4 was OPEN_DIR: the directory now comes open (fs/dir-handles).
+  OPEN_DIR: 4,
   CREATE: 5,
   READ: 6,
   WRITE: 7,
@@ -46,13 +64,21 @@ const Step = {
 } as const;
 
 const FLAG_FSYNC = 1;
-/** Numbers per item: size, mtime seconds, mtime nanoseconds, mode, flags, directory fd. */
-const NUMS = 6;
+const FLAG_NEW = 2;
 const NS = 1_000_000_000n;
-/** Files per native call: enough to amortise the wake-up, small enough to spread over the pool's threads. */
-const BATCH_FILES = 32;
+/** Numbers per item (native/fs-batch.c NUMS). */
+const NUMS = 6;
+/** Most files per native call (each holds an open source fd during the call). */
+const BATCH_FILES = 256;
 /** Bytes per native call: a batch of big files should not hold one thread for long. */
 const BATCH_BYTES = 8 * 1024 * 1024;
+/** Batches running at once. */
+const IN_FLIGHT = Math.max(2, Math.min(4, availableParallelism()));
+/** Files of this size or more are copied one at a time, beside the small-file batches. */
+const BIG_FILE = 64 * 1024 * 1024;
+/** Directory fds kept open when no file of theirs is queued. */
+const SPARE_DIR_FDS = 16;
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW; // libuv adds O_CLOEXEC
 
 let addon: FsAddon | null | undefined;
 
@@ -69,23 +95,33 @@ export function nativeCopyAvailable(): boolean {
 
 export interface BatchCopyItem {
   entry: SourceEntry;
-  /**
-   * Descriptor of the target directory, verified by the SafeWriter (fs/dir-handles)
-   * and pinned open by the caller until copy() settles: the temp file is created,
-   * renamed and removed relative to it (openat/renameat/unlinkat), never by a path.
-   */
-  dirFd: number;
-  /** Temp name and final name inside that directory. */
+  /** Absolute path of the (already checked) target directory; or give `dirFd`. */
+  dir?: string;
+  /** An open fd of the (already checked) target directory, kept open by the caller until copy() settles. */
+  dirFd?: number;
+  /** Temp name and final name, relative to the directory. */
   temp: string;
   name: string;
   /** Mode to set, already masked by the writer. */
   mode: number;
+  /** The final name was found free (quick check 'missing'): the file may be created nameless. */
+  fresh?: boolean;
 }
+
+/** Called once per item: null when the file is published, else why not (nothing published). */
+export type BatchCopyDone = (err: FerryError | null) => void;
 
 interface Pending {
   item: BatchCopyItem;
-  resolve: () => void;
-  reject: (e: FerryError) => void;
+  dirFd: number;
+  /** The cached directory this item holds a reference on, if any. */
+  dir: DirFd | null;
+  done: BatchCopyDone;
+}
+
+interface DirFd {
+  fd: number;
+  refs: number;
 }
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
@@ -113,8 +149,12 @@ export class BatchCopier {
   readonly #addon: FsAddon;
   readonly #fsync: boolean;
   #queue: Pending[] = [];
-  #queuedBytes = 0;
+  #big: Pending[] = [];
+  #bigRunning = false;
+  #running = 0;
   #scheduled = false;
+  /** Target directories opened here, by path; those with refs 0 are closed beyond SPARE_DIR_FDS. */
+  readonly #dirs = new Map<string, DirFd>();
 
   constructor(opts: { fsync?: boolean } = {}) {
     const a = loadAddon();
@@ -124,31 +164,91 @@ export class BatchCopier {
   }
 
   copy(item: BatchCopyItem): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ item, resolve, reject });
-      this.#queuedBytes += item.entry.size;
-      if (this.#queue.length >= BATCH_FILES || this.#queuedBytes >= BATCH_BYTES) this.#flush();
-      else if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => {
-          this.#scheduled = false;
-          this.#flush();
-        });
+    return new Promise<void>((resolve, reject) => this.submit(item, (err) => (err === null ? resolve() : reject(err))));
+  }
+
+  /** copy() without a promise: `done` is called once, never synchronously. */
+  submit(item: BatchCopyItem, done: BatchCopyDone): void {
+    let dir: DirFd | null = null;
+    let dirFd = item.dirFd;
+    if (dirFd === undefined) {
+      try {
+        dir = this.#openDir(item.dir ?? '');
+      } catch (x) {
+        const err = fromSystemError(x, 'write', item.entry.path);
+        setImmediate(() => done(err));
+        return;
       }
-    });
+      dirFd = dir.fd;
+    }
+    if (item.entry.size >= BIG_FILE) this.#big.push({ item, dirFd, dir, done });
+    else this.#queue.push({ item, dirFd, dir, done });
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#flush();
+      });
+    }
+  }
+
+  /** Close the directory fds this copier opened (none may be in use: call after every copy settled). */
+  close(): void {
+    for (const d of this.#dirs.values()) closeSync(d.fd);
+    this.#dirs.clear();
+  }
+
+  #openDir(dir: string): DirFd {
+    let d = this.#dirs.get(dir);
+    if (d === undefined) {
+      d = { fd: openSync(dir, DIR_FLAGS), refs: 0 };
+      this.#dirs.set(dir, d);
+    } else {
+      // Most recently used last (Map order), so the oldest spare is closed first.
+      this.#dirs.delete(dir);
+      this.#dirs.set(dir, d);
+    }
+    d.refs++;
+    return d;
+  }
+
+  #release(p: Pending): void {
+    if (p.dir === null) return;
+    p.dir.refs--;
+    if (this.#dirs.size <= SPARE_DIR_FDS || p.dir.refs > 0) return;
+    let spare = this.#dirs.size;
+    for (const [k, d] of this.#dirs) {
+      if (spare <= SPARE_DIR_FDS) break;
+      if (d.refs > 0) continue;
+      closeSync(d.fd);
+      this.#dirs.delete(k);
+      spare--;
+    }
   }
 
   #flush(): void {
-    while (this.#queue.length > 0) {
+    if (!this.#bigRunning && this.#big.length > 0) {
+      this.#bigRunning = true;
+      void this.#run([this.#big.shift()!]).finally(() => {
+        this.#bigRunning = false;
+        this.#flush();
+      });
+    }
+    while (this.#queue.length > 0 && this.#running < IN_FLIGHT) {
+      // Spread what is queued over the free slots, so both cores get work.
+      const share = Math.ceil(this.#queue.length / (IN_FLIGHT - this.#running));
       const batch: Pending[] = [];
       let bytes = 0;
-      while (this.#queue.length > 0 && batch.length < BATCH_FILES && (batch.length === 0 || bytes < BATCH_BYTES)) {
+      while (this.#queue.length > 0 && batch.length < Math.min(share, BATCH_FILES) && (batch.length === 0 || bytes < BATCH_BYTES)) {
         const p = this.#queue.shift()!;
         bytes += p.item.entry.size;
         batch.push(p);
       }
-      this.#queuedBytes -= bytes;
-      void this.#run(batch);
+      this.#running++;
+      void this.#run(batch).finally(() => {
+        this.#running--;
+        this.#flush();
+      });
     }
   }
 
@@ -157,35 +257,45 @@ export class BatchCopier {
     const nums = new Float64Array(n * NUMS);
     const ids = new BigUint64Array(n * 2);
     let strings = '';
-    const flags = this.#fsync ? FLAG_FSYNC : 0;
-    batch.forEach(({ item }, i) => {
+    const base = this.#fsync ? FLAG_FSYNC : 0;
+    for (let i = 0; i < n; i++) {
+      const { item, dirFd } = batch[i]!;
       const e = item.entry;
       strings += `${e.absPath}\0${item.temp}\0${item.name}\0`;
       // Floor division: times before 1970 have a negative second and a positive nanosecond.
       let sec = e.mtimeNs / NS;
       if (e.mtimeNs < 0n && sec * NS !== e.mtimeNs) sec -= 1n;
-      nums[NUMS * i] = e.size;
-      nums[NUMS * i + 1] = Number(sec);
-      nums[NUMS * i + 2] = Number(e.mtimeNs - sec * NS);
-      nums[NUMS * i + 3] = item.mode;
-      nums[NUMS * i + 4] = flags;
-      nums[NUMS * i + 5] = item.dirFd;
+      const o = NUMS * i;
+      nums[o] = e.size;
+      nums[o + 1] = Number(sec);
+      nums[o + 2] = Number(e.mtimeNs - sec * NS);
+      nums[o + 3] = item.mode;
+      nums[o + 4] = item.fresh === true ? base | FLAG_NEW : base;
+      nums[o + 5] = dirFd;
       ids[2 * i] = BigInt.asUintN(64, e.dev);
       ids[2 * i + 1] = BigInt.asUintN(64, e.ino);
-    });
+    }
     let out: Int32Array;
     try {
       out = await this.#addon.copyFiles(Buffer.from(strings, 'utf8'), nums, ids);
     } catch (x) {
       const err = new FerryError(ErrorCodes.INTERNAL, `native copy failed: ${(x as Error).message}`);
-      for (const p of batch) p.reject(err);
+      for (const p of batch) {
+        this.#release(p);
+        p.done(err);
+      }
       return;
     }
-    batch.forEach((p, i) => {
+    for (let i = 0; i < n; i++) {
+      const p = batch[i]!;
+      this.#release(p);
       const step = out[2 * i]!;
-      if (step === Step.OK) p.resolve();
-      else p.reject(stepError(p.item.entry, step, out[2 * i + 1]!));
-    });
+      p.done(step === Step.OK ? null : stepError(p.item.entry, step, out[2 * i + 1]!));
+    }
   }
 }
 
+/** Split an absolute file path into directory and name (for callers holding a rel path). */
+export function splitPath(abs: string): { dir: string; name: string } {
+  return { dir: path.dirname(abs), name: path.basename(abs) };
+}

@@ -116,6 +116,16 @@ import { allowedXattrs, applyXattrs, readXattrs, xattrsEqual, type XattrPolicy, 
  */
 export type QuickCheck = 'same' | 'meta' | 'touched' | 'differs' | 'missing';
 
+/** Where a batched copy publishes a regular file (see SafeWriter.fileTarget). */
+export interface FileTarget {
+  /** The parent directory's verified descriptor (fs/dir-handles), pinned open until release(). */
+  dirFd: number;
+  release: () => void;
+  temp: string;
+  name: string;
+  mode: number;
+}
+
 const readAsync = promisify(readCb);
 
 
@@ -686,6 +696,23 @@ export class SafeWriter {
     } catch (e) {
       throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
     }
+  }
+
+  /**
+   * For the batched native copy: where a regular file goes, when its parent is
+   * already a verified directory of this session (else null: use beginFile, which
+   * verifies it): its descriptor, pinned until the caller's release(), and names.
+   * Marks the parent written, like beginFile.
+   */
+  fileTarget(entry: Entry): FileTarget | null {
+    if (entry.kind !== 'file' || this.#h === null) return null;
+    const rel = validateRelativePath(entry.path);
+    const node = this.#h.get(parentOf(rel));
+    if (node === undefined) return null;
+    this.#markDirty(rel);
+    const name = baseOf(rel);
+    const held = this.holdDir(node);
+    return { dirFd: held.fd, release: held.release, temp: tempNameFor(name), name, mode: this.mode(entry.mode) };
   }
 
   /**

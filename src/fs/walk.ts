@@ -40,6 +40,14 @@
  *   over the limits is reported as FERRY_E_READ / FERRY_E_PATH (a failure) and skipped.
  * - ferry's own temp files (`.ferry-XXXXXXXX.name.part`) are skipped: they are
  *   partial data from an interrupted run.
+ * - Native listing (native/fs-walk.c, when the addon is there): the checked
+ *   directory fd is listed with getdents64 and every entry lstat'ed (fstatat) and
+ *   its link read (readlinkat) relative to that fd, in one call per directory on a
+ *   pool thread; it returns packed arrays and TypeScript applies the same rules as
+ *   to its own listing (temp names, exclusion, validation, unsupported kinds, the
+ *   not-UTF-8 report), in the same order (names sorted by bytes, as libuv's
+ *   scandir sorts them), so both give the same entries. `native: false` (or
+ *   FERRY_NATIVE=0) selects the readdir + lstat path.
  *
  * The trailing-slash rule (rsync's) is applied by `resolveSource`: `SRC/` (and `SRC/.`
  * and `.`) yields the contents of SRC (prefix ''), `SRC` yields SRC itself under its own name (prefix =
@@ -66,6 +74,7 @@ import {
   type BigIntStats,
 } from 'node:fs';
 import { promisify } from 'node:util';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
@@ -74,6 +83,7 @@ import { validateLinkTarget, validateRelativePath } from './path-safety.js';
 import { isFerryTempName } from './temp-names.js';
 import { metaOps } from './meta-ops.js';
 import { fdPath } from './source-file.js';
+import { fsWalkAddon, type FsWalkAddon } from '../native/index.js';
 
 export interface SourceRoot {
   /** Absolute path of SRC as given (trailing slash removed). */
@@ -112,6 +122,8 @@ export interface WalkOptions {
    * naming it; a link back to a directory above it (a loop) likewise.
    */
   followLinks?: boolean;
+  /** List directories with the native addon when it is there (default true). */
+  native?: boolean;
   /** Tests: called before each directory below the root is opened to be listed. */
   beforeListDir?: (rel: string, absPath: string) => Promise<void> | void;
 }
@@ -250,6 +262,21 @@ export function entryFromStat(relPath: string, absPath: string, st: BigIntStats,
   return e;
 }
 
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+/** Per entry in listDir's arrays (native/fs-walk.c). */
+const NUMS = 10;
+const BIGS = 3;
+
+/** An errno exception like Node's, for a native call's failure. */
+function errnoError(errno: number, syscall: string, p: string): NodeJS.ErrnoException {
+  const code = errnoNames.get(errno) ?? 'EIO';
+  return Object.assign(new Error(`${code}: ${syscall} '${p}'`), { code, errno: -errno, syscall, path: p });
+}
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
 function isSupported(st: BigIntStats): boolean {
   return st.isFile() || st.isDirectory() || st.isSymbolicLink();
 }
@@ -299,6 +326,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   const statMode = opts.statMode ?? 'auto';
   const follow = opts.followLinks === true;
   let ops = metaOps(statMode !== 'async');
+  const nativeWalk: FsWalkAddon | undefined = opts.native === false || follow ? undefined : fsWalkAddon();
   let windowBlockedNs = 0;
   let windowEntries = 0;
 
@@ -458,9 +486,102 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
       return;
     }
     try {
-      await listOpenDir(rel, abs, fdPath(fd) ?? abs, follow ? { id, up } : null);
+      if (nativeWalk) await listOpenDirNative(rel, abs, fd, nativeWalk);
+      else await listOpenDir(rel, abs, fdPath(fd) ?? abs, follow ? { id, up } : null);
     } finally {
       closeSync(fd);
+    }
+  };
+  // Emit one chunk's entries (files in inode order) and queue its directories.
+  // -x: a directory on another device is emitted (an empty mount point) but not entered;
+  // -L: each queued directory remembers its ancestry (loop detection).
+  const emitChunk = async (results: Array<SourceEntry | null>, self: Ancestry | null): Promise<void> => {
+    const batch: SourceEntry[] = [];
+    const files: SourceEntry[] = [];
+    for (const e of results) {
+      if (e === null) continue;
+      if (e.kind === 'file') files.push(e);
+      else batch.push(e);
+      if (e.kind === 'dir' && !(opts.oneFileSystem === true && e.dev !== rootDev)) {
+        dirQueue.push({ rel: e.path, abs: e.absPath, id: { dev: e.dev, ino: e.ino }, isRoot: false, up: self });
+      }
+    }
+    files.sort((a, b) => (a.ino < b.ino ? -1 : a.ino > b.ino ? 1 : 0));
+    // The batch is queued synchronously by emit(), before any child directory
+    // can be listed: parents stay ahead of their children.
+    const queued = emit(batch.concat(files));
+    pump();
+    await queued;
+  };
+  // The same rules as statChunkSync, on the native listing of the checked fd (lstat
+  // only: not used with -L, whose symlinks are stat()ed through statChunk*).
+  const listOpenDirNative = async (rel: string, abs: string, fd: number, addon: FsWalkAddon): Promise<void> => {
+    let names: Buffer, nums: Float64Array, big: BigInt64Array;
+    try {
+      [names, nums, big] = await addon.listDir(fd);
+    } catch (e) {
+      const errno = (e as { errno?: number }).errno ?? 5;
+      report(fromSystemError(errnoError(errno, 'scandir', abs), 'read', rel === '' ? abs : rel));
+      return;
+    }
+    const n = nums.length / NUMS;
+    for (let i = 0; i < n; i += chunk) {
+      const out: Array<SourceEntry | null> = [];
+      for (let j = i; j < n && j < i + chunk; j++) {
+        const o = NUMS * j;
+        const start = nums[o]!;
+        const len = nums[o + 1]!;
+        const name = names.toString('utf8', start, start + len);
+        if (isFerryTempName(name)) continue;
+        const childRel = rel === '' ? name : `${rel}/${name}`;
+        const childAbs = `${abs}/${name}`;
+        // A name that is not valid UTF-8 cannot be written back under the same bytes:
+        // reported as the readdir path reports it (it meets ENOENT there).
+        if (name.includes('\ufffd') && !names.subarray(start, start + len).equals(Buffer.from(name, 'utf8'))) {
+          out.push(childFailed(childRel, errnoError(osConstants.errno.ENOENT, 'lstat', childAbs)));
+          continue;
+        }
+        const err = nums[o + 7]!;
+        if (err !== 0) {
+          out.push(childFailed(childRel, errnoError(err, 'lstat', childAbs)));
+          continue;
+        }
+        const mode = nums[o + 3]!;
+        const type = mode & S_IFMT;
+        const isDir = type === S_IFDIR;
+        if (type !== S_IFREG && !isDir && type !== S_IFLNK) {
+          if (!exclude(childRel, false)) report(unsupported(childRel));
+          continue;
+        }
+        if (exclude(childRel, isDir)) continue;
+        try {
+          validateRelativePath(childRel);
+          const kind = isDir ? 'dir' : type === S_IFLNK ? 'symlink' : 'file';
+          const b = BIGS * j;
+          const e: SourceEntry = {
+            path: childRel,
+            kind,
+            size: kind === 'file' ? nums[o + 4]! : 0,
+            mode: mode & 0o7777,
+            mtimeNs: big[b]!,
+            absPath: childAbs,
+            ino: BigInt.asUintN(64, big[b + 2]!),
+            dev: BigInt.asUintN(64, big[b + 1]!),
+            nlink: nums[o + 5]!,
+            allocated: nums[o + 6]! * 512,
+            uid: nums[o + 8]!,
+            gid: nums[o + 9]!,
+          };
+          if (kind === 'symlink') {
+            const t0 = start + len;
+            e.target = validateLinkTarget(names.toString('utf8', t0, t0 + Math.max(0, nums[o + 2]!)), childRel);
+          }
+          out.push(e);
+        } catch (x) {
+          out.push(childFailed(childRel, x));
+        }
+      }
+      await emitChunk(out, null);
     }
   };
   const listOpenDir = async (rel: string, abs: string, via: string, self: Ancestry | null): Promise<void> => {
@@ -473,23 +594,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     }
     for (let i = 0; i < names.length; i += chunk) {
       const slice = names.slice(i, i + chunk);
-      const results = ops.sync ? statChunkSync(rel, abs, via, slice) : await statChunkAsync(rel, abs, via, slice);
-      const batch: SourceEntry[] = [];
-      const files: SourceEntry[] = [];
-      for (const e of results) {
-        if (e === null) continue;
-        if (e.kind === 'file') files.push(e);
-        else batch.push(e);
-        if (e.kind === 'dir' && !(opts.oneFileSystem === true && e.dev !== rootDev)) {
-          dirQueue.push({ rel: e.path, abs: e.absPath, id: { dev: e.dev, ino: e.ino }, isRoot: false, up: self });
-        }
-      }
-      files.sort((a, b) => (a.ino < b.ino ? -1 : a.ino > b.ino ? 1 : 0));
-      // The batch is queued synchronously by emit(), before any child directory
-      // can be listed: parents stay ahead of their children.
-      const queued = emit(batch.concat(files));
-      pump();
-      await queued;
+      await emitChunk(ops.sync ? statChunkSync(rel, abs, via, slice) : await statChunkAsync(rel, abs, via, slice), self);
     }
   };
 

@@ -16,6 +16,7 @@
  *                   transfer/native-files.ts and fs/checksum.ts)
  *   metaAddon()     nanosecond times, SEEK_DATA/SEEK_HOLE extents, extended attributes
  *                   (used by fs/meta-native.ts)
+ *   fsWalkAddon()   a directory listed and lstat'ed in one call (used by fs/walk.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -31,7 +32,7 @@ import { platform } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** The addon's ABI this build of ferry expects (native/ferry.h FERRY_NATIVE_ABI). */
-export const NATIVE_ABI = 2;
+export const NATIVE_ABI = 4;
 
 /** An opaque per-direction AES-128-GCM context (an N-API external). */
 export type AeadContext = { readonly __aead: unique symbol };
@@ -82,7 +83,17 @@ export interface MetaAddon {
   xattrRemove(path: string, name: string, follow: boolean): number;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon>, Partial<MetaAddon> {
+/**
+ * native/fs-walk.c; its fallback is fs/walk.ts's readdir + lstat. For entry i:
+ * nums[10i..10i+9] = name offset, name length, target length (-1: none; the target's
+ * bytes follow the name's), st_mode, size, nlink, blocks, errno (0: ok), uid, gid;
+ * big[3i..3i+2] = mtime ns, dev, ino. Names sorted by bytes, without . and ..
+ */
+export interface FsWalkAddon {
+  listDir(fd: number): Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array]>;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon>, Partial<MetaAddon>, Partial<FsWalkAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -105,6 +116,8 @@ export interface NativeStatus {
   files: NativePath;
   /** Nanosecond times, SEEK_DATA extents and xattrs (native), or µs times and no xattrs (js). */
   meta: NativePath;
+  /** Which implementation lists and lstats directories for the walk. */
+  walk: NativePath;
 }
 
 interface Loaded {
@@ -178,6 +191,12 @@ export function metaAddon(): MetaAddon | undefined {
   return typeof a?.utimensFd === 'function' && typeof a.xattrSet === 'function' ? (a as MetaAddon) : undefined;
 }
 
+/** The native directory listing, or undefined (then fs/walk.ts lists with readdir + lstat). */
+export function fsWalkAddon(): FsWalkAddon | undefined {
+  const a = load().addon;
+  return typeof a?.listDir === 'function' ? (a as FsWalkAddon) : undefined;
+}
+
 /** The kTLS setsockopt functions and, when absent, why. */
 export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
   const l = load();
@@ -197,6 +216,7 @@ export function nativeStatus(): NativeStatus {
     copy: fsBatchAddon() ? 'native' : 'js',
     files: netBatchAddon() ? 'native' : 'js',
     meta: metaAddon() ? 'native' : 'js',
+    walk: fsWalkAddon() ? 'native' : 'js',
   };
 }
 
