@@ -21,6 +21,7 @@
  *     "skipped": number,               files, symlinks and hard links already up to date
  *     "metadataFixed": number,         entries whose content was right and whose mode or times were set in place
  *     "deleted": number,               entries removed by --delete
+ *     "sourcesRemoved": number,        (only with --remove-source-files) source files deleted
  *     "failed": number,
  *     "warnings": number,              e.g. FIFOs/sockets/devices skipped
  *     "bytes": number,                 file bytes copied
@@ -40,12 +41,15 @@ import { ProgressReporter, type ProgressMode } from './progress.js';
 import { nativePaths, renderSummaryLine } from './summary.js';
 import { VERSION } from './version.js';
 import { parseSize } from './sizes.js';
+import { RSYNC_OPTIONS, rsyncChoices } from './rsync-options.js';
+import { printStats } from './stats.js';
 
 const OPTIONS = {
   jobs: { type: 'string', short: 'j' },
   'queue-depth': { type: 'string', short: 'q' },
   'chunk-size': { type: 'string', short: 'c' },
-  verbose: { type: 'boolean', short: 'v' },
+  ...RSYNC_OPTIONS,
+  verbose: { type: 'boolean', short: 'v', multiple: true },
   progress: { type: 'string' },
   json: { type: 'boolean' },
   'dry-run': { type: 'boolean', short: 'n' },
@@ -53,7 +57,6 @@ const OPTIONS = {
   delete: { type: 'boolean' },
   exclude: { type: 'string', multiple: true },
   'preserve-special-bits': { type: 'boolean' },
-  archive: { type: 'boolean', short: 'a' },
   xattrs: { type: 'boolean', short: 'X' },
   acls: { type: 'boolean', short: 'A' },
   owner: { type: 'boolean', short: 'o' },
@@ -82,11 +85,11 @@ function parseIntOpt(s: string | undefined, name: string, min: number, max: numb
   return n;
 }
 
-type Parsed = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
+type Parsed = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true; tokens: true }>>;
 
 function parse(argv: string[]): Parsed {
   try {
-    return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
   } catch (e) {
     const first = String((e as Error).message).split(/\.\s|\n/)[0] ?? 'bad arguments';
     throw usage(first.replace(/\.$/, ''));
@@ -103,7 +106,7 @@ function issue(e: FerryError): Issue {
   return { code: e.code, path: cleanForDisplay(e.subject ?? ''), message: cleanForDisplay(e.message) };
 }
 
-export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: CopyResult, exitCode: number): Record<string, unknown> {
+export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: CopyResult, exitCode: number, removeSourceFiles = false): Record<string, unknown> {
   const c = r.counters;
   return {
     schema: 1,
@@ -119,6 +122,7 @@ export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: C
     skipped: c.skipped,
     metadataFixed: c.metaFixed,
     deleted: c.deleted,
+    ...(removeSourceFiles ? { sourcesRemoved: c.sourcesRemoved } : {}),
     failed: c.failed,
     warnings: c.warnings,
     bytes: c.bytesCopied,
@@ -131,7 +135,7 @@ export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: C
 }
 
 export async function runCopyCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parse(argv);
+  const { values: v, positionals, tokens } = parse(argv);
   if (v.help) {
     process.stdout.write(COPY_HELP);
     return ExitCodes.OK;
@@ -151,7 +155,9 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
   if (v.sync) queueDepth = 1;
   const chunkSize = v['chunk-size'] === undefined ? 128 * 1024 : parseSize(v['chunk-size'], '--chunk-size');
   const dryRun = v['dry-run'] === true;
-  const verbose = v.verbose === true;
+  const rs = rsyncChoices('copy', 'copy', v, tokens);
+  const verbose = rs.verbosity > 0;
+  let regularCopied = 0;
 
   const counters = newCounters();
   const reporter = new ProgressReporter(counters, { mode: progress });
@@ -162,9 +168,22 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
   const onEvent = (ev: CopyEvent): void => {
     if (ev.type === 'failed') say(() => printError(ev.error.toLine()));
     else if (ev.type === 'warning') say(() => printWarning(ev.error.toLine()));
-    else if (verbose && (ev.type === 'copied' || ev.type === 'deleted' || ev.type === 'meta-fixed')) {
-      const verb = ev.type === 'meta-fixed' ? (dryRun ? 'would fix metadata of' : 'fixed metadata of') : dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
-      say(() => printInfo(`${verb} ${cleanForDisplay(ev.path)}`));
+    else {
+      if (ev.type === 'copied' && ev.kind === 'file') regularCopied++;
+      if (verbose && (ev.type === 'copied' || ev.type === 'deleted' || ev.type === 'meta-fixed')) {
+        const verb = ev.type === 'meta-fixed' ? (dryRun ? 'would fix metadata of' : 'fixed metadata of') : dryRun ? (ev.type === 'copied' ? 'would copy' : 'would delete') : ev.type;
+        say(() => printInfo(`${verb} ${cleanForDisplay(ev.path)}`));
+      } else if (verbose && ev.type === 'linked') {
+        say(() => printInfo(`${dryRun ? 'would link' : 'linked'} ${cleanForDisplay(ev.path)} (--link-dest)`));
+      } else if (verbose && ev.type === 'removed-source') {
+        say(() => printInfo(`removed source ${cleanForDisplay(ev.path)}`));
+      } else if (rs.verbosity > 1 && ev.type === 'skipped') {
+        // rsync -vv's wording.
+        say(() => printInfo(`${cleanForDisplay(ev.path)} is uptodate`));
+      } else if (rs.verbosity > 1 && ev.type === 'kept') {
+        const why = { 'ignore-existing': 'exists (--ignore-existing)', newer: 'is newer in DST (-u)', 'same-size': 'has the same size (--size-only)' }[ev.reason];
+        say(() => printInfo(`${cleanForDisplay(ev.path)} ${why}; not copied`));
+      }
     }
   };
   if (verbose) {
@@ -189,6 +208,16 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
         checksum: v.checksum === true,
         delete: v.delete === true,
         exclude: v.exclude ?? [],
+        ...(rs.filters ? { filters: rs.filters } : {}),
+        ...(rs.filesFrom ? { filesFrom: rs.filesFrom } : {}),
+        recursive: rs.recursive,
+        ...(rs.policy ? { policy: rs.policy } : {}),
+        ...(rs.linkDest !== undefined ? { linkDest: rs.linkDest } : {}),
+        removeSourceFiles: rs.removeSourceFiles,
+        inplace: rs.inplace,
+        ...(rs.partialDir !== undefined ? { partialDir: rs.partialDir } : {}),
+        oneFileSystem: rs.oneFileSystem,
+        followLinks: rs.followLinks,
         preserveSpecialBits: v['preserve-special-bits'] === true,
         // Owners: kept by number when root (or asked); --numeric-ids is accepted (local ids are always numeric).
         ...(v['no-owner'] ? { owner: false } : v.owner ? { owner: true } : {}),
@@ -206,6 +235,22 @@ export async function runCopyCommand(argv: string[]): Promise<number> {
   }
   const exitCode = result.counters.failed > 0 ? ExitCodes.PARTIAL : ExitCodes.OK;
   printInfo(renderSummaryLine(result.counters, result.seconds, { color: useColor(), verb: dryRun ? 'would copy' : 'copied' }));
-  if (v.json) printJson(buildJsonSummary(src, dst, dryRun, result, exitCode));
+  if (v.json) printJson(buildJsonSummary(src, dst, dryRun, result, exitCode, rs.removeSourceFiles));
+  if (rs.stats) {
+    const c = result.counters;
+    printStats({
+      files: c.entries,
+      regular: c.entries - c.dirs - c.symlinks,
+      dirs: c.dirs,
+      links: c.symlinks,
+      deleted: c.deleted,
+      transferred: regularCopied,
+      totalSize: c.bytesTotal,
+      transferredSize: c.bytesCopied,
+      sent: c.bytesCopied,
+      received: 0,
+      seconds: result.seconds,
+    });
+  }
   return exitCode;
 }

@@ -1,3 +1,5 @@
+import { rsyncHelp } from './rsync-help.js';
+
 /** `ferry --help`. Kept in step with README "Usage" and "Exit codes". */
 export const HELP = `ferry — move directory trees fast and safely
 
@@ -72,13 +74,13 @@ Options:
   -X, --xattrs             keep extended attributes (user.*; as root also trusted.*, security.*);
                            needs the native data plane (FERRY_E_UNSUPPORTED without it)
   -A, --acls               keep POSIX ACLs (system.posix_acl_*); needs the native data plane
-  -a, --archive            accepted (rsync's spelling): ferry always copies as -a does
       --fsync              fsync each file before publishing it
       --sync               uring-sync compatibility: one operation at a time (-q 1)
       --no-splice          uring-sync compatibility: read/write instead of copy_file_range
   -h, --help               this help
   -V, --version            print the version
 
+${rsyncHelp('copy')}
 Exit codes:
   0  everything copied      1  some entries failed (each listed with its code)
   2  usage error, missing SRC (FERRY_E_SRC_MISSING), DST inside SRC (FERRY_E_DST_IN_SRC)

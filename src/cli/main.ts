@@ -23,7 +23,8 @@ import { printError } from './output.js';
 import { versionText } from './version.js';
 import { HELP } from './help.js';
 import { parseOperand, sshDestination } from './operands.js';
-import { prespawnSsh, splitCommand, sshArgv } from '../modes/ssh-spawn.js';
+import { dropPrespawnedSsh, prespawnSsh, splitCommand, sshArgv } from '../modes/ssh-spawn.js';
+import { RSYNC_VALUE_OPTIONS } from './rsync-help.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -49,7 +50,7 @@ export { isRemoteOperand } from './operands.js';
  * decide between a local copy and the ssh mode. Values of options that take one are
  * skipped, so `-e 'ssh -p 22'` or `--exclude a:b` is not mistaken for an operand.
  */
-const TAKES_VALUE = new Set(['-e', '--rsh', '--remote-ferry', '--exclude', '-P', '--parallel', '-c', '--chunk-size', '-j', '--jobs', '-q', '--queue-depth', '--progress', '--ktls', '--connect-timeout', '--secret', '--secret-file']);
+const TAKES_VALUE = new Set([...RSYNC_VALUE_OPTIONS, '-e', '--rsh', '--remote-ferry', '--exclude', '-P', '--parallel', '-c', '--chunk-size', '-j', '--jobs', '-q', '--queue-depth', '--progress', '--ktls', '--connect-timeout', '--secret', '--secret-file']);
 function operandsOf(argv: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -167,7 +168,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (ssh) {
     startSshEarly(rest);
-    return (await import('./ssh-command.js')).runSshCommand(rest);
+    try {
+      return await (await import('./ssh-command.js')).runSshCommand(rest);
+    } finally {
+      dropPrespawnedSsh(); // unused when the command stopped early (a usage error)
+    }
   }
   if (named) return (await named())(rest);
   if (isUnknownCommand(first)) {

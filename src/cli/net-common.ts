@@ -39,6 +39,9 @@ import { parseSize } from './sizes.js';
 import { nativePaths } from './summary.js';
 import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
 import { xattrPolicy, type XattrPolicy } from '../fs/xattrs.js';
+import { RSYNC_OPTIONS, type RsyncChoices } from './rsync-options.js';
+import type { StatsInput } from './stats.js';
+import type { SendExtras } from '../modes/send.js';
 
 export const NET_OPTIONS = {
   secret: { type: 'string' },
@@ -48,7 +51,8 @@ export const NET_OPTIONS = {
   ktls: { type: 'string' },
   uring: { type: 'boolean' },
   splice: { type: 'boolean' },
-  verbose: { type: 'boolean', short: 'v' },
+  verbose: { type: 'boolean', short: 'v', multiple: true },
+  ...RSYNC_OPTIONS,
   progress: { type: 'string' },
   json: { type: 'boolean' },
   'preserve-special-bits': { type: 'boolean' },
@@ -106,13 +110,13 @@ export function usage(cmd: string, msg: string): FerryError {
  * a one-line FERRY_E_USAGE naming the command), and validate `--progress`.
  */
 type NetArgs<O extends NonNullable<ParseArgsConfig['options']>> = ReturnType<
-  typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>
+  typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true; tokens: true }>
 > & { progressMode: ProgressMode };
 
 export function parseNetArgs<O extends NonNullable<ParseArgsConfig['options']>>(cmd: string, argv: string[], options: O): NetArgs<O> {
   let parsed;
   try {
-    parsed = parseArgs({ args: normaliseArgv(argv), options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: normaliseArgv(argv), options, allowPositionals: true, strict: true, tokens: true });
   } catch (e) {
     throw usage(cmd, String((e as Error).message).split(/\.\s|\n/)[0]!.replace(/\.$/, ''));
   }
@@ -257,6 +261,46 @@ export function buildNetJson(i: JsonSummaryInput): Record<string, unknown> {
   };
   if (i.bytesSent !== undefined) out['bytesSent'] = i.bytesSent;
   return out;
+}
+
+/** The sending side's share of rsync's options (modes/send.ts SendExtras). */
+export function sendExtras(rs: RsyncChoices): SendExtras {
+  return {
+    ...(rs.filters ? { filters: rs.filters } : {}),
+    ...(rs.policy ? { policy: rs.policy } : {}),
+    ...(rs.filesFrom ? { filesFrom: rs.filesFrom } : {}),
+    ...(rs.recursive ? { recursive: true } : {}),
+    ...(rs.oneFileSystem ? { oneFileSystem: true } : {}),
+    ...(rs.followLinks ? { followLinks: true } : {}),
+    ...(rs.removeSourceFiles ? { removeSourceFiles: true } : {}),
+    ...(rs.bwlimit > 0 ? { bwlimit: rs.bwlimit } : {}),
+    ...(rs.inplace ? { inplace: true } : {}),
+    ...(rs.partialDir !== undefined ? { partialDir: rs.partialDir } : {}),
+  };
+}
+
+/** `--stats` of a network session, from either end's result. */
+export function netStats(
+  r: { files: number; bytesTotal: number; summary: SummaryMsg; seconds: number },
+  transferred: number,
+  sent: number,
+  seconds: number,
+  received = 0,
+): StatsInput {
+  const s = r.summary;
+  return {
+    files: r.files + s.dirs + s.symlinks + s.hardlinks,
+    regular: r.files + s.hardlinks,
+    dirs: s.dirs,
+    links: s.symlinks,
+    deleted: s.deleted,
+    transferred,
+    totalSize: r.bytesTotal,
+    transferredSize: s.bytesWritten,
+    sent,
+    received,
+    seconds,
+  };
 }
 
 /**

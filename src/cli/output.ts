@@ -1,6 +1,7 @@
 /**
  * The only place ferry writes to the terminal. Errors and progress go to stderr,
- * the `--json` summary (and nothing else) to stdout, so `ferry ... --json | jq` works.
+ * the `--json` summary or the `--stats` block (never both) to stdout, so
+ * `ferry ... --json | jq` works.
  */
 import { cleanForDisplay } from '../core/errors.js';
 
@@ -23,4 +24,9 @@ export function printJson(value: unknown): void {
 /** Colour only on a TTY and when NO_COLOR is unset (https://no-color.org). */
 export function useColor(stream: NodeJS.WriteStream = process.stderr): boolean {
   return stream.isTTY === true && !process.env['NO_COLOR'];
+}
+
+/** Plain text on stdout (`--stats`, rsync's place for it). */
+export function printOut(text: string): void {
+  process.stdout.write(text);
 }

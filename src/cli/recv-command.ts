@@ -13,7 +13,9 @@ import { recv, type ListenScope, type RecvSessionOutcome } from '../modes/recv.j
 import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { GENERATED_SECRET_BITS, SECRET_ON_COMMAND_LINE_WARNING, generateSecret, weakSecretWarning } from '../secure/secret.js';
 import { SessionFlags } from '../wire/messages.js';
-import { META_HELP, META_OPTIONS, NET_OPTIONS, buildNetJson, chooseSecret, metaChoices, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
+import { META_HELP, META_OPTIONS, NET_OPTIONS, buildNetJson, chooseSecret, metaChoices, netStats, parseKtls, parseListen, parseNetArgs, progressEvents, usage } from './net-common.js';
+import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
+import { printStats } from './stats.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
 import { renderSummaryLine } from './summary.js';
@@ -69,6 +71,7 @@ ${META_HELP}      --refuse-delete     refuse a session whose sender asks for --d
   -h, --help              this help
   -V, --version           print the version
 
+${rsyncHelp('recv')}
 The sender chooses --checksum, --delete, --exclude, --dry-run, -P and -c;
 owners (-o/-g) and extended attributes (-X/-A) need both ends to ask.
 File and directory modes from the sender are masked with recv's umask.
@@ -101,7 +104,7 @@ function displayHost(listenHost: string): string {
 }
 
 export async function runRecvCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals, progressMode } = parseNetArgs('recv', argv, OPTIONS);
+  const { values: v, positionals, progressMode, tokens } = parseNetArgs('recv', argv, OPTIONS);
   if (v.help) {
     process.stdout.write(RECV_HELP);
     return ExitCodes.OK;
@@ -110,6 +113,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw usage('recv', 'expected one DST operand');
   if (v.listen === undefined) throw usage('recv', '--listen [ADDR:]PORT is required');
   const dst = positionals[0]!;
+  const rs = rsyncChoices('recv', dst === '-' ? 'stream' : 'recv', v, tokens);
   const listen = parseListen(v.listen, 'recv');
   const ktls = parseKtls(v.ktls, 'recv');
   let maxAuthFailures = 3;
@@ -176,7 +180,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
       const counters = newNetProgress(performance.now());
       reporter = new ProgressReporter(counters, { mode: progressMode });
       reporter.start();
-      return progressEvents(counters, reporter, undefined, { verbose: v.verbose === true });
+      return progressEvents(counters, reporter, undefined, { verbose: verbosityOf(v.verbose) > 0 });
     },
     onSessionEnd: (s: RecvSessionOutcome) => {
       reporter?.stop();
@@ -202,6 +206,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
           { color: useColor(), verb: dry ? 'would receive' : 'received' },
         ),
       );
+      if (rs.stats) printStats(netStats({ ...r, seconds: s.seconds }, sm.committed, 0, s.seconds, sm.bytesWritten));
       if (v.json) {
         printJson(
           buildNetJson({

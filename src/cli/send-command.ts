@@ -4,7 +4,7 @@
  * failures and the summary the receiver confirmed. Exit 0 only when the receiver
  * confirmed every file; see cli/net-common.ts for the `--json` schema.
  */
-import { ErrorCodes, ExitCodes, FerryError } from '../core/errors.js';
+import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay } from '../core/errors.js';
 import { send, sendStdinStream } from '../modes/send.js';
 import { NO_ENCRYPT_REMOVED } from '../secure/channel.js';
 import { SECRET_ON_COMMAND_LINE_WARNING, weakSecretWarning } from '../secure/secret.js';
@@ -21,11 +21,15 @@ import {
   parseHostPort,
   parseKtls,
   parseStreams,
+  netStats,
+  sendExtras,
   usage,
   META_HELP,
   META_OPTIONS,
   metaChoices,
 } from './net-common.js';
+import { rsyncChoices, rsyncHelp } from './rsync-options.js';
+import { printStats } from './stats.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
 import { nativePaths, renderSummaryLine } from './summary.js';
@@ -81,12 +85,13 @@ ${META_HELP}  -v, --verbose           say which cipher and kTLS path are used
   -h, --help              this help
   -V, --version           print the version
 
+${rsyncHelp('send')}
 Exit codes: 0 every file delivered and confirmed, 1 some files failed,
 2 usage, 3 authentication failed, 4 connection/protocol/integrity failure.
 `;
 
 export async function runSendCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals, progressMode } = parseNetArgs('send', argv, OPTIONS);
+  const { values: v, positionals, progressMode, tokens } = parseNetArgs('send', argv, OPTIONS);
   if (v.help) {
     process.stdout.write(SEND_HELP);
     return ExitCodes.OK;
@@ -105,6 +110,7 @@ export async function runSendCommand(argv: string[]): Promise<number> {
   const weak = weakSecretWarning(secret);
   if (weak) printWarning(weak.replace(/^warning: /, ''));
 
+  const rs = rsyncChoices('send', src === '-' ? 'stream' : 'send', v, tokens);
   if (src === '-') {
     if (v.delete || v.checksum || v.exclude || v['dry-run']) throw usage('send', '--delete, --checksum, --exclude and --dry-run do not apply to a stream');
     const r = await sendStdinStream({ src, host, port, secret, ktls, streams: 1, chunkSize, checksum: false, delete: false, dryRun: false, excludes: [], preserveSpecial: false }, process.stdin);
@@ -117,6 +123,8 @@ export async function runSendCommand(argv: string[]): Promise<number> {
 
   const reporter = new ProgressReporter(counters, { mode: progressMode });
   const errors: FerryError[] = [];
+  let regularSent = 0;
+  const events = progressEvents(counters, reporter, (e) => errors.push(e), { verbose: rs.verbosity > 0 });
   reporter.start();
   let r;
   try {
@@ -136,8 +144,18 @@ export async function runSendCommand(argv: string[]): Promise<number> {
       ...(meta.owners ? { owners: true } : {}),
       ...(meta.ownerNames ? { ownerNames: true } : {}),
       ...(meta.xattrs ? { xattrs: meta.xattrs } : {}),
+      extras: sendExtras(rs),
       events: {
-        ...progressEvents(counters, reporter, (e) => errors.push(e), { verbose: v.verbose === true }),
+        ...events,
+        onFileDone: (e, how, size) => {
+          // The shared progress accounting, plus rsync's -vv listing.
+          events.onFileDone(e, how, size);
+          if (how === 'committed') regularSent++;
+          if (rs.verbosity > 1) {
+            reporter.clear();
+            printInfo(how === 'committed' ? `${v['dry-run'] ? 'would send' : 'sent'} ${cleanForDisplay(e.path)}` : `${cleanForDisplay(e.path)} is uptodate`);
+          }
+        },
         onQueued: () => {
           reporter.clear();
           printInfo(`ferry: queued behind another transfer at ${host.includes(':') ? `[${host}]` : host}:${port}; waiting for it to finish`);
@@ -187,6 +205,8 @@ export async function runSendCommand(argv: string[]): Promise<number> {
       }),
     );
   }
+  if (rs.removeSourceFiles && (v.verbose || r.sourcesRemoved > 0)) printInfo(`removed ${r.sourcesRemoved} source file(s) the receiver confirmed`);
+  if (rs.stats) printStats(netStats(r, regularSent, r.bytesSent, r.seconds));
   if (exitCode !== ExitCodes.OK && failed === 0) throw new FerryError(ErrorCodes.INTERNAL, 'inconsistent result');
   return exitCode;
 }

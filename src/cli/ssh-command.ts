@@ -9,10 +9,12 @@
  * cleaned of control characters and printed as `ferry: HOST: line`.
  */
 import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from '../core/errors.js';
-import { resolveSource } from '../fs/walk.js';
 import { reportedToPeer, runServer, stdioOfProcess } from '../modes/server.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
-import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, NET_OPTIONS, buildNetJson, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, usage } from './net-common.js';
+import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, NET_OPTIONS, buildNetJson, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, usage } from './net-common.js';
+import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
+import { printStats } from './stats.js';
+import { resolveSendRoot } from '../fs/files-from.js';
 import { parseOperand, sshDestination, type Operand } from './operands.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
@@ -72,6 +74,7 @@ ${META_HELP}  -v, --verbose           say which path, cipher and kTLS path are u
   -h, --help              this help
   -V, --version           print the version
 
+${rsyncHelp('send')}  (--files-from: push only)
 Exit codes: 0 everything delivered and confirmed, 1 some files failed, 2 usage,
 4 ssh, connection, protocol or integrity failure.
 `;
@@ -116,7 +119,7 @@ export async function runServerCommand(argv: string[]): Promise<number> {
 }
 
 export async function runSshCommand(argv: string[]): Promise<number> {
-  const { values: v, positionals, progressMode } = parseNetArgs('copy', argv, OPTIONS);
+  const { values: v, positionals, progressMode, tokens } = parseNetArgs('copy', argv, OPTIONS);
   if (v.help) {
     process.stdout.write(SSH_HELP);
     return ExitCodes.OK;
@@ -158,12 +161,14 @@ export async function runSshCommand(argv: string[]): Promise<number> {
   const streamOut = dstOp.kind === 'stdio';
   if (streamOut && v.json) throw usage('copy', '--json cannot share stdout with the stream');
   if ((streamIn || streamOut) && (v.delete || v.checksum || v.exclude)) throw usage('copy', '--delete, --checksum and --exclude do not apply to a stream');
-  const roots = direction === 'push' && !streamIn ? await Promise.all(srcOps.map((s) => resolveSource((s as { path: string }).path))) : undefined;
+  const rs = rsyncChoices('copy', streamIn || streamOut ? 'stream' : direction === 'push' ? 'ssh-push' : 'ssh-pull', v, tokens);
+  const extras = sendExtras(rs);
+  const roots = direction === 'push' && !streamIn ? await Promise.all(srcOps.map((s) => resolveSendRoot((s as { path: string }).path, extras))) : undefined;
 
   const counters = newNetProgress(performance.now());
   const reporter = new ProgressReporter(counters, { mode: progressMode });
   const errors: FerryError[] = [];
-  const events = progressEvents(counters, reporter, (e) => errors.push(e), { verbose: v.verbose === true });
+  const events = progressEvents(counters, reporter, (e) => errors.push(e), { verbose: verbosityOf(v.verbose) > 0 });
   const t0 = performance.now();
   reporter.start();
   let out: SshOutcome;
@@ -191,6 +196,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
         ...((v.owner || v.group) && v.names && !v['numeric-ids'] ? { names: true } : {}),
         ...(v.xattrs ? { xattrs: true } : {}),
         ...(v.acls ? { acls: true } : {}),
+        ...(Object.keys(extras).length > 0 ? { extras } : {}),
       },
       viaSsh: v['via-ssh'] === true,
       ...(streamIn ? { streamInput: process.stdin } : {}),
@@ -238,6 +244,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
         { color: useColor(), verb: dryRun ? 'would send' : 'sent' },
       ),
     );
+    if (rs.stats) printStats(netStats({ ...r, seconds }, s.committed, r.bytesSent, seconds));
     json = buildNetJson({
       command: 'send', operand: positionals.slice(0, -1).join(' '), peer: host, exitCode, dryRun, files: r.files, summary: s, failed,
       bytesTotal: r.bytesTotal, bytesSent: r.bytesSent, seconds, streams: r.streams, cipher: r.cipher, tx: r.tx, rx: r.rx, errors: r.failures,
@@ -259,6 +266,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
         { color: useColor(), verb: dryRun ? 'would receive' : 'received' },
       ),
     );
+    if (rs.stats) printStats(netStats({ ...r, seconds }, sm.committed, 0, seconds, sm.bytesWritten));
     json = buildNetJson({
       command: 'recv', operand: (dstOp as { path: string }).path, peer: host, exitCode, dryRun, files: r.files, summary: sm, failed: sm.failed,
       bytesTotal: r.bytesTotal, seconds, streams: r.streams, cipher: s.cipher, tx: s.tx, rx: s.rx, errors: r.failures,

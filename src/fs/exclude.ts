@@ -40,7 +40,12 @@
  * and patterns without wildcards are compared as strings: the common cases
  * (`*.tmp`, `.git`) stay cheap on trees of 100,000s of names.
  *
- * Shared API: compileExcludes(patterns) -> (relPath, isDir) => boolean (true = excluded).
+ * `--include PATTERN` (same syntax) keeps what it matches: rules are tried in the
+ * order given and the first that matches decides (rsync's rule), so
+ * `--include '*.txt' --exclude '*'` keeps only .txt files at the top level.
+ *
+ * Shared API: compileExcludes(patterns) / compileFilters(rules) ->
+ * (relPath, isDir) => boolean (true = excluded).
  */
 import { ErrorCodes, FerryError } from '../core/errors.js';
 
@@ -356,12 +361,30 @@ interface Rule {
   dirOnly: boolean;
   /** Unanchored and unable to match '/': only the basename can match. */
   basename: boolean;
+  /** `--include`: a match keeps the entry (and stops the search). */
+  include: boolean;
+}
+
+/** One `--include` or `--exclude` pattern, in command-line order. */
+export interface FilterRule {
+  include: boolean;
+  pattern: string;
 }
 
 export function compileExcludes(patterns: readonly string[]): ExcludeFn {
+  return compileFilters(patterns.map((pattern) => ({ include: false, pattern })));
+}
+
+/**
+ * `--include` / `--exclude` in the order given: the first rule that matches decides,
+ * as in rsync; an entry no rule matches is kept. Each rule is one linear match, so
+ * the whole list costs O(rules × name × pattern) at worst.
+ */
+export function compileFilters(filters: readonly FilterRule[]): ExcludeFn {
   const rules: Rule[] = [];
-  for (const raw of patterns) {
-    if (raw.length === 0) throw new FerryError(ErrorCodes.USAGE, '--exclude: empty pattern');
+  for (const { include, pattern: raw } of filters) {
+    const opt = include ? '--include' : '--exclude';
+    if (raw.length === 0) throw new FerryError(ErrorCodes.USAGE, `${opt}: empty pattern`);
     let p = raw;
     let dirOnly = false;
     while (p.length > 1 && p.endsWith('/')) {
@@ -370,11 +393,11 @@ export function compileExcludes(patterns: readonly string[]): ExcludeFn {
     }
     const anchored = p.startsWith('/');
     if (anchored) p = p.slice(1);
-    if (p.length === 0) throw new FerryError(ErrorCodes.USAGE, `--exclude: pattern "${raw}" matches nothing`);
+    if (p.length === 0) throw new FerryError(ErrorCodes.USAGE, `${opt}: pattern "${raw}" matches nothing`);
     const plain = compileGlob(p, false, raw);
-    if (anchored) rules.push({ glob: plain, dirOnly, basename: false });
-    else if (!canMatchSlash(plain)) rules.push({ glob: plain, dirOnly, basename: true });
-    else rules.push({ glob: compileGlob(p, true, raw), dirOnly, basename: false });
+    if (anchored) rules.push({ glob: plain, dirOnly, basename: false, include });
+    else if (!canMatchSlash(plain)) rules.push({ glob: plain, dirOnly, basename: true, include });
+    else rules.push({ glob: compileGlob(p, true, raw), dirOnly, basename: false, include });
   }
   if (rules.length === 0) return () => false;
   return (relPath, isDir) => {
@@ -383,9 +406,20 @@ export function compileExcludes(patterns: readonly string[]): ExcludeFn {
       if (r.dirOnly && !isDir) continue;
       if (r.basename) {
         if (base < 0) base = relPath.lastIndexOf('/') + 1;
-        if (globMatch(r.glob, relPath, base)) return true;
-      } else if (globMatch(r.glob, relPath)) return true;
+        if (globMatch(r.glob, relPath, base)) return !r.include;
+      } else if (globMatch(r.glob, relPath)) return !r.include;
     }
     return false;
   };
+}
+
+/**
+ * Patterns from a file (`--exclude-from`, `--include-from`), rsync's format: one per
+ * line, blank lines and lines starting with ';' or '#' ignored, CR before LF dropped.
+ */
+export function parsePatternList(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l))
+    .filter((l) => l.length > 0 && !l.startsWith('#') && !l.startsWith(';'));
 }

@@ -29,6 +29,11 @@
  * - setuid/setgid/sticky bits are stripped unless `preserveSpecialBits` is set, and
  *   the `umask` option (recv: the process umask) is cleared from every file's and
  *   directory's mode alike.
+ * - --inplace rewrites an existing regular file under its own name, opened O_NOFOLLOW
+ *   in its verified directory (no atomic publish, rsync's trade-off); --partial-dir
+ *   keeps temp files in a directory of that name inside each target directory, opened
+ *   through its parent like any other; --link-dest links into the verified directory
+ *   under a temp name, checks the inode, then renames.
  * Without /proc there is no way to name a descriptor in a path from Node (it has no
  * openat): open() fails closed with FERRY_E_UNSUPPORTED rather than fall back to
  * racy path checks (SECURITY.md). The owner of a SafeWriter calls close() at the end.
@@ -156,6 +161,13 @@ export interface SafeWriterOptions {
    * beyond them removed. Undefined: attributes are left alone.
    */
   xattrs?: XattrPolicy;
+  /**
+   * `--partial-dir=DIR`: temp files live in DIR inside each target directory (made on
+   * demand and opened like every other directory: a real directory, never a symlink),
+   * stay there when a run is cut, are resumed from there, and DIR is removed once
+   * empty. One plain name (checked by open(): FERRY_E_PATH).
+   */
+  partialDir?: string;
 }
 
 export interface CopyOptions {
@@ -268,6 +280,9 @@ export class SafeWriter {
           throw fromSystemError(e2, 'write', dstRoot);
         }
       }
+    }
+    if (opts.partialDir !== undefined && (validateRelativePath(opts.partialDir).includes('/') || isFerryTempName(opts.partialDir))) {
+      throw new FerryError(ErrorCodes.PATH, `--partial-dir ${opts.partialDir}: must be one plain directory name`, { subject: opts.partialDir });
     }
     let handles: DirHandles | null = null;
     if (!missing) {
@@ -700,17 +715,81 @@ export class SafeWriter {
     return { dirFd: held.fd, release: held.release, temp: tempNameFor(name), name, mode: this.mode(entry.mode) };
   }
 
-  /** Start a file: returns its temp file (created lazily by write() or copyFrom()). */
-  async beginFile(entry: Entry, opts: { resume?: boolean } = {}): Promise<TempFile> {
+  /**
+   * What DST holds at an entry's path (lstat in its verified directory, never
+   * followed), or null when nothing (or its directory is missing): for the update
+   * policies (transfer/update-policy).
+   */
+  async lstatExisting(relPath: string): Promise<BigIntStats | null> {
+    const rel = validateRelativePath(relPath);
+    if (this.#fresh.has(parentOf(rel))) return null;
+    const dir = this.#dir(parentOf(rel), false);
+    if (dir === null) return null;
+    try {
+      return await this.inDir(dir, (d) => this.m.lstat(`${d}/${baseOf(rel)}`));
+    } catch (e) {
+      if (errno(e) === 'ENOENT') return null;
+      throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
+    }
+  }
+
+  /** True when temp files do not sit next to their final name (--partial-dir): the native fast paths are then not used. */
+  get tempsElsewhere(): boolean {
+    return this.#opts.partialDir !== undefined;
+  }
+
+  /**
+   * Start a file: returns its temp file (created lazily by write() or copyFrom()).
+   * `inplace` (--inplace): an existing regular file is rewritten under its own name
+   * (no temp file, no rename; hard links to it see the change); anything else there
+   * (a symlink, a directory) is replaced the safe way, through a temp file.
+   */
+  async beginFile(entry: Entry, opts: { resume?: boolean; inplace?: boolean } = {}): Promise<TempFile> {
     const rel = validateRelativePath(entry.path);
     if (entry.kind !== 'file') throw new FerryError(ErrorCodes.INTERNAL, `${rel}: beginFile on a ${entry.kind}`);
     this.#handles();
-    const dir = this.#dir(parentOf(rel), true)!;
+    const parent = parentOf(rel);
+    const dir = this.#dir(parent, true)!;
     this.#markDirty(rel);
-    const t = new TempFile(this, entry, rel, dir);
+    if (opts.inplace && !this.#fresh.has(parent)) {
+      const st = await this.inDir(dir, (d) => this.m.lstat(`${d}/${baseOf(rel)}`)).catch(() => null);
+      if (st?.isFile()) return new TempFile(this, entry, rel, dir, dir, true);
+    }
+    const pd = this.#opts.partialDir;
+    const tempDir = pd === undefined ? dir : this.#dir(parent === '' ? pd : `${parent}/${pd}`, true)!;
+    const t = new TempFile(this, entry, rel, dir, tempDir);
     // Without resume a leftover temp file is removed when O_EXCL creation meets it.
     if (opts.resume) await t.adoptExisting();
     return t;
+  }
+
+  /**
+   * `--link-dest`: publish `entry` as a hard link to `fromAbs`, a file outside DST
+   * that the caller found identical (size, mtime, mode), atomically (temp name +
+   * rename, both inside the entry's verified directory). link(2) does not follow a
+   * symlink at `fromAbs`, and the new link must be the very inode that was checked
+   * (`ino`/`dev`), or nothing is published.
+   */
+  async linkFrom(entry: Entry, fromAbs: string, id: { ino: bigint; dev: bigint }): Promise<void> {
+    const rel = validateRelativePath(entry.path);
+    this.#handles();
+    const dir = this.#dir(parentOf(rel), true)!;
+    this.#markDirty(rel);
+    await this.inDir(dir, async (d) => {
+      const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
+      try {
+        await fsp.unlink(tmp).catch(() => {});
+        await this.m.link(fromAbs, tmp);
+        const st = await this.m.lstat(tmp);
+        if (!st.isFile() || st.ino !== id.ino || st.dev !== id.dev) {
+          throw new FerryError(ErrorCodes.CHANGED, `${rel}: the --link-dest file changed before it could be linked; not published`, { subject: rel });
+        }
+        await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
+      } catch (e) {
+        await fsp.unlink(tmp).catch(() => {});
+        throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
+      }
+    });
   }
 
   /** Create a hard link to an already published file of this tree (atomic via temp name + rename). */
@@ -853,6 +932,8 @@ export class SafeWriter {
       opts.onEntry?.(e, err);
     }
     this.#symlinks.length = 0;
+    const pd = this.#opts.partialDir;
+    const h = this.#h;
     for (const rel of this.#touched) {
       try {
         const dir = this.#dir(rel, false);
@@ -863,6 +944,17 @@ export class SafeWriter {
             if (isFerryTempName(name)) await fsp.unlink(`${d}/${name}`).catch(() => {});
           }
         });
+        // --partial-dir: only a directory opened (verified) this session is cleaned, through its descriptor.
+        const pdNode = pd === undefined || h === null ? undefined : h.get(rel === '' ? pd : `${rel}/${pd}`);
+        if (pd !== undefined && pdNode !== undefined) {
+          await this.inDir(pdNode, async (pdp) => {
+            for (const name of await fsp.readdir(pdp).catch(() => [] as string[])) {
+              if (isFerryTempName(name)) await fsp.unlink(`${pdp}/${name}`).catch(() => {});
+            }
+          });
+          h!.forget(pdNode);
+          await this.inDir(dir, (d) => fsp.rmdir(`${d}/${pd}`)).catch(() => {}); // only when empty
+        }
       } catch {
         /* a directory replaced meanwhile: nothing of ours to clean there */
       }
@@ -923,6 +1015,8 @@ export class SafeWriter {
 export class TempFile {
   readonly #w: SafeWriter;
   readonly #dir: DirNode;
+  /** Where the temp file lives: `#dir`, or its --partial-dir. */
+  readonly #tempDir: DirNode;
   readonly entry: Entry;
   readonly rel: string;
   /** Final name in its directory. */
@@ -934,30 +1028,49 @@ export class TempFile {
   #fd = -1;
   #created = false;
   #done = false;
+  /**
+   * --inplace: `tempName` is the final name of an existing regular file, opened
+   * O_NOFOLLOW in its verified directory and truncated; commit() does not rename and
+   * abort() leaves what was written (rsync's trade-off: an interrupted file is visible
+   * partly written).
+   */
+  readonly inplace: boolean;
 
-  constructor(w: SafeWriter, entry: Entry, rel: string, dir: DirNode) {
+  constructor(w: SafeWriter, entry: Entry, rel: string, dir: DirNode, tempDir: DirNode = dir, inplace = false) {
     this.#w = w;
     this.#dir = dir;
+    this.#tempDir = tempDir;
     this.entry = entry;
     this.rel = rel;
     this.name = baseOf(rel);
-    this.tempName = tempNameFor(this.name);
+    this.inplace = inplace;
+    this.tempName = inplace ? this.name : tempNameFor(this.name);
   }
 
   /** A path to the temp file, valid until the next await (fs/dir-handles); for tests' hooks and messages. */
   get tempPath(): string {
-    return this.#w.pathIn(this.#dir, this.tempName);
+    return this.#w.pathIn(this.#tempDir, this.tempName);
+  }
+
+  /**
+   * True when the native copier can write this file: temp file next to its final name
+   * (openat + renameat in one directory descriptor), not --inplace.
+   */
+  get nativeOk(): boolean {
+    return !this.inplace && this.#tempDir === this.#dir;
   }
 
   /** @internal Pin the temp file's directory for the native copier: its descriptor, and release(). */
   holdDir(): { fd: number; release: () => void } {
+    if (!this.nativeOk) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: native copy of an in-place or --partial-dir file`);
     return this.#w.holdDir(this.#dir);
   }
 
   /** @internal Remove a leftover temp file of an earlier run (it is ours by name). */
   async removeLeftover(): Promise<void> {
     try {
-      await this.#w.inDir(this.#dir, (d) => fsp.unlink(`${d}/${this.tempName}`));
+      if (this.inplace) return; // never remove the file itself
+      await this.#w.inDir(this.#tempDir, (d) => fsp.unlink(`${d}/${this.tempName}`));
     } catch (e) {
       if (errno(e) !== 'ENOENT') throw fromSystemError(e, 'write', this.rel);
     }
@@ -968,9 +1081,10 @@ export class TempFile {
    * for reading too: the resume offer hashes its prefix through this descriptor.
    */
   async adoptExisting(): Promise<void> {
+    if (this.inplace) return; // nothing to resume: the file is rewritten from the start
     let fh: FileHandle;
     try {
-      fh = await this.#w.inDir(this.#dir, (d) => fsp.open(`${d}/${this.tempName}`, C.O_RDWR | C.O_NOFOLLOW));
+      fh = await this.#w.inDir(this.#tempDir, (d) => fsp.open(`${d}/${this.tempName}`, C.O_RDWR | C.O_NOFOLLOW));
     } catch (e) {
       if (e instanceof FerryError) throw e;
       if (errno(e) === 'ENOENT') return;
@@ -1001,8 +1115,26 @@ export class TempFile {
 
   async #open(): Promise<FileHandle> {
     if (this.#fh) return this.#fh;
+    if (this.inplace) {
+      try {
+        // O_NOFOLLOW in the verified directory: a symlink swapped in since beginFile() is
+        // refused (ELOOP); O_NONBLOCK keeps a FIFO from blocking the open; only a
+        // regular file is written.
+        const fh = await this.#w.inDir(this.#dir, (d) => fsp.open(`${d}/${this.name}`, C.O_WRONLY | C.O_NOFOLLOW | C.O_NONBLOCK));
+        if (!(await fh.stat()).isFile()) {
+          await fh.close();
+          throw new FerryError(ErrorCodes.CHANGED, `${this.rel}: no longer a regular file; not written in place`, { subject: this.rel });
+        }
+        await fh.truncate(0);
+        this.#fh = fh;
+      } catch (e) {
+        throw e instanceof FerryError ? e : fromSystemError(e, 'write', this.rel);
+      }
+      this.#created = true;
+      return this.#fh;
+    }
     const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
-    const open = (): Promise<FileHandle> => this.#w.inDir(this.#dir, (d) => fsp.open(`${d}/${this.tempName}`, flags, 0o600));
+    const open = (): Promise<FileHandle> => this.#w.inDir(this.#tempDir, (d) => fsp.open(`${d}/${this.tempName}`, flags, 0o600));
     try {
       try {
         this.#fh = await open();
@@ -1057,11 +1189,11 @@ export class TempFile {
     const wo = this.#w.options;
     const sparse = opts.allocated !== undefined && opts.allocated < opts.size;
     const srcAbs = typeof src === 'string' ? src : fdPath(src);
-    if (sparse || wo.readWrite || srcAbs === null) return this.copyReadWrite(src, opts.size, sparse);
+    if (sparse || wo.readWrite || srcAbs === null || this.inplace) return this.copyReadWrite(src, opts.size, sparse);
     if (this.#fh || this.#fd >= 0) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: copyFrom after write`);
     const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
     // On this thread, like the other metadata calls (fs/meta-ops).
-    const open = (): Promise<number> => this.#w.inDir(this.#dir, (d) => openSync(`${d}/${this.tempName}`, flags, 0o600));
+    const open = (): Promise<number> => this.#w.inDir(this.#tempDir, (d) => openSync(`${d}/${this.tempName}`, flags, 0o600));
     try {
       try {
         this.#fd = await open();
@@ -1164,6 +1296,10 @@ export class TempFile {
         setTimesFd(fd, ns);
         await this.#fh.close();
         this.#fh = null;
+        if (this.inplace) {
+          this.#done = true;
+          return;
+        }
       } else {
         // The copyFrom path: synchronous calls on the temp file's descriptor (fs/meta-ops).
         const fd = this.#fd;
@@ -1176,7 +1312,8 @@ export class TempFile {
         this.#fd = -1;
         closeSync(fd);
       }
-      await w.inDir(this.#dir, (d) => w.m.rename(`${d}/${this.tempName}`, `${d}/${this.name}`));
+      if (this.#tempDir === this.#dir) await w.inDir(this.#dir, (d) => w.m.rename(`${d}/${this.tempName}`, `${d}/${this.name}`));
+      else await w.inDir(this.#tempDir, (td) => w.inDir(this.#dir, (d) => w.m.rename(`${td}/${this.tempName}`, `${d}/${this.name}`)));
       this.#done = true;
     } catch (e) {
       await this.abort();
@@ -1231,6 +1368,6 @@ export class TempFile {
       await this.#fh.close().catch(() => {});
       this.#fh = null;
     }
-    if (this.#created) await this.#w.inDir(this.#dir, (d) => fsp.unlink(`${d}/${this.tempName}`)).catch(() => {});
+    if (this.#created && !this.inplace) await this.#w.inDir(this.#tempDir, (d) => fsp.unlink(`${d}/${this.tempName}`)).catch(() => {});
   }
 }

@@ -69,6 +69,8 @@ import {
   promises as fsp,
   readFileSync,
   readlinkSync,
+  realpathSync,
+  statSync,
   type BigIntStats,
 } from 'node:fs';
 import { promisify } from 'node:util';
@@ -109,6 +111,17 @@ export interface WalkOptions {
    * SLOW_STAT_US per entry (cold cache, network filesystem), then async for the rest.
    */
   statMode?: 'auto' | 'sync' | 'async';
+  /**
+   * `-x/--one-file-system`: a directory on another device than SRC is emitted (an
+   * empty mount point in DST, rsync's rule) but not entered.
+   */
+  oneFileSystem?: boolean;
+  /**
+   * `-L/--copy-links`: a symlink is replaced by what it points to (stat, not lstat):
+   * a file's content, a directory's tree. A dangling link is a FERRY_E_READ failure
+   * naming it; a link back to a directory above it (a loop) likewise.
+   */
+  followLinks?: boolean;
   /** List directories with the native addon when it is there (default true). */
   native?: boolean;
   /** Tests: called before each directory below the root is opened to be listed. */
@@ -156,6 +169,17 @@ interface DirId {
   ino: bigint;
 }
 
+/** The directories above one being listed (only kept with followLinks: loop detection). */
+interface Ancestry {
+  id: DirId;
+  up: Ancestry | null;
+}
+
+function inAncestry(a: Ancestry | null, id: DirId): boolean {
+  for (let x = a; x !== null; x = x.up) if (x.id.dev === id.dev && x.id.ino === id.ino) return true;
+  return false;
+}
+
 /**
  * Open a directory to list it, and check that it is the one `id` names. Returns
  * the fd, or a FerryError (not thrown) when it is not or cannot be opened. The
@@ -189,7 +213,7 @@ async function openDir(abs: string, rel: string, id: DirId, isRoot: boolean, syn
  * Apply rsync's trailing-slash rule to the SRC operand. Throws FERRY_E_SRC_MISSING
  * when SRC does not exist.
  */
-export async function resolveSource(operand: string): Promise<SourceRoot> {
+export async function resolveSource(operand: string, opts: { followLinks?: boolean } = {}): Promise<SourceRoot> {
   // rsync: `SRC/`, `SRC/.` and `.` all mean "the contents of".
   const trailing = (operand.length > 1 && operand.endsWith('/')) || operand === '.' || operand.endsWith('/.');
   const absPath = path.resolve(operand);
@@ -204,7 +228,7 @@ export async function resolveSource(operand: string): Promise<SourceRoot> {
     throw fromSystemError(e, 'read', operand);
   }
   // `SRC/` where SRC is a symlink to a directory: like rsync, follow that one link.
-  if (st.isSymbolicLink() && trailing) {
+  if (st.isSymbolicLink() && (trailing || opts.followLinks === true)) {
     try {
       st = await fsp.stat(absPath);
     } catch (e) {
@@ -271,6 +295,20 @@ async function makeEntry(rel: string, abs: string, st: BigIntStats, readlink: (p
   return entryFromStat(rel, abs, st);
 }
 
+/**
+ * `-L`: what a symlink points to, and its real path (the readers open that with
+ * O_NOFOLLOW and check it is this very inode). A dangling link is a failure naming it
+ * (thrown, reported by the caller).
+ */
+function followLink(rel: string, via: string): [BigIntStats, string] {
+  try {
+    return [statSync(via, { bigint: true }), realpathSync(via)];
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'error';
+    throw new FerryError(ErrorCodes.READ, `${rel}: symlink points to nothing (${code}); -L/--copy-links cannot copy it`, { subject: rel, cause: e });
+  }
+}
+
 function unsupported(rel: string): FerryError {
   return new FerryError(ErrorCodes.UNSUPPORTED, `${rel}: skipped (FIFO, socket or device file)`, { subject: rel });
 }
@@ -286,8 +324,9 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   const report = opts.onProblem ?? ((): void => {});
   const seenInodes = new Map<string, string>();
   const statMode = opts.statMode ?? 'auto';
+  const follow = opts.followLinks === true;
   let ops = metaOps(statMode !== 'async');
-  const nativeWalk: FsWalkAddon | undefined = opts.native === false ? undefined : fsWalkAddon();
+  const nativeWalk: FsWalkAddon | undefined = opts.native === false || follow ? undefined : fsWalkAddon();
   let windowBlockedNs = 0;
   let windowEntries = 0;
 
@@ -311,7 +350,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   let rootSt: BigIntStats;
   try {
     rootSt = await fsp.lstat(root.absPath, { bigint: true });
-    if (root.kind === 'dir' && !rootSt.isDirectory()) rootSt = await fsp.stat(root.absPath, { bigint: true });
+    if ((root.kind === 'dir' || follow) && rootSt.isSymbolicLink()) rootSt = await fsp.stat(root.absPath, { bigint: true });
   } catch (e) {
     throw new FerryError(ErrorCodes.SRC_MISSING, `${root.absPath}: source does not exist`, { subject: root.absPath, cause: e });
   }
@@ -332,8 +371,9 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   }
 
   // Parallel breadth-first listing with a bounded output buffer.
-  const dirQueue: Array<{ rel: string; abs: string; id: DirId; isRoot: boolean }> = [
-    { rel: root.prefix, abs: root.absPath, id: { dev: rootSt.dev, ino: rootSt.ino }, isRoot: true },
+  const rootDev = rootSt.dev;
+  const dirQueue: Array<{ rel: string; abs: string; id: DirId; isRoot: boolean; up: Ancestry | null }> = [
+    { rel: root.prefix, abs: root.absPath, id: { dev: rootSt.dev, ino: rootSt.ino }, isRoot: true, up: null },
   ];
   const out: SourceEntry[][] = [];
   let buffered = 0;
@@ -389,11 +429,13 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
       const childAbs = `${abs}/${name}`;
       const childVia = `${via}/${name}`;
       try {
-        const st = lstatSync(childVia, { bigint: true });
+        let st = lstatSync(childVia, { bigint: true });
+        let at = childAbs;
+        if (follow && st.isSymbolicLink()) [st, at] = followLink(childRel, childVia);
         if (!classify(childRel, st)) continue;
         validateRelativePath(childRel);
         const target = st.isSymbolicLink() ? validateLinkTarget(readlinkSync(childVia), childRel) : undefined;
-        out.push(entryFromStat(childRel, childAbs, st, target));
+        out.push(entryFromStat(childRel, at, st, target));
       } catch (e) {
         out.push(childFailed(childRel, e));
       }
@@ -420,38 +462,49 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
         const childAbs = `${abs}/${name}`;
         const childVia = `${via}/${name}`;
         try {
-          const st = await fsp.lstat(childVia, { bigint: true });
+          let st = await fsp.lstat(childVia, { bigint: true });
+          let at = childAbs;
+          if (follow && st.isSymbolicLink()) [st, at] = followLink(childRel, childVia);
           if (!classify(childRel, st)) return null;
-          return await makeEntry(childRel, childAbs, st, () => fsp.readlink(childVia));
+          return await makeEntry(childRel, at, st, () => fsp.readlink(childVia));
         } catch (e) {
           return childFailed(childRel, e);
         }
       }),
     );
 
-  const listDir = async (rel: string, abs: string, id: DirId, isRoot: boolean): Promise<void> => {
+  const listDir = async (rel: string, abs: string, id: DirId, isRoot: boolean, up: Ancestry | null): Promise<void> => {
     if (!isRoot && opts.beforeListDir) await opts.beforeListDir(rel, abs);
-    const fd = await openDir(abs, rel === '' ? abs : rel, id, isRoot, ops.sync);
+    if (follow && inAncestry(up, id)) {
+      report(new FerryError(ErrorCodes.READ, `${rel}: symlink loop (-L/--copy-links): it leads back to a directory above it; not copied`, { subject: rel }));
+      return;
+    }
+    // With -L a directory may be reached through a symlink: the identity check still holds.
+    const fd = await openDir(abs, rel === '' ? abs : rel, id, isRoot || follow, ops.sync);
     if (fd instanceof FerryError) {
       report(fd);
       return;
     }
     try {
       if (nativeWalk) await listOpenDirNative(rel, abs, fd, nativeWalk);
-      else await listOpenDir(rel, abs, fdPath(fd) ?? abs);
+      else await listOpenDir(rel, abs, fdPath(fd) ?? abs, follow ? { id, up } : null);
     } finally {
       closeSync(fd);
     }
   };
   // Emit one chunk's entries (files in inode order) and queue its directories.
-  const emitChunk = async (results: Array<SourceEntry | null>): Promise<void> => {
+  // -x: a directory on another device is emitted (an empty mount point) but not entered;
+  // -L: each queued directory remembers its ancestry (loop detection).
+  const emitChunk = async (results: Array<SourceEntry | null>, self: Ancestry | null): Promise<void> => {
     const batch: SourceEntry[] = [];
     const files: SourceEntry[] = [];
     for (const e of results) {
       if (e === null) continue;
       if (e.kind === 'file') files.push(e);
       else batch.push(e);
-      if (e.kind === 'dir') dirQueue.push({ rel: e.path, abs: e.absPath, id: { dev: e.dev, ino: e.ino }, isRoot: false });
+      if (e.kind === 'dir' && !(opts.oneFileSystem === true && e.dev !== rootDev)) {
+        dirQueue.push({ rel: e.path, abs: e.absPath, id: { dev: e.dev, ino: e.ino }, isRoot: false, up: self });
+      }
     }
     files.sort((a, b) => (a.ino < b.ino ? -1 : a.ino > b.ino ? 1 : 0));
     // The batch is queued synchronously by emit(), before any child directory
@@ -460,7 +513,8 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     pump();
     await queued;
   };
-  // The same rules as statChunkSync, on the native listing of the checked fd.
+  // The same rules as statChunkSync, on the native listing of the checked fd (lstat
+  // only: not used with -L, whose symlinks are stat()ed through statChunk*).
   const listOpenDirNative = async (rel: string, abs: string, fd: number, addon: FsWalkAddon): Promise<void> => {
     let names: Buffer, nums: Float64Array, big: BigInt64Array;
     try {
@@ -527,10 +581,10 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
           out.push(childFailed(childRel, x));
         }
       }
-      await emitChunk(out);
+      await emitChunk(out, null);
     }
   };
-  const listOpenDir = async (rel: string, abs: string, via: string): Promise<void> => {
+  const listOpenDir = async (rel: string, abs: string, via: string, self: Ancestry | null): Promise<void> => {
     let names: string[];
     try {
       names = await ops.readdir(via);
@@ -540,7 +594,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     }
     for (let i = 0; i < names.length; i += chunk) {
       const slice = names.slice(i, i + chunk);
-      await emitChunk(ops.sync ? statChunkSync(rel, abs, via, slice) : await statChunkAsync(rel, abs, via, slice));
+      await emitChunk(ops.sync ? statChunkSync(rel, abs, via, slice) : await statChunkAsync(rel, abs, via, slice), self);
     }
   };
 
@@ -548,7 +602,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     while (active < dirConcurrency && dirQueue.length > 0) {
       const d = dirQueue.shift()!;
       active++;
-      listDir(d.rel, d.abs, d.id, d.isRoot)
+      listDir(d.rel, d.abs, d.id, d.isRoot, d.up)
         .catch((e: unknown) => {
           fatal = e;
         })

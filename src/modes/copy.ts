@@ -42,9 +42,12 @@ import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { BatchCopier, nativeCopyAvailable } from '../fs/batch-copy.js';
 import { hashFile, hashHandlePrefix, sameContent } from '../fs/checksum.js';
-import { compileExcludes } from '../fs/exclude.js';
+import { compileExcludes, compileFilters, type FilterRule } from '../fs/exclude.js';
+import { walkFilesFrom } from '../fs/files-from.js';
+import { removeSource } from '../fs/remove-source.js';
+import { NO_POLICY, existingFromStat, hasPolicy, keepExisting, type KeepReason, type UpdatePolicy } from '../transfer/update-policy.js';
 import { parentOf } from '../fs/path-safety.js';
-import { SafeWriter, type FileTarget, type QuickCheck } from '../fs/safe-writer.js';
+import { SafeWriter, mtimesEqual, type FileTarget, type QuickCheck } from '../fs/safe-writer.js';
 import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
 import { readXattrs, xattrPolicy } from '../fs/xattrs.js';
 import { openSource, openSourceSync, sourceError, sourceMismatch } from '../fs/source-file.js';
@@ -63,6 +66,34 @@ export interface CopyOptions {
   checksum?: boolean;
   delete?: boolean;
   exclude?: readonly string[];
+  /** --include/--exclude in command-line order (first match wins); replaces `exclude` when given. */
+  filters?: readonly FilterRule[];
+  /** --files-from: only these paths (relative to SRC, already parsed by fs/files-from). */
+  filesFrom?: readonly string[];
+  /** -r with --files-from: descend into listed directories. */
+  recursive?: boolean;
+  /** --size-only, --ignore-existing, -u (transfer/update-policy). */
+  policy?: UpdatePolicy;
+  /** --remove-source-files: delete each source file once its copy is published (or found up to date). */
+  removeSourceFiles?: boolean;
+  /**
+   * --link-dest=DIR (repeatable): a file that DIR/<path> holds identically (size,
+   * mtime, mode) is hard-linked from there instead of copied (snapshots). A relative
+   * DIR is relative to DST, as in rsync.
+   */
+  linkDest?: readonly string[];
+  /**
+   * --inplace: an existing DST file is rewritten under its own name (no temp file,
+   * no atomic publish: interrupted, it is visible partly written; never through a
+   * symlink: fs/safe-writer).
+   */
+  inplace?: boolean;
+  /** --partial-dir: temp files in this directory (one name) inside each target directory. */
+  partialDir?: string;
+  /** -x: do not enter directories on other filesystems. */
+  oneFileSystem?: boolean;
+  /** -L: copy what symlinks point to. */
+  followLinks?: boolean;
   preserveSpecialBits?: boolean;
   /**
    * Keep numeric owners / groups (-o/-g). Default (undefined): both when running as
@@ -89,7 +120,9 @@ export interface CopyHooks {
 }
 
 export type CopyEvent =
-  | { type: 'copied' | 'skipped' | 'meta-fixed' | 'deleted' | 'created-dir'; path: string; kind: string }
+  | { type: 'copied' | 'skipped' | 'meta-fixed' | 'deleted' | 'created-dir' | 'removed-source' | 'linked'; path: string; kind: string }
+  /** Left as DST has it by --ignore-existing / -u / --size-only. */
+  | { type: 'kept'; path: string; kind: string; reason: KeepReason }
   | { type: 'failed' | 'warning'; path: string; error: FerryError };
 
 /** Live counters; the CLI's progress and summary renderers read these. */
@@ -105,6 +138,8 @@ export interface CopyCounters {
   bytesCopied: number;
   entries: number;
   dirs: number;
+  /** Symlinks walked (for --stats). */
+  symlinks: number;
   dirsCreated: number;
   copied: number;
   skipped: number;
@@ -113,6 +148,8 @@ export interface CopyCounters {
   failed: number;
   warnings: number;
   deleted: number;
+  /** Source files deleted by --remove-source-files. */
+  sourcesRemoved: number;
   walkDone: boolean;
   /** performance.now() at the start. */
   startedAt: number;
@@ -130,7 +167,7 @@ export interface CopyResult {
 export function newCounters(): CopyCounters {
   return {
     filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0, bytesCopied: 0,
-    entries: 0, dirs: 0, dirsCreated: 0, copied: 0, skipped: 0, metaFixed: 0, failed: 0, warnings: 0, deleted: 0,
+    entries: 0, dirs: 0, symlinks: 0, dirsCreated: 0, copied: 0, skipped: 0, metaFixed: 0, failed: 0, warnings: 0, deleted: 0, sourcesRemoved: 0,
     walkDone: false, startedAt: performance.now(),
   };
 }
@@ -181,8 +218,13 @@ async function realpathOrNearest(p: string): Promise<string> {
 }
 
 /** Decide where things go (rsync's rules) and refuse DST inside SRC, before writing anything. */
-export async function planCopy(src: string, dst: string): Promise<{ root: SourceRoot; dstRoot: string }> {
-  const root = await resolveSource(src);
+export async function planCopy(src: string, dst: string, o: { filesFrom?: boolean; followLinks?: boolean } = {}): Promise<{ root: SourceRoot; dstRoot: string }> {
+  let root = await resolveSource(src, { followLinks: o.followLinks === true });
+  if (o.filesFrom) {
+    // rsync: with --files-from, SRC is the directory the listed paths are relative to.
+    if (root.kind !== 'dir') throw new FerryError(ErrorCodes.USAGE, `${src}: --files-from needs a directory as SRC`, { subject: src });
+    root = { ...root, prefix: '' };
+  }
   if (root.kind === 'file') {
     let dstIsDir = dst.endsWith('/');
     try {
@@ -221,8 +263,14 @@ export async function runCopy(opts: CopyOptions, counters: CopyCounters = newCou
 async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeWriter[]): Promise<CopyResult> {
   const started = performance.now();
   counters.startedAt = started;
-  const exclude = compileExcludes(opts.exclude ?? []);
-  const { root, dstRoot } = await planCopy(opts.src, opts.dst);
+  const exclude = opts.filters ? compileFilters(opts.filters) : compileExcludes(opts.exclude ?? []);
+  const { root, dstRoot } = await planCopy(opts.src, opts.dst, { filesFrom: opts.filesFrom !== undefined, followLinks: opts.followLinks === true });
+  const policy = opts.policy ?? NO_POLICY;
+  const withPolicy = hasPolicy(policy);
+  /** --remove-source-files: entries whose copy is in DST, removed at the end. */
+  const removable: SourceEntry[] | null = opts.removeSourceFiles ? [] : null;
+  const queuedLinks = new Map<string, SourceEntry>();
+  const linkDirs = (opts.linkDest ?? []).map((d) => path.resolve(dstRoot, d));
   const dryRun = opts.dryRun === true;
   const xattrs = xattrPolicy({ xattrs: opts.xattrs === true, acls: opts.acls === true, capabilities: opts.preserveSpecialBits === true });
   if (xattrs !== undefined && !xattrsAvailable()) throw xattrsUnsupported(opts.src);
@@ -234,6 +282,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
     fsync: opts.fsync === true,
     owners: ownerPolicy(opts),
     ...(xattrs ? { xattrs } : {}),
+    ...(opts.partialDir !== undefined ? { partialDir: opts.partialDir } : {}),
   };
   const writer = await SafeWriter.open(dstRoot, writerOpts);
   opened.push(writer);
@@ -245,7 +294,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
   // Regular, non-sparse files go through the native data plane in batches when it is
   // there (fs/batch-copy.ts); the rest, and everything under FERRY_NATIVE=0, through
   // the TempFile path below. Tests that hook between data and publish use the latter.
-  const copier = !dryRun && !writerOpts.readWrite && !opts.hooks?.afterData && nativeCopyAvailable() ? new BatchCopier({ fsync: writerOpts.fsync }) : null;
+  const copier = !dryRun && !writerOpts.readWrite && !opts.inplace && opts.partialDir === undefined && !opts.hooks?.afterData && nativeCopyAvailable() ? new BatchCopier({ fsync: writerOpts.fsync }) : null;
   const errors: FerryError[] = [];
   const warnings: FerryError[] = [];
   const emit = opts.onEvent ?? ((): void => {});
@@ -320,8 +369,8 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
    * matches but whose mtime differs ('touched') is compared byte for byte. Equal
    * content with other metadata is 'meta': mended in place, no data copied.
    */
-  const checkFile = async (e: SourceEntry): Promise<QuickCheck> => {
-    const q = await writer.quickCheck(e);
+  const checkFile = async (e: SourceEntry, known?: QuickCheck): Promise<QuickCheck> => {
+    const q = known ?? (await writer.quickCheck(e));
     if (e.kind !== 'file' || !(q === 'touched' || (opts.checksum && (q === 'same' || q === 'meta')))) return q;
     if (opts.hooks?.beforeOpen) await opts.hooks.beforeOpen(e);
     const fh = await openSource(e);
@@ -342,6 +391,23 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
     return q === 'same' ? 'same' : 'meta';
   };
 
+  const policyKeeps = async (e: SourceEntry): Promise<KeepReason | null> => {
+    const st = await writer.lstatExisting(e.path);
+    return keepExisting(policy, e, st === null ? null : existingFromStat(st));
+  };
+
+  /** --link-dest: the first DIR holding this file identically (lstat: a symlink there never counts). */
+  const linkSource = async (e: SourceEntry): Promise<{ abs: string; ino: bigint; dev: bigint } | null> => {
+    for (const d of linkDirs) {
+      const abs = path.join(d, e.path);
+      const st = await fsp.lstat(abs, { bigint: true }).catch(() => null);
+      if (st && st.isFile() && Number(st.size) === e.size && mtimesEqual(st.mtimeNs, e.mtimeNs) && Number(st.mode & 0o7777n) === writer.mode(e.mode)) {
+        return { abs, ino: st.ino, dev: st.dev };
+      }
+    }
+    return null;
+  };
+
   const doFile = async (e: SourceEntry): Promise<boolean> => {
     if (!(await parentReady(e.path))) {
       fail(e.path, new FerryError(ErrorCodes.WRITE, `${e.path}: not copied: its directory could not be created`, { subject: e.path }));
@@ -349,11 +415,18 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
     }
     try {
       withXattrs(e);
-      const q = await checkFile(e);
-      if (q === 'same') {
+      // The update policies decide before any content is compared (--size-only never
+      // reads a file of the same size); a file whose content is right but whose
+      // metadata differs ('meta') is kept untouched only by --ignore-existing.
+      const q0 = withPolicy ? await writer.quickCheck(e) : undefined;
+      const kept = q0 !== undefined && q0 !== 'same' && q0 !== 'missing' && (q0 !== 'meta' || policy.ignoreExisting) ? await policyKeeps(e) : null;
+      const q = kept !== null ? 'same' : await checkFile(e, q0);
+      if (q === 'same' || kept !== null) {
         counters.skipped++;
         counters.bytesDone += e.size;
-        emit({ type: 'skipped', path: e.path, kind: e.kind });
+        if (kept === null) emit({ type: 'skipped', path: e.path, kind: e.kind });
+        else emit({ type: 'kept', path: e.path, kind: e.kind, reason: kept });
+        if (kept === null || kept === 'same-size') removable?.push(e);
         return true;
       }
       if (q === 'meta') {
@@ -362,6 +435,16 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
         counters.metaFixed++;
         counters.bytesDone += e.size;
         emit({ type: 'meta-fixed', path: e.path, kind: e.kind });
+        removable?.push(e);
+        return true;
+      }
+      const from = linkDirs.length > 0 && e.kind === 'file' ? await linkSource(e) : null;
+      if (from !== null) {
+        if (!dryRun) await writer.linkFrom(e, from.abs, from);
+        counters.skipped++;
+        counters.bytesDone += e.size;
+        emit({ type: 'linked', path: e.path, kind: e.kind });
+        removable?.push(e);
         return true;
       }
       if (dryRun) {
@@ -372,6 +455,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
       }
       if (e.kind === 'symlink') {
         writer.symlink(e); // created in finish(); counted there
+        if (removable) queuedLinks.set(e.path, e);
         return true;
       }
       if (e.kind === 'hardlink') {
@@ -400,7 +484,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
           throw sourceError(x, e.path);
         }
         try {
-          const t = await writer.beginFile(e);
+          const t = await writer.beginFile(e, { inplace: opts.inplace === true });
           try {
             const n = await t.copyFrom(src, { size: e.size, allocated: e.allocated });
             if (opts.hooks?.afterData) await opts.hooks.afterData(e, t.tempPath);
@@ -426,6 +510,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
       counters.copied++;
       counters.bytesDone += e.size;
       emit({ type: 'copied', path: e.path, kind: e.kind });
+      removable?.push(e);
       return true;
     } catch (x) {
       fail(e.path, x);
@@ -482,6 +567,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
         counters.copied++;
         counters.bytesDone += e.size;
         emit({ type: 'copied', path: e.path, kind: e.kind });
+        removable?.push(e);
       } else {
         fail(e.path, err);
       }
@@ -508,11 +594,20 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
   };
   const walker = (async (): Promise<void> => {
     try {
-      for await (const batch of walk(root, { exclude, onProblem, concurrency: Math.min(256, opts.queueDepth ?? 64) })) {
+      const walkOpts = {
+        exclude,
+        onProblem,
+        concurrency: Math.min(256, opts.queueDepth ?? 64),
+        oneFileSystem: opts.oneFileSystem === true,
+        followLinks: opts.followLinks === true,
+      };
+      const source = opts.filesFrom ? walkFilesFrom(root.absPath, opts.filesFrom, { ...walkOpts, recursive: opts.recursive === true }) : walk(root, walkOpts);
+      for await (const batch of source) {
         for (const e of batch) {
           counters.entries++;
           if (e.kind === 'dir') counters.dirs++;
           else {
+            if (e.kind === 'symlink') counters.symlinks++;
             counters.filesTotal++;
             counters.bytesTotal += e.size;
           }
@@ -568,12 +663,14 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
             counters.bytesDone += e.size;
             if (e.nlink > 1) linkTargets.set(e.path, Promise.resolve(true));
             emit({ type: 'skipped', path: e.path, kind: e.kind });
+            removable?.push(e);
             continue;
           }
           // Only data to copy goes here ('missing', 'differs'): 'meta' and 'touched' take the
-          // full path, which mends metadata in place or compares the content first.
+          // full path, which mends metadata in place or compares the content first; so do
+          // files an update policy may keep ('differs') or --link-dest may link.
           const target =
-            (q === 'missing' || q === 'differs') && copier && !opts.hooks?.beforeOpen && e.allocated >= e.size && !writer.needsExtraMeta(e) ? writer.fileTarget(e) : null;
+            (q === 'missing' || (q === 'differs' && !withPolicy)) && linkDirs.length === 0 && copier && !opts.hooks?.beforeOpen && e.allocated >= e.size && !writer.needsExtraMeta(e) ? writer.fileTarget(e) : null;
           if (target !== null) {
             if (!sem.tryAcquire()) await sem.acquire();
             copyBatched(e, q === 'missing', target);
@@ -610,11 +707,26 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
         } else {
           counters.copied++;
           emit({ type: 'copied', path: e.path, kind: e.kind });
+          const src = queuedLinks.get(e.path);
+          if (src) removable?.push(src);
         }
       },
     });
     // Symlink failures were reported through onEntry; the rest (directory metadata) here.
     for (const e of fin) if (!errors.includes(e)) fail(e.subject ?? '', e);
+    if (removable) {
+      for (const e of removable) {
+        const err = removeSource(e);
+        if (err === null) {
+          counters.sourcesRemoved++;
+          emit({ type: 'removed-source', path: e.path, kind: e.kind });
+        } else {
+          warnings.push(err);
+          counters.warnings++;
+          emit({ type: 'warning', path: e.path, error: err });
+        }
+      }
+    }
   }
   return { counters, errors, warnings, seconds: (performance.now() - started) / 1000, dstRoot };
 }

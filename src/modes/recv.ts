@@ -462,6 +462,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         umask: process.umask(), // modes from the wire are masked like those of files we create
         ...peerMetadataPolicy(o, msg.flags),
+        ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
       const session = new ReceiverSession(ch, frames, msg, sink, {
@@ -695,6 +696,7 @@ export async function receiveOver(
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         ...peerMetadataPolicy(o, msg.flags),
+        ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });
       const events = o.onSessionStart?.(peer, msg.flags, msg.streams);
       const session = new ReceiverSession(ch, opening.frames, msg, sink, { ...(events ? { events } : {}), ...peerOwnerNames(o, msg.flags) });

@@ -12,7 +12,13 @@
 import net from 'node:net';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
-import { compileExcludes } from '../fs/exclude.js';
+import { compileExcludes, compileFilters, type FilterRule } from '../fs/exclude.js';
+import { resolveSendRoot, walkFilesFrom } from '../fs/files-from.js';
+import { removeSource } from '../fs/remove-source.js';
+import { TokenBucket } from '../transfer/token-bucket.js';
+import type { UpdatePolicy } from '../transfer/update-policy.js';
+import { MsgType } from '../wire/messages.js';
+import type { FrameChannel } from '../secure/channel-api.js';
 import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
 import type { XattrPolicy } from '../fs/xattrs.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
@@ -38,13 +44,38 @@ export interface SendOptions {
   ownerNames?: boolean;
   /** -X/-A: send extended attributes (fs/xattrs policy). */
   xattrs?: XattrPolicy;
+  /** rsync's options for the sending side (cli/rsync-options.ts). */
+  extras?: SendExtras;
   connectTimeoutMs?: number;
   handshakeTimeoutMs?: number;
   idleTimeoutMs?: number;
   events?: SenderEvents;
 }
 
+/** rsync's options that the sending side carries out or forwards (all optional). */
+export interface SendExtras {
+  /** --include/--exclude in order (replaces `excludes`). */
+  filters?: FilterRule[];
+  /** --size-only, --ignore-existing, -u: forwarded to the receiver. */
+  policy?: UpdatePolicy;
+  /** --files-from: paths relative to SRC (parsed); `recursive` is -r. */
+  filesFrom?: string[];
+  recursive?: boolean;
+  oneFileSystem?: boolean;
+  followLinks?: boolean;
+  /** --remove-source-files: delete each file the receiver confirmed. */
+  removeSourceFiles?: boolean;
+  /** --partial-dir: forwarded to the receiver. */
+  partialDir?: string;
+  /** --inplace: forwarded to the receiver. */
+  inplace?: boolean;
+  /** --bwlimit in bytes per second (0 or absent: none). */
+  bwlimit?: number;
+}
+
 export interface SendOutcome extends SenderResult {
+  /** Source files deleted by --remove-source-files. */
+  sourcesRemoved: number;
   seconds: number;
   cipher: string;
   tx: string;
@@ -85,7 +116,7 @@ async function openChannel(o: SendOptions): Promise<SecureChannel> {
 }
 
 export async function send(o: SendOptions): Promise<SendOutcome> {
-  const root = await resolveSource(o.src);
+  const root = await resolveSendRoot(o.src, o.extras);
   const t0 = performance.now();
   const control = await openChannel(o);
   return sendOver(control, [root], o, () => openChannel(o), t0);
@@ -99,11 +130,39 @@ export async function sendStdinStream(o: SendOptions, input: AsyncIterable<Buffe
   return { bytes: r.bytes, seconds: (performance.now() - t0) / 1000, peer: ch.info.peer };
 }
 
+export { resolveSendRoot } from '../fs/files-from.js';
+
 /** What a session needs besides its channels (the ssh mode shares it). */
 export type SendSessionOptions = Pick<
   SendOptions,
-  'streams' | 'chunkSize' | 'checksum' | 'delete' | 'dryRun' | 'excludes' | 'preserveSpecial' | 'events' | 'owners' | 'ownerNames' | 'xattrs'
+  'streams' | 'chunkSize' | 'checksum' | 'delete' | 'dryRun' | 'excludes' | 'preserveSpecial' | 'events' | 'owners' | 'ownerNames' | 'xattrs' | 'extras'
 >;
+
+/** Every DATA frame waits for the shared bucket (--bwlimit); other frames pass. */
+function paced(ch: FrameChannel, bucket: TokenBucket): FrameChannel {
+  return {
+    get info() {
+      return ch.info;
+    },
+    get bytesSent() {
+      return ch.bytesSent;
+    },
+    get bytesReceived() {
+      return ch.bytesReceived;
+    },
+    send: async (type, payload): Promise<void> => {
+      if (type === MsgType.DATA) {
+        const n = payload instanceof Uint8Array ? payload.length : payload.reduce((a, b) => a + b.length, 0);
+        const wait = bucket.take(n, performance.now());
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
+      return ch.send(type, payload);
+    },
+    frames: () => ch.frames(),
+    close: () => ch.close(),
+    destroy: (e) => ch.destroy(e),
+  };
+}
 
 /**
  * Run one sender session over an authenticated control channel: walk every root (their
@@ -117,11 +176,14 @@ export async function sendOver(
   openStream: () => Promise<SecureChannel>,
   t0: number = performance.now(),
 ): Promise<SendOutcome> {
-  const exclude = o.excludes.length > 0 ? compileExcludes(o.excludes) : undefined;
+  const x = o.extras ?? {};
+  const exclude = x.filters ? compileFilters(x.filters) : o.excludes.length > 0 ? compileExcludes(o.excludes) : undefined;
   const walkFailures: FerryError[] = [];
   const warnings: FerryError[] = [];
   const walkOpts = {
     ...(exclude ? { exclude } : {}),
+    oneFileSystem: x.oneFileSystem === true,
+    followLinks: x.followLinks === true,
     onProblem: (e: FerryError) => {
       if (e.code === ErrorCodes.UNSUPPORTED) {
         warnings.push(e);
@@ -132,16 +194,41 @@ export async function sendOver(
       }
     },
   };
+  const walkRoot = (r: SourceRoot): AsyncGenerator<SourceEntry[]> =>
+    x.filesFrom ? walkFilesFrom(r.absPath, x.filesFrom, { ...walkOpts, recursive: x.recursive === true }) : walk(r, walkOpts);
   const entries: AsyncIterable<SourceEntry[]> =
     roots.length === 1
-      ? walk(roots[0]!, walkOpts)
+      ? walkRoot(roots[0]!)
       : (async function* () {
-          for (const r of roots) yield* walk(r, walkOpts);
+          for (const r of roots) yield* walkRoot(r);
         })();
+  // --remove-source-files: once the receiver confirmed a file (committed, or up to
+  // date without a policy that keeps a differing copy), and only if the file is still
+  // what was read (fs/remove-source).
+  let sourcesRemoved = 0;
+  const removeOk = (how: 'committed' | 'skipped'): boolean => how === 'committed' || !(x.policy?.ignoreExisting || x.policy?.update);
+  const events: SenderEvents | undefined =
+    x.removeSourceFiles && !o.dryRun
+      ? {
+          ...o.events,
+          onFileDone: (e, how, size) => {
+            o.events?.onFileDone?.(e, how, size);
+            if (!removeOk(how)) return;
+            const err = removeSource(e);
+            if (err === null) sourcesRemoved++;
+            else {
+              warnings.push(err);
+              o.events?.onWarning?.(err);
+            }
+          },
+        }
+      : o.events;
+  const bucket = x.bwlimit ? new TokenBucket(x.bwlimit, performance.now()) : null;
+  const data = (ch: SecureChannel): FrameChannel => (bucket ? paced(ch, bucket) : ch);
   const extra: SecureChannel[] = [];
   let result: SenderResult;
   try {
-    result = await runSender(control, entries, {
+    result = await runSender(data(control), entries, {
       streams: o.streams,
       chunkSize: o.chunkSize,
       checksum: o.checksum,
@@ -152,12 +239,16 @@ export async function sendOver(
       ...(o.owners ? { owners: true } : {}),
       ...(o.owners && o.ownerNames ? { ownerNames: true } : {}),
       ...(o.xattrs ? { xattrs: o.xattrs } : {}),
+      ...(x.filters ? { filters: x.filters } : {}),
+      ...(x.policy ? { policy: x.policy } : {}),
+      ...(x.inplace ? { inplace: true } : {}),
+      ...(x.partialDir !== undefined ? { partialDir: x.partialDir } : {}),
       openStream: async () => {
         const ch = await openStream();
         extra.push(ch);
-        return ch;
+        return data(ch);
       },
-      ...(o.events ? { events: o.events } : {}),
+      ...(events ? { events } : {}),
     });
   } catch (e) {
     control.destroy();
@@ -169,6 +260,7 @@ export async function sendOver(
   result.warnings.push(...warnings);
   return {
     ...result,
+    sourcesRemoved,
     seconds: (performance.now() - t0) / 1000,
     cipher: control.info.cipher,
     tx: control.info.tx,

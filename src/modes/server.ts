@@ -28,12 +28,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { Duplex, type Readable, type Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
-import { resolveSource, type SourceRoot } from '../fs/walk.js';
+import type { SourceRoot } from '../fs/walk.js';
+import { resolveSendRoot } from '../fs/files-from.js';
 import type { SecureChannel } from '../secure/channel.js';
 import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome } from './send.js';
 import { fileSink, openFileSource, receiveStream, sendStream, type StreamResult, type StreamSink } from './stream.js';
-import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply } from './ssh-bootstrap.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply, type ServerRequest } from './ssh-bootstrap.js';
 
 export interface ServerIo {
   input: Readable;
@@ -180,7 +181,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   const lines = new LineReader(io.input);
   const first = await lines.next();
   if (first === null) throw new FerryError(ErrorCodes.CONNECT, 'the local side closed the ssh channel before its request');
-  let req;
+  let req: ServerRequest;
   let key: Buffer;
   let roots: SourceRoot[] = [];
   let target: 'dir' | 'file' | 'missing' = 'missing';
@@ -190,7 +191,10 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     ({ req, key } = parseRequest(first));
     if (req.stream && req.role === 'recv') streamSink = await fileSink(req.paths[0]!);
     else if (req.stream) streamSource = await openFileSource(req.paths[0]!);
-    else if (req.role === 'send') roots = await Promise.all(req.paths.map((s) => resolveSource(s === '' ? '.' : s)));
+    else if (req.role === 'send') {
+      const extras = req.options.extras;
+      roots = await Promise.all(req.paths.map((s) => resolveSendRoot(s === '' ? '.' : s, extras)));
+    }
     else target = await targetKind(req.paths[0]!);
   } catch (e) {
     const err = isFerryError(e) ? e : new FerryError(ErrorCodes.INTERNAL, String(e));
@@ -316,6 +320,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
         excludes: o.excludes,
         preserveSpecial: o.preserveSpecial,
         ...senderMeta(o),
+        ...(o.extras ? { extras: o.extras } : {}),
         events: {
           onFailure: (e) => p.onProblem?.(e),
           onWarning: (e) => p.onWarning?.(e),

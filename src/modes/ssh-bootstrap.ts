@@ -35,6 +35,7 @@ import type { Readable } from 'node:stream';
 import { ErrorCodes, FerryError } from '../core/errors.js';
 import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
 import { xattrPolicy, type XattrPolicy } from '../fs/xattrs.js';
+import type { SendExtras } from './send.js';
 
 /** Version of this bootstrap; bumped when the messages above change incompatibly. */
 export const SSH_PROTOCOL = 1;
@@ -64,6 +65,8 @@ export interface RemoteOptions {
   names?: boolean;
   xattrs?: boolean;
   acls?: boolean;
+  /** rsync's sender-side options (modes/send.ts SendExtras): used by whichever side sends. */
+  extras?: SendExtras;
 }
 
 export interface ServerRequest {
@@ -169,6 +172,56 @@ export function parseJsonLine(line: string, what: string): Record<string, unknow
   return v as Record<string, unknown>;
 }
 
+/**
+ * The sender-side rsync options of a request, checked field by field: a wrong type is
+ * a protocol error, never silently a different transfer. Paths of --files-from are
+ * checked again where they are used (fs/files-from, fs/path-safety).
+ */
+export function parseExtras(x: unknown): SendExtras {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) throw bad('options.extras must be an object');
+  const o = x as Record<string, unknown>;
+  const out: SendExtras = {};
+  const bool = (k: 'recursive' | 'oneFileSystem' | 'followLinks' | 'removeSourceFiles' | 'inplace'): void => {
+    if (o[k] === undefined) return;
+    if (typeof o[k] !== 'boolean') throw bad(`options.extras.${k} must be a boolean`);
+    out[k] = o[k] as boolean;
+  };
+  bool('recursive');
+  bool('oneFileSystem');
+  bool('followLinks');
+  bool('removeSourceFiles');
+  bool('inplace');
+  if (o['bwlimit'] !== undefined) {
+    const b = o['bwlimit'];
+    if (typeof b !== 'number' || !Number.isSafeInteger(b) || b < 0) throw bad('options.extras.bwlimit must be a byte rate');
+    out.bwlimit = b;
+  }
+  if (o['filters'] !== undefined) {
+    const f = o['filters'];
+    if (!Array.isArray(f) || f.length > 1024) throw bad('options.extras.filters must be a list');
+    out.filters = f.map((r: unknown) => {
+      const rr = r as Record<string, unknown> | null;
+      if (typeof rr !== 'object' || rr === null || typeof rr['include'] !== 'boolean' || typeof rr['pattern'] !== 'string') throw bad('options.extras.filters: bad rule');
+      return { include: rr['include'], pattern: rr['pattern'] };
+    });
+  }
+  if (o['partialDir'] !== undefined) {
+    if (typeof o['partialDir'] !== 'string') throw bad('options.extras.partialDir must be a string');
+    out.partialDir = o['partialDir'];
+  }
+  if (o['filesFrom'] !== undefined) {
+    const f = o['filesFrom'];
+    if (!Array.isArray(f) || !f.every((p) => typeof p === 'string' && !p.includes('\0'))) throw bad('options.extras.filesFrom must be a list of paths');
+    out.filesFrom = f as string[];
+  }
+  if (o['policy'] !== undefined) {
+    const p = o['policy'] as Record<string, unknown> | null;
+    if (typeof p !== 'object' || p === null || !['sizeOnly', 'ignoreExisting', 'update'].every((k) => typeof p[k] === 'boolean')) throw bad('options.extras.policy is malformed');
+    out.policy = { sizeOnly: p['sizeOnly'] as boolean, ignoreExisting: p['ignoreExisting'] as boolean, update: p['update'] as boolean };
+  }
+  return out;
+}
+
 /** Validate a request from the local side (the remote is the one that checks). */
 export function parseRequest(line: string): { req: ServerRequest; key: Buffer } {
   const v = parseJsonLine(line, 'request');
@@ -203,6 +256,7 @@ export function parseRequest(line: string): { req: ServerRequest; key: Buffer } 
     xattrs: o['xattrs'] === true,
     acls: o['acls'] === true,
   };
+  if (o['extras'] !== undefined) options.extras = parseExtras(o['extras']);
   const stream = v['stream'] === true;
   if (stream && paths.length !== 1) throw bad('a stream has one path');
   return { req: { protocol: SSH_PROTOCOL, key: '', role, paths: paths as string[], options, via, stream }, key };

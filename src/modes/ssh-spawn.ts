@@ -82,6 +82,16 @@ export function prespawnSsh(argv: readonly string[]): ChildProcessWithoutNullStr
   return child;
 }
 
+/**
+ * Kill a prespawned child nobody took (the command failed before starting the ssh mode,
+ * e.g. a usage error): its pipes would otherwise keep this process alive.
+ */
+export function dropPrespawnedSsh(): void {
+  const e = early;
+  early = null;
+  e?.child.kill();
+}
+
 /** The child running exactly `argv`: the prespawned one when it matches, else a new one. */
 export function takeSsh(argv: readonly string[]): ChildProcessWithoutNullStreams {
   const e = early;

@@ -292,6 +292,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
           excludes: o.options.excludes,
           preserveSpecial: o.options.preserveSpecial,
           ...senderMeta(o.options),
+          ...(o.options.extras ? { extras: o.options.extras } : {}),
           ...(o.senderEvents ? { events: o.senderEvents } : {}),
         },
         dial ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),

@@ -38,7 +38,8 @@ import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
 import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, MAX_SESSION_XATTR_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
-import { compileExcludes } from '../fs/exclude.js';
+import { compileExcludes, compileFilters } from '../fs/exclude.js';
+import { existingFromStat, hasPolicy, keepExisting, policyFromBits, type UpdatePolicy } from './update-policy.js';
 import { hashFilePrefix } from '../fs/checksum.js';
 import { baseOf, parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
 import { PeerOwnerNames, type NameLookup } from '../fs/owner-names.js';
@@ -48,6 +49,7 @@ import {
   Action,
   MsgType,
   SessionFlags,
+  SessionPolicy,
   TOKEN_BYTES,
   TRANSFER_VERSION,
   decodeCount,
@@ -72,6 +74,7 @@ import {
   type SessionMsg,
   type SummaryMsg,
   type WireEntry,
+  type WireFilter,
 } from '../wire/messages.js';
 import { newHash, updateZeros } from './hash.js';
 import { Budget } from './queue.js';
@@ -214,6 +217,10 @@ export class ReceiverSession {
   readonly #fields: ManifestFields;
   /** OWNER_NAMES: the session's owner names (checked), mapping them when asked. */
   readonly #ownerNames: PeerOwnerNames | undefined;
+  readonly #policy: UpdatePolicy;
+  readonly #withPolicy: boolean;
+  /** --inplace: existing files are rewritten under their own name (fs/safe-writer TempFile.inplace). */
+  readonly #inplace: boolean;
   readonly #entries: (RFile | WireEntry)[] = [];
   readonly #paths = new Set<string>();
   /** Files by path, for hard-link targets. */
@@ -285,6 +292,9 @@ export class ReceiverSession {
     this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
     this.#fields = manifestFields(session.flags);
     if (this.#fields.ownerNames) this.#ownerNames = new PeerOwnerNames(control.info.peer, opts.ownerNames);
+    this.#policy = policyFromBits(session.policy ?? 0);
+    this.#inplace = ((session.policy ?? 0) & SessionPolicy.INPLACE) !== 0;
+    this.#withPolicy = hasPolicy(this.#policy);
   }
 
   /** Accept an extra stream of this session (after its JOIN). */
@@ -563,6 +573,8 @@ export class ReceiverSession {
         if (e.kind === 'dir') {
           if (!this.#dryRun && (await this.#sink.mkdir(e)) === 'created') this.#createdDirs.add(e.path);
           this.#counts.dirs++;
+        } else if (this.#policy.ignoreExisting && (await this.#sink.lstatExisting(e.path)) !== null) {
+          // --ignore-existing: a symlink or hard link already in DST stays as it is.
         } else if (e.kind === 'symlink') {
           if (!this.#dryRun) this.#sink.symlink(e);
         } else if (e.kind === 'hardlink') {
@@ -611,11 +623,21 @@ export class ReceiverSession {
       // Content right, metadata not: 'meta' (mode differs), or 'touched' (mtime
       // differs) once --checksum's hashes agree. Mended in place, no data asked for.
       let same = qc === 'same' || qc === 'meta';
-      if ((same && this.#checksum) || (qc === 'touched' && this.#checksum)) {
-        const h = await this.#ownWork(this.#sink.withEntryPath(e.path, (p) => hashFilePrefix(p, e.size)));
-        same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
+      // --size-only, --ignore-existing, -u: DST's copy may stay as it is, decided before
+      // any hashing; metadata-only differences ('meta') are left alone only by --ignore-existing.
+      let kept = false;
+      if (this.#withPolicy && qc !== 'same' && qc !== 'missing' && (qc !== 'meta' || this.#policy.ignoreExisting)) {
+        const st = await this.#sink.lstatExisting(e.path);
+        kept = keepExisting(this.#policy, e, st === null ? null : existingFromStat(st)) !== null;
       }
-      if (same && qc !== 'same' && !this.#dryRun) await this.#sink.fixMetadata(e);
+      if (kept) same = true;
+      else {
+        if ((same && this.#checksum) || (qc === 'touched' && this.#checksum)) {
+          const h = await this.#ownWork(this.#sink.withEntryPath(e.path, (p) => hashFilePrefix(p, e.size)));
+          same = e.hash !== undefined && Buffer.from(e.hash).equals(h);
+        }
+        if (same && qc !== 'same' && !this.#dryRun) await this.#sink.fixMetadata(e);
+      }
       if (same) {
         f.status = 'skipped';
         this.#counts.skipped++;
@@ -634,7 +656,7 @@ export class ReceiverSession {
       f.status = 'send';
       // A previous run's temp file can only exist in a directory we did not create.
       if (!fresh) {
-        const t = await this.#sink.beginFile(e, { resume: true });
+        const t = await this.#sink.beginFile(e, { resume: true, inplace: this.#inplace });
         f.temp = t;
         const have = await t.existingPrefix();
         f.leftover = have;
@@ -695,7 +717,7 @@ export class ReceiverSession {
           }
           if (f.status !== 'send') throw protocol(`data for ${f.entry.path}, which we did not ask for`);
           if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
-          if (f.from === undefined && rec.from === 0 && rec.start === 0 && rec.end === size && size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path)) && !this.#sink.needsExtraMeta(f.entry)) {
+          if (f.from === undefined && rec.from === 0 && rec.start === 0 && rec.end === size && size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path)) && !this.#sink.needsExtraMeta(f.entry) && !this.#sink.tempsElsewhere) {
             // A small file, whole in this range, in a directory we created: written synchronously at END.
             f.from = 0;
             f.parts = [];
@@ -707,7 +729,7 @@ export class ReceiverSession {
             f.holdsSlot = true;
             const from = f.from;
             this.#enqueue(f, async () => {
-              if (!f.temp) f.temp = await this.#sink.beginFile(f.entry, { resume: false });
+              if (!f.temp) f.temp = await this.#sink.beginFile(f.entry, { resume: false, inplace: this.#inplace });
               else if (from === 0 && f.leftover > 0) await f.temp.truncate(0); // no resume (refused, or the leftover is longer): start over
             });
           } else if (rec.from !== f.from) {
@@ -1116,7 +1138,7 @@ export class ReceiverSession {
    * both ends can list them (`-v`: "deleting PATH").
    */
   async #deleteExtraneous(): Promise<void> {
-    const excluded = compilePeerExcludes(this.session.excludes);
+    const excluded = compilePeerExcludes(this.session.excludes, this.session.filters);
     const walkDir = async (rel: string): Promise<void> => {
       for (const { name, isDir } of await this.#sink.listDir(rel)) {
         const p = rel === '' ? name : `${rel}/${name}`;
@@ -1150,12 +1172,12 @@ const MAX_PATTERN_WILDCARDS = 16;
  * --delete. They come from the peer: a bad pattern is a protocol error, and the
  * number of wildcards is capped so a crafted pattern cannot make matching slow.
  */
-function compilePeerExcludes(patterns: readonly string[]): (rel: string, isDir: boolean) => boolean {
-  for (const p of patterns) {
+function compilePeerExcludes(patterns: readonly string[], filters: readonly WireFilter[] | undefined): (rel: string, isDir: boolean) => boolean {
+  for (const p of [...patterns, ...(filters ?? []).map((f) => f.pattern)]) {
     if ((p.match(/[*?[]/g)?.length ?? 0) > MAX_PATTERN_WILDCARDS) throw protocol(`exclude pattern with more than ${MAX_PATTERN_WILDCARDS} wildcards`);
   }
   try {
-    return compileExcludes(patterns);
+    return filters !== undefined ? compileFilters(filters) : compileExcludes(patterns);
   } catch (e) {
     throw protocol(`bad exclude pattern: ${(e as Error).message}`);
   }

@@ -43,6 +43,7 @@ import {
   ByteWriter,
   MsgType,
   SessionFlags,
+  SessionPolicy,
   TRANSFER_VERSION,
   decodeCommitted,
   decodeDecisions,
@@ -63,7 +64,9 @@ import {
   writeEnd,
   type SummaryMsg,
   type WireEntry,
+  type WireFilter,
 } from '../wire/messages.js';
+import { policyBits, type UpdatePolicy } from './update-policy.js';
 import { hashSourcePrefix } from '../fs/source-file.js';
 import { allowedXattrs, readXattrs, type XattrPolicy } from '../fs/xattrs.js';
 import { MAX_XATTRS_PER_ENTRY } from '../core/limits.js';
@@ -89,6 +92,14 @@ export interface SenderOptions {
   ownerNames?: boolean;
   /** -X/-A: send the extended attributes this policy reads (fs/xattrs); the receiver filters them by its own. */
   xattrs?: XattrPolicy;
+  /** --include/--exclude in order; when given, sent instead of `excludes`. */
+  filters?: readonly WireFilter[];
+  /** --size-only, --ignore-existing, -u: applied by the receiver. */
+  policy?: UpdatePolicy;
+  /** --partial-dir: where the receiver keeps temp files (one directory name). */
+  partialDir?: string;
+  /** --inplace: ask the receiver to rewrite existing files under their own name. */
+  inplace?: boolean;
   /** Opens extra stream i (1..streams-1), already authenticated. */
   openStream?: (i: number) => Promise<FrameChannel>;
   /** Files at least this big are split into ranges (when streams > 1). */
@@ -249,7 +260,10 @@ export async function runSender(
       flags,
       streams: opts.streams,
       chunkSize: opts.chunkSize,
-      excludes: [...opts.excludes],
+      excludes: opts.filters ? [] : [...opts.excludes],
+      ...(opts.policy || opts.inplace ? { policy: (opts.policy ? policyBits(opts.policy) : 0) | (opts.inplace ? SessionPolicy.INPLACE : 0) } : {}),
+      ...(opts.filters ? { filters: [...opts.filters] } : {}),
+      ...(opts.partialDir !== undefined ? { partialDir: opts.partialDir } : {}),
     }),
   );
   const controlFrames = control.frames()[Symbol.asyncIterator]();

@@ -120,12 +120,37 @@ export interface OwnerNameTable {
   groups: Array<[number, string]>;
 }
 
+/**
+ * The SESSION extension's flags: rsync's update policies, applied by the receiver
+ * (transfer/update-policy.ts). Sent only when one is set or an --include is given, so
+ * a session without them is byte-for-byte what older receivers expect.
+ */
+export const SessionPolicy = {
+  SIZE_ONLY: 1,
+  IGNORE_EXISTING: 2,
+  UPDATE: 4,
+  /** --inplace: rewrite existing files under their own name. */
+  INPLACE: 8,
+} as const;
+
+/** One --include/--exclude rule, in order (first match wins). */
+export interface WireFilter {
+  include: boolean;
+  pattern: string;
+}
+
 export interface SessionMsg {
   version: number;
   flags: number;
   streams: number;
   chunkSize: number;
   excludes: string[];
+  /** SessionPolicy bits (extension; 0 when absent). */
+  policy?: number;
+  /** Ordered include/exclude rules (extension): when present they replace `excludes`. */
+  filters?: WireFilter[];
+  /** --partial-dir (extension): one directory name; checked by the receiver's writer. */
+  partialDir?: string;
 }
 
 export interface JoinMsg {
@@ -363,6 +388,14 @@ export function encodeSession(m: SessionMsg): Buffer {
   const w = new ByteWriter().varint(m.version).varint(m.flags).varint(m.streams).varint(m.chunkSize);
   w.varint(m.excludes.length);
   for (const p of m.excludes) w.str(p);
+  // The extension: only when used, so older receivers keep working without it.
+  const policy = m.policy ?? 0;
+  const filters = m.filters ?? [];
+  if (policy !== 0 || filters.length > 0 || m.partialDir !== undefined) {
+    w.varint(policy).varint(filters.length);
+    for (const f of filters) w.u8(f.include ? 1 : 0).str(f.pattern);
+    w.str(m.partialDir ?? '');
+  }
   return w.take();
 }
 
@@ -377,8 +410,21 @@ export function decodeSession(b: Uint8Array): SessionMsg {
   const n = r.varint(MAX_EXCLUDES);
   const excludes: string[] = [];
   for (let i = 0; i < n; i++) excludes.push(r.str(MAX_PATTERN_BYTES));
+  const m: SessionMsg = { version, flags, streams, chunkSize, excludes };
+  if (r.remaining > 0) {
+    m.policy = r.varint(0xff);
+    const nf = r.varint(MAX_EXCLUDES);
+    m.filters = [];
+    for (let i = 0; i < nf; i++) {
+      const kind = r.u8();
+      if (kind > 1) throw protocolError(`SESSION: filter kind ${kind}`);
+      m.filters.push({ include: kind === 1, pattern: r.str(MAX_PATTERN_BYTES) });
+    }
+    const pd = r.str(MAX_PATH_BYTES);
+    if (pd !== '') m.partialDir = pd;
+  }
   r.end();
-  return { version, flags, streams, chunkSize, excludes };
+  return m;
 }
 
 export function encodeJoin(m: JoinMsg): Buffer {
