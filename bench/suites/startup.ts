@@ -75,7 +75,7 @@ export function makeStartupSuite(runs: number): StandaloneSuite {
         const m = median(secs.get(c.name)!);
         const over = m - floor;
         json[c.name] = { medianS: m, minS: min(secs.get(c.name)!), overSshS: over, cpuS: median(cpus.get(c.name)!) };
-        rows.push([c.name, m.toFixed(3), min(secs.get(c.name)!).toFixed(3), c.name === 'ssh host true' ? '' : `+${over.toFixed(3)} s`, median(cpus.get(c.name)!).toFixed(2)]);
+        rows.push([c.name, m.toFixed(3), min(secs.get(c.name)!).toFixed(3), c.name === 'ssh host true' ? '' : `${over < 0 ? '−' : '+'}${Math.abs(over).toFixed(3)} s`, median(cpus.get(c.name)!).toFixed(2)]);
       }
       const lines = [textTable(rows), `   ${n} interleaved runs each; target (#13): ferry within +0.300 s of \`ssh host true\``];
       return { lines, markdown: markdownTable(rows), json };
