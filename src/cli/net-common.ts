@@ -64,6 +64,17 @@ export const DEFAULT_STREAMS = 1;
 export const DEFAULT_CHUNK = 1024 * 1024;
 
 /** Metadata beyond mode and times (issue #14): both ends must ask (see modes/recv.ts peerMetadataPolicy). */
+/** The options of every command that sends a tree: `ferry send` and the ssh mode. */
+export const SENDER_OPTIONS = {
+  ...NET_OPTIONS,
+  parallel: { type: 'string', short: 'P' },
+  'chunk-size': { type: 'string', short: 'c' },
+  'dry-run': { type: 'boolean', short: 'n' },
+  checksum: { type: 'boolean' },
+  delete: { type: 'boolean' },
+  exclude: { type: 'string', multiple: true },
+} as const;
+
 export const META_OPTIONS = {
   owner: { type: 'boolean', short: 'o' },
   group: { type: 'boolean', short: 'g' },

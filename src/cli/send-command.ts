@@ -26,6 +26,7 @@ import {
   usage,
   META_HELP,
   META_OPTIONS,
+  SENDER_OPTIONS,
   metaChoices,
 } from './net-common.js';
 import { rsyncChoices, rsyncHelp } from './rsync-options.js';
@@ -45,13 +46,7 @@ import { nativePaths, renderSummaryLine } from './summary.js';
 export { DEFAULT_CHUNK, DEFAULT_STREAMS } from './net-common.js';
 
 const OPTIONS = {
-  ...NET_OPTIONS,
-  parallel: { type: 'string', short: 'P' },
-  'chunk-size': { type: 'string', short: 'c' },
-  'dry-run': { type: 'boolean', short: 'n' },
-  checksum: { type: 'boolean' },
-  delete: { type: 'boolean' },
-  exclude: { type: 'string', multiple: true },
+  ...SENDER_OPTIONS,
   ...META_OPTIONS,
 } as const;
 
