@@ -11,7 +11,6 @@ import { SECRET_ON_COMMAND_LINE_WARNING, weakSecretWarning } from '../secure/sec
 import {
   DEFAULT_CHUNK,
   DEFAULT_STREAMS,
-  NET_OPTIONS,
   NO_SECRET_HINT,
   buildNetJson,
   chooseSecret,
