@@ -9,7 +9,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { isFerryError } from '../src/core/errors.js';
@@ -201,5 +201,17 @@ test('owner names over ssh: ferry -o -g --names host:SRC/ DST maps the remote\'s
     assert.deepEqual(await owners(plain), { known: [ids.daemon, ids.sys], unknown: [ids.bin, ids.sys], nameless: [54321, 54322] });
   } finally {
     await sshd.stop();
+  }
+});
+
+test('owner names: --names without -o/-g is refused with the reason (send, recv, ssh copy), not silently ignored', () => {
+  for (const args of [
+    ['send', '--names', '.', '127.0.0.1:1'],
+    ['recv', '--names', '.', '--listen', '0'],
+    ['--names', '.', 'nosuchhost.invalid:/x'],
+  ]) {
+    const r = spawnSync(FERRY_BIN, args, { encoding: 'utf8', env: { ...process.env, FERRY_SECRET: 'abcde-fghij-klmno-pqrst-uvwxy' }, timeout: 20_000 });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /FERRY_E_USAGE: .*--names needs -o\/--owner or -g\/--group/);
   }
 });

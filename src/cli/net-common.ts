@@ -97,11 +97,21 @@ export const META_HELP = `  -o, --owner             keep owners, by number unles
   -A, --acls              keep POSIX ACLs (system.posix_acl_*); needs the native data plane
 `;
 
+/**
+ * `--names` maps owners and groups by name, so on its own it would do nothing: refused
+ * with the reason rather than silently ignored (rsync's -a implies -o -g; ferry's does not).
+ */
+export function checkNamesNeedOwners(cmd: string, v: { owner?: boolean; group?: boolean; names?: boolean }): void {
+  if (v.names && !v.owner && !v.group) throw usage(cmd, '--names needs -o/--owner or -g/--group (it maps their ids by name)');
+}
+
 /** The -o/-g/-X/-A choices of a network command; -X/-A without the native addon is FERRY_E_UNSUPPORTED. */
 export function metaChoices(
+  cmd: string,
   v: { owner?: boolean; group?: boolean; names?: boolean; 'numeric-ids'?: boolean; xattrs?: boolean; acls?: boolean; 'preserve-special-bits'?: boolean },
 ): { owners?: { uid: boolean; gid: boolean }; ownerNames?: boolean; xattrs?: XattrPolicy } {
   const out: { owners?: { uid: boolean; gid: boolean }; ownerNames?: boolean; xattrs?: XattrPolicy } = {};
+  checkNamesNeedOwners(cmd, v);
   if (v.owner || v.group) out.owners = { uid: v.owner === true, gid: v.group === true };
   if (out.owners && v.names && !v['numeric-ids']) out.ownerNames = true;
   const x = xattrPolicy({ xattrs: v.xattrs === true, acls: v.acls === true, capabilities: v['preserve-special-bits'] === true });

@@ -156,7 +156,7 @@ export async function runRecvCommand(argv: string[]): Promise<number> {
     maxAuthFailures,
     ...(process.env['FERRY_TEST_AUTH_BACKOFF_MS'] ? { authBackoffMs: Number(process.env['FERRY_TEST_AUTH_BACKOFF_MS']) } : {}),
     preserveSpecial: v['preserve-special-bits'] === true,
-    ...metaChoices(v),
+    ...metaChoices('recv', v),
     refuseDelete: v['refuse-delete'] === true,
     ...(maxEntries !== undefined ? { maxEntries } : {}),
     ...(maxHoleBytes !== undefined ? { maxHoleBytes } : {}),

@@ -97,7 +97,7 @@ export async function runSendCommand(argv: string[]): Promise<number> {
   const streams = parseStreams(v.parallel, 'send', DEFAULT_STREAMS);
   const chunkSize = parseChunk(v['chunk-size'], 'send', DEFAULT_CHUNK);
   const ktls = parseKtls(v.ktls, 'send');
-  const meta = metaChoices(v);
+  const meta = metaChoices('send', v);
   const { secret, source } = await chooseSecret(v, 'send');
   if (secret === undefined) throw usage('send', `no secret: ${NO_SECRET_HINT}`);
   if (source === 'argument') printWarning(SECRET_ON_COMMAND_LINE_WARNING.replace(/^warning: /, ''));

@@ -11,7 +11,7 @@
 import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from '../core/errors.js';
 import { reportedToPeer, runServer, stdioOfProcess } from '../modes/server.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
-import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, SENDER_OPTIONS, buildNetJson, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, usage } from './net-common.js';
+import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, SENDER_OPTIONS, buildNetJson, checkNamesNeedOwners, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, usage } from './net-common.js';
 import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
 import { printStats } from './stats.js';
 import { resolveSendRoot } from '../fs/files-from.js';
@@ -118,6 +118,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
     process.stdout.write(SSH_HELP);
     return ExitCodes.OK;
   }
+  checkNamesNeedOwners('copy', v);
   if (positionals.length < 2) throw usage('copy', 'expected SRC... and DST');
   const ops = positionals.map(parseOperand);
   const dstOp = ops.at(-1)!;
