@@ -113,110 +113,73 @@ test('path attack (copy): a DST parent swapped for a symlink to outside before a
   }
 });
 
-test('path attack (copy): a DST parent swapped for a symlink to outside before mkdir creates nothing outside', async () => {
-  const b = await box();
-  await makeTree(b.src, { 'd/n/f.txt': 'DATA' });
-  let swapped = false;
-  await runCopy({
-    src: `${b.src}/`,
-    dst: b.dst,
-    onEvent: (ev) => {
-      if (ev.type === 'created-dir' && ev.path === 'd' && !swapped) {
-        swapped = true;
-        swap(b, 'd');
-      }
+/**
+ * The copy windows reached through copy's events: the tree to copy (and what DST already
+ * holds), the event at which the attacker swaps DST/d, and what must hold afterwards
+ * besides containment.
+ */
+const copyWindows: {
+  window: string;
+  src: Parameters<typeof makeTree>[1];
+  dst?: Parameters<typeof makeTree>[1];
+  delete?: boolean;
+  at: { type: string; path: string };
+  after?: (b: Box, r: Awaited<ReturnType<typeof runCopy>>) => Promise<void>;
+}[] = [
+  { window: 'before mkdir creates nothing outside', src: { 'd/n/f.txt': 'DATA' }, at: { type: 'created-dir', path: 'd' } },
+  {
+    window: 'before symlink creation creates nothing outside',
+    src: { 'd/f.txt': 'DATA', 'd/l': { type: 'symlink', target: 'f.txt' } },
+    at: { type: 'copied', path: 'd/f.txt' },
+  },
+  {
+    // The target's name is also a file outside: a link made by path would take that one.
+    window: 'before hard link creation links nothing outside',
+    src: { 'd/secret.txt': 'DATA', 'd/link': { type: 'hardlink', target: 'd/secret.txt' } },
+    at: { type: 'copied', path: 'd/secret.txt' },
+  },
+  {
+    window: 'before directory chmod/utimes in finish() changes nothing outside',
+    src: { 'd/': { type: 'dir', mode: 0o750, mtime: SRC_TIME }, 'd/e/': { type: 'dir', mode: 0o710, mtime: SRC_TIME }, 'd/f.txt': 'DATA' },
+    at: { type: 'copied', path: 'd/f.txt' },
+    after: async (b, r) => {
+      // The real directories got their modes (set through their descriptors), or the failure was reported.
+      const st = await fsp.stat(path.join(b.dst, 'd.real/e'));
+      assert.ok((st.mode & 0o7777) === 0o710 || r.errors.length > 0, `d.real/e mode ${(st.mode & 0o7777).toString(8)}`);
     },
-  });
-  assert.ok(swapped);
-  await assertContained(b);
-  await assertNoTemps(b.dst);
-});
-
-test('path attack (copy): a DST parent swapped for a symlink to outside before symlink creation creates nothing outside', async () => {
-  const b = await box();
-  await makeTree(b.src, { 'd/f.txt': 'DATA', 'd/l': { type: 'symlink', target: 'f.txt' } });
-  let swapped = false;
-  await runCopy({
-    src: `${b.src}/`,
-    dst: b.dst,
-    onEvent: (ev) => {
-      if (ev.type === 'copied' && ev.path === 'd/f.txt') {
-        swapped = true;
-        swap(b, 'd');
-      }
-    },
-  });
-  assert.ok(swapped);
-  await assertContained(b);
-  await assertNoTemps(b.dst);
-});
-
-test('path attack (copy): a DST parent swapped for a symlink to outside before hard link creation links nothing outside', async () => {
-  const b = await box();
-  // The target's name is also a file outside: a link made by path would take that one.
-  await makeTree(b.src, { 'd/secret.txt': 'DATA', 'd/link': { type: 'hardlink', target: 'd/secret.txt' } });
-  let swapped = false;
-  await runCopy({
-    src: `${b.src}/`,
-    dst: b.dst,
-    onEvent: (ev) => {
-      if (ev.type === 'copied' && ev.path === 'd/secret.txt') {
-        swapped = true;
-        swap(b, 'd');
-      }
-    },
-  });
-  assert.ok(swapped);
-  await assertContained(b);
-  await assertNoTemps(b.dst);
-});
-
-test('path attack (copy): a DST parent swapped for a symlink to outside before directory chmod/utimes in finish() changes nothing outside', async () => {
-  const b = await box();
-  await makeTree(b.src, {
-    'd/': { type: 'dir', mode: 0o750, mtime: SRC_TIME },
-    'd/e/': { type: 'dir', mode: 0o710, mtime: SRC_TIME },
-    'd/f.txt': 'DATA',
-  });
-  let swapped = false;
-  const r = await runCopy({
-    src: `${b.src}/`,
-    dst: b.dst,
-    onEvent: (ev) => {
-      if (ev.type === 'copied' && ev.path === 'd/f.txt') {
-        swapped = true;
-        swap(b, 'd');
-      }
-    },
-  });
-  assert.ok(swapped);
-  await assertContained(b);
-  await assertNoTemps(b.dst);
-  // The real directories got their modes (set through their descriptors), or the failure was reported.
-  const st = await fsp.stat(path.join(b.dst, 'd.real/e'));
-  assert.ok((st.mode & 0o7777) === 0o710 || r.errors.length > 0, `d.real/e mode ${(st.mode & 0o7777).toString(8)}`);
-});
-
-test('path attack (copy): a DST parent swapped for a symlink to outside before --delete removal removes nothing outside', async () => {
-  const b = await box();
-  await makeTree(b.src, { 'd/f.txt': 'DATA' });
-  await makeTree(b.dst, { 'd/old.txt': 'OLD', 'd/olddir/x': 'X' });
-  let swapped = false;
-  await runCopy({
-    src: `${b.src}/`,
-    dst: b.dst,
+  },
+  {
+    window: 'before --delete removal removes nothing outside',
+    src: { 'd/f.txt': 'DATA' },
+    dst: { 'd/old.txt': 'OLD', 'd/olddir/x': 'X' },
     delete: true,
-    onEvent: (ev) => {
-      if (ev.type === 'copied' && ev.path === 'd/f.txt') {
-        swapped = true;
-        swap(b, 'd');
-      }
-    },
+    at: { type: 'copied', path: 'd/f.txt' },
+  },
+];
+
+for (const w of copyWindows) {
+  test(`path attack (copy): a DST parent swapped for a symlink to outside ${w.window}`, async () => {
+    const b = await box();
+    await makeTree(b.src, w.src);
+    if (w.dst) await makeTree(b.dst, w.dst);
+    let swapped = false;
+    const r = await runCopy({
+      src: `${b.src}/`,
+      dst: b.dst,
+      ...(w.delete ? { delete: true } : {}),
+      onEvent: (ev) => {
+        if (!swapped && ev.type === w.at.type && 'path' in ev && ev.path === w.at.path) {
+          swapped = true;
+          swap(b, 'd');
+        }
+      },
+    });
+    assert.ok(swapped, `the event ${w.at.type} ${w.at.path} never came: the window was not reached`);
+    await assertContained(b);
+    await assertNoTemps(b.dst);
+    await w.after?.(b, r);
   });
-  assert.ok(swapped);
-  await assertContained(b);
-  await assertNoTemps(b.dst);
-});
+}
 
 // --- network receive ----------------------------------------------------------------------
 
