@@ -1,6 +1,6 @@
 /**
  * The network transfer's native batches (native/net-batch.c through
- * src/transfer/native-files.ts) against their TypeScript fallbacks:
+ * src/transfer/native-files.ts and src/fs/small-files.ts) against their TypeScript fallbacks:
  * - the content hash: the same 16 bytes as @node-rs/xxhash's two XXH64s, one-shot and
  *   streamed in random pieces, on every length around the 32-byte stripe and 8/4-byte tails;
  * - the sender's batched reads: the same bytes, hashes and errors (FERRY_E_CHANGED for a
@@ -20,7 +20,8 @@ import { FerryError } from '../src/core/errors.js';
 import { contentHashOf, contentHashOfJs, newContentHash, newContentHashJs } from '../src/fs/checksum.js';
 import { tempNameFor } from '../src/fs/temp-names.js';
 import { netBatchAddon } from '../src/native/index.js';
-import { nativePublisher, nativeSmallReader, type NativeReadTarget } from '../src/transfer/native-files.js';
+import { nativeSmallReader, type NativeReadTarget } from '../src/transfer/native-files.js';
+import { nativePublisher } from '../src/fs/small-files.js';
 import { cleanupTmpDirs, tmpDir } from './support/tree.js';
 import { isCI } from './support/tools.js';
 

@@ -41,7 +41,7 @@ test('send/recv over loopback: every entry type and metadata; -P 1 and -P 4 iden
     assert.equal(r.recv.code, 0, r.recv.stderr);
     const diffs = await compareTrees(src, dst, { checkSparse: true, ignore: (rel) => rel === 'setuid-bin' });
     assert.deepEqual(diffs, []);
-    // setuid is stripped by default (DESIGN.md "Receiver safety").
+    // setuid is stripped by default (SECURITY.md "Threat model", fs/safe-writer.ts).
     assert.equal((await fsp.stat(path.join(dst, 'setuid-bin'))).mode & 0o7777, 0o755);
     const sj = lastJson(r.send.stdout);
     const rj = lastJson(r.recv.stdout);

@@ -1,5 +1,5 @@
 /**
- * Hand-crafted hostile peers, one test per attack (STYLE.md habit 9): a sender
+ * Hand-crafted hostile peers, one test per attack (like node-tar's test/ghsa-*): a sender
  * that tries to make the receiver write outside DST or allocate without bound, and
  * a receiver that tries to make the sender misbehave. Every one must end with
  * FERRY_E_PATH / FERRY_E_PROTOCOL and nothing written outside DST.

@@ -30,7 +30,7 @@ import {
 } from './net-common.js';
 import { rsyncChoices, rsyncHelp } from './rsync-options.js';
 import { printStats } from './stats.js';
-import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
+import { printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, newNetProgress } from './progress.js';
 import { nativePaths, renderSummaryLine } from './summary.js';
 

@@ -103,6 +103,17 @@ export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
   return e instanceof FerryError && (code === undefined || e.code === code);
 }
 
+const KNOWN_CODES: ReadonlySet<string> = new Set(Object.values(ErrorCodes));
+
+/**
+ * The code a peer sent (ERROR frames, FAILED items, ABORT records, the ssh remote's
+ * reply): one of ours, or FERRY_E_REMOTE when the peer names one we do not know.
+ * The one place a peer's string becomes an ErrorCode.
+ */
+export function peerErrorCode(code: unknown): ErrorCode {
+  return typeof code === 'string' && KNOWN_CODES.has(code) ? (code as ErrorCode) : ErrorCodes.REMOTE;
+}
+
 export function exitCodeFor(code: ErrorCode): number {
   switch (code) {
     case ErrorCodes.USAGE:

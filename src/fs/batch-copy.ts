@@ -41,7 +41,6 @@
  * name and a rename (and falls back to them if the name exists after all).
  */
 import { closeSync, constants as C, openSync } from 'node:fs';
-import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { availableParallelism, constants as osConstants } from 'node:os';
@@ -293,9 +292,4 @@ export class BatchCopier {
       p.done(step === Step.OK ? null : stepError(p.item.entry, step, out[2 * i + 1]!));
     }
   }
-}
-
-/** Split an absolute file path into directory and name (for callers holding a rel path). */
-export function splitPath(abs: string): { dir: string; name: string } {
-  return { dir: path.dirname(abs), name: path.basename(abs) };
 }

@@ -1,7 +1,7 @@
 /**
  * The Sink: the only code that writes into DST, for local copy and network receive.
  *
- * It follows DESIGN.md "Receiver safety" because the same writer will publish
+ * It follows SECURITY.md ("Threat model") because the same writer will publish
  * files from an untrusted peer:
  * - Every relative path passes fs/path-safety first; every write lands inside DST.
  * - Symlinks already in DST are never followed, and a directory of DST swapped for a
@@ -93,7 +93,7 @@ import path from 'node:path';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { baseOf, parentOf, pathDepth, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from './path-safety.js';
-import { isFerryTempName, tempNameFor } from './temp-names.js';
+import { isFerryTempName, openTempSync, tempNameFor } from './temp-names.js';
 import { metaOps, type MetaOps } from './meta-ops.js';
 import { fdPath } from './source-file.js';
 import { hashHandlePrefix } from './checksum.js';
@@ -1191,17 +1191,9 @@ export class TempFile {
     const srcAbs = typeof src === 'string' ? src : fdPath(src);
     if (sparse || wo.readWrite || srcAbs === null || this.inplace) return this.copyReadWrite(src, opts.size, sparse);
     if (this.#fh || this.#fd >= 0) throw new FerryError(ErrorCodes.INTERNAL, `${this.rel}: copyFrom after write`);
-    const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
-    // On this thread, like the other metadata calls (fs/meta-ops).
-    const open = (): Promise<number> => this.#w.inDir(this.#tempDir, (d) => openSync(`${d}/${this.tempName}`, flags, 0o600));
+    // On this thread, like the other metadata calls (fs/meta-ops); a leftover temp file is replaced.
     try {
-      try {
-        this.#fd = await open();
-      } catch (e) {
-        if (errno(e) !== 'EEXIST') throw e;
-        await this.removeLeftover(); // an interrupted run's temp file (ours by name)
-        this.#fd = await open();
-      }
+      this.#fd = await this.#w.inDir(this.#tempDir, (d) => openTempSync(`${d}/${this.tempName}`));
     } catch (e) {
       throw e instanceof FerryError ? e : fromSystemError(e, 'write', this.rel);
     }

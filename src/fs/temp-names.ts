@@ -13,6 +13,7 @@
  * part of a tree).
  */
 import * as crypto from 'node:crypto';
+import { constants as C, openSync, unlinkSync } from 'node:fs';
 import { MAX_NAME_BYTES } from '../core/limits.js';
 
 const TEMP_RE = /^\.ferry-[0-9a-f]{8}\..*\.part$/s;
@@ -35,4 +36,25 @@ export function tempNameFor(basename: string): string {
     base = buf.toString('utf8').replace(/\ufffd+$/u, '');
   }
   return `.ferry-${h}.${base}.part`;
+}
+
+/**
+ * Create the temp file at `tempPath` (a path inside a verified directory, fs/dir-handles):
+ * O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, so nothing already there is followed
+ * or written through. A leftover of an interrupted run under that name (ours by name)
+ * is removed and creation retried once. Returns the descriptor; throws system errors.
+ */
+export function openTempSync(tempPath: string): number {
+  const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+  try {
+    return openSync(tempPath, flags, 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  try {
+    unlinkSync(tempPath);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  return openSync(tempPath, flags, 0o600);
 }

@@ -19,7 +19,7 @@ import { TokenBucket } from '../transfer/token-bucket.js';
 import type { UpdatePolicy } from '../transfer/update-policy.js';
 import { MsgType } from '../wire/messages.js';
 import type { FrameChannel } from '../secure/channel-api.js';
-import { resolveSource, walk, type SourceRoot } from '../fs/walk.js';
+import { walk, type SourceRoot } from '../fs/walk.js';
 import type { XattrPolicy } from '../fs/xattrs.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
 import { sendStream } from './stream.js';

@@ -22,7 +22,7 @@ import { promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, dirname, posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { ErrorCodes, FerryError, isFerryError, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, FerryError, isFerryError, peerErrorCode } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
 import type { SecureChannel } from '../secure/channel.js';
 import type { ReceiverEvents } from '../transfer/receiver.js';
@@ -78,10 +78,6 @@ export interface SshOutcome {
 }
 
 export { shellQuote, splitCommand } from './ssh-spawn.js';
-
-function knownCode(c: unknown): ErrorCode {
-  return Object.values(ErrorCodes).includes(c as ErrorCode) ? (c as ErrorCode) : ErrorCodes.REMOTE;
-}
 
 export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   const key = randomBytes(32);
@@ -196,7 +192,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     if (replyLine === null) throw await explain();
     const reply = parseJsonLine(replyLine, 'reply');
     if (typeof reply['error'] === 'string') {
-      throw new FerryError(knownCode(reply['code']), `${o.host}: ${reply['error']}`, { subject: o.host });
+      throw new FerryError(peerErrorCode(reply['code']), `${o.host}: ${reply['error']}`, { subject: o.host });
     }
 
     // scp's rule for a single file: it may arrive under another name.

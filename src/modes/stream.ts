@@ -20,7 +20,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants as C, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, FerryError, fromSystemError, isFerryError, peerErrorCode } from '../core/errors.js';
 import type { FrameChannel } from '../secure/channel-api.js';
 import { decodeError, encodeError } from '../wire/messages.js';
 
@@ -42,7 +42,7 @@ function endPayload(len: number, hash: Buffer): Buffer {
 
 function peerError(payload: Uint8Array, peer: string): FerryError {
   const m = decodeError(payload);
-  const code = Object.values(ErrorCodes).includes(m.code as ErrorCode) ? (m.code as ErrorCode) : ErrorCodes.REMOTE;
+  const code = peerErrorCode(m.code);
   return new FerryError(code, `${peer}: ${m.message}`, { subject: peer });
 }
 

@@ -56,7 +56,10 @@ export interface FsBatchAddon {
   copyFiles(strings: Buffer, nums: Float64Array, ids: BigUint64Array): Promise<Int32Array>;
 }
 
-/** native/net-batch.c; fallbacks: transfer/file-reader.ts, transfer/small-file-writer.ts, @node-rs/xxhash. */
+/** Files per readFiles/publishFiles call (native/net-batch.c MAX_ITEMS). */
+export const NET_BATCH_MAX_ITEMS = 4096;
+
+/** native/net-batch.c; fallbacks: transfer/file-reader.ts, fs/small-files.ts, @node-rs/xxhash. */
 export interface NetBatchAddon {
   /** Bytes of a content-hash state (hashInit/hashUpdate/hashDigest work on a Uint8Array of this size). */
   hashStateBytes: number;
@@ -222,11 +225,4 @@ export function nativeStatus(): NativeStatus {
     meta: metaAddon() ? 'native' : 'js',
     walk: fsWalkAddon() ? 'native' : 'js',
   };
-}
-
-/** One line for `-v`: "records: native, ktls: native (addon …)". */
-export function describeNative(): string {
-  const s = nativeStatus();
-  const records = s.records === 'native' ? 'native' : `js (${s.recordsReason})`;
-  return `records: ${records}; kTLS calls: ${s.ktls}; ${s.reason}`;
 }

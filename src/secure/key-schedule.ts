@@ -5,7 +5,7 @@
  * Built from TLS 1.3's primitives so that every step has a published test vector:
  * HKDF-SHA256 (RFC 5869, via node:crypto) and HKDF-Expand-Label / Derive-Secret
  * exactly as RFC 8446 §7.1 defines them (label prefix "tls13 "), checked against
- * RFC 8448 §3 in test/secure-key-schedule.test.ts. The traffic key and IV come out
+ * RFC 8448 §3 in test/secure-record-layer.test.ts. The traffic key and IV come out
  * of a traffic secret the same way TLS derives them (§7.3), and a key update
  * derives the next secret with the label "traffic upd" (§7.2), so a kTLS socket
  * and our userspace record layer agree on every key.

@@ -1,40 +1,31 @@
 /**
- * The network transfer's small files through the data plane (native/net-batch.c):
- * the sender's reads and the receiver's publishing, each a batch of files per call on
- * a libuv pool thread, into and out of buffers this module owns and reuses.
+ * The sender's small files through the data plane (native/net-batch.c): a batch of
+ * files read per call on a libuv pool thread, into buffers this module owns and reuses.
+ * (The receiver's half, publishing small files, writes into DST and so lives in
+ * fs/small-files.ts.)
  *
  * Why: per file, the sender used to post a message to a reader thread and get a fresh
  * transferred ArrayBuffer back for every batch (the garbage collector then spent more
- * time freeing those than the reads took), and the receiver wrote each small file with
- * six synchronous system calls on its main thread, between decrypting records. A batch
- * here costs one hand-off to a pool thread and one completion, its bytes land in (or
- * leave from) one pooled buffer, and the content hash of every file read is computed on
- * the thread that read it.
+ * time freeing those than the reads took). A batch here costs one hand-off to a pool
+ * thread and one completion, its bytes land in one pooled buffer, and the content hash
+ * of every file read is computed on the thread that read it.
  *
  * What stays in TypeScript: everything that decides. The sender's caller chose which
  * files, with the walk's size, mtime, device and inode; C only reports per file whether
  * the open file matched them (status codes below), and this module turns each status
- * into the same FerryError the reader thread (file-reader-worker.ts) gives. The
- * receiver's caller (receiver.ts) verified the content hash and chose the directory
- * (created by this session, passed as a descriptor opened through the SafeWriter's
- * verified directory handle, so a directory swapped for a symlink is never followed), the temp name (fs/temp-names), the final name, the masked
- * mode and the times; C executes create-exclusive / pwrite / ftruncate / fchmod /
- * futimens / close / renameat, and unlinks the temp file on any failure.
+ * into the same FerryError the reader thread (file-reader-worker.ts) gives.
  *
- * Fallbacks with the same results: file-reader.ts's worker threads, and
- * small-file-writer.ts's synchronous writer (FERRY_NATIVE=0, or no addon).
+ * Fallback with the same results: file-reader.ts's worker threads (FERRY_NATIVE=0, or
+ * no addon).
  *
  *   const r = nativeSmallReader();                 // undefined without the addon
  *   const { results, release } = await r.read(files);   // data views into a pooled buffer
  *   ...; release();                                 // once every data view is consumed
- *   const p = nativePublisher();
- *   const outcomes = await p.publish([{ dir, name, size, mode, mtimeNs, parts }]);  // null or an errno error, per file
  */
 import { getSystemErrorName } from 'node:util';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
-import { tempNameFor } from '../fs/temp-names.js';
-import { netBatchAddon, type NetBatchAddon } from '../native/index.js';
+import { NET_BATCH_MAX_ITEMS, netBatchAddon, type NetBatchAddon } from '../native/index.js';
 
 export interface NativeReadTarget {
   absPath: string;
@@ -66,8 +57,7 @@ const RD_CHANGED = 5;
 const RD_READ = 6;
 const RD_CHANGED_AFTER = 7;
 
-/** Files per native call (native/net-batch.c MAX_ITEMS). */
-const MAX_BATCH = 4096;
+const MAX_BATCH = NET_BATCH_MAX_ITEMS;
 /** Pooled read buffers: this big (a batch larger than that gets a buffer of its own), at most this many kept. */
 const POOL_UNIT = 2 * 1024 * 1024;
 const POOL_KEEP = 16;
@@ -174,88 +164,4 @@ export function nativeSmallReader(): NativeSmallReader | undefined {
     reader = n ? new NativeSmallReader(n) : null;
   }
   return reader ?? undefined;
-}
-
-// ------------------------------------------------------------------ receiver
-
-/** One small file to publish: everything already decided by the receiver. */
-export interface PublishItem {
-  /** A descriptor of the verified parent directory (created by this session), open until publish() settles. */
-  dirFd: number;
-  /** Final name inside `dir`. */
-  name: string;
-  /** Declared size: bytes past the data are a trailing hole (ftruncate). */
-  size: number;
-  /** Final permission bits, already masked. */
-  mode: number;
-  mtimeNs: bigint;
-  /** The file's bytes from offset 0 (at most `size`). */
-  data: Uint8Array;
-}
-
-/** Steps of publishFiles (native/net-batch.c) that can fail, by the operation's direction. */
-const PUB_OK = 0;
-
-export class NativePublisher {
-  readonly #n: NetBatchAddon;
-
-  constructor(n: NetBatchAddon) {
-    this.#n = n;
-  }
-
-  /**
-   * Publish each file (see the file header); resolves per file to null (published) or
-   * the system error as a FerryError naming `paths[i]` (FERRY_E_WRITE / FERRY_E_NOSPC).
-   * Nothing of a failed file remains under its temp or final name.
-   */
-  async publish(items: readonly PublishItem[], paths: readonly string[]): Promise<(FerryError | null)[]> {
-    if (items.length === 0) return [];
-    if (items.length > MAX_BATCH) {
-      const out: (FerryError | null)[] = [];
-      for (let i = 0; i < items.length; i += MAX_BATCH) out.push(...(await this.publish(items.slice(i, i + MAX_BATCH), paths.slice(i, i + MAX_BATCH))));
-      return out;
-    }
-    const strings: string[] = [];
-    const nums = new Float64Array(items.length * 5);
-    const datas: Uint8Array[] = [];
-    items.forEach((it, i) => {
-      strings.push(tempNameFor(it.name), it.name);
-      let sec = it.mtimeNs / 1_000_000_000n;
-      let nsec = it.mtimeNs % 1_000_000_000n;
-      if (nsec < 0n) {
-        nsec += 1_000_000_000n;
-        sec -= 1n;
-      }
-      nums[5 * i] = it.size;
-      nums[5 * i + 1] = Number(sec);
-      nums[5 * i + 2] = Number(nsec);
-      nums[5 * i + 3] = it.mode;
-      nums[5 * i + 4] = it.dirFd;
-      datas.push(it.data);
-    });
-    const res = new Int32Array(items.length * 2);
-    await this.#n.publishFiles(Buffer.from(strings.join('\0') + '\0'), nums, datas, res);
-    return items.map((_, i) => {
-      if (res[2 * i] === PUB_OK) return null;
-      const errno = res[2 * i + 1]!;
-      let code = 'EIO';
-      try {
-        code = getSystemErrorName(-errno);
-      } catch {
-        /* keep EIO */
-      }
-      return fromSystemError(Object.assign(new Error(code), { code }), 'write', paths[i]!);
-    });
-  }
-}
-
-let publisher: NativePublisher | null | undefined;
-
-/** The batched native publisher, or undefined without the addon (FERRY_NATIVE=0). */
-export function nativePublisher(): NativePublisher | undefined {
-  if (publisher === undefined) {
-    const n = netBatchAddon();
-    publisher = n ? new NativePublisher(n) : null;
-  }
-  return publisher ?? undefined;
 }

@@ -3,8 +3,8 @@
  * manifest in, decisions out, data in, commits out. No sockets here (modes/recv.ts
  * accepts them and routes each stream to its session by token).
  *
- * The sender is untrusted, before and after authentication (DESIGN.md "Receiver
- * safety"). Everything from the wire is checked before use:
+ * The sender is untrusted, before and after authentication (SECURITY.md "Threat
+ * model"). Everything from the wire is checked before use:
  * - Paths go through fs/path-safety (via the SafeWriter, plus a check here), must be
  *   new in this session (no duplicates), and their parent must be the root or a
  *   directory listed *earlier* in this manifest. So "a symlink, then a file through
@@ -36,7 +36,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import type { Entry } from '../core/entry.js';
-import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, FerryError, fromSystemError, isFerryError, peerErrorCode } from '../core/errors.js';
 import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, MAX_SESSION_XATTR_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
 import { compileExcludes, compileFilters } from '../fs/exclude.js';
 import { existingFromStat, hasPolicy, keepExisting, policyFromBits, type UpdatePolicy } from './update-policy.js';
@@ -78,10 +78,9 @@ import {
 } from '../wire/messages.js';
 import { newHash, updateZeros } from './hash.js';
 import { Budget } from './queue.js';
-import { nativePublisher, type NativePublisher, type PublishItem } from './native-files.js';
-import { writeSmallFileSync, type Part } from './small-file-writer.js';
+import { nativePublisher, writeSmallFileSync, type NativePublisher, type Part, type PublishItem } from '../fs/small-files.js';
 
-/** Files up to this size that arrive whole are written synchronously (small-file-writer.ts). */
+/** Files up to this size that arrive whole are published by fs/small-files.ts (in native batches, or synchronously). */
 const SMALL_SYNC_MAX = 256 * 1024;
 /** A native publish batch goes out at this many files or bytes, or at the end of the event-loop turn. */
 const PUBLISH_BATCH_FILES = 64;
@@ -153,9 +152,9 @@ interface RFile {
   maxEnd: number;
   chain: Promise<void>;
   holdsSlot: boolean;
-  /** Fast path (transfer/small-file-writer.ts): the parts, written at END. */
+  /** Fast path (fs/small-files.ts): the parts, written at END. */
   parts: Part[] | null;
-  /** Ended and verified, in a native publish batch (transfer/native-files.ts). */
+  /** Ended and verified, in a native publish batch (fs/small-files.ts). */
   publishing: boolean;
   /** The frames whose payloads `parts` are views of (see #onData). */
   holds: Hold[] | null;
@@ -480,7 +479,7 @@ export class ReceiverSession {
         }
         case MsgType.ERROR: {
           const m = decodeError(payload);
-          const code = Object.values(ErrorCodes).includes(m.code as ErrorCode) ? (m.code as ErrorCode) : ErrorCodes.REMOTE;
+          const code = peerErrorCode(m.code);
           throw new FerryError(code, `sender: ${m.message}`);
         }
         default:
@@ -836,7 +835,7 @@ export class ReceiverSession {
           if (f.status === 'failed') break;
           // (a file being published has ended: as good as committed)
           if (f.status !== 'send' || f.publishing) throw protocol(`ABORT of ${f.entry.path}, which we did not ask for`);
-          const code = Object.values(ErrorCodes).includes(rec.code as ErrorCode) ? (rec.code as ErrorCode) : ErrorCodes.REMOTE;
+          const code = peerErrorCode(rec.code);
           // The sender counted this failure itself; we record it, but do not report it back.
           this.#fileFailed(f, new FerryError(code, `sender: ${rec.message}`, { subject: f.entry.path }), false);
           break;
@@ -889,7 +888,7 @@ export class ReceiverSession {
   /**
    * A small file that ended with a good hash, in a directory this session created:
    * gathered into a batch that the data plane publishes on a pool thread
-   * (transfer/native-files.ts), so the system calls leave this thread. Its bytes count
+   * (fs/small-files.ts), so the system calls leave this thread. Its bytes count
    * against the pending-bytes budget until the batch is done, which is what stops us
    * reading frames when the disk falls behind.
    */

@@ -36,7 +36,7 @@
  *   caller exits 0 only when every file was committed or skipped.
  */
 import type { SourceEntry } from '../core/entry.js';
-import { ErrorCodes, FerryError, fromSystemError, isFerryError, type ErrorCode } from '../core/errors.js';
+import { ErrorCodes, FerryError, fromSystemError, isFerryError, peerErrorCode } from '../core/errors.js';
 import type { FrameChannel } from '../secure/channel-api.js';
 import {
   Action,
@@ -53,7 +53,6 @@ import {
   decodeSessionOk,
   decodeSummary,
   encodeCount,
-  encodeError,
   encodeJoin,
   encodeManifest,
   encodeSession,
@@ -179,7 +178,7 @@ const DEFAULT_SPLIT = 64 * 1024 * 1024;
 const DEFAULT_RANGE = 32 * 1024 * 1024;
 
 function remoteError(code: string, message: string): FerryError {
-  const known = Object.values(ErrorCodes).includes(code as ErrorCode) ? (code as ErrorCode) : ErrorCodes.REMOTE;
+  const known = peerErrorCode(code);
   return new FerryError(known, `receiver: ${message}`);
 }
 
@@ -344,7 +343,7 @@ export async function runSender(
           decidedCount++;
         }
       }
-      const code = Object.values(ErrorCodes).includes(item.code as ErrorCode) ? (item.code as ErrorCode) : ErrorCodes.REMOTE;
+      const code = peerErrorCode(item.code);
       addFailure(new FerryError(code, `receiver: ${item.message}`, { subject: path }));
     }
     maybeCloseQueue();
@@ -743,14 +742,4 @@ async function hashBatch(batch: WireEntry[], byIndex: (FileState | SourceEntry)[
     }
   };
   await Promise.all(Array.from({ length: 8 }, one));
-}
-
-/** Send a fatal error to the peer, best effort, before tearing the channel down. */
-export async function sendFatal(ch: FrameChannel, err: FerryError): Promise<void> {
-  try {
-    await ch.send(MsgType.ERROR, encodeError({ code: err.code, message: err.message }));
-    await ch.close();
-  } catch {
-    /* the peer may be gone already */
-  }
 }

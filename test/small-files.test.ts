@@ -1,5 +1,5 @@
 /**
- * The receiver's small-file fast path (src/transfer/small-file-writer.ts):
+ * The receiver's small-file fast path (src/fs/small-files.ts):
  * published files are byte-exact with their mode and mtime, holes stay holes, a
  * failure leaves no temp file, a symlink at the final name is replaced and never
  * followed, a leftover temp file is taken over, and through a whole session a full
@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { tempNameFor } from '../src/fs/temp-names.js';
-import { publishSmallFile, type SmallFileTarget } from '../src/transfer/small-file-writer.js';
+import { publishSmallFile, type SmallFileTarget } from '../src/fs/small-files.js';
 import { runMemorySession } from './support/transfer-harness.js';
 import { cleanupTmpDirs, makeTree, smallTmpfs, tmpDir } from './support/tree.js';
 
