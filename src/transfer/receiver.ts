@@ -1,32 +1,34 @@
 /**
- * The receiving side of a transfer session, as a state machine over FrameChannels:
- * manifest in, decisions out, data in, commits out. No sockets here (modes/recv.ts
- * accepts them and routes each stream to its session by token).
+ * The receiving side of a transfer session: the driver of transfer/receiver-core.ts.
+ * Manifest in, decisions out, data in, commits out, over FrameChannels. No sockets
+ * here (modes/recv.ts accepts them and routes each stream to its session by token).
  *
  * The sender is untrusted, before and after authentication (SECURITY.md "Threat
- * model"). Everything from the wire is checked before use:
- * - Paths go through fs/path-safety (via the SafeWriter, plus a check here), must be
- *   new in this session (no duplicates), and their parent must be the root or a
- *   directory listed *earlier* in this manifest. So "a symlink, then a file through
- *   it" is refused (FERRY_E_PROTOCOL) before anything is written, and the writer's
- *   own checks (no symlink in DST is ever followed, O_EXCL|O_NOFOLLOW temp files,
- *   symlinks created last) stand behind that.
- * - Data must refer to a file we asked for, inside [from, size) of it, in ranges
- *   that do not overlap, one open range per stream; every length is capped by the
- *   message decoder before anything is allocated.
- * - A file is published (rename onto its final name) only after every range of it
- *   ended with a content hash that matches what we hashed while writing, so a cut
- *   connection or a lying sender never leaves a truncated or wrong file under a final
- *   name. Its temp file stays for the next run to resume (after the sender verified
- *   the prefix hash we offer); a leftover that is no prefix (longer than the file, or
- *   refused by the sender) is truncated, and the writer checks the size before the
- *   rename, so what is published has exactly the declared size.
- * - Work is bounded as well as memory (issue #11): manifest entries per session
- *   (`maxEntries`), hole bytes hashed per session (`maxHoleBytes`, in slices that
- *   yield to the event loop), ranges of a file we gave up on (still inside its size,
- *   no longer hashed), and time: a progress deadline (`idleTimeoutMs`) fails a
- *   session whose sender holds every file slot with ranges it never ends. Past a
- *   cap the session fails with FERRY_E_LIMIT / FERRY_E_TIMEOUT.
+ * model"). Every rule it is held to lives in the protocol core, which does no I/O
+ * and is tested alone (test/receiver-core.test.ts): the manifest's paths (lexically
+ * safe, no duplicates, the parent a directory listed *earlier*, so "a symlink, then a
+ * file through it" is refused before anything is written), its limits, the decisions,
+ * the ranges (a file we asked for, inside [from, size), no overlap, one open range
+ * per stream) and the verdict on each range's content hash. This driver executes what
+ * the core decides: the quick checks and the temp files through the SafeWriter (whose
+ * own checks, no symlink in DST ever followed, O_EXCL|O_NOFOLLOW temp files, symlinks
+ * created last, stand behind the core's), small files through fs/small-files, the
+ * hashing, the timers and the reports.
+ *
+ * A file is published (rename onto its final name) only after the core's verdict says
+ * every range of it ended with a content hash that matches what we hashed while
+ * writing, so a cut connection or a lying sender never leaves a truncated or wrong
+ * file under a final name. Its temp file stays for the next run to resume (after the
+ * sender verified the prefix hash we offer); a leftover that is no prefix (longer than
+ * the file, or refused by the sender) is truncated, and the writer checks the size
+ * before the rename, so what is published has exactly the declared size.
+ *
+ * Work is bounded as well as memory (issue #11): manifest entries and hole bytes per
+ * session (counted by the core; holes hashed here in slices that yield to the event
+ * loop), ranges of a file we gave up on (still inside its size, no longer hashed), and
+ * time: a progress deadline (`idleTimeoutMs`) fails a session whose sender holds every
+ * file slot with ranges it never ends. Past a cap the session fails with
+ * FERRY_E_LIMIT / FERRY_E_TIMEOUT.
  *
  * Throughput: decisions for a manifest batch are made concurrently (lstat-bound);
  * file writes run through the thread pool with many files in flight, bounded by
@@ -37,17 +39,18 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError, isFerryError, peerErrorCode } from '../core/errors.js';
-import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, MAX_SESSION_XATTR_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
+import { MAX_SESSION_ENTRIES, MAX_SESSION_HOLE_BYTES, SESSION_IDLE_TIMEOUT_MS } from '../core/limits.js';
 import { compileExcludes, compileFilters } from '../fs/exclude.js';
 import { existingFromStat, hasPolicy, keepExisting, policyFromBits, type UpdatePolicy } from './update-policy.js';
 import { hashFilePrefix } from '../fs/checksum.js';
-import { baseOf, parentOf, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from '../fs/path-safety.js';
+import { baseOf, parentOf } from '../fs/path-safety.js';
 import { PeerOwnerNames, type NameLookup } from '../fs/owner-names.js';
 import type { SafeWriter, TempFile } from '../fs/safe-writer.js';
 import type { Frame, FrameChannel } from '../secure/channel-api.js';
 import {
   Action,
   MsgType,
+  Rec,
   SessionFlags,
   SessionPolicy,
   TOKEN_BYTES,
@@ -77,6 +80,7 @@ import {
   type WireFilter,
 } from '../wire/messages.js';
 import { newHash, updateZeros } from './hash.js';
+import { DROP, newStream, protocol, ReceiverCore, type CoreFile, type StreamState } from './receiver-core.js';
 import { Budget } from './queue.js';
 import { nativePublisher, writeSmallFileSync, type NativePublisher, type Part, type PublishItem } from '../fs/small-files.js';
 
@@ -131,31 +135,17 @@ export interface ReceiverResult {
   streams: number;
 }
 
-type Status = 'pending' | 'send' | 'skipped' | 'committed' | 'failed';
-
-interface RFile {
-  entry: WireEntry;
-  status: Status;
-  /** RESUME offered at this offset (0: plain SEND). */
-  offered: number;
+/** A file: its protocol state (the core's) and what the driver holds for it. */
+interface RFile extends CoreFile {
   /** Length of an earlier run's temp file adopted at decision time (0: none). */
   leftover: number;
-  /** We asked for its data (SEND or RESUME went out): only then may ranges of it arrive. */
-  asked: boolean;
-  /** The sender's chosen start (0 or `offered`), fixed by the first BEGIN. */
-  from: number | undefined;
   temp: TempFile | null;
-  ranges: [number, number][];
-  /** Bytes of ranges that ended with a good hash. */
-  ended: number;
   /** End of the furthest byte written (less than size: a trailing hole). */
   maxEnd: number;
   chain: Promise<void>;
   holdsSlot: boolean;
   /** Fast path (fs/small-files.ts): the parts, written at END. */
   parts: Part[] | null;
-  /** Ended and verified, in a native publish batch (fs/small-files.ts). */
-  publishing: boolean;
   /** The frames whose payloads `parts` are views of (see #onData). */
   holds: Hold[] | null;
 }
@@ -175,18 +165,9 @@ class Hold {
   }
 }
 
-interface OpenRange {
-  file: RFile;
-  start: number;
-  end: number;
-  pos: number;
-  /** null: the file failed; the rest of the range is swallowed unhashed. */
-  hash: ReturnType<typeof newHash> | null;
-}
-
-function protocol(msg: string): FerryError {
-  return new FerryError(ErrorCodes.PROTOCOL, `sender broke the protocol: ${msg}`);
-}
+type Hash = ReturnType<typeof newHash>;
+/** One stream's open range (receiver-core.ts); a null hash: the file failed, the rest of the range is swallowed unhashed. */
+type Stream = StreamState<RFile, Hash>;
 
 /**
  * One session. modes/recv.ts reads the first frame (SESSION or JOIN), creates the
@@ -202,12 +183,9 @@ export class ReceiverSession {
   readonly #fileSlots: Budget;
   readonly #bytes: Budget;
   readonly #checkConcurrency: number;
-  readonly #maxEntries: number;
-  readonly #maxHoleBytes: number;
+  /** The protocol: every check on what the sender sends (transfer/receiver-core.ts). */
+  readonly #core: ReceiverCore<RFile>;
   readonly #idleMs: number;
-  #holeBytes = 0;
-  /** Bytes of extended attributes kept from the manifest (capped per session). */
-  #xattrBytes = 0;
   #lastProgress = performance.now();
   #idleTimer: NodeJS.Timeout | null = null;
   #ownBusy = 0;
@@ -220,17 +198,11 @@ export class ReceiverSession {
   readonly #withPolicy: boolean;
   /** --inplace: existing files are rewritten under their own name (fs/safe-writer TempFile.inplace). */
   readonly #inplace: boolean;
-  readonly #entries: (RFile | WireEntry)[] = [];
-  readonly #paths = new Set<string>();
-  /** Files by path, for hard-link targets. */
-  readonly #filesByPath = new Map<string, RFile>();
-  readonly #dirs = new Set<string>(['']);
   readonly #createdDirs = new Set<string>();
   readonly #hardlinks: WireEntry[] = [];
   readonly #failures: FerryError[] = [];
   readonly #extra = new Map<number, Promise<void>>();
   readonly #channels: FrameChannel[] = [];
-  #manifestEnded = false;
   #unresolved = 0;
   #files = 0;
   #bytesTotal = 0;
@@ -284,8 +256,11 @@ export class ReceiverSession {
     this.#fileSlots = new Budget(opts.maxOpenFiles ?? 128);
     this.#bytes = new Budget(opts.maxPendingBytes ?? 32 * 1024 * 1024);
     this.#checkConcurrency = opts.checkConcurrency ?? 64;
-    this.#maxEntries = opts.maxEntries ?? MAX_SESSION_ENTRIES;
-    this.#maxHoleBytes = opts.maxHoleBytes ?? MAX_SESSION_HOLE_BYTES;
+    this.#core = new ReceiverCore<RFile>({
+      peer: control.info.peer,
+      maxEntries: opts.maxEntries ?? MAX_SESSION_ENTRIES,
+      maxHoleBytes: opts.maxHoleBytes ?? MAX_SESSION_HOLE_BYTES,
+    });
     this.#idleMs = opts.idleTimeoutMs ?? SESSION_IDLE_TIMEOUT_MS;
     this.#dryRun = (session.flags & SessionFlags.DRY_RUN) !== 0;
     this.#checksum = (session.flags & SessionFlags.CHECKSUM) !== 0;
@@ -324,7 +299,7 @@ export class ReceiverSession {
       // Close every open temp file once its queued operations are done (they stay on
       // disk for the next run to resume): a receiver that serves session after session
       // must not keep descriptors of broken ones.
-      for (const f of this.#filesByPath.values()) {
+      for (const f of this.#core.filesByPath.values()) {
         const t = f.temp;
         if (t) f.chain = f.chain.then(() => t.release());
       }
@@ -376,7 +351,7 @@ export class ReceiverSession {
       if (this.#fatal || this.#summarySent) return;
       const idle = performance.now() - this.#lastProgress;
       if (idle >= this.#idleMs && this.#ownBusy === 0) {
-        const left = this.#manifestEnded ? `${this.#unresolved} file(s) outstanding` : 'the manifest incomplete';
+        const left = this.#core.manifestEnded ? `${this.#unresolved} file(s) outstanding` : 'the manifest incomplete';
         this.#fail(new FerryError(ErrorCodes.TIMEOUT, `sender ${this.#control.info.peer}: no progress for ${(idle / 1000).toFixed(1)} s with ${left}`, { subject: this.#control.info.peer }));
         return;
       }
@@ -449,12 +424,12 @@ export class ReceiverSession {
   // --- frames -----------------------------------------------------------------------
 
   async #streamLoop(frames: AsyncIterator<Frame>, isControl: boolean): Promise<void> {
-    const state: { cur: OpenRange | null } = { cur: null };
+    const state: Stream = newStream();
     for (;;) {
       const r = await frames.next();
       if (r.done) {
         if (!this.#summarySent) throw new FerryError(ErrorCodes.CONNECT, `sender ${this.#control.info.peer} ended the session early`);
-        if (state.cur) throw protocol('stream ended inside a range');
+        this.#core.streamEnded(state);
         return;
       }
       if (this.#fatal) throw this.#fatal;
@@ -469,10 +444,8 @@ export class ReceiverSession {
           await this.#onManifest(payload);
           break;
         case MsgType.MANIFEST_END: {
-          if (!isControl || this.#manifestEnded) throw protocol('unexpected MANIFEST_END');
-          const n = decodeCount(payload, 'MANIFEST_END');
-          if (n !== this.#entries.length) throw protocol(`MANIFEST_END says ${n} entries, ${this.#entries.length} arrived`);
-          this.#manifestEnded = true;
+          if (!isControl) throw protocol('unexpected MANIFEST_END');
+          this.#core.endManifest(decodeCount(payload, 'MANIFEST_END'));
           this.#ev.onManifest?.(this.#files, this.#bytesTotal, true);
           this.#checkAllResolved();
           break;
@@ -491,7 +464,7 @@ export class ReceiverSession {
   // --- manifest and decisions ---------------------------------------------------------
 
   async #onManifest(payload: Uint8Array): Promise<void> {
-    if (this.#manifestEnded) throw protocol('MANIFEST after MANIFEST_END');
+    if (this.#core.manifestEnded) throw protocol('MANIFEST after MANIFEST_END');
     const { entries: batch, names } = decodeManifestBatch(payload, this.#checksum, this.#fields);
     const owners = this.#ownerNames;
     if (owners) {
@@ -501,68 +474,29 @@ export class ReceiverSession {
         if (e.gid !== undefined) e.gid = owners.gid(e.gid);
       }
     }
-    for (const e of batch) {
-      for (const [n, v] of e.xattrs ?? []) this.#xattrBytes += n.length + v.length;
-    }
-    if (this.#xattrBytes > MAX_SESSION_XATTR_BYTES) {
-      throw new FerryError(
-        ErrorCodes.LIMIT,
-        `sender ${this.#control.info.peer}: extended attributes in the manifest exceed ${MAX_SESSION_XATTR_BYTES} bytes, this receiver's limit`,
-        { subject: this.#control.info.peer },
-      );
-    }
-    if (this.#entries.length + batch.length > this.#maxEntries) {
-      throw new FerryError(
-        ErrorCodes.LIMIT,
-        `sender ${this.#control.info.peer}: the manifest has more than ${this.#maxEntries} entries, this receiver's limit (ferry recv --max-entries)`,
-        { subject: this.#control.info.peer },
-      );
-    }
-    if ((batch[0]?.index ?? this.#entries.length) !== this.#entries.length) throw protocol('manifest indexes out of sequence');
-    const files: RFile[] = [];
-    for (const e of batch) {
-      // Lexical and structural checks for the whole batch first: a bad entry anywhere
-      // stops the session before anything of this batch is written.
-      validateRelativePath(e.path);
-      if (this.#paths.has(e.path)) throw protocol(`${e.path} listed twice`);
-      if (!this.#dirs.has(parentOf(e.path))) {
-        throw new FerryError(ErrorCodes.PATH, `unsafe path "${e.path}": its parent is not a directory of this transfer`, { subject: e.path });
-      }
-      this.#paths.add(e.path);
-      if (e.kind === 'dir') this.#dirs.add(e.path);
-      if (e.kind === 'symlink') validateLinkTarget(e.target ?? '', e.path);
-      if (e.kind === 'hardlink') {
-        const t = validateHardlinkTarget(e.target ?? '', e.path);
-        const target = this.#findFile(t);
-        if (!target) throw protocol(`hard link ${e.path} points to ${t}, which is not a file listed before it`);
-      }
-      if (e.kind === 'file') {
-        const f: RFile = {
-          entry: e,
-          status: 'pending',
-          offered: 0,
-          leftover: 0,
-          asked: false,
-          from: undefined,
-          temp: null,
-          ranges: [],
-          ended: 0,
-          maxEnd: 0,
-          chain: Promise.resolve(),
-          holdsSlot: false,
-          parts: null,
-          publishing: false,
-          holds: null,
-        };
-        this.#entries.push(f);
-        this.#filesByPath.set(e.path, f);
-        files.push(f);
-        this.#files++;
-        this.#unresolved++;
-        this.#bytesTotal += e.size;
-      } else {
-        this.#entries.push(e);
-      }
+    // The whole batch is checked before anything of it is written (receiver-core.ts).
+    const files = this.#core.admit(batch, (e) => ({
+      // the core's fields (receiver-core.ts coreFileFields), then the driver's
+      entry: e,
+      status: 'pending',
+      offered: 0,
+      asked: false,
+      from: undefined,
+      ranges: [],
+      ended: 0,
+      publishing: false,
+      leftover: 0,
+      temp: null,
+      maxEnd: 0,
+      chain: Promise.resolve(),
+      holdsSlot: false,
+      parts: null,
+      holds: null,
+    }));
+    for (const f of files) {
+      this.#files++;
+      this.#unresolved++;
+      this.#bytesTotal += f.entry.size;
     }
     // Directories in order (parents first), then the files' decisions concurrently.
     // A session that failed meanwhile writes nothing more (its SafeWriter is closed).
@@ -599,17 +533,13 @@ export class ReceiverSession {
       for (const d of decisions) {
         if (d.action === Action.SKIP) continue;
         this.#queueCommit(d.index);
-        const f = this.#fileAt(d.index);
+        const f = this.#core.fileAt(d.index);
         this.#ev.onFileDone?.(f.entry.path, 'committed', f.entry.size);
         this.#resolve();
       }
     }
     this.#ev.onManifest?.(this.#files, this.#bytesTotal, false);
     this.#checkAllResolved();
-  }
-
-  #findFile(path: string): RFile | undefined {
-    return this.#filesByPath.get(path);
   }
 
   async #decide(f: RFile): Promise<Decision | null> {
@@ -638,21 +568,19 @@ export class ReceiverSession {
         if (same && qc !== 'same' && !this.#dryRun) await this.#sink.fixMetadata(e);
       }
       if (same) {
-        f.status = 'skipped';
+        const d = this.#core.decideSkip(f);
         this.#counts.skipped++;
         this.#resolve();
         this.#ev.onFileDone?.(e.path, 'skipped', e.size);
-        return { index: e.index, action: Action.SKIP, offset: 0 };
+        return d;
       }
       if (this.#dryRun) {
         // Reported as "would be committed" once the decision is on the wire (see #onManifest),
         // with the bytes a real run would write (holes and a resumable prefix included).
-        f.status = 'committed';
         this.#counts.committed++;
         this.#counts.bytesWritten += e.size;
-        return { index: e.index, action: Action.SEND, offset: 0 };
+        return this.#core.decideDryRun(f);
       }
-      f.status = 'send';
       // A previous run's temp file can only exist in a directory we did not create.
       if (!fresh) {
         const t = await this.#sink.beginFile(e, { resume: true, inplace: this.#inplace });
@@ -660,15 +588,10 @@ export class ReceiverSession {
         const have = await t.existingPrefix();
         f.leftover = have;
         // A leftover longer than the file now is no prefix of it: sent afresh, truncated at BEGIN.
-        if (have > 0 && have <= e.size) {
-          const prefixHash = await this.#ownWork(t.hashPrefix(have));
-          f.offered = have;
-          f.asked = true;
-          return { index: e.index, action: Action.RESUME, offset: have, prefixHash };
-        }
+        const offer = this.#core.resumeOffer(f, have);
+        if (offer > 0) return this.#core.decideSend(f, offer, await this.#ownWork(t.hashPrefix(offer)));
       }
-      f.asked = true;
-      return { index: e.index, action: Action.SEND, offset: 0 };
+      return this.#core.decideSend(f);
     } catch (x) {
       if (isFerryError(x) && x.code === ErrorCodes.PATH) throw x;
       this.#fileFailed(f, x);
@@ -678,12 +601,6 @@ export class ReceiverSession {
 
   // --- data ---------------------------------------------------------------------------
 
-  #fileAt(index: number): RFile {
-    const f = this.#entries[index];
-    if (f === undefined || !('status' in f)) throw protocol(`data for entry ${index}, which is not a file`);
-    return f;
-  }
-
   /**
    * `release` (the channel's, when the frame was assembled in a buffer it can reuse) is
    * called once no view of the payload is held any more: after the frame is processed,
@@ -691,7 +608,7 @@ export class ReceiverSession {
    * A path that drops such views without consuming them just never releases (the buffer
    * is then garbage-collected), so the buffer is never reused while still referenced.
    */
-  async #onData(payload: Uint8Array, state: { cur: OpenRange | null }, release?: () => void): Promise<void> {
+  async #onData(payload: Uint8Array, state: Stream, release?: () => void): Promise<void> {
     const hold = release ? new Hold(release) : null;
     try {
       await this.#onDataRecords(payload, state, hold);
@@ -700,64 +617,44 @@ export class ReceiverSession {
     }
   }
 
-  async #onDataRecords(payload: Uint8Array, state: { cur: OpenRange | null }, hold: Hold | null): Promise<void> {
+  /**
+   * May this file, whole in its first range, take the small-file path (fs/small-files)?
+   * Small, no temp file adopted, in a directory this session created, nothing the fast
+   * path does not set (owners, xattrs), temp files beside their final names.
+   */
+  readonly #smallOk = (f: RFile): boolean =>
+    f.entry.size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path)) && !this.#sink.needsExtraMeta(f.entry) && !this.#sink.tempsElsewhere;
+
+  async #onDataRecords(payload: Uint8Array, state: Stream, hold: Hold | null): Promise<void> {
     for (const rec of decodeData(payload)) {
       switch (rec.rec) {
-        case 1: {
-          if (state.cur) throw protocol('BEGIN inside an open range');
-          const f = this.#fileAt(rec.index);
-          const size = f.entry.size;
-          if (f.status === 'failed' && f.asked) {
-            // We gave up on it after asking: swallow what was already on its way, unhashed,
-            // but still only inside the file's declared size.
-            if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
-            state.cur = { file: f, start: rec.start, end: rec.end, pos: rec.start, hash: null };
-            break;
-          }
-          if (f.status !== 'send') throw protocol(`data for ${f.entry.path}, which we did not ask for`);
-          if (rec.end > size) throw protocol(`range ${rec.start}-${rec.end} past the size of ${f.entry.path}`);
-          if (f.from === undefined && rec.from === 0 && rec.start === 0 && rec.end === size && size <= SMALL_SYNC_MAX && f.temp === null && this.#createdDirs.has(parentOf(f.entry.path)) && !this.#sink.needsExtraMeta(f.entry) && !this.#sink.tempsElsewhere) {
-            // A small file, whole in this range, in a directory we created: written synchronously at END.
-            f.from = 0;
-            f.parts = [];
-          } else if (f.from === undefined) {
-            if (rec.from !== 0 && rec.from !== f.offered) throw protocol(`resume of ${f.entry.path} at an offset we did not offer`);
-            f.from = rec.from;
-            if (f.from > 0) this.#counts.resumedBytes += f.from;
+        case Rec.BEGIN: {
+          const a = this.#core.begin(state, rec.index, rec.from, rec.start, rec.end, this.#smallOk, newHash);
+          if (a === 'small') {
+            // A small file, whole in this range, in a directory we created: published at END (fs/small-files).
+            state.cur!.file.parts = [];
+          } else if (a === 'open') {
+            const f = state.cur!.file;
+            const from = f.from!;
+            if (from > 0) this.#counts.resumedBytes += from;
             await this.#fileSlots.acquire(1);
             f.holdsSlot = true;
-            const from = f.from;
             this.#enqueue(f, async () => {
               if (!f.temp) f.temp = await this.#sink.beginFile(f.entry, { resume: false, inplace: this.#inplace });
               else if (from === 0 && f.leftover > 0) await f.temp.truncate(0); // no resume (refused, or the leftover is longer): start over
             });
-          } else if (rec.from !== f.from) {
-            throw protocol(`ranges of ${f.entry.path} disagree on the start`);
           }
-          if (rec.start < f.from) throw protocol(`range before the start of ${f.entry.path}`);
-          for (const [s, e] of f.ranges) {
-            if (rec.start < e && s < rec.end) throw protocol(`overlapping ranges of ${f.entry.path}`);
-          }
-          f.ranges.push([rec.start, rec.end]);
-          state.cur = { file: f, start: rec.start, end: rec.end, pos: rec.start, hash: newHash() };
           break;
         }
-        case 2: {
-          const cur = state.cur;
-          if (!cur) throw protocol('CHUNK outside a range');
+        case Rec.CHUNK: {
           const n = rec.data.length;
-          if (rec.offset < cur.pos || rec.offset + n > cur.end) throw protocol(`chunk outside its range in ${cur.file.entry.path}`);
+          const hole = this.#core.chunk(state, rec.offset, n);
+          if (hole === DROP) break; // its file failed meanwhile: nothing of it is hashed or written any more
+          const cur = state.cur!;
           const f = cur.file;
-          if (f.status !== 'send') {
-            // Failed meanwhile: nothing of it is hashed or written any more.
-            cur.hash = null;
-            cur.pos = rec.offset + n;
-            break;
-          }
           const hash = cur.hash!;
-          if (rec.offset > cur.pos) await this.#hashZeros(hash, rec.offset - cur.pos, f); // a hole the sender skipped
+          if (hole > 0) await this.#hashZeros(hash, hole, f); // a hole the sender skipped
           hash.update(rec.data);
-          cur.pos = rec.offset + n;
           if (f.status !== 'send') break;
           if (f.parts) {
             f.parts.push({ offset: rec.offset, data: rec.data });
@@ -788,20 +685,18 @@ export class ReceiverSession {
           );
           break;
         }
-        case 3: {
-          const cur = state.cur;
-          if (!cur) throw protocol('END outside a range');
-          state.cur = null;
+        case Rec.END: {
+          const cur = this.#core.end(state);
           const f = cur.file;
           if (f.status !== 'send' || cur.hash === null) break;
           const hash = cur.hash;
           if (cur.pos < cur.end) await this.#hashZeros(hash, cur.end - cur.pos, f); // a trailing hole
           if (f.status !== 'send') break;
-          if (!Buffer.from(rec.hash).equals(hash.digest())) {
+          const verdict = this.#core.verdict(cur, rec.hash, hash.digest());
+          if (verdict === 'mismatch') {
             this.#fileFailed(f, new FerryError(ErrorCodes.INTEGRITY, `${f.entry.path}: content hash mismatch; not published`, { subject: f.entry.path }));
             break;
           }
-          f.ended += cur.end - cur.start;
           if (f.parts) {
             const parts = f.parts;
             const holds = f.holds ?? [];
@@ -825,16 +720,13 @@ export class ReceiverSession {
             this.#committed(f);
             break;
           }
-          if (f.ended === f.entry.size - f.from!) this.#commit(f);
+          if (verdict === 'complete') this.#commit(f);
           break;
         }
-        case 4: {
-          const f = this.#fileAt(rec.index);
-          if (state.cur && state.cur.file === f) state.cur = null;
-          else if (state.cur) throw protocol('ABORT of a file other than the open range');
-          if (f.status === 'failed') break;
-          // (a file being published has ended: as good as committed)
-          if (f.status !== 'send' || f.publishing) throw protocol(`ABORT of ${f.entry.path}, which we did not ask for`);
+        case Rec.ABORT: {
+          // (a file being published has ended: as good as committed, and cannot be aborted)
+          const f = this.#core.abort(state, rec.index);
+          if (f === null) break; // failed already
           const code = peerErrorCode(rec.code);
           // The sender counted this failure itself; we record it, but do not report it back.
           this.#fileFailed(f, new FerryError(code, `sender: ${rec.message}`, { subject: f.entry.path }), false);
@@ -850,15 +742,8 @@ export class ReceiverSession {
    * budget (FERRY_E_LIMIT past it), and they are hashed in slices of HOLE_SLICE that
    * yield to the event loop, so other streams, reports and timers keep running.
    */
-  async #hashZeros(hash: NonNullable<OpenRange['hash']>, n: number, f: RFile): Promise<void> {
-    this.#holeBytes += n;
-    if (this.#holeBytes > this.#maxHoleBytes) {
-      throw new FerryError(
-        ErrorCodes.LIMIT,
-        `sender ${this.#control.info.peer}: holes in sparse files exceed ${this.#maxHoleBytes} bytes this session, this receiver's limit (ferry recv --max-hole-bytes); at ${f.entry.path}`,
-        { subject: this.#control.info.peer },
-      );
-    }
+  async #hashZeros(hash: Hash, n: number, f: RFile): Promise<void> {
+    this.#core.chargeHole(n, f);
     while (n > 0) {
       const k = Math.min(n, HOLE_SLICE);
       updateZeros(hash, k);
@@ -1019,7 +904,7 @@ export class ReceiverSession {
   }
 
   #checkAllResolved(): void {
-    if (this.#manifestEnded && this.#unresolved === 0) this.#allResolved();
+    if (this.#core.manifestEnded && this.#unresolved === 0) this.#allResolved();
   }
 
   #fileFailed(f: RFile, e: unknown, report = true): void {
@@ -1089,18 +974,18 @@ export class ReceiverSession {
    */
   async #finishDryRun(): Promise<void> {
     for (const e of this.#hardlinks) {
-      const target = this.#findFile(e.target!);
+      const target = this.#core.filesByPath.get(e.target!);
       if (target && (target.status === 'committed' || target.status === 'skipped')) this.#counts.hardlinks++;
       else this.#entryFailed(e, new FerryError(ErrorCodes.WRITE, `${e.path}: hard link target ${e.target} would not be delivered`, { subject: e.path }));
     }
     if ((this.session.flags & SessionFlags.DELETE) !== 0) await this.#deleteExtraneous();
-    for (const x of this.#entries) if (!('status' in x) && x.kind === 'symlink') this.#counts.symlinks++;
+    for (const x of this.#core.entries) if (!('status' in x) && x.kind === 'symlink') this.#counts.symlinks++;
   }
 
   async #finishTree(): Promise<void> {
     if (this.#dryRun) return this.#finishDryRun();
     for (const e of this.#hardlinks) {
-      const target = this.#findFile(e.target!);
+      const target = this.#core.filesByPath.get(e.target!);
       if (!target || (target.status !== 'committed' && target.status !== 'skipped')) {
         this.#entryFailed(e, new FerryError(ErrorCodes.WRITE, `${e.path}: hard link target ${e.target} was not delivered`, { subject: e.path }));
         continue;
@@ -1114,7 +999,7 @@ export class ReceiverSession {
     }
     if ((this.session.flags & SessionFlags.DELETE) !== 0) await this.#deleteExtraneous();
     const symlinkIndex = new Map<string, WireEntry>();
-    for (const x of this.#entries) if (!('status' in x) && x.kind === 'symlink') symlinkIndex.set(x.path, x);
+    for (const x of this.#core.entries) if (!('status' in x) && x.kind === 'symlink') symlinkIndex.set(x.path, x);
     const errors = await this.#sink.finish({
       onEntry: (e: Entry, err: FerryError | null) => {
         if (e.kind !== 'symlink') return;
@@ -1142,7 +1027,7 @@ export class ReceiverSession {
       for (const { name, isDir } of await this.#sink.listDir(rel)) {
         const p = rel === '' ? name : `${rel}/${name}`;
         if (excluded(p, isDir)) continue;
-        if (!this.#paths.has(p)) {
+        if (!this.#core.paths.has(p)) {
           try {
             if (!this.#dryRun) await this.#sink.remove(p);
             this.#counts.deleted++;
@@ -1154,7 +1039,7 @@ export class ReceiverSession {
             this.#failures.push(err);
             this.#ev.onFailure?.(err);
           }
-        } else if (isDir && this.#dirs.has(p)) {
+        } else if (isDir && this.#core.dirs.has(p)) {
           await walkDir(p);
         }
       }
