@@ -10,13 +10,13 @@
  *
  * The listening socket binds to the address the ssh client reached us on (the server
  * half of SSH_CONNECTION), so it is reachable exactly where ssh was, and answers only
- * CPace handshakes keyed by the fresh key: a stranger who connects first fails one
- * handshake and is dropped. The first authenticated connection is the session's
+ * PSK handshakes (secure/handshake.ts) keyed by the fresh key: a stranger who connects
+ * first fails one handshake and is dropped. The first authenticated connection is the session's
  * control stream; later ones are its `-P` streams (JOIN).
  *
  * Start-up is on the user's clock (one small file costs what ssh costs, plus this):
- * the hello goes out first, and the modules only a session needs (the channel with
- * CPace, the sender, the receiver) load while ssh carries the request and the local
+ * the hello goes out first, and the modules only a session needs (the channel, the
+ * sender, the receiver) load while ssh carries the request and the local
  * side dials in (`loadSessionModules`, shared with modes/ssh.ts).
  *
  * While data flows over TCP, stdin stays open as a lifeline: if it ends (the local
@@ -206,7 +206,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   }
   const o = req.options;
   const acceptMs = p.acceptTimeoutMs ?? 30_000;
-  const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, ktls, peer });
+  const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, auth: 'psk' as const, ktls, peer });
 
   let via: 'tcp' | 'ssh' = req.via;
   /** What the local side needs to know to apply scp's single-file rule. */

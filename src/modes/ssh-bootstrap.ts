@@ -20,13 +20,14 @@
  * After the decision the bytes that follow on stdin/stdout
  * are ferry's secure channel (secure/channel.ts) when "ssh" was chosen; with "tcp" the
  * channel runs over TCP connections the local side makes to A:N, and stdin/stdout stay
- * quiet until the remote exits. The key is the CPace secret of those channels.
+ * quiet until the remote exits. The key keys those channels' handshake.
  *
- * Why the key goes through CPace rather than straight into HKDF: one handshake path for
- * every mode (the hostile-peer tests, kTLS hand-off and JOIN of -P streams all keep
- * working), and fresh ephemeral keys per connection, so several streams under one key
- * never share traffic keys and a stranger who reaches the listening port first learns
- * nothing and is dropped after one failed handshake. CPace costs ~1 ms.
+ * The handshake is secure/handshake.ts's PSK variant, not CPace: the key is 32 random
+ * bytes, so there is nothing to protect from offline guessing, and nonces from both
+ * sides plus key confirmation both ways give what the ssh mode needs: fresh traffic
+ * keys per connection (several streams under one key never share them), replays and
+ * reflections fail, and a stranger who reaches the listening port first learns nothing
+ * and is dropped after one failed handshake. Neither side loads the curve code.
  *
  * The remote's argv is fixed (`ferry --server`): no path, name or option from the user
  * is ever part of a shell command line.
@@ -37,8 +38,11 @@ import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
 import { xattrPolicy, type XattrPolicy } from '../fs/xattrs.js';
 import type { SendExtras } from './send.js';
 
-/** Version of this bootstrap; bumped when the messages above change incompatibly. */
-export const SSH_PROTOCOL = 1;
+/**
+ * Version of this bootstrap and of the channel handshake it keys; bumped when either
+ * changes incompatibly (2: the PSK handshake in place of CPace).
+ */
+export const SSH_PROTOCOL = 2;
 export const KEY_BYTES = 32;
 export const MAX_LINE = 1024 * 1024;
 

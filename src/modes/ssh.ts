@@ -235,7 +235,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       const open = async (): Promise<SecureChannel> => {
         const sock = await connectTcp(addr, port, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
         try {
-          const ch = await establishChannel(sock, { role: 'client', secret: key, ktls, peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (${shown})`, handshakeTimeoutMs: 15_000 });
+          const ch = await establishChannel(sock, { role: 'client', secret: key, auth: 'psk', ktls, peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (${shown})`, handshakeTimeoutMs: 15_000 });
           all.add(ch);
           return ch;
         } catch (e) {
@@ -263,6 +263,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       control = await establishChannel(pipeDuplex(child.stdout as Readable, child.stdin), {
         role: 'client',
         secret: key,
+        auth: 'psk',
         ktls: 'off',
         peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (via ssh)`,
       });

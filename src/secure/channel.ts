@@ -48,7 +48,7 @@ import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameTypes, LAST_RESERVED_FRAME_TYPE, encodeFrame } from '../wire/frame.js';
 import type { ChannelInfo, Frame, FrameChannel } from './channel-api.js';
 import { MAX_FRAME_PAYLOAD } from './channel-api.js';
-import { clientHandshake, serverHandshake } from './handshake.js';
+import { clientHandshake, serverHandshake, type HandshakeAuth } from './handshake.js';
 import { nextTrafficSecret, trafficKeys } from './key-schedule.js';
 import { MAX_RECORD_PLAINTEXT, RecordOpener, RecordSealer, sealedLength } from './record-layer.js';
 import { secretBytes } from './secret.js';
@@ -58,6 +58,8 @@ export interface ChannelOptions {
   role: 'client' | 'server';
   /** The shared secret (a string is NFC-normalised and UTF-8 encoded). */
   secret: Uint8Array | string;
+  /** The handshake: 'cpace' (default) for any secret, 'psk' for the ssh mode's 32 random bytes (secure/handshake.ts). */
+  auth?: HandshakeAuth;
   /** Printable peer name; default from the socket's remote address. */
   peer?: string;
   /** Handshake deadline. Default 30 s. */
@@ -178,6 +180,7 @@ export async function establishChannel(stream: Duplex, opts: ChannelOptions): Pr
     secret: typeof opts.secret === 'string' ? secretBytes(opts.secret) : opts.secret,
     peer,
     timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    auth: opts.auth ?? 'cpace',
   };
   let hs;
   try {

@@ -38,13 +38,38 @@
  *   is refused after authentication, on both sides, naming the flag.
  * - A version or magic mismatch: the side that sees it sends a Notice (after its
  *   own hello) and both fail FERRY_E_VERSION; a non-ferry peer is named by guess.
+ *
+ * The ssh mode's variant, PSK (`auth: 'psk'`): there the key is 32 fresh random bytes
+ * that ssh handed over, not something a person chose, so a PAKE buys nothing and
+ * costs two scalar multiplications and the loading of @noble/curves on each side.
+ * The same flow with nonces in place of the CPace shares:
+ *
+ *   client                                         server
+ *   hello, ClientNonce{n_c, flags}  ───────►
+ *                                   ◄───────       hello, ServerNonce{n_s, flags}, ServerConfirm{mac_s}
+ *   verify mac_s; ClientConfirm{mac_c} ────►       verify mac_c
+ *
+ *   n_c, n_s = 32 fresh random bytes each; prk = HKDF-Extract("ferry/1 psk", key)
+ *   th, mac_s, mac_c, traffic secrets and binding exactly as above
+ *
+ * Both nonces are in th, so every connection under one key (the -P streams, a retry)
+ * gets its own traffic keys, and a replayed client meets a fresh n_s and fails
+ * mac_c. The finished keys differ per direction and mac_c also covers
+ * ServerConfirm, so a MAC reflected back to its sender never verifies. A man in the
+ * middle without the key can neither produce mac_s nor alter a byte of the
+ * transcript unnoticed. What PSK gives up is CPace's resistance to offline guessing
+ * (mac_s is a MAC under the key over public values): harmless for a uniformly random
+ * 256-bit key, fatal for a password, so `psk` demands exactly PSK_BYTES of key and
+ * the CLI never offers it for a typed secret. The mode is fixed by each side's
+ * configuration, never negotiated: a PSK server refuses a ClientShare and a CPace
+ * server a ClientNonce (FERRY_E_PROTOCOL), and the two modes' keys come from
+ * different HKDF salts.
  */
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, FerryError, cleanForDisplay, isFerryError, type ErrorCode } from '../core/errors.js';
 import { BufferList } from '../wire/frame.js';
 import { HELLO_BYTES, MAGIC, PROTOCOL_VERSION, checkHelloPrefix, encodeHello, guessProtocol, parseHello } from '../wire/hello.js';
-import { startCPace } from './cpace.js';
 import { deriveSessionSecrets, finishedMac, macEqual, sha256 } from './key-schedule.js';
 
 export const MsgTypes = {
@@ -52,6 +77,8 @@ export const MsgTypes = {
   SERVER_SHARE: 0x02,
   SERVER_CONFIRM: 0x03,
   CLIENT_CONFIRM: 0x04,
+  CLIENT_NONCE: 0x05,
+  SERVER_NONCE: 0x06,
   NOTICE: 0x7f,
 } as const;
 
@@ -66,14 +93,21 @@ export const NoticeCodes = {
 export const MAX_HANDSHAKE_MESSAGE = 1024;
 const MSG_HEADER = 3;
 const SID_BYTES = 16;
+const NONCE_BYTES = 32;
+/** The only key length `auth: 'psk'` accepts: a full-entropy key, never a password. */
+export const PSK_BYTES = 32;
 const MAC_BYTES = 32;
 const FLAG_ENCRYPT = 0x01;
 /** CPace channel identifier: binds the exchange to this protocol and version. */
 const CI = Buffer.from(`ferry/${PROTOCOL_VERSION}`);
 
+export type HandshakeAuth = 'cpace' | 'psk';
+
 export interface HandshakeOptions {
-  /** The shared secret, as bytes (UTF-8 of what the user typed). */
+  /** The shared secret, as bytes (UTF-8 of what the user typed, or the ssh mode's random key). */
   secret: Uint8Array;
+  /** 'cpace' (default) for a secret a person chose; 'psk' only for PSK_BYTES random bytes. */
+  auth?: HandshakeAuth;
   /** Printable name of the peer for messages. */
   peer: string;
   /** The whole handshake must finish within this many ms. */
@@ -91,6 +125,9 @@ export interface HandshakeResult {
 }
 
 export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): Promise<HandshakeResult> {
+  if (opts.auth === 'psk') return clientPskHandshake(stream, opts);
+  // Loaded here, not at the top: the ssh mode's PSK handshake never needs the curve code.
+  const { startCPace } = await import('./cpace.js');
   const io = new HandshakeIO(stream, opts);
   try {
     const sid = randomBytes(SID_BYTES);
@@ -130,6 +167,8 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
 }
 
 export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): Promise<HandshakeResult> {
+  if (opts.auth === 'psk') return serverPskHandshake(stream, opts);
+  const { startCPace } = await import('./cpace.js');
   const io = new HandshakeIO(stream, opts);
   try {
     const myHello = encodeHello();
@@ -172,6 +211,75 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
   } finally {
     io.stop();
   }
+}
+
+/** The ssh mode's client side: nonces instead of CPace shares, the same confirmations. */
+async function clientPskHandshake(stream: Duplex, opts: HandshakeOptions): Promise<HandshakeResult> {
+  const key = pskOf(opts);
+  const io = new HandshakeIO(stream, opts);
+  try {
+    const myHello = encodeHello();
+    const clientNonce = encodeMessage(MsgTypes.CLIENT_NONCE, Buffer.concat([randomBytes(NONCE_BYTES), Buffer.from([FLAG_ENCRYPT])]));
+    io.write(Buffer.concat([myHello, clientNonce]));
+
+    const peerHello = await io.readHello(false);
+    const serverNonce = await io.readMessage(MsgTypes.SERVER_NONCE);
+    if (serverNonce.body.length !== NONCE_BYTES + 1) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a malformed ServerNonce');
+    const thInput = Buffer.concat([myHello, clientNonce, peerHello, serverNonce.raw]);
+    const th = sha256(thInput);
+    const secrets = deriveSessionSecrets(key, th, 'psk');
+
+    const serverConfirm = await io.readMessage(MsgTypes.SERVER_CONFIRM);
+    if (!macEqual(serverConfirm.body, finishedMac(secrets.serverFinishedKey, th))) {
+      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
+    }
+    io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm.raw))));
+    if (!parseFlags(io, serverNonce.body.subarray(NONCE_BYTES))) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
+    return { txSecret: secrets.clientTraffic, rxSecret: secrets.serverTraffic, sessionBinding: secrets.binding, leftover: io.release() };
+  } finally {
+    io.stop();
+  }
+}
+
+/** The ssh mode's server side. */
+async function serverPskHandshake(stream: Duplex, opts: HandshakeOptions): Promise<HandshakeResult> {
+  const key = pskOf(opts);
+  const io = new HandshakeIO(stream, opts);
+  try {
+    const myHello = encodeHello();
+    io.write(myHello);
+    const peerHello = await io.readHello(true);
+    const clientNonce = await io.readMessage(MsgTypes.CLIENT_NONCE);
+    if (clientNonce.body.length !== NONCE_BYTES + 1) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a malformed ClientNonce');
+    const serverNonce = encodeMessage(MsgTypes.SERVER_NONCE, Buffer.concat([randomBytes(NONCE_BYTES), Buffer.from([FLAG_ENCRYPT])]));
+    const thInput = Buffer.concat([peerHello, clientNonce.raw, myHello, serverNonce]);
+    const th = sha256(thInput);
+    const secrets = deriveSessionSecrets(key, th, 'psk');
+    const serverConfirm = encodeMessage(MsgTypes.SERVER_CONFIRM, finishedMac(secrets.serverFinishedKey, th));
+    io.write(Buffer.concat([serverNonce, serverConfirm]));
+
+    let clientConfirm: { body: Buffer; raw: Buffer };
+    try {
+      clientConfirm = await io.readMessage(MsgTypes.CLIENT_CONFIRM);
+    } catch (e) {
+      throw unprovenAfterConfirm(opts.peer, e);
+    }
+    if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
+      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
+    }
+    if (!parseFlags(io, clientNonce.body.subarray(NONCE_BYTES))) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
+    return { txSecret: secrets.serverTraffic, rxSecret: secrets.clientTraffic, sessionBinding: secrets.binding, leftover: io.release() };
+  } finally {
+    io.stop();
+  }
+}
+
+/** A PSK is a full-entropy key of exactly PSK_BYTES: anything else is a programming error. */
+function pskOf(opts: HandshakeOptions): Uint8Array {
+  if (opts.secret.length !== PSK_BYTES) {
+    throw new FerryError(ErrorCodes.INTERNAL, `the PSK handshake needs a ${PSK_BYTES}-byte random key, not a ${opts.secret.length}-byte secret`);
+  }
+  return opts.secret;
 }
 
 function authFailedText(peer: string): string {

@@ -11,7 +11,9 @@
  * and our userspace record layer agree on every key.
  *
  *   prk        = HKDF-Extract(salt = "ferry/1 cpace", IKM = ISK)
+ *                (the ssh mode's PSK handshake: salt = "ferry/1 psk", IKM = the 32-byte key)
  *   th         = SHA-256(client hello || ClientShare || server hello || ServerShare)
+ *                (PSK: ClientNonce and ServerNonce in place of the shares)
  *   s_finished = Expand-Label(prk, "ferry s finished", th, 32)
  *   c_finished = Expand-Label(prk, "ferry c finished", th, 32)
  *   c_ap / s_ap = Expand-Label(prk, "ferry c ap" / "ferry s ap", th, 32)
@@ -90,10 +92,11 @@ export interface SessionSecrets {
   binding: Buffer;
 }
 
-const SALT = Buffer.from('ferry/1 cpace');
+const SALTS = { cpace: Buffer.from('ferry/1 cpace'), psk: Buffer.from('ferry/1 psk') } as const;
 
-export function deriveSessionSecrets(isk: Uint8Array, transcriptHash: Uint8Array): SessionSecrets {
-  const prk = hkdfExtract(SALT, isk);
+/** `ikm` is CPace's ISK, or the ssh mode's key for `psk`: the two never share a prk. */
+export function deriveSessionSecrets(ikm: Uint8Array, transcriptHash: Uint8Array, kind: keyof typeof SALTS = 'cpace'): SessionSecrets {
+  const prk = hkdfExtract(SALTS[kind], ikm);
   return {
     clientTraffic: deriveSecret(prk, 'ferry c ap', transcriptHash),
     serverTraffic: deriveSecret(prk, 'ferry s ap', transcriptHash),
