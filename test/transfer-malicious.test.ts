@@ -235,6 +235,23 @@ async function hostileReceiver(
   return senderP;
 }
 
+test('protocol attack: unknown session flag bits', async () => {
+  // A flag or extension policy bit this receiver does not know is a request it would
+  // silently not honour (a newer sender's option): FERRY_E_PROTOCOL before anything is opened.
+  const bad = [
+    { version: TRANSFER_VERSION, flags: 0x80, streams: 1, chunkSize: 65536, excludes: [] },
+    { version: TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [], policy: 0x10 },
+    { version: TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [], policy: 0x80 },
+  ];
+  for (const session of bad) {
+    const [s, r] = memoryChannelPair();
+    const opening = readOpening(r);
+    await s.send(MsgType.SESSION, encodeSession(session));
+    await expectCode(opening, 'FERRY_E_PROTOCOL');
+    await assert.rejects(opening, /unknown (flag|policy) bits/);
+  }
+});
+
 test('hostile receiver: a decision for an index never sent is FERRY_E_PROTOCOL', async () => {
   await expectCode(hostileReceiver(() => encodeDecisions([{ index: 999, action: Action.SEND, offset: 0 }])), 'FERRY_E_PROTOCOL');
 });

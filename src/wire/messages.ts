@@ -100,6 +100,8 @@ export const SessionFlags = {
   OWNER_NAMES: 64,
 } as const;
 
+const KNOWN_SESSION_FLAGS = Object.values(SessionFlags).reduce((a, b) => a | b, 0);
+
 /** Optional manifest fields, switched on by session flags (so a plain manifest stays small). */
 export interface ManifestFields {
   owners?: boolean;
@@ -132,6 +134,8 @@ export const SessionPolicy = {
   /** --inplace: rewrite existing files under their own name. */
   INPLACE: 8,
 } as const;
+
+const KNOWN_SESSION_POLICY = Object.values(SessionPolicy).reduce((a, b) => a | b, 0);
 
 /** One --include/--exclude rule, in order (first match wins). */
 export interface WireFilter {
@@ -403,6 +407,8 @@ export function decodeSession(b: Uint8Array): SessionMsg {
   const r = new ByteReader(b, 'SESSION');
   const version = r.varint(0xffff);
   const flags = r.varint(0xff);
+  // A bit this side does not know would be a request silently not honoured: refuse it.
+  if ((flags & ~KNOWN_SESSION_FLAGS) !== 0) throw protocolError(`SESSION: unknown flag bits 0x${(flags & ~KNOWN_SESSION_FLAGS).toString(16)}`);
   const streams = r.varint(MAX_STREAMS);
   if (streams < 1) throw protocolError('SESSION: zero streams');
   const chunkSize = r.varint(MAX_CHUNK_SIZE);
@@ -413,6 +419,7 @@ export function decodeSession(b: Uint8Array): SessionMsg {
   const m: SessionMsg = { version, flags, streams, chunkSize, excludes };
   if (r.remaining > 0) {
     m.policy = r.varint(0xff);
+    if ((m.policy & ~KNOWN_SESSION_POLICY) !== 0) throw protocolError(`SESSION: unknown policy bits 0x${(m.policy & ~KNOWN_SESSION_POLICY).toString(16)}`);
     const nf = r.varint(MAX_EXCLUDES);
     m.filters = [];
     for (let i = 0; i < nf; i++) {
