@@ -46,6 +46,7 @@ import { compileExcludes, compileFilters, type FilterRule } from '../fs/exclude.
 import { walkFilesFrom } from '../fs/files-from.js';
 import { removeSource } from '../fs/remove-source.js';
 import { NO_POLICY, existingFromStat, hasPolicy, keepExisting, type KeepReason, type UpdatePolicy } from '../transfer/update-policy.js';
+import { Budget } from '../transfer/queue.js';
 import { parentOf } from '../fs/path-safety.js';
 import { SafeWriter, mtimesEqual, type FileTarget, type QuickCheck } from '../fs/safe-writer.js';
 import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
@@ -175,32 +176,6 @@ export function newCounters(): CopyCounters {
 /** Entries the walk may run ahead of the copies (metadata only: ~100 MB at most). */
 const WALK_AHEAD = 200_000;
 
-class Semaphore {
-  #free: number;
-  #waiters: Array<() => void> = [];
-  constructor(n: number) {
-    this.#free = n;
-  }
-  /** Take a slot if one is free now. */
-  tryAcquire(): boolean {
-    if (this.#free === 0) return false;
-    this.#free--;
-    return true;
-  }
-  async acquire(): Promise<void> {
-    if (this.#free > 0) {
-      this.#free--;
-      return;
-    }
-    await new Promise<void>((r) => this.#waiters.push(r));
-  }
-  release(): void {
-    const w = this.#waiters.shift();
-    if (w) w();
-    else this.#free++;
-  }
-}
-
 async function realpathOrNearest(p: string): Promise<string> {
   // realpath of the deepest existing ancestor, plus the rest: where DST will really be.
   let cur = path.resolve(p);
@@ -323,7 +298,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
     writer.setRootMetadata(Number(st.mode & 0o7777n), st.mtimeNs, { uid: Number(st.uid), gid: Number(st.gid), ...(rootXattrs ? { xattrs: rootXattrs } : {}) });
   }
 
-  const sem = new Semaphore(Math.max(1, (opts.jobs ?? 1) * (opts.queueDepth ?? 64)));
+  const sem = new Budget(Math.max(1, (opts.jobs ?? 1) * (opts.queueDepth ?? 64)));
   /** Resolves true when the directory is ready for children, false when it failed. */
   const dirReady = new Map<string, Promise<boolean>>();
   dirReady.set('', Promise.resolve(true));

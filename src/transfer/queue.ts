@@ -6,10 +6,11 @@
  * bounded by the manifest), `take()` waits for work and returns undefined once the
  * queue is closed and drained.
  *
- * `Budget` bounds what is in flight (bytes buffered for the disk, files open): the
- * receiver awaits `acquire(n)` before queueing a write and so stops reading frames —
- * which is what pushes back on the sender through the channel — when the disk is
- * slower than the network.
+ * `Budget` bounds what is in flight (bytes buffered for the disk, files open, copies
+ * started): the receiver awaits `acquire(n)` before queueing a write and so stops
+ * reading frames — which is what pushes back on the sender through the channel — when
+ * the disk is slower than the network; with units of 1 it is the semaphore local copy
+ * bounds its tasks with (modes/copy.ts). Waiters are served in order.
  */
 export class WorkQueue<T> {
   #items: T[] = [];
@@ -81,16 +82,22 @@ export class Budget {
     return this.#used;
   }
 
-  /** Wait until `n` fits (a request larger than the limit waits for an empty budget). */
-  async acquire(n: number): Promise<void> {
+  /** Take `n` now if it fits and nobody waits before us; false otherwise (nothing taken). */
+  tryAcquire(n = 1): boolean {
     if (this.#waiters.length === 0 && (this.#used + n <= this.limit || this.#used === 0)) {
       this.#used += n;
-      return;
+      return true;
     }
+    return false;
+  }
+
+  /** Wait until `n` fits (a request larger than the limit waits for an empty budget). */
+  async acquire(n = 1): Promise<void> {
+    if (this.tryAcquire(n)) return;
     await new Promise<void>((resolve) => this.#waiters.push({ n, resolve }));
   }
 
-  release(n: number): void {
+  release(n = 1): void {
     this.#used -= n;
     while (this.#waiters.length > 0) {
       const w = this.#waiters[0]!;
