@@ -206,12 +206,20 @@ test('hostile data: data for a file we did not ask for, or for an entry that is 
   assert.equal(b!.status, 'pending');
 });
 
-test('hash mismatch: the verdict fails the file, and its bytes never count as ended', () => {
-  const { c, f, s } = asked(100);
-  c.begin(s, 0, 0, 0, 100, never, newHash);
-  c.chunk(s, 0, 100);
+test('hash mismatch: the verdict fails the file, its bytes never count as ended, nothing of it is published', () => {
+  const { c, f, s } = asked(100, 0);
+  const s2: S = newStream();
+  c.begin(s, 0, 0, 0, 50, never, newHash);
+  c.begin(s2, 0, 0, 50, 100, never, newHash);
+  c.chunk(s, 0, 50);
   assert.equal(c.verdict(c.end(s), H(1), H(2)), 'mismatch');
   assert.equal(f.ended, 0);
+  assert.equal(c.failed(f), true);
+  assert.equal(c.failed(f), false, 'failed once');
+  // the other stream's range of it goes on arriving: dropped, never 'complete'
+  assert.equal(c.chunk(s2, 50, 50), DROP);
+  assert.equal(c.end(s2).hash, null, 'no hash: the driver neither verifies nor publishes it');
+  assert.equal(f.status, 'failed');
   const t = asked(100);
   t.c.begin(t.s, 0, 0, 0, 100, never, newHash);
   assert.equal(t.c.verdict(t.c.end(t.s), H(1), new Uint8Array(15).fill(1)), 'mismatch', 'a digest of another length');

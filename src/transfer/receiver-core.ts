@@ -364,6 +364,22 @@ export class ReceiverCore<F extends CoreFile> {
     return f;
   }
 
+  /** The file is published: resolved. */
+  committed(f: F): void {
+    f.status = 'committed';
+  }
+
+  /**
+   * The file failed (a write error, a hash mismatch, the sender's ABORT): false when it
+   * was resolved already (nothing more to do). Its later ranges are swallowed unhashed
+   * and nothing of it is published.
+   */
+  failed(f: F): boolean {
+    if (f.status === 'failed' || f.status === 'committed' || f.status === 'skipped') return false;
+    f.status = 'failed';
+    return true;
+  }
+
   /** A stream ended: it must not be inside a range. */
   streamEnded<H>(s: StreamState<F, H>): void {
     if (s.cur) throw protocol('stream ended inside a range');

@@ -881,7 +881,7 @@ export class ReceiverSession {
 
   #committed(f: RFile): void {
     this.#progress();
-    f.status = 'committed';
+    this.#core.committed(f);
     this.#counts.committed++;
     this.#releaseSlot(f);
     this.#queueCommit(f.entry.index);
@@ -908,9 +908,8 @@ export class ReceiverSession {
   }
 
   #fileFailed(f: RFile, e: unknown, report = true): void {
-    if (f.status === 'failed' || f.status === 'committed' || f.status === 'skipped') return;
+    if (!this.#core.failed(f)) return; // resolved already
     const err = isFerryError(e) ? e : fromSystemError(e, 'write', f.entry.path);
-    f.status = 'failed';
     this.#counts.failed++;
     this.#failures.push(err);
     this.#ev.onFailure?.(err);

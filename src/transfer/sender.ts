@@ -1,6 +1,7 @@
 /**
- * The sending side of a transfer session, as a state machine over FrameChannels:
- * manifest out, decisions in, data out, commits in. No sockets here (modes/send.ts
+ * The sending side of a transfer session over FrameChannels: manifest out, decisions
+ * in, data out, commits in; the driver of transfer/sender-core.ts, which holds the
+ * protocol's rules and the scheduling with no I/O. No sockets here (modes/send.ts
  * connects them), so the same code runs over TCP, ssh pipes and in-memory pairs.
  *
  * Why it is built this way:
@@ -17,10 +18,11 @@
  * - `-P N`: one worker per stream, all taking from the same queue; a file of
  *   `splitThreshold` bytes or more is cut into ranges of `rangeSize` that different
  *   streams carry at once. Small files are packed many to a DATA frame.
- * - Trust nothing from the receiver: a decision for an index we never sent, for a
- *   non-file, twice, or a resume offset past the size is FERRY_E_PROTOCOL, and so is
- *   a failure report for an index we never sent or one already reported; a resume
- *   offer is honoured only when the prefix hash matches our own file's prefix.
+ * - Trust nothing from the receiver (the core's checks): a decision for an index we
+ *   never sent, for a non-file, twice, or a resume offset past the size is
+ *   FERRY_E_PROTOCOL, and so is a failure report for an index we never sent or one
+ *   already reported; a resume offer is honoured only when the prefix hash matches
+ *   our own file's prefix (hashed here, judged there).
  * - A source file is fstat'ed after it is read (large files also before) and compared
  *   with what the walk saw; if its size or mtime (or ctime) changed it is aborted
  *   (FERRY_E_CHANGED) instead of ended, and the receiver discards it: a file is never
@@ -36,10 +38,9 @@
  *   caller exits 0 only when every file was committed or skipped.
  */
 import type { SourceEntry } from '../core/entry.js';
-import { ErrorCodes, FerryError, fromSystemError, isFerryError, peerErrorCode } from '../core/errors.js';
+import { ErrorCodes, FerryError, fromSystemError, isFerryError } from '../core/errors.js';
 import type { FrameChannel } from '../secure/channel-api.js';
 import {
-  Action,
   ByteWriter,
   MsgType,
   SessionFlags,
@@ -56,7 +57,6 @@ import {
   encodeJoin,
   encodeManifest,
   encodeSession,
-  MAX_ENTRIES,
   writeAbort,
   writeBegin,
   writeChunkHeader,
@@ -73,6 +73,7 @@ import { SenderOwnerNames } from '../fs/owner-names.js';
 import { FileReader, type SmallRead } from './file-reader.js';
 import { isAllZero } from './hash.js';
 import { WorkQueue } from './queue.js';
+import { protocol, remoteError, SenderCore, type FileState, type Job } from './sender-core.js';
 
 export interface SenderOptions {
   /** Parallel streams (1 = the control stream only). */
@@ -139,30 +140,6 @@ export interface SenderResult {
   streams: number;
 }
 
-interface FileState {
-  entry: SourceEntry;
-  index: number;
-  decided: boolean;
-  resolved: boolean;
-  /** Ranges still to be sent, for split files. */
-  rangesLeft: number;
-  /** We aborted it (read error, changed source) and counted the failure. */
-  aborted: boolean;
-  /** The receiver reported it failed: stop sending it. */
-  dropped: boolean;
-}
-
-interface Job {
-  file: FileState;
-  /** The first job of a file: decides resume and splitting. */
-  head: boolean;
-  /** RESUME offer to verify before sending (head job only). */
-  resumeOffer?: { offset: number; hash: Uint8Array };
-  from: number;
-  start: number;
-  end: number;
-}
-
 const FRAME_TARGET = 256 * 1024;
 /** Small files (read whole, many at once per stream): at most this big… */
 const SMALL_FILE_MAX = 256 * 1024;
@@ -177,15 +154,6 @@ const MANIFEST_FLUSH_MS = 20;
 const DEFAULT_SPLIT = 64 * 1024 * 1024;
 const DEFAULT_RANGE = 32 * 1024 * 1024;
 
-function remoteError(code: string, message: string): FerryError {
-  const known = peerErrorCode(code);
-  return new FerryError(known, `receiver: ${message}`);
-}
-
-function protocol(msg: string): FerryError {
-  return new FerryError(ErrorCodes.PROTOCOL, `receiver broke the protocol: ${msg}`);
-}
-
 /**
  * Run one session as the sender. `entries` yields the walk's batches (fs/walk).
  * Resolves when the receiver has confirmed every file; rejects with a fatal
@@ -197,25 +165,21 @@ export async function runSender(
   opts: SenderOptions,
 ): Promise<SenderResult> {
   const ev = opts.events ?? {};
-  const files: FileState[] = [];
-  const byIndex: (FileState | SourceEntry)[] = [];
   const failures: FerryError[] = [];
   const warnings: FerryError[] = [];
   const queue = new WorkQueue<Job>();
   const channels: FrameChannel[] = [control];
-  const splitThreshold = opts.splitThreshold ?? DEFAULT_SPLIT;
-  const rangeSize = opts.rangeSize ?? DEFAULT_RANGE;
-  let manifestCount = 0;
-  let manifestDone = false;
-  let fileCount = 0;
-  let decidedCount = 0;
-  /** Head jobs not yet started: they may still split into more jobs. */
-  let headsPending = 0;
-  let bytesTotal = 0;
+  /** The protocol: every check on the receiver's replies, and the scheduling (transfer/sender-core.ts). */
+  const core = new SenderCore({
+    streams: opts.streams,
+    dryRun: opts.dryRun,
+    delete: opts.delete,
+    splitThreshold: opts.splitThreshold ?? DEFAULT_SPLIT,
+    rangeSize: opts.rangeSize ?? DEFAULT_RANGE,
+  });
   let bytesSent = 0;
   let resumedBytes = 0;
   let fatal: FerryError | undefined;
-  let summary: SummaryMsg | undefined;
   let resolveSummary!: () => void;
   const summaryArrived = new Promise<void>((r) => (resolveSummary = r));
 
@@ -238,7 +202,7 @@ export async function runSender(
   };
 
   const maybeCloseQueue = (): void => {
-    if (manifestDone && decidedCount === fileCount && headsPending === 0 && !queue.closed) queue.close();
+    if (core.queueDone && !queue.closed) queue.close();
   };
 
   // --- 1. Session start ------------------------------------------------------------
@@ -286,66 +250,18 @@ export async function runSender(
 
   // --- 2. The control reader: decisions, commits, failures, summary -----------------
   const onDecisions = (payload: Uint8Array): void => {
-    for (const d of decodeDecisions(payload)) {
-      const f = byIndex[d.index];
-      if (f === undefined || !('decided' in f)) throw protocol(`decision for entry ${d.index}, which is not a file we sent`);
-      if (f.decided) throw protocol(`second decision for entry ${d.index}`);
-      f.decided = true;
-      decidedCount++;
-      const size = f.entry.size;
-      if (d.action === Action.SKIP) {
-        f.resolved = true;
-        ev.onFileDone?.(f.entry, 'skipped', size);
-      } else if (opts.dryRun) {
-        // Dry run: the receiver only reports what it would ask for.
-        if (d.offset > size) throw protocol(`resume offset ${d.offset} past the size of ${f.entry.path}`);
-      } else {
-        if (d.offset > size) throw protocol(`resume offset ${d.offset} past the size of ${f.entry.path}`);
-        const job: Job = { file: f, head: true, from: 0, start: 0, end: size };
-        if (d.action === Action.RESUME) job.resumeOffer = { offset: d.offset, hash: d.prefixHash! };
-        headsPending++;
-        queue.push(job);
-      }
-    }
+    const { jobs, skipped } = core.onDecisions(decodeDecisions(payload));
+    for (const f of skipped) ev.onFileDone?.(f.entry, 'skipped', f.entry.size);
+    for (const job of jobs) queue.push(job);
     maybeCloseQueue();
   };
 
   const onCommitted = (payload: Uint8Array): void => {
-    for (const i of decodeCommitted(payload)) {
-      const f = byIndex[i];
-      if (f === undefined || !('decided' in f)) throw protocol(`commit for entry ${i}, which is not a file we sent`);
-      if (!f.decided || f.resolved) throw protocol(`unexpected commit for ${f.entry.path}`);
-      if (!opts.dryRun && (f.rangesLeft > 0 || f.aborted)) throw protocol(`commit for ${f.entry.path} before its data was sent`);
-      f.resolved = true;
-      ev.onFileDone?.(f.entry, 'committed', f.entry.size);
-    }
+    for (const f of core.onCommitted(decodeCommitted(payload))) ev.onFileDone?.(f.entry, 'committed', f.entry.size);
   };
 
-  let deletedReported = 0;
-
-  // Each entry may be reported failed once: a repeat (a hostile receiver could send
-  // FAILED for one directory forever, growing our failure list) is a protocol error.
-  const reported = new Set<number>();
   const onFailed = (payload: Uint8Array): void => {
-    for (const item of decodeFailed(payload)) {
-      const f = byIndex[item.index];
-      if (f === undefined) throw protocol(`failure report for unknown entry ${item.index}`);
-      const path = 'decided' in f ? f.entry.path : f.path;
-      if (reported.has(item.index)) throw protocol(`second failure report for ${path}`);
-      reported.add(item.index);
-      if ('decided' in f) {
-        if (f.aborted) continue; // we aborted it ourselves and counted it already
-        if (f.resolved) throw protocol(`failure report for ${path}, already resolved`);
-        f.resolved = true;
-        f.dropped = true;
-        if (!f.decided) {
-          f.decided = true;
-          decidedCount++;
-        }
-      }
-      const code = peerErrorCode(item.code);
-      addFailure(new FerryError(code, `receiver: ${item.message}`, { subject: path }));
-    }
+    for (const err of core.onFailed(decodeFailed(payload))) addFailure(err);
     maybeCloseQueue();
   };
 
@@ -353,7 +269,7 @@ export async function runSender(
     for (;;) {
       const r = await controlFrames.next();
       if (r.done) {
-        if (!summary) throw new FerryError(ErrorCodes.CONNECT, `receiver ${control.info.peer} ended the session early`);
+        if (!core.summary) throw new FerryError(ErrorCodes.CONNECT, `receiver ${control.info.peer} ended the session early`);
         return;
       }
       const { type, payload } = r.value;
@@ -368,19 +284,10 @@ export async function runSender(
           onFailed(payload);
           break;
         case MsgType.DELETED:
-          if (summary) throw protocol('DELETED after SUMMARY');
-          if (!opts.delete) throw protocol('DELETED in a session without --delete');
-          for (const d of decodeDeleted(payload)) {
-            if (++deletedReported > MAX_ENTRIES) throw protocol('too many deletions reported');
-            ev.onDeleted?.(d.path, d.dir);
-          }
+          for (const d of core.onDeleted(decodeDeleted(payload))) ev.onDeleted?.(d.path, d.dir);
           break;
         case MsgType.SUMMARY:
-          if (summary) throw protocol('second SUMMARY');
-          summary = decodeSummary(payload);
-          if (summary.deleted !== deletedReported) throw protocol(`SUMMARY counts ${summary.deleted} deletions, DELETED listed ${deletedReported}`);
-          if (!manifestDone) throw protocol('SUMMARY before the manifest was complete');
-          for (const f of files) if (!f.resolved) throw protocol(`SUMMARY before ${f.entry.path} was confirmed`);
+          core.onSummary(decodeSummary(payload));
           resolveSummary();
           break;
         case MsgType.ERROR: {
@@ -439,52 +346,24 @@ export async function runSender(
     const entry = file.entry;
     const abort = (err: FerryError): void => {
       writeAbort(frame.w, file.index, err.code, err.message);
-      if (!file.aborted) {
-        file.aborted = true;
-        if (!file.resolved) {
-          file.resolved = true;
-          addFailure(err);
-        }
-      }
+      if (core.abort(file)) addFailure(err);
     };
-    let headDone = !job.head;
     const finishHead = (): void => {
-      if (!headDone) {
-        headDone = true;
-        headsPending--;
+      if (job.head) {
+        core.headDone(job);
         maybeCloseQueue();
       }
     };
     if (file.aborted || file.dropped) return finishHead();
     try {
       if (job.head) {
-        job.head = false;
-        let from = 0;
-        if (job.resumeOffer) {
-          // The receiver claims to hold the first `offset` bytes: believe it only if the hashes agree.
-          const { offset, hash } = job.resumeOffer;
-          const mine = await hashSourcePrefix(entry, offset);
-          if (mine.equals(hash)) from = offset;
-          resumedBytes += from;
-          delete job.resumeOffer;
-        }
-        job.from = from;
-        job.start = from;
-        // Split what is left into ranges that the other streams carry at once.
-        const left = entry.size - from;
-        if (opts.streams > 1 && left >= splitThreshold) {
-          const ranges: Job[] = [];
-          for (let s = from; s < entry.size; s += rangeSize) {
-            ranges.push({ file, head: false, from, start: s, end: Math.min(entry.size, s + rangeSize) });
-          }
-          file.rangesLeft = ranges.length;
-          job.end = ranges[0]!.end;
-          queue.pushFront(ranges.slice(1));
-        } else {
-          file.rangesLeft = 1;
-        }
-        headsPending--;
-        headDone = true;
+        // The receiver claims to hold the first `offset` bytes: believe it only if the hashes agree.
+        const offer = job.resumeOffer;
+        const resumeOk = offer !== undefined && (await hashSourcePrefix(entry, offer.offset)).equals(offer.hash);
+        // Where the data starts, and a big file's other ranges for the other streams.
+        const { more, resumed } = core.startHead(job, resumeOk);
+        resumedBytes += resumed;
+        if (more.length > 0) queue.pushFront(more);
         maybeCloseQueue();
       }
       // A worker thread opens the file, checks it against the walk, reads and hashes
@@ -511,7 +390,7 @@ export async function runSender(
         c.release();
       }
       writeEnd(frame.w, range.digest!);
-      file.rangesLeft--;
+      core.rangeSent(file);
     } catch (e) {
       if (fatal) throw fatal;
       const err = isFerryError(e) ? e : fromSystemError(e, 'read', entry.path);
@@ -532,18 +411,13 @@ export async function runSender(
 
   const emitSmall = (job: Job, data: SmallRead | FerryError, frame: { w: ByteWriter }): void => {
     const file = job.file;
-    job.head = false;
+    core.headDone(job);
     file.rangesLeft = 1;
-    headsPending--;
     maybeCloseQueue();
     if (file.aborted || file.dropped) return;
     if (data instanceof FerryError) {
       writeAbort(frame.w, file.index, data.code, data.message);
-      file.aborted = true;
-      if (!file.resolved) {
-        file.resolved = true;
-        addFailure(data);
-      }
+      if (core.abort(file)) addFailure(data);
       return;
     }
     const size = file.entry.size;
@@ -556,7 +430,7 @@ export async function runSender(
       ev.onBytes?.(size);
     }
     writeEnd(frame.w, data.hash);
-    file.rangesLeft = 0;
+    core.rangeSent(file);
   };
 
   const worker = async (ch: FrameChannel): Promise<void> => {
@@ -649,14 +523,14 @@ export async function runSender(
       if (batch.length === 0) return;
       const b = batch;
       batch = [];
-      if (opts.checksum) await hashBatch(b, byIndex);
+      if (opts.checksum) await hashBatch(b, core.byIndex);
       await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum, fields, ownerNames?.take()));
-      ev.onManifest?.(fileCount, bytesTotal, false);
+      ev.onManifest?.(core.fileCount, core.bytesTotal, false);
     };
     for await (const group of entries) {
       if (fatal) break;
       for (const e of group) {
-        const index = manifestCount++;
+        const index = core.list(e);
         const w: WireEntry = { index, kind: e.kind, path: e.path, size: e.size, mode: e.mode, mtimeNs: e.mtimeNs };
         if (e.target !== undefined) w.target = e.target;
         if (fields.owners) {
@@ -674,15 +548,6 @@ export async function runSender(
             ev.onWarning?.(err);
           }
         }
-        if (e.kind === 'file') {
-          const f: FileState = { entry: e, index, decided: false, resolved: false, rangesLeft: 1, aborted: false, dropped: false };
-          files.push(f);
-          byIndex[index] = f;
-          fileCount++;
-          bytesTotal += e.size;
-        } else {
-          byIndex[index] = e;
-        }
         if (batch.length === 0) batchStarted = Date.now();
         batch.push(w);
         if (batch.length >= MANIFEST_BATCH || Date.now() - batchStarted > MANIFEST_FLUSH_MS) await flushManifest();
@@ -690,9 +555,8 @@ export async function runSender(
     }
     if (fatal) throw fatal;
     await flushManifest();
-    manifestDone = true;
-    await control.send(MsgType.MANIFEST_END, encodeCount(manifestCount));
-    ev.onManifest?.(fileCount, bytesTotal, true);
+    await control.send(MsgType.MANIFEST_END, encodeCount(core.endManifest()));
+    ev.onManifest?.(core.fileCount, core.bytesTotal, true);
     maybeCloseQueue();
   } catch (e) {
     throw fail(e);
@@ -704,7 +568,7 @@ export async function runSender(
   });
   await summaryArrived;
   if (fatal) throw fatal;
-  for (const f of files) {
+  for (const f of core.files) {
     if (!f.resolved) throw fail(protocol(`summary before ${f.entry.path} was confirmed`));
   }
   await Promise.all(channels.map((ch) => ch.close())).catch((e) => {
@@ -715,11 +579,11 @@ export async function runSender(
   });
   await reader.close();
   return {
-    summary: summary!,
+    summary: core.summary!,
     failures,
     warnings,
-    files: fileCount,
-    bytesTotal,
+    files: core.fileCount,
+    bytesTotal: core.bytesTotal,
     bytesSent,
     resumedBytes,
     streams: channels.length,
