@@ -24,6 +24,10 @@
  *   errno of its fstatat/readlinkat (0: ok; then the stat fields are 0), uid, gid;
  *   big[3i..3i+2] = mtime in ns, device, inode. A failure to list the directory
  *   itself rejects with an Error whose `errno` is set.
+ *
+ * statAt(fd, names, count) -> Promise<[nums, big]>: the same records for names the
+ *   caller gives (the receiver's and the local copy's quick check against DST),
+ *   fstatat relative to the verified directory fd, no listing, no readlink.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -248,9 +252,146 @@ static napi_value list_dir(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/*
+ * statAt(fd, names, count) -> Promise<[nums: Float64Array, big: BigInt64Array]>
+ *
+ * The quick check's half of the walk: `count` names (NUL-terminated, back to back in
+ * `names`) lstat'ed with fstatat(fd, name, AT_SYMLINK_NOFOLLOW) relative to a
+ * directory descriptor the caller verified, on a pool thread. One call per directory
+ * of a manifest batch replaces a Stats object and a /proc/self/fd/N/name lookup per
+ * file. Results use listDir's record layout (name fields and the target length are 0
+ * / -1: nothing is read or returned but the stat), so one decoder serves both; a name
+ * that does not exist has errno ENOENT in nums[10i+7]. It decides nothing.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref names_ref;
+  int fd;
+  const char *names;
+  size_t names_len;
+  size_t n;
+  int err;
+  double *nums;
+  int64_t *big;
+} stat_t;
+
+static void stat_execute(napi_env env, void *data) {
+  (void)env;
+  stat_t *s = data;
+  const char *p = s->names;
+  const char *end = s->names + s->names_len;
+  for (size_t i = 0; i < s->n; i++) {
+    const char *z = p < end ? memchr(p, 0, (size_t)(end - p)) : NULL;
+    double *num = s->nums + NUMS * i;
+    int64_t *big = s->big + BIGS * i;
+    num[2] = -1;
+    if (z == NULL) {
+      /* Fewer names than count: the rest fail with EINVAL. */
+      num[7] = EINVAL;
+      continue;
+    }
+    struct stat st;
+    if (fstatat(s->fd, p, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      num[7] = errno;
+    } else {
+      num[3] = st.st_mode;
+      num[4] = (double)st.st_size;
+      num[5] = (double)st.st_nlink;
+      num[6] = (double)st.st_blocks;
+      num[8] = (double)st.st_uid;
+      num[9] = (double)st.st_gid;
+      big[0] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+      big[1] = (int64_t)st.st_dev;
+      big[2] = (int64_t)st.st_ino;
+    }
+    p = z + 1;
+  }
+}
+
+static void stat_complete(napi_env env, napi_status status, void *data) {
+  stat_t *s = data;
+  napi_value res, nums, big, ab;
+  void *raw;
+  size_t n = s->n;
+  if (status == napi_ok && napi_create_arraybuffer(env, n * NUMS * sizeof(double), &raw, &ab) == napi_ok &&
+      (memcpy(raw, s->nums, n * NUMS * sizeof(double)), 1) &&
+      napi_create_typedarray(env, napi_float64_array, n * NUMS, ab, 0, &nums) == napi_ok &&
+      napi_create_arraybuffer(env, n * BIGS * sizeof(int64_t), &raw, &ab) == napi_ok &&
+      (memcpy(raw, s->big, n * BIGS * sizeof(int64_t)), 1) &&
+      napi_create_typedarray(env, napi_bigint64_array, n * BIGS, ab, 0, &big) == napi_ok &&
+      napi_create_array_with_length(env, 2, &res) == napi_ok) {
+    napi_set_element(env, res, 0, nums);
+    napi_set_element(env, res, 1, big);
+    napi_resolve_deferred(env, s->deferred, res);
+  } else {
+    napi_value msg, err, code;
+    napi_create_string_utf8(env, strerror(ENOMEM), NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_create_int32(env, ENOMEM, &code);
+    napi_set_named_property(env, err, "errno", code);
+    napi_reject_deferred(env, s->deferred, err);
+  }
+  napi_delete_reference(env, s->names_ref);
+  napi_delete_async_work(env, s->work);
+  free(s->nums);
+  free(s->big);
+  free(s);
+}
+
+static napi_value stat_at(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], promise, name;
+  int32_t fd;
+  uint32_t count;
+  void *names;
+  size_t names_len;
+  bool is_buf = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf ||
+      napi_get_buffer_info(env, argv[1], &names, &names_len) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &count) != napi_ok || count > MAX_ENTRIES) {
+    napi_throw_type_error(env, NULL, "statAt(fd: number, names: Buffer, count: number)");
+    return NULL;
+  }
+  stat_t *s = calloc(1, sizeof *s);
+  if (s) {
+    s->nums = calloc(count ? (size_t)count * NUMS : 1, sizeof(double));
+    s->big = calloc(count ? (size_t)count * BIGS : 1, sizeof(int64_t));
+  }
+  if (!s || !s->nums || !s->big) {
+    if (s) {
+      free(s->nums);
+      free(s->big);
+    }
+    free(s);
+    napi_throw_error(env, NULL, "statAt: out of memory");
+    return NULL;
+  }
+  s->fd = fd;
+  s->names = names;
+  s->names_len = names_len;
+  s->n = count;
+  /* The names buffer stays alive (referenced) until the call completes. */
+  if (napi_create_reference(env, argv[1], 1, &s->names_ref) != napi_ok ||
+      napi_create_promise(env, &s->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "ferry.statAt", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, stat_execute, stat_complete, s, &s->work) != napi_ok ||
+      napi_queue_async_work(env, s->work) != napi_ok) {
+    free(s->nums);
+    free(s->big);
+    free(s);
+    napi_throw_error(env, NULL, "statAt: could not queue the call");
+    return NULL;
+  }
+  return promise;
+}
+
 napi_status ferry_fs_walk_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"listDir", NULL, list_dir, NULL, NULL, NULL, napi_default, NULL},
+      {"statAt", NULL, stat_at, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -90,6 +90,7 @@ import {
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { constants as osConstants } from 'node:os';
 import type { Entry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { baseOf, parentOf, pathDepth, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from './path-safety.js';
@@ -100,6 +101,7 @@ import { hashHandlePrefix } from './checksum.js';
 import { DirHandles, type DirNode } from './dir-handles.js';
 import { dataExtents, mtimesEqual, setTimesFd, setTimesPath, storedMtimeNs } from './meta-native.js';
 import { dataRuns } from './sparse.js';
+import { ST_ERRNO, ST_GID, ST_MODE, ST_SIZE, ST_UID, STAT_BIGS, STAT_NUMS, statNames } from './stat-batch.js';
 import { allowedXattrs, applyXattrs, readXattrs, xattrsEqual, type XattrPolicy, type Xattrs } from './xattrs.js';
 
 /**
@@ -219,6 +221,10 @@ function closeMetaFd(fd: number): void {
   pathFds.delete(fd);
   closeSync(fd);
 }
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const ENOENT = osConstants.errno.ENOENT;
 
 /** This process's effective ids, read once (each read is a system call; they do not change). */
 const EUID = process.geteuid?.() ?? -1;
@@ -636,15 +642,89 @@ export class SafeWriter {
   }
 
   #fileVerdict(st: BigIntStats, entry: Entry, p: string): QuickCheck {
-    if (!st.isFile() || Number(st.size) !== entry.size) return 'differs';
-    if (!mtimesEqual(st.mtimeNs, entry.mtimeNs)) {
+    return this.#verdictOf(st.isFile(), Number(st.size), st.mtimeNs, Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), entry, () => p);
+  }
+
+  /** The file verdict from the fields of an lstat (`p()` names the file, for attributes). */
+  #verdictOf(isFile: boolean, size: number, mtimeNs: bigint, perm: number, uid: number, gid: number, entry: Entry, p: () => string): QuickCheck {
+    if (!isFile || size !== entry.size) return 'differs';
+    if (!mtimesEqual(mtimeNs, entry.mtimeNs)) {
       // Exactly what a microsecond writer (ferry without the native addon, or before
       // nanoseconds) stored for this very time: the quick check trusted such a file
       // before, so it still does, and only its time is mended (no re-send after an upgrade).
-      return st.mtimeNs === storedMtimeNs(entry.mtimeNs) ? 'meta' : 'touched';
+      return mtimeNs === storedMtimeNs(entry.mtimeNs) ? 'meta' : 'touched';
     }
-    const metaSame = Number(st.mode & 0o7777n) === this.mode(entry.mode) && this.#ownerMatches(st, entry) && !this.#xattrsDiffer(p, false, entry);
-    return metaSame ? 'same' : 'meta';
+    if (perm !== this.mode(entry.mode)) return 'meta';
+    const o = this.owner(entry);
+    if ((o.uid !== -1 && uid !== o.uid) || (o.gid !== -1 && gid !== o.gid)) return 'meta';
+    return this.#opts.xattrs !== undefined && this.#xattrsDiffer(p(), false, entry) ? 'meta' : 'same';
+  }
+
+  /**
+   * The quick check of many regular files at once, the no-op run's hot path: one
+   * batched lstat per parent directory (fs/stat-batch: a native call relative to the
+   * verified descriptor, or lstat in a loop), each judged as quickCheck() judges it.
+   * A file in a directory this session created is 'missing' without a look; a file
+   * whose directory has no verified handle yet, or whose lstat failed other than
+   * ENOENT, gets null: the caller asks quickCheck(), which reports the error.
+   */
+  async quickCheckFiles(entries: readonly Entry[], opts: { native?: boolean } = {}): Promise<Array<QuickCheck | null>> {
+    const out: Array<QuickCheck | null> = new Array<QuickCheck | null>(entries.length).fill(null);
+    const h = this.#h;
+    if (h === null) return out;
+    // Consecutive entries mostly share a parent: group them by it, in order.
+    const groups = new Map<string, number[]>();
+    let lastParent: string | undefined;
+    let last: number[] = [];
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      if (e.kind !== 'file') continue;
+      const parent = parentOf(validateRelativePath(e.path));
+      if (parent !== lastParent) {
+        lastParent = parent;
+        let g = groups.get(parent);
+        if (g === undefined) groups.set(parent, (g = []));
+        last = g;
+      }
+      last.push(i);
+    }
+    const jobs: Promise<void>[] = [];
+    for (const [parent, idx] of groups) {
+      if (this.#fresh.has(parent)) {
+        for (const i of idx) out[i] = 'missing';
+        continue;
+      }
+      const node = h.get(parent);
+      if (node === undefined) continue;
+      jobs.push(this.#checkIn(node, idx, entries, out, opts.native !== false));
+    }
+    await Promise.all(jobs);
+    return out;
+  }
+
+  async #checkIn(node: DirNode, idx: readonly number[], entries: readonly Entry[], out: Array<QuickCheck | null>, native: boolean): Promise<void> {
+    const h = this.#handles();
+    h.pin(node);
+    try {
+      const names = idx.map((i) => baseOf(entries[i]!.path));
+      const { nums, big } = await statNames(node.fd, h.path(node), names, native);
+      for (let k = 0; k < idx.length; k++) {
+        const o = k * STAT_NUMS;
+        const err = nums[o + ST_ERRNO]!;
+        const i = idx[k]!;
+        if (err !== 0) {
+          if (err === ENOENT) out[i] = 'missing';
+          continue;
+        }
+        const mode = nums[o + ST_MODE]!;
+        const name = names[k]!;
+        out[i] = this.#verdictOf((mode & S_IFMT) === S_IFREG, nums[o + ST_SIZE]!, big[k * STAT_BIGS]!, mode & 0o7777, nums[o + ST_UID]!, nums[o + ST_GID]!, entries[i]!, () =>
+          h.at(node, name),
+        );
+      }
+    } finally {
+      h.unpin(node);
+    }
   }
 
   /**

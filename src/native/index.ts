@@ -17,6 +17,7 @@
  *   metaAddon()     nanosecond times, SEEK_DATA/SEEK_HOLE extents, extended attributes
  *                   (used by fs/meta-native.ts)
  *   fsWalkAddon()   a directory listed and lstat'ed in one call (used by fs/walk.ts)
+ *   statAtAddon()   given names in a directory lstat'ed in one call (used by fs/stat-batch.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -100,7 +101,16 @@ export interface FsWalkAddon {
   listDir(fd: number): Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array]>;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon>, Partial<MetaAddon>, Partial<FsWalkAddon> {
+/**
+ * native/fs-walk.c's statAt: `count` NUL-terminated names lstat'ed relative to a
+ * directory fd on a pool thread, in listDir's record layout (name fields 0, target
+ * length -1); its fallback is fs/stat-batch.ts's lstat loop.
+ */
+export interface StatAtAddon {
+  statAt(fd: number, names: Buffer, count: number): Promise<[nums: Float64Array, big: BigInt64Array]>;
+}
+
+interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon>, Partial<MetaAddon>, Partial<FsWalkAddon>, Partial<StatAtAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -123,7 +133,7 @@ export interface NativeStatus {
   files: NativePath;
   /** Nanosecond times, SEEK_DATA extents and xattrs (native), or µs times and no xattrs (js). */
   meta: NativePath;
-  /** Which implementation lists and lstats directories for the walk. */
+  /** Which implementation lists and lstats directories for the walk, and lstats DST's files for the quick check. */
   walk: NativePath;
 }
 
@@ -204,6 +214,12 @@ export function fsWalkAddon(): FsWalkAddon | undefined {
   return typeof a?.listDir === 'function' ? (a as FsWalkAddon) : undefined;
 }
 
+/** The batched lstat of names in a directory, or undefined (then fs/stat-batch.ts lstats them one by one). */
+export function statAtAddon(): StatAtAddon | undefined {
+  const a = load().addon;
+  return typeof a?.statAt === 'function' ? (a as StatAtAddon) : undefined;
+}
+
 /** The kTLS setsockopt functions and, when absent, why. */
 export function ktlsAddon(): { addon: KtlsAddon | undefined; reason: string } {
   const l = load();
@@ -223,6 +239,6 @@ export function nativeStatus(): NativeStatus {
     copy: fsBatchAddon() ? 'native' : 'js',
     files: netBatchAddon() ? 'native' : 'js',
     meta: metaAddon() ? 'native' : 'js',
-    walk: fsWalkAddon() ? 'native' : 'js',
+    walk: fsWalkAddon() && statAtAddon() ? 'native' : 'js',
   };
 }

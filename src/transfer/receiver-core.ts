@@ -182,11 +182,17 @@ export class ReceiverCore<F extends CoreFile> {
     }
     if ((batch[0]?.index ?? this.entries.length) !== this.entries.length) throw protocol('manifest indexes out of sequence');
     const files: F[] = [];
+    // Entries come directory by directory: the parent found last is compared first.
+    let knownParent: string | undefined;
     for (const e of batch) {
       validateRelativePath(e.path);
       if (this.paths.has(e.path)) throw protocol(`${e.path} listed twice`);
-      if (!this.dirs.has(parentOf(e.path))) {
-        throw new FerryError(ErrorCodes.PATH, `unsafe path "${e.path}": its parent is not a directory of this transfer`, { subject: e.path });
+      const parent = parentOf(e.path);
+      if (parent !== knownParent) {
+        if (!this.dirs.has(parent)) {
+          throw new FerryError(ErrorCodes.PATH, `unsafe path "${e.path}": its parent is not a directory of this transfer`, { subject: e.path });
+        }
+        knownParent = parent;
       }
       this.paths.add(e.path);
       if (e.kind === 'dir') this.dirs.add(e.path);

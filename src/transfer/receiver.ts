@@ -45,7 +45,7 @@ import { existingFromStat, hasPolicy, keepExisting, policyFromBits, type UpdateP
 import { hashFilePrefix } from '../fs/checksum.js';
 import { baseOf, parentOf } from '../fs/path-safety.js';
 import { PeerOwnerNames, type NameLookup } from '../fs/owner-names.js';
-import type { SafeWriter, TempFile } from '../fs/safe-writer.js';
+import type { QuickCheck, SafeWriter, TempFile } from '../fs/safe-writer.js';
 import type { Frame, FrameChannel } from '../secure/channel-api.js';
 import {
   Action,
@@ -122,6 +122,9 @@ export interface ReceiverOptions {
   ownerNames?: NameLookup;
   events?: ReceiverEvents;
 }
+
+/** The start of every file's operation chain (a promise is immutable: one serves all). */
+const RESOLVED: Promise<void> = Promise.resolve();
 
 /** Holes are hashed in slices of this many zero bytes, yielding to the event loop between them. */
 const HOLE_SLICE = 16 * 1024 * 1024;
@@ -488,7 +491,7 @@ export class ReceiverSession {
       leftover: 0,
       temp: null,
       maxEnd: 0,
-      chain: Promise.resolve(),
+      chain: RESOLVED,
       holdsSlot: false,
       parts: null,
       holds: null,
@@ -518,16 +521,28 @@ export class ReceiverSession {
         this.#entryFailed(e, x);
       }
     }
+    // The quick check of the whole batch at once (one batched lstat per directory of
+    // DST, fs/stat-batch); what it settles (up to date, or new in a directory we
+    // created) is decided here without a promise per file, the rest one by one.
     const decisions: Decision[] = [];
+    const verdicts = this.#fatal || files.length === 0 ? [] : await this.#sink.quickCheckFiles(files.map((f) => f.entry));
+    const slow: Array<[RFile, QuickCheck | null]> = [];
+    for (let i = 0; i < files.length; i++) {
+      const f = files[i]!;
+      const q = verdicts[i] ?? null;
+      const d = this.#decideAtOnce(f, q);
+      if (d) decisions.push(d);
+      else slow.push([f, q]);
+    }
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < files.length && !this.#fatal) {
-        const f = files[next++]!;
-        const d = await this.#decide(f);
+      while (next < slow.length && !this.#fatal) {
+        const [f, q] = slow[next++]!;
+        const d = await this.#decide(f, q);
         if (d) decisions.push(d);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.#checkConcurrency, files.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(this.#checkConcurrency, slow.length) }, worker));
     if (decisions.length > 0) await this.#sendControl(MsgType.DECISIONS, encodeDecisions(decisions));
     if (this.#dryRun) {
       for (const d of decisions) {
@@ -542,13 +557,31 @@ export class ReceiverSession {
     this.#checkAllResolved();
   }
 
-  async #decide(f: RFile): Promise<Decision | null> {
+  /**
+   * The two verdicts that need nothing more, decided synchronously: up to date
+   * ('same', without --checksum: skipped) and new in a directory this session created
+   * (sent; nothing there can be partial). Returns null for everything else (#decide).
+   */
+  #decideAtOnce(f: RFile, q: QuickCheck | null): Decision | null {
+    const e = f.entry;
+    if (q === 'same' && !this.#checksum) {
+      const d = this.#core.decideSkip(f);
+      this.#counts.skipped++;
+      this.#resolve();
+      this.#ev.onFileDone?.(e.path, 'skipped', e.size);
+      return d;
+    }
+    if (q === 'missing' && !this.#dryRun && this.#createdDirs.has(parentOf(e.path))) return this.#core.decideSend(f);
+    return null;
+  }
+
+  async #decide(f: RFile, known: QuickCheck | null = null): Promise<Decision | null> {
     const e = f.entry;
     try {
       // In a directory this session created nothing can be up to date or partial: no lstat.
       const fresh = this.#createdDirs.has(parentOf(e.path));
-      // The SafeWriter answers at once (one lstat on the main thread) when it can: the no-op re-send's hot path.
-      const qc = fresh ? 'missing' : (this.#sink.quickCheckSync(e) ?? (await this.#sink.quickCheck(e)));
+      // The batch's verdict when it had one (quickCheckFiles), else one lstat now.
+      const qc = fresh ? 'missing' : (known ?? this.#sink.quickCheckSync(e) ?? (await this.#sink.quickCheck(e)));
       // Content right, metadata not: 'meta' (mode differs), or 'touched' (mtime
       // differs) once --checksum's hashes agree. Mended in place, no data asked for.
       let same = qc === 'same' || qc === 'meta';

@@ -55,14 +55,14 @@ import {
   decodeSummary,
   encodeCount,
   encodeJoin,
-  encodeManifest,
+  HASH_BYTES,
+  ManifestEncoder,
   encodeSession,
   writeAbort,
   writeBegin,
   writeChunkHeader,
   writeEnd,
   type SummaryMsg,
-  type WireEntry,
   type WireFilter,
 } from '../wire/messages.js';
 import { policyBits, type UpdatePolicy } from './update-policy.js';
@@ -516,31 +516,37 @@ export async function runSender(
   for (const w of workers) w.catch(() => undefined);
 
   // --- 5. The manifest, streamed while the walk runs -----------------------------------
+  // Entries are kept as the walk made them (the batch is a list of references) and
+  // encoded straight from them when the batch goes out (no WireEntry per entry).
   try {
-    let batch: WireEntry[] = [];
+    const enc = new ManifestEncoder(opts.checksum, fields);
+    let batch: SourceEntry[] = [];
+    let batchXattrs: Array<Array<[string, Buffer]> | undefined> = [];
+    let batchFirst = 0;
     let batchStarted = Date.now();
     const flushManifest = async (): Promise<void> => {
       if (batch.length === 0) return;
       const b = batch;
+      const xs = batchXattrs;
       batch = [];
-      if (opts.checksum) await hashBatch(b, core.byIndex);
-      await control.send(MsgType.MANIFEST, encodeManifest(b, opts.checksum, fields, ownerNames?.take()));
+      batchXattrs = [];
+      const hashes = opts.checksum ? await hashEntries(b) : undefined;
+      for (let i = 0; i < b.length; i++) enc.add(b[i]!, hashes?.[i], xs[i]);
+      await control.send(MsgType.MANIFEST, enc.finish(batchFirst, ownerNames?.take()));
       ev.onManifest?.(core.fileCount, core.bytesTotal, false);
     };
     for await (const group of entries) {
       if (fatal) break;
       for (const e of group) {
         const index = core.list(e);
-        const w: WireEntry = { index, kind: e.kind, path: e.path, size: e.size, mode: e.mode, mtimeNs: e.mtimeNs };
-        if (e.target !== undefined) w.target = e.target;
-        if (fields.owners) {
-          w.uid = e.uid ?? 0;
-          w.gid = e.gid ?? 0;
-          ownerNames?.note(w.uid, w.gid);
+        if (batch.length === 0) {
+          batchFirst = index;
+          batchStarted = Date.now();
         }
+        if (ownerNames) ownerNames.note(e.uid ?? 0, e.gid ?? 0);
         if (opts.xattrs && (e.kind === 'file' || e.kind === 'dir')) {
           try {
-            w.xattrs = allowedXattrs(readXattrs(e.absPath, false, opts.xattrs), opts.xattrs).slice(0, MAX_XATTRS_PER_ENTRY);
+            batchXattrs[batch.length] = allowedXattrs(readXattrs(e.absPath, false, opts.xattrs), opts.xattrs).slice(0, MAX_XATTRS_PER_ENTRY);
           } catch (x) {
             // The entry still goes; without its attributes, and the user is told.
             const err = fromSystemError(x, 'read', e.path);
@@ -548,8 +554,7 @@ export async function runSender(
             ev.onWarning?.(err);
           }
         }
-        if (batch.length === 0) batchStarted = Date.now();
-        batch.push(w);
+        batch.push(e);
         if (batch.length >= MANIFEST_BATCH || Date.now() - batchStarted > MANIFEST_FLUSH_MS) await flushManifest();
       }
     }
@@ -590,20 +595,26 @@ export async function runSender(
   };
 }
 
-/** --checksum: hash the files of a manifest batch (a few at a time) before sending it. */
-async function hashBatch(batch: WireEntry[], byIndex: (FileState | SourceEntry)[]): Promise<void> {
-  const todo = batch.filter((w) => w.kind === 'file');
+/**
+ * --checksum: the content hashes of a manifest batch's files (a few at a time), by
+ * position (undefined for the other kinds). An unreadable file gets an all-zero hash:
+ * the receiver then asks for it, and the read fails and is reported.
+ */
+async function hashEntries(batch: readonly SourceEntry[]): Promise<Array<Uint8Array | undefined>> {
+  const out: Array<Uint8Array | undefined> = new Array<Uint8Array | undefined>(batch.length);
   let next = 0;
   const one = async (): Promise<void> => {
-    while (next < todo.length) {
-      const w = todo[next++]!;
-      const f = byIndex[w.index] as FileState;
+    while (next < batch.length) {
+      const i = next++;
+      const e = batch[i]!;
+      if (e.kind !== 'file') continue;
       try {
-        w.hash = await hashSourcePrefix(f.entry, f.entry.size);
+        out[i] = await hashSourcePrefix(e, e.size);
       } catch {
-        w.hash = new Uint8Array(32); // unreadable: the receiver asks for it, the read then fails and is reported
+        out[i] = new Uint8Array(HASH_BYTES);
       }
     }
   };
   await Promise.all(Array.from({ length: 8 }, one));
+  return out;
 }

@@ -32,7 +32,7 @@
  * different streams.
  */
 import { ErrorCodes, FerryError } from '../core/errors.js';
-import type { EntryKind } from '../core/entry.js';
+import type { Entry, EntryKind } from '../core/entry.js';
 import {
   MAX_FILE_SIZE,
   MAX_LINK_TARGET_BYTES,
@@ -221,16 +221,22 @@ function protocolError(what: string): FerryError {
 // ---------------------------------------------------------------------------------
 // Primitive writer/reader
 
-const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 
-/** Growable byte builder; one instance may be reused (`reset`) on hot paths. */
+/**
+ * Growable byte builder; one instance may be reused (`reset`) on hot paths. Strings
+ * are written straight into the buffer (Buffer#write), 64-bit integers through a
+ * DataView: per manifest entry, TextEncoder's fresh array and writeBigInt64BE cost
+ * more than everything else the encoder does.
+ */
 export class ByteWriter {
   #buf: Buffer;
+  #dv: DataView;
   #len = 0;
 
   constructor(initial = 256) {
     this.#buf = Buffer.allocUnsafe(initial);
+    this.#dv = new DataView(this.#buf.buffer, this.#buf.byteOffset, this.#buf.length);
   }
 
   get length(): number {
@@ -253,6 +259,7 @@ export class ByteWriter {
     const next = Buffer.allocUnsafe(size);
     this.#buf.copy(next, 0, 0, this.#len);
     this.#buf = next;
+    this.#dv = new DataView(next.buffer, next.byteOffset, next.length);
   }
 
   u8(v: number): this {
@@ -274,7 +281,7 @@ export class ByteWriter {
 
   i64(v: bigint): this {
     this.#ensure(8);
-    this.#buf.writeBigInt64BE(v, this.#len);
+    this.#dv.setBigInt64(this.#len, v);
     this.#len += 8;
     return this;
   }
@@ -286,10 +293,23 @@ export class ByteWriter {
     return this;
   }
 
+  /** A varint byte length, then the UTF-8 bytes (a lone surrogate becomes U+FFFD, as with TextEncoder). */
   str(s: string): this {
-    const b = utf8.encode(s);
-    this.varint(b.length);
-    return this.bytes(b);
+    // A UTF-16 unit is at most 3 bytes of UTF-8: a string of under 43 units fits a
+    // one-byte length, written after the bytes are in place.
+    if (s.length <= 42) {
+      this.#ensure(1 + s.length * 3);
+      const at = this.#len;
+      const n = this.#buf.write(s, at + 1, 'utf8');
+      this.#buf[at] = n;
+      this.#len = at + 1 + n;
+      return this;
+    }
+    const n = Buffer.byteLength(s, 'utf8');
+    this.varint(n);
+    this.#ensure(n);
+    this.#len += this.#buf.write(s, this.#len, 'utf8');
+    return this;
   }
 
   /**
@@ -323,6 +343,7 @@ export class ByteWriter {
 
 export class ByteReader {
   readonly #b: Uint8Array;
+  #dv: DataView | null = null;
   #pos = 0;
   readonly #what: string;
 
@@ -357,7 +378,8 @@ export class ByteReader {
 
   i64(): bigint {
     if (this.remaining < 8) throw protocolError(`${this.#what} is truncated`);
-    const v = Buffer.from(this.#b.buffer, this.#b.byteOffset + this.#pos, 8).readBigInt64BE(0);
+    this.#dv ??= new DataView(this.#b.buffer, this.#b.byteOffset, this.#b.length);
+    const v = this.#dv.getBigInt64(this.#pos);
     this.#pos += 8;
     return v;
   }
@@ -528,25 +550,66 @@ export function encodeManifest(
   names: OwnerNameTable = { users: [], groups: [] },
 ): Buffer {
   const first = entries[0]?.index ?? 0;
-  const w = new ByteWriter(64 + entries.length * 48).varint(first).varint(entries.length);
-  if (fields.ownerNames) encodeOwnerNames(w, names);
+  const enc = new ManifestEncoder(withHash, fields);
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
     if (e.index !== first + i) throw new RangeError('manifest indexes must be consecutive');
+    enc.add(e, e.hash);
+  }
+  return enc.finish(first, names);
+}
+
+/**
+ * A MANIFEST batch built entry by entry, straight from the caller's entries (the
+ * sender encodes the walk's entries as they come: no WireEntry per entry). `finish`
+ * returns the payload (encodeManifest's format) and starts the next batch.
+ */
+export class ManifestEncoder {
+  readonly #body = new ByteWriter(64 * 1024);
+  readonly #withHash: boolean;
+  readonly #fields: ManifestFields;
+  #count = 0;
+
+  constructor(withHash: boolean, fields: ManifestFields = {}) {
+    this.#withHash = withHash;
+    this.#fields = fields;
+  }
+
+  /** Entries added since the last finish(). */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** One entry; `hash` with --checksum (files), `xattrs` instead of the entry's own. */
+  add(e: Entry, hash?: Uint8Array, xattrs?: Array<[string, Buffer]>): void {
+    const w = this.#body;
     w.u8(KIND_CODES[e.kind]).str(e.path).varint(e.size).varint(e.mode).i64(e.mtimeNs);
-    if (fields.owners) w.varint(e.uid ?? 0).varint(e.gid ?? 0);
-    if (fields.xattrs && carriesXattrs(e.kind)) {
-      const xs = e.xattrs ?? [];
+    if (this.#fields.owners) w.varint(e.uid ?? 0).varint(e.gid ?? 0);
+    if (this.#fields.xattrs && carriesXattrs(e.kind)) {
+      const xs = xattrs ?? e.xattrs ?? [];
       w.varint(xs.length);
       for (const [name, value] of xs) w.str(name).varint(value.length).bytes(value);
     }
     if (e.kind === 'symlink' || e.kind === 'hardlink') w.str(e.target ?? '');
-    if (withHash && e.kind === 'file') {
-      if (!e.hash || e.hash.length !== HASH_BYTES) throw new RangeError('checksum manifest needs a hash per file');
-      w.bytes(e.hash);
+    if (this.#withHash && e.kind === 'file') {
+      if (!hash || hash.length !== HASH_BYTES) throw new RangeError('checksum manifest needs a hash per file');
+      w.bytes(hash);
     }
+    this.#count++;
   }
-  return w.take();
+
+  /** The batch's payload: first index, count, the owner name table (with `ownerNames`), the entries. */
+  finish(first: number, names: OwnerNameTable = { users: [], groups: [] }): Buffer {
+    const head = new ByteWriter(32).varint(first).varint(this.#count);
+    if (this.#fields.ownerNames) encodeOwnerNames(head, names);
+    const body = this.#body.view();
+    const out = Buffer.allocUnsafe(head.length + body.length);
+    out.set(head.view(), 0);
+    out.set(body, head.length);
+    this.#body.reset();
+    this.#count = 0;
+    return out;
+  }
 }
 
 /**
