@@ -19,7 +19,8 @@ import { MAX_NAME_BYTES } from '../core/limits.js';
 const TEMP_RE = /^\.ferry-[0-9a-f]{8}\..*\.part$/s;
 
 export function isFerryTempName(name: string): boolean {
-  return TEMP_RE.test(name);
+  // (checked for every name the walk lists: the regular expression only for names of the shape's length and first character)
+  return name.length >= 21 && name.charCodeAt(0) === 46 && TEMP_RE.test(name);
 }
 
 /** crypto.hash (Node >= 20.12) where there, one object less per name than createHash. */

@@ -79,7 +79,8 @@ import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import type { ExcludeFn } from './exclude.js';
-import { validateLinkTarget, validateRelativePath } from './path-safety.js';
+import { pathDepth, validateLinkTarget, validateRelativePath } from './path-safety.js';
+import { MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH } from '../core/limits.js';
 import { isFerryTempName } from './temp-names.js';
 import { metaOps } from './meta-ops.js';
 import { fdPath } from './source-file.js';
@@ -525,6 +526,11 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
       return;
     }
     const n = nums.length / NUMS;
+    // A listed name has no '/' or NUL and is neither '.' nor '..', a temp name is skipped
+    // below, and the directory's own path passed validateRelativePath: a child path needs
+    // the whole check only when it could break a length or depth limit.
+    const relBytes = rel === '' ? 0 : Buffer.byteLength(rel, 'utf8') + 1;
+    const depthOk = (rel === '' ? 1 : pathDepth(rel) + 1) <= MAX_PATH_DEPTH;
     for (let i = 0; i < n; i += chunk) {
       const out: Array<SourceEntry | null> = [];
       for (let j = i; j < n && j < i + chunk; j++) {
@@ -555,9 +561,11 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
         }
         if (exclude(childRel, isDir)) continue;
         try {
-          validateRelativePath(childRel);
+          if (len > MAX_NAME_BYTES || relBytes + len > MAX_PATH_BYTES || !depthOk) validateRelativePath(childRel);
           const kind = isDir ? 'dir' : type === S_IFLNK ? 'symlink' : 'file';
           const b = BIGS * j;
+          const ino = big[b + 2]!;
+          const dev = big[b + 1]!;
           const e: SourceEntry = {
             path: childRel,
             kind,
@@ -565,8 +573,8 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
             mode: mode & 0o7777,
             mtimeNs: big[b]!,
             absPath: childAbs,
-            ino: BigInt.asUintN(64, big[b + 2]!),
-            dev: BigInt.asUintN(64, big[b + 1]!),
+            ino: ino < 0n ? BigInt.asUintN(64, ino) : ino,
+            dev: dev < 0n ? BigInt.asUintN(64, dev) : dev,
             nlink: nums[o + 5]!,
             allocated: nums[o + 6]! * 512,
             uid: nums[o + 8]!,

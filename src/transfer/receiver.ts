@@ -30,8 +30,12 @@
  * file slot with ranges it never ends. Past a cap the session fails with
  * FERRY_E_LIMIT / FERRY_E_TIMEOUT.
  *
- * Throughput: decisions for a manifest batch are made concurrently (lstat-bound);
- * file writes run through the thread pool with many files in flight, bounded by
+ * Throughput: a manifest batch's files are quick-checked at once, one batched lstat
+ * per directory of DST (SafeWriter.quickCheckFiles), and what that settles (up to
+ * date; new in a directory this session made) is decided without a promise per file;
+ * the batch's decisions are made while the next batches are read (a few batches at
+ * once), and data for a file whose decision is still pending waits for it. File
+ * writes run through the thread pool with many files in flight, bounded by
  * `maxOpenFiles` and a byte budget — awaiting that budget is what stops us reading
  * frames and so pushes back on the sender.
  */
@@ -122,6 +126,9 @@ export interface ReceiverOptions {
   ownerNames?: NameLookup;
   events?: ReceiverEvents;
 }
+
+/** Manifest batches decided at once while the control stream reads on. */
+const DECIDING_BATCHES = 4;
 
 /** The start of every file's operation chain (a promise is immutable: one serves all). */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -227,6 +234,8 @@ export class ReceiverSession {
   #pubBytes = 0;
   #pubScheduled = false;
   #pubInFlight = 0;
+  /** Manifest batches whose decisions are being made (at most DECIDING_BATCHES). */
+  readonly #deciding: Promise<void>[] = [];
   readonly #counts: SummaryMsg = {
     committed: 0,
     skipped: 0,
@@ -521,9 +530,24 @@ export class ReceiverSession {
         this.#entryFailed(e, x);
       }
     }
-    // The quick check of the whole batch at once (one batched lstat per directory of
-    // DST, fs/stat-batch); what it settles (up to date, or new in a directory we
-    // created) is decided here without a promise per file, the rest one by one.
+    // The files' decisions run while the next batches are read (a few at a time): their
+    // lstats wait on pool threads (the disk, with a cold cache), and nothing of a later
+    // batch depends on them. Their failures are the session's.
+    const p = this.#decideBatch(files).catch((e) => {
+      throw this.#fail(e);
+    });
+    p.catch(() => undefined);
+    this.#deciding.push(p);
+    if (this.#deciding.length >= DECIDING_BATCHES) await this.#deciding.shift();
+  }
+
+  /**
+   * The quick check of a batch's files at once (one batched lstat per directory of
+   * DST, fs/stat-batch); what it settles (up to date, or new in a directory we
+   * created) is decided without a promise per file, the rest one by one; then the
+   * batch's decisions go out in one message.
+   */
+  async #decideBatch(files: readonly RFile[]): Promise<void> {
     const decisions: Decision[] = [];
     const verdicts = this.#fatal || files.length === 0 ? [] : await this.#sink.quickCheckFiles(files.map((f) => f.entry));
     const slow: Array<[RFile, QuickCheck | null]> = [];
@@ -662,6 +686,9 @@ export class ReceiverSession {
     for (const rec of decodeData(payload)) {
       switch (rec.rec) {
         case Rec.BEGIN: {
+          // Data for a file whose batch is still being decided (from a sender that did not
+          // wait for its decisions): judged once those decisions are made.
+          if (!state.cur && this.#deciding.length > 0 && this.#core.fileAt(rec.index).status === 'pending') await Promise.all(this.#deciding);
           const a = this.#core.begin(state, rec.index, rec.from, rec.start, rec.end, this.#smallOk, newHash);
           if (a === 'small') {
             // A small file, whole in this range, in a directory we created: published at END (fs/small-files).

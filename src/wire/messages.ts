@@ -299,9 +299,17 @@ export class ByteWriter {
     // one-byte length, written after the bytes are in place.
     if (s.length <= 42) {
       this.#ensure(1 + s.length * 3);
+      const buf = this.#buf;
       const at = this.#len;
-      const n = this.#buf.write(s, at + 1, 'utf8');
-      this.#buf[at] = n;
+      // ASCII (most names) byte by byte: cheaper than a call into the encoder for short strings.
+      let i = 0;
+      for (; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        buf[at + 1 + i] = c;
+      }
+      const n = i === s.length ? i : buf.write(s, at + 1, 'utf8');
+      buf[at] = n;
       this.#len = at + 1 + n;
       return this;
     }
