@@ -20,17 +20,14 @@
 import { lstatSync } from 'node:fs';
 import { ErrorCodes, ExitCodes, FerryError, exitCodeFor } from '../core/errors.js';
 import { printError } from './output.js';
-import { versionText } from './version.js';
-import { HELP } from './help.js';
 import { parseOperand, sshDestination } from './operands.js';
-import { dropPrespawnedSsh, prespawnSsh, splitCommand, sshArgv } from '../modes/ssh-spawn.js';
 import { RSYNC_VALUE_OPTIONS } from './rsync-help.js';
 
 type Command = (argv: string[]) => Promise<number>;
 
 /** Each command's --help text, loaded only when asked for. */
 const helps: Record<'ferry' | 'copy' | 'send' | 'recv' | 'ssh', () => Promise<string>> = {
-  ferry: async () => HELP,
+  ferry: async () => (await import('./help.js')).HELP,
   copy: async () => (await import('./help.js')).COPY_HELP,
   send: async () => (await import('./send-command.js')).SEND_HELP,
   recv: async () => (await import('./recv-command.js')).RECV_HELP,
@@ -82,6 +79,10 @@ function askedFor(argv: string[]): 'help' | 'version' | undefined {
   return undefined;
 }
 
+async function versionText(verbose: boolean): Promise<string> {
+  return (await import('./version.js')).versionText(verbose);
+}
+
 function isVerbose(argv: string[]): boolean {
   return argv.includes('-v') || argv.includes('--verbose');
 }
@@ -103,7 +104,7 @@ function isUnknownCommand(word: string): boolean {
  * given (if at all) as separate words. modes/ssh.ts uses the child only if it runs exactly
  * the argv it would have started; otherwise it is killed. Anything unusual: no early start.
  */
-function startSshEarly(argv: string[]): void {
+function startSshEarly(argv: string[], { prespawnSsh, splitCommand, sshArgv }: typeof import('../modes/ssh-spawn.js')): void {
   if (argv.some((a) => a === '-h' || a === '--help' || /^-e./.test(a) || a.startsWith('--rsh=') || a.startsWith('--remote-ferry='))) return;
   const value = (...names: string[]): string | undefined => {
     let v: string | undefined;
@@ -138,8 +139,10 @@ function isRemote(a: string): boolean {
 
 export async function main(argv: string[]): Promise<number> {
   const first = argv[0];
+  // First: the remote half of the ssh mode loads nothing it does not need.
+  if (first === '--server') return (await import('./server-command.js')).runServerCommand(argv.slice(1));
   if (first === undefined) {
-    process.stdout.write(HELP);
+    process.stdout.write(await helps.ferry());
     return ExitCodes.USAGE;
   }
   if (first === 'help') {
@@ -149,16 +152,15 @@ export async function main(argv: string[]): Promise<number> {
     return ExitCodes.OK;
   }
   if (first === 'version') {
-    process.stdout.write(versionText(isVerbose(argv)));
+    process.stdout.write(await versionText(isVerbose(argv)));
     return ExitCodes.OK;
   }
-  if (first === '--server') return (await import('./ssh-command.js')).runServerCommand(argv.slice(1));
   const named = commands[first];
   const rest = named ? argv.slice(1) : argv;
   const ssh = (first === 'copy' || !named) && wantsSsh(rest);
   const asked = askedFor(rest);
   if (asked === 'version') {
-    process.stdout.write(versionText(isVerbose(rest)));
+    process.stdout.write(await versionText(isVerbose(rest)));
     return ExitCodes.OK;
   }
   if (asked === 'help') {
@@ -167,11 +169,13 @@ export async function main(argv: string[]): Promise<number> {
     return ExitCodes.OK;
   }
   if (ssh) {
-    startSshEarly(rest);
+    // Imported here, not at the top: `ferry --server` and the other commands never start ssh.
+    const spawner = await import('../modes/ssh-spawn.js');
+    startSshEarly(rest, spawner);
     try {
       return await (await import('./ssh-command.js')).runSshCommand(rest);
     } finally {
-      dropPrespawnedSsh(); // unused when the command stopped early (a usage error)
+      spawner.dropPrespawnedSsh(); // unused when the command stopped early (a usage error)
     }
   }
   if (named) return (await named())(rest);

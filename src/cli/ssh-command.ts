@@ -1,7 +1,7 @@
 /**
  * `ferry [options] SRC... [user@]host:DST` and `ferry [options] [user@]host:SRC... DST`
- * (also after `ferry copy`): the scp-like mode (modes/ssh.ts), and `ferry --server`,
- * its hidden remote half (modes/server.ts).
+ * (also after `ferry copy`): the scp-like mode (modes/ssh.ts); its hidden remote half,
+ * `ferry --server`, is cli/server-command.ts.
  *
  * What the user sees is the network mode's: progress, one line per failure, the
  * summary line, `--json` (cli/net-common.ts schema, plus "via" and "host"). Every line
@@ -9,7 +9,6 @@
  * cleaned of control characters and printed as `ferry: HOST: line`.
  */
 import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from '../core/errors.js';
-import { reportedToPeer, runServer, stdioOfProcess } from '../modes/server.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
 import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, SENDER_OPTIONS, buildNetJson, checkNamesNeedOwners, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, usage } from './net-common.js';
 import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
@@ -72,45 +71,6 @@ ${rsyncHelp('send')}  (--files-from: push only)
 Exit codes: 0 everything delivered and confirmed, 1 some files failed, 2 usage,
 4 ssh, connection, protocol or integrity failure.
 `;
-
-/** `ferry --server`: run by ssh on the remote side; its argv carries nothing else. */
-export async function runServerCommand(argv: string[]): Promise<number> {
-  if (argv.length !== 0) throw new FerryError(ErrorCodes.USAGE, '--server takes no arguments (it is started by ferry over ssh)');
-  const io = stdioOfProcess();
-  let code: number = ExitCodes.OK;
-  try {
-    const out = await runServer(io, {
-      version: VERSION,
-      sshConnection: process.env['SSH_CONNECTION'],
-      onProblem: (e) => printError(e.toLine()),
-      onWarning: (e) => printWarning(e.toLine()),
-    });
-    if (out.stream) {
-      code = ExitCodes.OK;
-    } else if (out.recv?.error) {
-      printError(out.recv.error.toLine());
-      code = exitCodeFor(out.recv.error.code);
-    } else if ((out.recv?.result?.summary.failed ?? 0) > 0) {
-      for (const f of out.recv!.result!.failures) printError(f.toLine());
-      code = ExitCodes.PARTIAL;
-    } else if (out.send && Math.max(out.send.failures.length, out.send.summary.failed) > 0) {
-      code = ExitCodes.PARTIAL;
-    }
-  } catch (e) {
-    const err = e instanceof FerryError ? e : new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
-    if (!reportedToPeer.has(err)) printError(err.toLine());
-    code = exitCodeFor(err.code);
-  }
-  // Flush what we said on stdout (a bootstrap error reply, the end of the channel),
-  // then leave: stdin may still be open (the lifeline) and listeners may linger.
-  await new Promise<void>((r) => {
-    io.output.once('error', () => r());
-    io.output.end(() => r());
-    setTimeout(r, 2000).unref();
-  });
-  await new Promise<void>((r) => process.stderr.write('', () => r()));
-  process.exit(code);
-}
 
 export async function runSshCommand(argv: string[]): Promise<number> {
   const { values: v, positionals, progressMode, tokens } = parseNetArgs('copy', argv, OPTIONS);

@@ -26,9 +26,20 @@
  * two are cross-tested (test/native-files.test.ts).
  */
 import { constants as C, promises as fsp } from 'node:fs';
-import { Xxh64, xxh64 } from '@node-rs/xxhash';
+import { createRequire } from 'node:module';
 import type { FileHandle } from 'node:fs/promises';
 import { netBatchAddon, type NetBatchAddon } from '../native/index.js';
+
+type XxhashModule = typeof import('@node-rs/xxhash');
+let xxhashModule: XxhashModule | undefined;
+/**
+ * @node-rs/xxhash, loaded the first time the fallback hashes: where the addon is built
+ * it is never needed, and loading it (a CommonJS package that probes the C library)
+ * is a noticeable part of a short run's start-up.
+ */
+function xxhash(): XxhashModule {
+  return (xxhashModule ??= createRequire(import.meta.url)('@node-rs/xxhash') as XxhashModule);
+}
 
 /** Bytes of a content digest (wire/messages.ts carries it at this size). */
 export const CONTENT_HASH_BYTES = 16;
@@ -45,8 +56,8 @@ export interface ContentHash {
 }
 
 class Xxh64Pair implements ContentHash {
-  readonly #a = new Xxh64(SEED_A);
-  readonly #b = new Xxh64(SEED_B);
+  readonly #a = new (xxhash().Xxh64)(SEED_A);
+  readonly #b = new (xxhash().Xxh64)(SEED_B);
   update(data: Uint8Array): ContentHash {
     this.#a.update(data);
     this.#b.update(data);
@@ -136,11 +147,13 @@ export function contentHashOf(data: Uint8Array): Buffer {
     native.hashOf(data, out);
     return out;
   }
+  const { xxh64 } = xxhash();
   return pack(xxh64(data, SEED_A), xxh64(data, SEED_B));
 }
 
 /** The fallback's digest of one buffer, whatever the addon (for cross-tests). */
 export function contentHashOfJs(data: Uint8Array): Buffer {
+  const { xxh64 } = xxhash();
   return pack(xxh64(data, SEED_A), xxh64(data, SEED_B));
 }
 

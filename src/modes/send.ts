@@ -9,7 +9,6 @@
  * *and* belongs to this session can add a stream. Sockets get TCP_NODELAY (frames
  * are already batched by the channel) and nothing else here touches bytes.
  */
-import net from 'node:net';
 import type { SourceEntry } from '../core/entry.js';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { compileExcludes, compileFilters, type FilterRule } from '../fs/exclude.js';
@@ -23,6 +22,7 @@ import { walk, type SourceRoot } from '../fs/walk.js';
 import type { XattrPolicy } from '../fs/xattrs.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
 import { sendStream } from './stream.js';
+import { connectTcp } from './dial.js';
 import { runSender, type SenderEvents, type SenderResult } from '../transfer/sender.js';
 
 export interface SendOptions {
@@ -86,25 +86,6 @@ export interface SendOutcome extends SenderResult {
 }
 
 /** Open a TCP connection, failing with FERRY_E_CONNECT naming the peer. */
-export function connectTcp(host: string, port: number, timeoutMs = 15_000): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new FerryError(ErrorCodes.CONNECT, `${host}:${port}: connection timed out`, { subject: `${host}:${port}` }));
-    }, timeoutMs);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      sock.setNoDelay(true);
-      resolve(sock);
-    });
-    sock.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new FerryError(ErrorCodes.CONNECT, `${host}:${port}: cannot connect: ${e.code ?? e.message}`, { subject: `${host}:${port}`, cause: e }));
-    });
-  });
-}
-
 async function openChannel(o: SendOptions): Promise<SecureChannel> {
   const sock = await connectTcp(o.host, o.port, o.connectTimeoutMs);
   try {
@@ -131,6 +112,7 @@ export async function sendStdinStream(o: SendOptions, input: AsyncIterable<Buffe
 }
 
 export { resolveSendRoot } from '../fs/files-from.js';
+export { connectTcp } from './dial.js';
 
 /** What a session needs besides its channels (the ssh mode shares it). */
 export type SendSessionOptions = Pick<

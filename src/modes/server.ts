@@ -15,9 +15,12 @@
  * control stream; later ones are its `-P` streams (JOIN).
  *
  * Start-up is on the user's clock (one small file costs what ssh costs, plus this):
- * the hello goes out first, and the modules only a session needs (the channel, the
- * sender, the receiver) load while ssh carries the request and the local
- * side dials in (`loadSessionModules`, shared with modes/ssh.ts).
+ * the hello goes out first, the reply as soon as the request is checked, and the
+ * modules a session needs load on demand and in the order they are needed — the
+ * channel while ssh carries the request and the reply, then only this side's half of
+ * the session (the receiver for a push, the sender for a pull) while the local side
+ * dials in and runs the handshake (`loadChannel`, `loadSession`, shared with
+ * modes/ssh.ts).
  *
  * While data flows over TCP, stdin stays open as a lifeline: if it ends (the local
  * ferry or its ssh died), the session is torn down at once, and the receiver's partial
@@ -29,11 +32,10 @@ import path from 'node:path';
 import { Duplex, type Readable, type Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
-import { resolveSendRoot } from '../fs/files-from.js';
 import type { SecureChannel } from '../secure/channel.js';
 import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome } from './send.js';
-import { fileSink, openFileSource, receiveStream, sendStream, type StreamResult, type StreamSink } from './stream.js';
+import type { StreamResult, StreamSink } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply, type ServerRequest } from './ssh-bootstrap.js';
 
 export interface ServerIo {
@@ -165,19 +167,29 @@ export function serverAddressOf(sshConnection: string | undefined): string | und
 }
 
 /**
- * The modules a session needs and the bootstrap does not, imported on demand so that
- * their loading overlaps the ssh round trips instead of preceding them.
+ * The secure channel, imported on demand (both sides of the ssh mode): the bootstrap
+ * does not need it, so its loading overlaps the ssh round trips instead of preceding
+ * them. A failure to load shows where the channel is used.
  */
-export async function loadSessionModules() {
-  const [channel, recv, send] = await Promise.all([import('../secure/channel.js'), import('./recv.js'), import('./send.js')]);
-  return { establishChannel: channel.establishChannel, receiveOver: recv.receiveOver, sendOver: send.sendOver, connectTcp: send.connectTcp };
+export function loadChannel(): Promise<typeof import('../secure/channel.js')> {
+  const p = import('../secure/channel.js');
+  p.catch(() => undefined);
+  return p;
+}
+
+/** One side's half of a session and nothing of the other's: the receiver or the sender. */
+export function loadSession(role: 'recv'): Promise<typeof import('./recv.js')>;
+export function loadSession(role: 'send'): Promise<typeof import('./send.js')>;
+export function loadSession(role: 'recv' | 'send'): Promise<typeof import('./recv.js') | typeof import('./send.js')> {
+  const p = role === 'recv' ? import('./recv.js') : import('./send.js');
+  p.catch(() => undefined);
+  return p;
 }
 
 export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOutcome> {
   const hello: ServerHello = { ferry: 'server', protocol: SSH_PROTOCOL, version: p.version };
   write(io.output, hello);
-  const session = loadSessionModules();
-  session.catch(() => undefined);
+  const channel = loadChannel();
   const lines = new LineReader(io.input);
   const first = await lines.next();
   if (first === null) throw new FerryError(ErrorCodes.CONNECT, 'the local side closed the ssh channel before its request');
@@ -189,10 +201,13 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   let streamSource: Readable | undefined;
   try {
     ({ req, key } = parseRequest(first));
-    if (req.stream && req.role === 'recv') streamSink = await fileSink(req.paths[0]!);
-    else if (req.stream) streamSource = await openFileSource(req.paths[0]!);
-    else if (req.role === 'send') {
+    if (req.stream) {
+      const { fileSink, openFileSource } = await import('./stream.js');
+      if (req.role === 'recv') streamSink = await fileSink(req.paths[0]!);
+      else streamSource = await openFileSource(req.paths[0]!);
+    } else if (req.role === 'send') {
       const extras = req.options.extras;
+      const { resolveSendRoot } = await import('../fs/files-from.js');
       roots = await Promise.all(req.paths.map((s) => resolveSendRoot(s === '' ? '.' : s, extras)));
     }
     else target = await targetKind(req.paths[0]!);
@@ -205,6 +220,14 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     throw err;
   }
   const o = req.options;
+  // This side's half of the session, loaded once the reply is out, while it travels and the local side dials in.
+  let recvSession: Promise<typeof import('./recv.js')> | undefined;
+  let sendSession: Promise<typeof import('./send.js')> | undefined;
+  const replied = (reply: ServerReply): void => {
+    write(io.output, reply);
+    if (!req.stream && req.role === 'recv') recvSession = loadSession('recv');
+    else if (!req.stream) sendSession = loadSession('send');
+  };
   const acceptMs = p.acceptTimeoutMs ?? 30_000;
   const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, auth: 'psk' as const, ktls, peer });
 
@@ -227,7 +250,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
       sock.on('error', () => undefined);
       sock.setNoDelay(true);
       const peer = `${sock.remoteAddress}:${sock.remotePort}`;
-      session.then(({ establishChannel }) => establishChannel(sock, channelOpts(peer, o.ktls))).then(
+      channel.then(({ establishChannel }) => establishChannel(sock, channelOpts(peer, o.ktls))).then(
         (ch) => queue.push(ch),
         (e: unknown) => {
           sock.destroy();
@@ -248,7 +271,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
           srv.listen({ host: '0.0.0.0', port: 0 }, () => resolve((srv.address() as net.AddressInfo).port));
         }),
     );
-    write(io.output, { listen: { addr: addr ?? '', port }, ...about } satisfies ServerReply);
+    replied({ listen: { addr: addr ?? '', port }, ...about });
     decision = parseDecision(await lines.next());
     const use = decision?.use;
     if (use === 'tcp') {
@@ -268,7 +291,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
       throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
     }
   } else {
-    write(io.output, { via: 'ssh', ...about } satisfies ServerReply);
+    replied({ via: 'ssh', ...about });
     decision = parseDecision(await lines.next());
     if (decision?.use !== 'ssh') throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
   }
@@ -279,9 +302,9 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   if (decision.name !== undefined && req.role === 'send' && roots.length === 1 && roots[0]!.kind === 'file') {
     roots = [{ ...roots[0]!, prefix: decision.name }];
   }
-  const { establishChannel, receiveOver, sendOver } = await session;
   if (via === 'ssh') {
     lines.release();
+    const { establishChannel } = await channel;
     control = await establishChannel(pipeDuplex(io.input, io.output), channelOpts('local side (via ssh)', 'off'));
   }
   const ctl = control!;
@@ -302,12 +325,17 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     if (!finished) abort();
   });
   try {
-    if (streamSink) return { role: 'recv', via, stream: await receiveStream(ctl, streamSink) };
-    if (streamSource) return { role: 'send', via, stream: await sendStream(ctl, streamSource, req.paths[0]!) };
+    if (req.stream) {
+      const { receiveStream, sendStream } = await import('./stream.js');
+      if (streamSink) return { role: 'recv', via, stream: await receiveStream(ctl, streamSink) };
+      return { role: 'send', via, stream: await sendStream(ctl, streamSource!, req.paths[0]!) };
+    }
     if (req.role === 'recv') {
+      const { receiveOver } = await recvSession!;
       const r = await receiveOver(ctl, { dst: dstRoot, preserveSpecial: o.preserveSpecial, ...remoteMeta(o) }, nextExtra);
       return { role: 'recv', via, recv: r };
     }
+    const { sendOver } = await sendSession!;
     const r = await sendOver(
       ctl,
       roots,

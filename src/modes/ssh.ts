@@ -29,7 +29,8 @@ import type { ReceiverEvents } from '../transfer/receiver.js';
 import type { SenderEvents } from '../transfer/sender.js';
 import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome } from './send.js';
-import { loadSessionModules, pipeDuplex } from './server.js';
+import { connectTcp } from './dial.js';
+import { loadChannel, loadSession, pipeDuplex } from './server.js';
 import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
 import { sshArgv, takeSsh } from './ssh-spawn.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, remoteMeta, senderMeta, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
@@ -83,9 +84,11 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   const key = randomBytes(32);
   // Started already by the CLI when it could (ssh-spawn.ts): the same argv either way.
   const child = takeSsh(sshArgv(o.rsh, o.destination, o.remoteFerry));
-  // ssh is on its way: load the session's modules while it connects.
-  const session = loadSessionModules();
-  session.catch(() => undefined);
+  // ssh is on its way: load the channel and this side's half of the session while it connects.
+  const channel = loadChannel();
+  const tree = !o.streamInput && !o.streamOutput;
+  const sender = tree && o.direction === 'push' ? loadSession('send') : undefined;
+  const receiver = tree && o.direction === 'pull' ? loadSession('recv') : undefined;
   const lastLines: string[] = [];
   let spawnError: Error | null = null;
   const exited = new Promise<number | null>((resolve) => {
@@ -216,7 +219,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       }
     }
 
-    const { establishChannel, receiveOver, sendOver, connectTcp } = await session;
+    const { establishChannel } = await channel;
     let via: 'tcp' | 'ssh' = 'ssh';
     let control: SecureChannel | undefined;
     let dial: (() => Promise<SecureChannel>) | undefined;
@@ -277,6 +280,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     } else if (o.streamOutput) {
       out.stream = await receiveStream(control, writableSink(o.streamOutput));
     } else if (o.direction === 'push') {
+      const { sendOver } = await sender!;
       out.send = await sendOver(
         control,
         roots,
@@ -295,6 +299,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
         dial ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
       );
     } else {
+      const { receiveOver } = await receiver!;
       out.recv = await receiveOver(
         control,
         { dst: localDst, preserveSpecial: o.options.preserveSpecial, ...remoteMeta(o.options), ...(o.onSessionStart ? { onSessionStart: o.onSessionStart } : {}) },
