@@ -11,6 +11,7 @@
  * exit 1; fatal problems (authentication, protocol violation, usage) stop the run
  * and map to their own exit code through `exitCodeFor`.
  */
+import { constants as osConstants } from 'node:os';
 
 export const ErrorCodes = {
   /** Bad command line: unknown option, missing operand, bad value. */
@@ -137,6 +138,29 @@ export function exitCodeFor(code: ErrorCode): number {
     default:
       return ExitCodes.PARTIAL;
   }
+}
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
+/** The name of a system error number, of either sign (`ENOENT`), or undefined when it is none. */
+export function errnoName(errno: number): string | undefined {
+  return ERRNO_NAMES.get(Math.abs(errno));
+}
+
+/**
+ * A native call's errno (of either sign) as a Node-style system error (code, errno,
+ * syscall, path; EIO when the number is unknown), so that `fromSystemError` maps it to
+ * the same FerryError as the TypeScript path's. The one errno table of the tool.
+ */
+export function errnoError(errno: number, syscall: string, path?: string): NodeJS.ErrnoException {
+  const n = Math.abs(errno);
+  const code = ERRNO_NAMES.get(n) ?? 'EIO';
+  const e = new Error(`${code}: ${syscall}${path !== undefined ? ` '${path}'` : ''}`) as NodeJS.ErrnoException;
+  e.code = code;
+  e.errno = -n;
+  e.syscall = syscall;
+  if (path !== undefined) e.path = path;
+  return e;
 }
 
 /**

@@ -42,8 +42,8 @@
  */
 import { closeSync, constants as C, openSync } from 'node:fs';
 import type { SourceEntry } from '../core/entry.js';
-import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
-import { availableParallelism, constants as osConstants } from 'node:os';
+import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
+import { availableParallelism } from 'node:os';
 import { fsBatchAddon, type FsBatchAddon } from '../native/index.js';
 
 type FsAddon = FsBatchAddon;
@@ -123,8 +123,6 @@ interface DirFd {
   refs: number;
 }
 
-const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-
 /** The FerryError for a failed step, worded like the TypeScript path's. */
 function stepError(e: SourceEntry, step: number, errno: number): FerryError {
   if (step === Step.CHANGED) {
@@ -133,8 +131,7 @@ function stepError(e: SourceEntry, step: number, errno: number): FerryError {
   if (step === Step.NOT_REGULAR) {
     return new FerryError(ErrorCodes.CHANGED, `${e.path}: source is no longer a regular file; not copied`, { subject: e.path });
   }
-  const code = errnoNames.get(errno) ?? 'EIO';
-  const sys = Object.assign(new Error(`${code}: ${e.path}`), { code, errno: -errno, syscall: 'copy' });
+  const sys = errnoError(errno, 'copy', e.path);
   const side = step === Step.OPEN_SRC || step === Step.READ ? 'read' : 'write';
   return fromSystemError(sys, side, e.path);
 }

@@ -22,7 +22,7 @@
  */
 import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { ErrorCodes, FerryError } from '../core/errors.js';
+import { errnoError, ErrorCodes, FerryError } from '../core/errors.js';
 import { metaAddon, type MetaAddon } from '../native/index.js';
 
 let addon: MetaAddon | null | undefined;
@@ -37,18 +37,8 @@ export function nanosecondTimes(): boolean {
   return native() !== null;
 }
 
-const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-
-/** A negative errno from the addon as a Node-style system error (code, errno, syscall, path). */
-export function sysError(neg: number, syscall: string, path?: string): NodeJS.ErrnoException {
-  const code = errnoNames.get(-neg) ?? 'EIO';
-  const e = new Error(`${code}: ${syscall}${path !== undefined ? ` '${path}'` : ''}`) as NodeJS.ErrnoException;
-  e.code = code;
-  e.errno = neg;
-  e.syscall = syscall;
-  if (path !== undefined) e.path = path;
-  return e;
-}
+/** A negative errno from the addon as a Node-style system error (core/errors errnoError). */
+const sysError = errnoError;
 
 const NS = 1_000_000_000n;
 

@@ -37,9 +37,8 @@
  *   const outcomes = await p.publish([{ dirFd, name, size, mode, mtimeNs, data }], paths);  // null or a FerryError, per file
  */
 import fs from 'node:fs';
-import { getSystemErrorName } from 'node:util';
 import type { Entry } from '../core/entry.js';
-import { fromSystemError, type FerryError } from '../core/errors.js';
+import { errnoError, fromSystemError, type FerryError } from '../core/errors.js';
 import { NET_BATCH_MAX_ITEMS, netBatchAddon, type NetBatchAddon } from '../native/index.js';
 import { baseOf, parentOf } from './path-safety.js';
 import type { SafeWriter } from './safe-writer.js';
@@ -184,14 +183,7 @@ export class NativePublisher {
     await this.#n.publishFiles(Buffer.from(strings.join('\0') + '\0'), nums, datas, res);
     return items.map((_, i) => {
       if (res[2 * i] === PUB_OK) return null;
-      const errno = res[2 * i + 1]!;
-      let code = 'EIO';
-      try {
-        code = getSystemErrorName(-errno);
-      } catch {
-        /* keep EIO */
-      }
-      return fromSystemError(Object.assign(new Error(code), { code }), 'write', paths[i]!);
+      return fromSystemError(errnoError(res[2 * i + 1]!, 'publish', paths[i]!), 'write', paths[i]!);
     });
   }
 }

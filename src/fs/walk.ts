@@ -77,7 +77,7 @@ import { promisify } from 'node:util';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import type { SourceEntry } from '../core/entry.js';
-import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
+import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import type { ExcludeFn } from './exclude.js';
 import { pathDepth, validateLinkTarget, validateRelativePath } from './path-safety.js';
 import { MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH } from '../core/limits.js';
@@ -271,12 +271,6 @@ const S_IFLNK = 0o120000;
 const NUMS = 10;
 const BIGS = 3;
 
-/** An errno exception like Node's, for a native call's failure. */
-function errnoError(errno: number, syscall: string, p: string): NodeJS.ErrnoException {
-  const code = errnoNames.get(errno) ?? 'EIO';
-  return Object.assign(new Error(`${code}: ${syscall} '${p}'`), { code, errno: -errno, syscall, path: p });
-}
-const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
 function isSupported(st: BigIntStats): boolean {
   return st.isFile() || st.isDirectory() || st.isSymbolicLink();

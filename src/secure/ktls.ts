@@ -62,7 +62,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type net from 'node:net';
 import { constants as osConstants, platform, release } from 'node:os';
-import { ErrorCodes, FerryError } from '../core/errors.js';
+import { errnoName, ErrorCodes, FerryError } from '../core/errors.js';
 import { ktlsAddon, type KtlsAddon } from '../native/index.js';
 import type { TrafficSecret } from './traffic-secret.js';
 
@@ -159,13 +159,9 @@ function peerName(socket: net.Socket): string {
   return addr.includes(':') ? `[${addr}]:${String(socket.remotePort)}` : `${addr}:${String(socket.remotePort)}`;
 }
 
-function errnoName(errno: number): string {
-  for (const [name, value] of Object.entries(osConstants.errno)) if (value === errno) return name;
-  return `errno ${errno}`;
-}
 
 function explain(step: 'ulp' | 'crypto', errno: number): string {
-  const name = errnoName(errno);
+  const name = errnoName(errno) ?? `errno ${errno}`;
   const why: Record<string, string> = step === 'ulp'
     ? {
         ENOENT: 'the kernel has no tls ULP (CONFIG_TLS off, or the module is not loaded)',

@@ -22,8 +22,7 @@
  *   const { results, release } = await r.read(files);   // data views into a pooled buffer
  *   ...; release();                                 // once every data view is consumed
  */
-import { getSystemErrorName } from 'node:util';
-import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
+import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
 import { NET_BATCH_MAX_ITEMS, netBatchAddon, type NetBatchAddon } from '../native/index.js';
 
@@ -62,15 +61,8 @@ const MAX_BATCH = NET_BATCH_MAX_ITEMS;
 const POOL_UNIT = 2 * 1024 * 1024;
 const POOL_KEEP = 16;
 
-function errnoError(errno: number, path: string): FerryError {
-  let code = 'EIO';
-  try {
-    code = getSystemErrorName(-errno);
-  } catch {
-    /* not an errno: keep EIO */
-  }
-  const e = Object.assign(new Error(`${code}`), { code });
-  return fromSystemError(e, 'read', path);
+function readErrno(errno: number, path: string): FerryError {
+  return fromSystemError(errnoError(errno, 'read', path), 'read', path);
 }
 
 /** The messages of file-reader-worker.ts / fs/source-file.ts, so both paths report alike. */
@@ -83,7 +75,7 @@ function readError(status: number, errno: number, path: string): FerryError {
     case RD_OPEN:
     case RD_STAT:
     case RD_READ:
-      return errnoError(errno, path);
+      return readErrno(errno, path);
     case RD_NOT_REGULAR:
       return changed(path, 'changed since it was listed (it is no longer a regular file)');
     case RD_IDENTITY:
