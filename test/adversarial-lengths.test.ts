@@ -43,7 +43,8 @@ const fileE = (extra: Partial<M.WireEntry> = {}): M.WireEntry => entry(0, 'file'
 
 const rows: Row[] = [
   ['SESSION version', 0xffff, (n) => session({ version: n }), M.decodeSession],
-  ['SESSION flags', 0xff, (n) => session({ flags: n }), M.decodeSession],
+  // Every known flag at once decodes; the next bit up is unknown and refused (unknown bits are never ignored).
+  ['SESSION flags', Object.values(M.SessionFlags).reduce((a, b) => a | b, 0), (n) => session({ flags: n }), M.decodeSession],
   ['SESSION streams', M.MAX_STREAMS, (n) => session({ streams: n }), M.decodeSession],
   ['SESSION chunk size', M.MAX_CHUNK_SIZE, (n) => session({ chunk: n }), M.decodeSession],
   ['SESSION exclude count', M.MAX_EXCLUDES, (n) => session({ nEx: n }), M.decodeSession],
