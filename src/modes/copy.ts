@@ -601,23 +601,6 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
       wake();
     }
   })();
-  /** The batched quick check of a batch's files whose directory is ready (null verdict: check one by one). */
-  const quickCheckReady = async (batch: readonly SourceEntry[]): Promise<Map<SourceEntry, QuickCheck | null> | null> => {
-    const files: SourceEntry[] = [];
-    for (const e of batch) {
-      if (e.kind !== 'file' || !dirOk.has(parentOf(e.path))) continue;
-      try {
-        withXattrs(e);
-        files.push(e);
-      } catch {
-        /* the full path reports it */
-      }
-    }
-    if (files.length < 2) return null;
-    const verdicts = await writer.quickCheckFiles(files).catch(() => null);
-    if (verdicts === null) return null;
-    return new Map(files.map((e, i) => [e, verdicts[i]!]));
-  };
   async function* entries(): AsyncGenerator<SourceEntry[]> {
     for (;;) {
       const b = queue.shift();
@@ -637,18 +620,15 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
 
   try {
     for await (const batch of entries()) {
-      // No-op fast path: the files of the batch in ready directories are quick-checked
-      // at once (SafeWriter.quickCheckFiles: one batched lstat per directory); an
-      // up-to-date one is settled below with no task, promise or semaphore.
-      const known = opts.checksum ? null : await quickCheckReady(batch);
-      for (let i = 0; i < batch.length; i++) {
-        const e = batch[i]!;
+      for (const e of batch) {
         seen?.add(e.path);
+        // No-op fast path: an up-to-date file in a ready directory is settled here,
+        // with one synchronous lstat and no task, promise or semaphore.
         if (e.kind === 'file' && !opts.checksum && dirOk.has(parentOf(e.path))) {
-          let q: QuickCheck | null = known?.get(e) ?? null;
+          let q: QuickCheck | null = null;
           try {
             withXattrs(e);
-            q ??= writer.quickCheckSync(e);
+            q = writer.quickCheckSync(e);
           } catch {
             q = null; // let the full path report it
           }

@@ -133,11 +133,10 @@ export class ReceiverCore<F extends CoreFile> {
   readonly #maxXattrBytes: number;
   /** Every entry of the manifest by index: the files' records, the other entries as they came. */
   readonly entries: (F | WireEntry)[] = [];
-  /** Every path listed, and the directories among them ('' is the root). */
-  readonly paths = new Set<string>();
+  /** Every path listed, with its entry (a file's record for a file): one map serves the duplicate check and hard-link targets. */
+  readonly paths = new Map<string, F | WireEntry>();
+  /** The directories listed ('' is the root). */
   readonly dirs = new Set<string>(['']);
-  /** Files by path, for hard-link targets. */
-  readonly filesByPath = new Map<string, F>();
   #xattrBytes = 0;
   #holeBytes = 0;
   #ended = false;
@@ -194,23 +193,30 @@ export class ReceiverCore<F extends CoreFile> {
         }
         knownParent = parent;
       }
-      this.paths.add(e.path);
+
       if (e.kind === 'dir') this.dirs.add(e.path);
       if (e.kind === 'symlink') validateLinkTarget(e.target ?? '', e.path);
       if (e.kind === 'hardlink') {
         const t = validateHardlinkTarget(e.target ?? '', e.path);
-        if (!this.filesByPath.has(t)) throw protocol(`hard link ${e.path} points to ${t}, which is not a file listed before it`);
+        if (this.fileByPath(t) === undefined) throw protocol(`hard link ${e.path} points to ${t}, which is not a file listed before it`);
       }
       if (e.kind === 'file') {
         const f = newFile(e);
         this.entries.push(f);
-        this.filesByPath.set(e.path, f);
+        this.paths.set(e.path, f);
         files.push(f);
       } else {
         this.entries.push(e);
+        this.paths.set(e.path, e);
       }
     }
     return files;
+  }
+
+  /** The file listed at `path` (a hard link's target), if a file is. */
+  fileByPath(path: string): F | undefined {
+    const x = this.paths.get(path);
+    return x !== undefined && 'status' in x ? x : undefined;
   }
 
   /** MANIFEST_END with the sender's count of entries. */

@@ -311,7 +311,8 @@ export class ReceiverSession {
       // Close every open temp file once its queued operations are done (they stay on
       // disk for the next run to resume): a receiver that serves session after session
       // must not keep descriptors of broken ones.
-      for (const f of this.#core.filesByPath.values()) {
+      for (const f of this.#core.entries) {
+        if (!('status' in f)) continue;
         const t = f.temp;
         if (t) f.chain = f.chain.then(() => t.release());
       }
@@ -1033,7 +1034,7 @@ export class ReceiverSession {
    */
   async #finishDryRun(): Promise<void> {
     for (const e of this.#hardlinks) {
-      const target = this.#core.filesByPath.get(e.target!);
+      const target = this.#core.fileByPath(e.target!);
       if (target && (target.status === 'committed' || target.status === 'skipped')) this.#counts.hardlinks++;
       else this.#entryFailed(e, new FerryError(ErrorCodes.WRITE, `${e.path}: hard link target ${e.target} would not be delivered`, { subject: e.path }));
     }
@@ -1044,7 +1045,7 @@ export class ReceiverSession {
   async #finishTree(): Promise<void> {
     if (this.#dryRun) return this.#finishDryRun();
     for (const e of this.#hardlinks) {
-      const target = this.#core.filesByPath.get(e.target!);
+      const target = this.#core.fileByPath(e.target!);
       if (!target || (target.status !== 'committed' && target.status !== 'skipped')) {
         this.#entryFailed(e, new FerryError(ErrorCodes.WRITE, `${e.path}: hard link target ${e.target} was not delivered`, { subject: e.path }));
         continue;
