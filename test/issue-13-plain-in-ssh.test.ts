@@ -14,8 +14,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, constants as fsc } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { isFerryError } from '../src/core/errors.js';
-import { StdioDuplex } from '../src/modes/stdio-duplex.js';
+import { PIPE_BYTES, StdioDuplex, growPipe } from '../src/modes/stdio-duplex.js';
+import { pipeAddon } from '../src/native/index.js';
 import { establishChannel, PLAIN_IN_SSH_CIPHER } from '../src/secure/channel.js';
 import { clientHandshake } from '../src/secure/handshake.js';
 import { secretBytes } from '../src/secure/secret.js';
@@ -206,5 +211,23 @@ test('over real pipes (StdioDuplex): many flushes of varying size arrive intact 
       ab.kill();
       ba.kill();
     }
+  }
+});
+
+test('growPipe: a pipe grows to PIPE_BYTES with the data plane (else keeps its size); anything else is left alone', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-pipe-'));
+  const fifo = join(dir, 'fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+  // O_RDWR on a FIFO opens at once on Linux: one descriptor of the pipe.
+  const fd = openSync(fifo, fsc.O_RDWR | fsc.O_NONBLOCK);
+  const file = openSync(join(dir, 'plain'), 'w');
+  try {
+    const grown = growPipe(fd);
+    if (pipeAddon() === undefined) assert.equal(grown, 0);
+    else assert.ok(grown >= PIPE_BYTES, `pipe capacity ${grown}`);
+    assert.equal(growPipe(file), 0);
+  } finally {
+    closeSync(fd);
+    closeSync(file);
   }
 });

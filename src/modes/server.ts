@@ -35,13 +35,15 @@ import type { SourceRoot } from '../fs/walk.js';
 import type { SecureChannel } from '../secure/channel.js';
 import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome } from './send.js';
-import { StdioDuplex } from './stdio-duplex.js';
+import { StdioDuplex, growPipe } from './stdio-duplex.js';
 import type { StreamResult, StreamSink } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply, type ServerRequest } from './ssh-bootstrap.js';
 
 export interface ServerIo {
   input: Readable;
   output: Writable;
+  /** The descriptors under input and output (pipes from sshd), grown when the data takes them. */
+  fds?: readonly number[];
 }
 
 export interface ServerParams {
@@ -77,7 +79,7 @@ export function stdioOfProcess(): ServerIo {
         : fs.createWriteStream('', { fd, autoClose: true });
     }
   };
-  return { input: open(0, true) as Readable, output: open(1, false) as Writable };
+  return { input: open(0, true) as Readable, output: open(1, false) as Writable, fds: [0, 1] };
 }
 
 /** A duplex over a readable and a writable (ssh's pipes), for the secure channel. */
@@ -304,6 +306,7 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     roots = [{ ...roots[0]!, prefix: decision.name }];
   }
   if (via === 'ssh') {
+    for (const fd of io.fds ?? []) growPipe(fd);
     lines.release();
     const { establishChannel } = await channel;
     control = await establishChannel(pipeDuplex(io.input, io.output), { ...channelOpts('local side (via ssh)', 'off'), plainInSsh: true });

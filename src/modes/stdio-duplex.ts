@@ -16,6 +16,11 @@
  * - Ending the writable side half-closes the output (the peer sees EOF); the input's
  *   end is the readable end. Either side's error destroys both.
  *
+ * `growPipe` raises a pipe's capacity (F_SETPIPE_SZ) from the kernel's 64 KiB: sshd gives
+ * the remote ferry pipes, and with room for a megabyte in them each side wakes up, reads
+ * and writes far less often per byte. Best effort: a pipe over the user's limit, or no
+ * data plane (FERRY_NATIVE=0), keeps its size and works as before.
+ *
  * `Duplex.from({ readable, writable })` does the same job generically, but reads with
  * `read()`, which concatenates whatever queued up into a fresh buffer, and runs every
  * write through its own queue, whose callbacks come a tick late: the channel then
@@ -23,7 +28,17 @@
  * collector pays for it on every byte of the session.
  */
 import { Duplex, type Readable, type Writable } from 'node:stream';
+import { pipeAddon } from '../native/index.js';
 import { WRITES_RELEASE_BUFFERS } from '../secure/channel-api.js';
+
+/** What `growPipe` asks for: the default limit of /proc/sys/fs/pipe-max-size. */
+export const PIPE_BYTES = 1024 * 1024;
+
+/** Raise the capacity of the pipe under `fd` to PIPE_BYTES; the new capacity, or 0 when it stays as it was. */
+export function growPipe(fd: number): number {
+  const r = pipeAddon()?.setPipeSize(fd, PIPE_BYTES) ?? 0;
+  return r > 0 ? r : 0;
+}
 
 const READ_HIGH_WATER = 1024 * 1024;
 
