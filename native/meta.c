@@ -27,6 +27,9 @@
  *                                         there is none (or the lookup failed)
  *   ownerId(group, name)                  getpwnam_r/getgrnam_r: the id, or -1 when the
  *                                         name is unknown (or the lookup failed)
+ *   setPipeSize(fd, bytes)                fcntl(F_SETPIPE_SZ): the pipe's new capacity, or
+ *                                         -errno (not a pipe, over the user's limit); the
+ *                                         --via-ssh path's stdio pipes (src/modes/server.ts)
  *
  * The owner lookups go through NSS (files, LDAP, sssd...) like `ls -l` does; they may
  * block on a directory service, which is why ferry looks each id or name up once per
@@ -120,6 +123,15 @@ static napi_value utimens_path(napi_env env, napi_callback_info info) {
   if (!fill_ts(sec, nsec, ts)) return num(env, -EINVAL);
   int flags = get_bool(env, argv[3]) ? 0 : AT_SYMLINK_NOFOLLOW;
   return num(env, utimensat(AT_FDCWD, path, ts, flags) == 0 ? 0 : -errno);
+}
+
+static napi_value set_pipe_size(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int64_t fd, bytes;
+  if (!get_args(env, info, 2, argv) || !get_i64(env, argv[0], &fd) || !get_i64(env, argv[1], &bytes)) return NULL;
+  if (bytes <= 0 || bytes > INT32_MAX) return num(env, -EINVAL);
+  int r = fcntl((int)fd, F_SETPIPE_SZ, (int)bytes);
+  return num(env, r >= 0 ? r : -errno);
 }
 
 static napi_value data_extents(napi_env env, napi_callback_info info) {
@@ -309,6 +321,7 @@ napi_status ferry_register_meta(napi_env env, napi_value exports) {
       {"xattrRemove", NULL, xattr_remove, NULL, NULL, NULL, napi_default, NULL},
       {"ownerName", NULL, owner_name, NULL, NULL, NULL, napi_default, NULL},
       {"ownerId", NULL, owner_id, NULL, NULL, NULL, napi_default, NULL},
+      {"setPipeSize", NULL, set_pipe_size, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -86,6 +86,7 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
       assert.equal(r.code, 0, r.stderr);
       const j = lastJson(r.stdout);
       assert.equal(j['via'], 'tcp');
+      assert.equal(j['cipher'], 'aes-128-gcm');
       assert.equal(j['streams'], Number(p));
       assert.deepEqual(await compareTrees(src, path.join(dst, 'src')), []);
       assert.doesNotMatch(r.stderr, /over the ssh connection/);
@@ -226,6 +227,8 @@ describe('ssh mode against a real sshd', { skip, timeout: 300_000 }, () => {
       const v = await ferry([...args]);
       assert.equal(v.code, 0, v.stderr);
       assert.equal(lastJson(v.stdout)['via'], 'ssh');
+      // Inside ssh the frames go without ferry's own records (issue #13; SECURITY.md).
+      assert.equal(lastJson(v.stdout)['cipher'], 'none inside ssh');
       assert.doesNotMatch(v.stderr, /direct connection/);
       assert.deepEqual(await compareTrees(src, out), []);
     }

@@ -201,6 +201,20 @@ export function ferrySshTools(ep: () => SshEndpoint): Tool[] {
   return [tool('ferry push (ssh)', false, []), tool('ferry pull (ssh)', true, []), tool('ferry push --via-ssh', false, ['--via-ssh'])];
 }
 
+/**
+ * The cipher ssh negotiates with this sshd under the user's ssh configuration, as
+ * `ssh -v` reports it: every ssh-based tool here (rsync, scp, tar, ferry's ssh mode
+ * and its --via-ssh path) runs the same ssh with the same options, so they all pay
+ * for the same cipher. Said once per suite, since it moves the ssh rows a lot
+ * (OpenSSH's default chacha20-poly1305 costs noticeably more CPU per byte than
+ * aes128-gcm on CPUs with AES instructions).
+ */
+export function sshCipherOf(sshd: Sshd): string {
+  const r = spawnSync('ssh', ['-v', '-o', 'LogLevel=DEBUG1', ...sshd.sshArgs, sshd.host, 'true'], { encoding: 'utf8', timeout: 15_000 });
+  const m = /kex: client->server cipher: (\S+)/.exec(r.stderr ?? '');
+  return m?.[1] ?? 'unknown';
+}
+
 /** Start one sshd for a suite, stopped by the suite's cleanup. */
 export async function suiteSshd(ctx: { onCleanup(fn: () => Promise<void>): void }): Promise<Sshd> {
   try {
@@ -269,6 +283,7 @@ export const networkSuite: Suite = {
       ctx.log(`network: ${(e as Error).message}; ssh-based tools skipped`);
     }
     const ep = (): SshEndpoint => endpointOf(sshd!);
+    if (sshd) ctx.log(`network: ssh cipher for every ssh-based tool (the ssh configuration's choice): ${sshCipherOf(sshd)}`);
     const sshTools = sshd ? [...ferrySshTools(ep), rsyncSshTool(ep), scpTool(ep), tarSshTool(ep)] : [];
     return [...ferryNetworkTools(), ...sshTools, tarNcTool(), uringSyncNetTool()];
   },

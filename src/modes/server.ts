@@ -29,18 +29,21 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Duplex, type Readable, type Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
 import type { SecureChannel } from '../secure/channel.js';
 import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome } from './send.js';
+import { StdioDuplex, growPipe } from './stdio-duplex.js';
 import type { StreamResult, StreamSink } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply, type ServerRequest } from './ssh-bootstrap.js';
 
 export interface ServerIo {
   input: Readable;
   output: Writable;
+  /** The descriptors under input and output (pipes from sshd), grown when the data takes them. */
+  fds?: readonly number[];
 }
 
 export interface ServerParams {
@@ -76,12 +79,12 @@ export function stdioOfProcess(): ServerIo {
         : fs.createWriteStream('', { fd, autoClose: true });
     }
   };
-  return { input: open(0, true) as Readable, output: open(1, false) as Writable };
+  return { input: open(0, true) as Readable, output: open(1, false) as Writable, fds: [0, 1] };
 }
 
 /** A duplex over a readable and a writable (ssh's pipes), for the secure channel. */
 export function pipeDuplex(input: Readable, output: Writable): Duplex {
-  return Duplex.from({ readable: input, writable: output });
+  return new StdioDuplex(input, output);
 }
 
 function write(out: Writable, msg: unknown): void {
@@ -303,9 +306,10 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     roots = [{ ...roots[0]!, prefix: decision.name }];
   }
   if (via === 'ssh') {
+    for (const fd of io.fds ?? []) growPipe(fd);
     lines.release();
     const { establishChannel } = await channel;
-    control = await establishChannel(pipeDuplex(io.input, io.output), channelOpts('local side (via ssh)', 'off'));
+    control = await establishChannel(pipeDuplex(io.input, io.output), { ...channelOpts('local side (via ssh)', 'off'), plainInSsh: true });
   }
   const ctl = control!;
   const streams = via === 'ssh' ? 1 : o.streams;

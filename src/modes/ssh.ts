@@ -269,6 +269,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
         auth: 'psk',
         ktls: 'off',
         peer: `${o.host.includes(':') ? `[${o.host}]` : o.host} (via ssh)`,
+        plainInSsh: true,
       });
       all.add(control);
     }

@@ -18,6 +18,7 @@
  *                   (used by fs/meta-native.ts)
  *   fsWalkAddon()   a directory listed and lstat'ed in one call (used by fs/walk.ts)
  *   statAtAddon()   given names in a directory lstat'ed in one call (used by fs/stat-batch.ts)
+ *   pipeAddon()     fcntl(F_SETPIPE_SZ) for the --via-ssh path's pipes (used by modes/server.ts)
  *
  * `FERRY_NATIVE=0` forces every fallback: the addon is then never even loaded (the
  * test suite runs once each way). `FERRY_NATIVE_ADDON=path` loads another build.
@@ -91,6 +92,11 @@ export interface MetaAddon {
   ownerId(group: boolean, name: string): number;
 }
 
+/** native/meta.c's fcntl(F_SETPIPE_SZ): the new capacity or -errno. Without it pipes keep their size. */
+export interface PipeAddon {
+  setPipeSize(fd: number, bytes: number): number;
+}
+
 /**
  * native/fs-walk.c; its fallback is fs/walk.ts's readdir + lstat. For entry i:
  * nums[10i..10i+9] = name offset, name length, target length (-1: none; the target's
@@ -110,7 +116,15 @@ export interface StatAtAddon {
   statAt(fd: number, names: Buffer, count: number): Promise<[nums: Float64Array, big: BigInt64Array]>;
 }
 
-interface Addon extends KtlsAddon, Partial<RecordsAddon>, Partial<FsBatchAddon>, Partial<NetBatchAddon>, Partial<MetaAddon>, Partial<FsWalkAddon>, Partial<StatAtAddon> {
+interface Addon
+  extends KtlsAddon,
+    Partial<RecordsAddon>,
+    Partial<FsBatchAddon>,
+    Partial<NetBatchAddon>,
+    Partial<MetaAddon>,
+    Partial<FsWalkAddon>,
+    Partial<StatAtAddon>,
+    Partial<PipeAddon> {
   abi: number;
   recordsAvailable: true | string;
 }
@@ -206,6 +220,12 @@ export function netBatchAddon(): NetBatchAddon | undefined {
 export function metaAddon(): MetaAddon | undefined {
   const a = load().addon;
   return typeof a?.utimensFd === 'function' && typeof a.xattrSet === 'function' ? (a as MetaAddon) : undefined;
+}
+
+/** fcntl(F_SETPIPE_SZ), or undefined (then pipes keep the kernel's default size). */
+export function pipeAddon(): PipeAddon | undefined {
+  const a = load().addon;
+  return typeof a?.setPipeSize === 'function' ? (a as PipeAddon) : undefined;
 }
 
 /** The native directory listing, or undefined (then fs/walk.ts lists with readdir + lstat). */

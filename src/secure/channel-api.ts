@@ -33,13 +33,13 @@ export interface Frame {
 }
 
 export interface ChannelInfo {
-  /** 'aes-128-gcm'. */
+  /** 'aes-128-gcm', or 'none inside ssh' (frames protected by ssh: secure/plain-records.ts). */
   cipher: string;
   /** Which implementation encrypts what we send / decrypts what we receive. */
   tx: 'userspace' | 'ktls';
   rx: 'userspace' | 'ktls';
   /** Which userspace record layer: the data plane's batches ('native') or node:crypto ('js'). */
-  records: 'native' | 'js';
+  records: 'native' | 'js' | 'none';
   /** A printable name of the peer, e.g. "127.0.0.1:7000". */
   peer: string;
 }
@@ -59,3 +59,10 @@ export interface FrameChannel {
 export const MAX_FRAME_PAYLOAD = 4 * 1024 * 1024;
 /** First frame type available to transfer/. */
 export const FIRST_TRANSFER_FRAME_TYPE = 0x10;
+
+/**
+ * Set (to true) on a duplex whose write callbacks run only once the bytes have left the
+ * buffer they were written from, as a net.Socket's do: the channel may then reuse its
+ * sealed-output buffers on it (modes/stdio-duplex.ts carries ssh's pipes this way).
+ */
+export const WRITES_RELEASE_BUFFERS: unique symbol = Symbol.for('ferry.writesReleaseBuffers');

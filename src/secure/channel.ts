@@ -16,7 +16,11 @@
  * are opened in place, every complete record of a chunk in one batch.
  *
  * Every byte after the handshake is in an authenticated record: there is no
- * unencrypted mode. An on-path attacker must not be able to inject a frame, and an
+ * unencrypted mode, with one exception, where ssh provides the protection: a channel
+ * carried over the ssh connection's own stdin/stdout (`plainInSsh`, the scp-like
+ * mode's --via-ssh path) agrees in its authenticated handshake to lay its frames on
+ * the stream without records (plain-records.ts says why); a direct connection refuses
+ * that (handshake.ts), and a net.Socket cannot even offer it. An on-path attacker must not be able to inject a frame, and an
  * integrity-only record would save little: with the data plane AES-GCM costs a few
  * times a plain copy (bench/records.ts), and a MAC over every byte costs about as much.
  * `--no-encrypt` is refused by the CLI.
@@ -47,10 +51,11 @@ import { Socket } from 'node:net';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameTypes, LAST_RESERVED_FRAME_TYPE, encodeFrame } from '../wire/frame.js';
 import type { ChannelInfo, Frame, FrameChannel } from './channel-api.js';
-import { MAX_FRAME_PAYLOAD } from './channel-api.js';
+import { MAX_FRAME_PAYLOAD, WRITES_RELEASE_BUFFERS } from './channel-api.js';
 import { clientHandshake, serverHandshake, type HandshakeAuth } from './handshake.js';
 import { nextTrafficSecret, trafficKeys } from './key-schedule.js';
 import { MAX_RECORD_PLAINTEXT, RecordOpener, RecordSealer, sealedLength } from './record-layer.js';
+import { PlainOpener, PlainSealer } from './plain-records.js';
 import { secretBytes } from './secret.js';
 import type { TrafficSecret } from './traffic-secret.js';
 
@@ -72,6 +77,12 @@ export interface ChannelOptions {
   rekeyAfterRecords?: number;
   /** Largest frame payload accepted. Default MAX_FRAME_PAYLOAD (4 MiB). */
   maxFramePayload?: number;
+  /**
+   * The stream is the ssh connection's own stdin/stdout (ours under `ferry --server`,
+   * or the ssh child's): offer plaintext records inside ssh (plain-records.ts). Never
+   * for a TCP connection: a net.Socket with this option is refused.
+   */
+  plainInSsh?: boolean;
 }
 
 export interface SecureChannel extends FrameChannel {
@@ -90,6 +101,8 @@ export const NO_ENCRYPT_REMOVED =
   '--no-encrypt is no longer supported: every session is encrypted and every record authenticated ' +
   '(without that an on-path attacker could inject frames; AES-128-GCM costs about 0.25 CPU s per GiB). Drop the flag.';
 
+/** ChannelInfo.cipher of a channel whose frames ssh protects (plain-records.ts). */
+export const PLAIN_IN_SSH_CIPHER = 'none inside ssh';
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
 export const DEFAULT_REKEY_AFTER_RECORDS = 2 ** 23;
@@ -153,6 +166,11 @@ export function peerNameOf(stream: Duplex): string {
 export async function establishChannel(stream: Duplex, opts: ChannelOptions): Promise<SecureChannel> {
   const peer = opts.peer ?? peerNameOf(stream);
   const wantKtls = opts.ktls ?? 'auto';
+  const plainInSsh = opts.plainInSsh === true;
+  if (plainInSsh && (stream instanceof Socket || wantKtls !== 'off')) {
+    stream.destroy();
+    throw new FerryError(ErrorCodes.INTERNAL, 'plaintext records are only for a channel carried over ssh stdio (not a socket, no kTLS)');
+  }
 
   // Decide about kTLS before the handshake, so that --ktls=on fails before any byte is exchanged.
   let ktls: KtlsModule | null = null;
@@ -181,6 +199,7 @@ export async function establishChannel(stream: Duplex, opts: ChannelOptions): Pr
     peer,
     timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
     auth: opts.auth ?? 'cpace',
+    plainInSsh,
   };
   let hs;
   try {
@@ -219,6 +238,7 @@ export async function establishChannel(stream: Duplex, opts: ChannelOptions): Pr
     rxSecret: hs.rxSecret,
     sessionBinding: hs.sessionBinding,
     leftover: hs.leftover,
+    plain: hs.plainInSsh,
     handshakeMs,
     ktlsTx,
     ktlsReason,
@@ -234,6 +254,8 @@ interface ChannelState {
   rxSecret: Buffer;
   sessionBinding: Buffer;
   leftover: Buffer[];
+  /** Frames without records (plain-records.ts): agreed in the handshake, over ssh stdio only. */
+  plain: boolean;
   handshakeMs: number;
   ktlsTx: boolean;
   ktlsReason: string;
@@ -259,8 +281,9 @@ class Channel implements SecureChannel {
   readonly #maxPayload: number;
   #txSecret: Buffer;
   #rxSecret: Buffer;
-  readonly #sealer: RecordSealer | null;
-  readonly #opener: RecordOpener;
+  readonly #plain: boolean;
+  readonly #sealer: RecordSealer | PlainSealer | null;
+  readonly #opener: RecordOpener | PlainOpener;
   readonly #decoder: FrameDecoder;
   #ktlsRecords = 0;
 
@@ -305,12 +328,13 @@ class Channel implements SecureChannel {
     this.sessionBinding = s.sessionBinding;
     this.handshakeMs = s.handshakeMs;
     this.ktlsReason = s.ktlsReason;
-    this.#sealer = s.ktlsTx ? null : new RecordSealer(trafficKeys(s.txSecret));
-    this.#txPool = stream instanceof Socket ? [] : null;
-    this.#opener = new RecordOpener(trafficKeys(s.rxSecret), { peer: s.peer });
+    this.#plain = s.plain;
+    this.#sealer = s.plain ? new PlainSealer() : s.ktlsTx ? null : new RecordSealer(trafficKeys(s.txSecret));
+    this.#txPool = stream instanceof Socket || (stream as { [WRITES_RELEASE_BUFFERS]?: boolean })[WRITES_RELEASE_BUFFERS] === true ? [] : null;
+    this.#opener = s.plain ? new PlainOpener() : new RecordOpener(trafficKeys(s.rxSecret), { peer: s.peer });
     this.#decoder = new FrameDecoder({ maxPayload: s.maxFramePayload, peer: s.peer });
     this.info = {
-      cipher: 'aes-128-gcm',
+      cipher: s.plain ? PLAIN_IN_SSH_CIPHER : 'aes-128-gcm',
       tx: s.ktlsTx ? 'ktls' : 'userspace',
       rx: 'userspace',
       records: this.#opener.implementation,
@@ -368,6 +392,7 @@ class Channel implements SecureChannel {
         this.#ended = true;
         this.#clearIdle();
       } else if (f.type === FrameTypes.KEY_UPDATE) {
+        if (this.#plain) throw this.#protocol('sent a key update on a channel without records');
         if (d.buffered !== 0 || f.payload.length !== 0) throw this.#protocol('sent a misplaced key update');
         this.#rxSecret = nextTrafficSecret(this.#rxSecret);
         this.#opener.setKeys(trafficKeys(this.#rxSecret));
@@ -575,9 +600,9 @@ class Channel implements SecureChannel {
     }
   }
 
-  #writeSealed(sealer: RecordSealer, parts: readonly Buffer[], bytes: number): void {
+  #writeSealed(sealer: RecordSealer | PlainSealer, parts: readonly Buffer[], bytes: number): void {
     const pool = this.#txPool;
-    const need = sealedLength(bytes);
+    const need = this.#plain ? bytes : sealedLength(bytes);
     if (pool === null) {
       this.#stream.write(sealer.seal(parts), this.#onWritten);
       return;

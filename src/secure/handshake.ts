@@ -12,7 +12,8 @@
  *   (records may follow at once)                   (records follow)
  *
  *   messages: type (u8) || length (u16) || body, every length ≤ 1 KiB
- *   MSGa/MSGb = prefix_free_cat(Y, AD); AD = one flags byte (bit 0: encrypt, always set)
+ *   MSGa/MSGb = prefix_free_cat(Y, AD); AD = one flags byte (bit 0: encrypt, always set;
+ *               bit 1: this side's channel is carried over ssh's stdin/stdout, see below)
  *   th   = SHA-256(client hello || ClientShare || server hello || ServerShare)
  *   mac_s = HMAC(s_finished, th); mac_c = HMAC(c_finished, SHA-256(th-input || ServerConfirm))
  *
@@ -36,6 +37,15 @@
  * - The encrypt flag of each side is inside the confirmed transcript. Every session
  *   is encrypted now; a peer without the flag (an older ferry run with --no-encrypt)
  *   is refused after authentication, on both sides, naming the flag.
+ * - Plaintext records inside ssh: a side whose channel runs over the ssh connection's
+ *   own stdin/stdout (the scp-like mode's --via-ssh path, and nothing else) sets flag
+ *   bit 1; when both sides set it, the channel after the handshake carries its frames
+ *   without AES-GCM, because ssh already encrypts and authenticates those bytes between
+ *   the two hosts and the key itself came over that same ssh connection (SECURITY.md,
+ *   "Plaintext records inside ssh"). The flags are in the confirmed transcript, so no
+ *   one without the key can set the bit; and a side on a direct connection refuses a
+ *   peer that sets it (after key confirmation, like the encrypt flag), so a direct TCP
+ *   channel never runs without record protection, whoever asks.
  * - A version or magic mismatch: the side that sees it sends a Notice (after its
  *   own hello) and both fail FERRY_E_VERSION; a non-ferry peer is named by guess.
  *
@@ -98,6 +108,7 @@ const NONCE_BYTES = 32;
 export const PSK_BYTES = 32;
 const MAC_BYTES = 32;
 const FLAG_ENCRYPT = 0x01;
+const FLAG_PLAIN_IN_SSH = 0x02;
 /** CPace channel identifier: binds the exchange to this protocol and version. */
 const CI = Buffer.from(`ferry/${PROTOCOL_VERSION}`);
 
@@ -112,6 +123,11 @@ export interface HandshakeOptions {
   peer: string;
   /** The whole handshake must finish within this many ms. */
   timeoutMs: number;
+  /**
+   * This stream is the ssh connection's own stdin/stdout (never a TCP connection): offer
+   * plaintext records (flag bit 1). They are used only when the peer offers them too.
+   */
+  plainInSsh?: boolean;
 }
 
 export interface HandshakeResult {
@@ -122,6 +138,8 @@ export interface HandshakeResult {
   sessionBinding: Buffer;
   /** Bytes that arrived after the handshake (the first records): feed them to the record layer. */
   leftover: Buffer[];
+  /** Both sides offered plaintext records inside ssh: frames go without AES-GCM records. */
+  plainInSsh: boolean;
 }
 
 export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): Promise<HandshakeResult> {
@@ -131,7 +149,7 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
   const io = new HandshakeIO(stream, opts);
   try {
     const sid = randomBytes(SID_BYTES);
-    const myFlags = FLAG_ENCRYPT;
+    const myFlags = flagsOf(opts);
     const cpace = startCPace('a', opts.secret, CI, sid, Buffer.from([myFlags]));
     const myHello = encodeHello();
     const clientShare = encodeMessage(MsgTypes.CLIENT_SHARE, Buffer.concat([sid, cpace.msg]));
@@ -154,12 +172,13 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
     // failed guess, and a peer that knows the secret is not a guesser.
     const th2 = sha256(thInput, serverConfirm.raw);
     io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, th2)));
-    if (!parseFlags(io, result.peerAD)) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
+    const plainInSsh = agreeFlags(io, result.peerAD, opts);
     return {
       txSecret: secrets.clientTraffic,
       rxSecret: secrets.serverTraffic,
       sessionBinding: secrets.binding,
       leftover: io.release(),
+      plainInSsh,
     };
   } finally {
     io.stop();
@@ -177,7 +196,7 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
     const clientShare = await io.readMessage(MsgTypes.CLIENT_SHARE);
     if (clientShare.body.length <= SID_BYTES) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a short ClientShare');
     const sid = clientShare.body.subarray(0, SID_BYTES);
-    const myFlags = FLAG_ENCRYPT;
+    const myFlags = flagsOf(opts);
     const cpace = startCPace('b', opts.secret, CI, sid, Buffer.from([myFlags]));
     const result = cpace.finish(clientShare.body.subarray(SID_BYTES));
     if (result === null) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent an invalid CPace share');
@@ -201,12 +220,13 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
     if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
       throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
     }
-    if (!parseFlags(io, result.peerAD)) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
+    const plainInSsh = agreeFlags(io, result.peerAD, opts);
     return {
       txSecret: secrets.serverTraffic,
       rxSecret: secrets.clientTraffic,
       sessionBinding: secrets.binding,
       leftover: io.release(),
+      plainInSsh,
     };
   } finally {
     io.stop();
@@ -219,7 +239,7 @@ async function clientPskHandshake(stream: Duplex, opts: HandshakeOptions): Promi
   const io = new HandshakeIO(stream, opts);
   try {
     const myHello = encodeHello();
-    const clientNonce = encodeMessage(MsgTypes.CLIENT_NONCE, Buffer.concat([randomBytes(NONCE_BYTES), Buffer.from([FLAG_ENCRYPT])]));
+    const clientNonce = encodeMessage(MsgTypes.CLIENT_NONCE, Buffer.concat([randomBytes(NONCE_BYTES), Buffer.from([flagsOf(opts)])]));
     io.write(Buffer.concat([myHello, clientNonce]));
 
     const peerHello = await io.readHello(false);
@@ -234,8 +254,8 @@ async function clientPskHandshake(stream: Duplex, opts: HandshakeOptions): Promi
       throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
     }
     io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm.raw))));
-    if (!parseFlags(io, serverNonce.body.subarray(NONCE_BYTES))) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
-    return { txSecret: secrets.clientTraffic, rxSecret: secrets.serverTraffic, sessionBinding: secrets.binding, leftover: io.release() };
+    const plainInSsh = agreeFlags(io, serverNonce.body.subarray(NONCE_BYTES), opts);
+    return { txSecret: secrets.clientTraffic, rxSecret: secrets.serverTraffic, sessionBinding: secrets.binding, leftover: io.release(), plainInSsh };
   } finally {
     io.stop();
   }
@@ -251,7 +271,7 @@ async function serverPskHandshake(stream: Duplex, opts: HandshakeOptions): Promi
     const peerHello = await io.readHello(true);
     const clientNonce = await io.readMessage(MsgTypes.CLIENT_NONCE);
     if (clientNonce.body.length !== NONCE_BYTES + 1) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a malformed ClientNonce');
-    const serverNonce = encodeMessage(MsgTypes.SERVER_NONCE, Buffer.concat([randomBytes(NONCE_BYTES), Buffer.from([FLAG_ENCRYPT])]));
+    const serverNonce = encodeMessage(MsgTypes.SERVER_NONCE, Buffer.concat([randomBytes(NONCE_BYTES), Buffer.from([flagsOf(opts)])]));
     const thInput = Buffer.concat([peerHello, clientNonce.raw, myHello, serverNonce]);
     const th = sha256(thInput);
     const secrets = deriveSessionSecrets(key, th, 'psk');
@@ -267,8 +287,8 @@ async function serverPskHandshake(stream: Duplex, opts: HandshakeOptions): Promi
     if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
       throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
     }
-    if (!parseFlags(io, clientNonce.body.subarray(NONCE_BYTES))) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
-    return { txSecret: secrets.serverTraffic, rxSecret: secrets.clientTraffic, sessionBinding: secrets.binding, leftover: io.release() };
+    const plainInSsh = agreeFlags(io, clientNonce.body.subarray(NONCE_BYTES), opts);
+    return { txSecret: secrets.serverTraffic, rxSecret: secrets.clientTraffic, sessionBinding: secrets.binding, leftover: io.release(), plainInSsh };
   } finally {
     io.stop();
   }
@@ -305,9 +325,27 @@ function modeMismatchText(peer: string): string {
   return `${peer} runs with --no-encrypt (an older ferry): every session is encrypted now; drop --no-encrypt there or upgrade it`;
 }
 
-function parseFlags(io: HandshakeIO, ad: Buffer): boolean {
-  if (ad.length !== 1 || (ad[0]! & ~FLAG_ENCRYPT) !== 0) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent unknown handshake flags');
-  return (ad[0]! & FLAG_ENCRYPT) !== 0;
+/** Our flags byte: encrypt, and whether our channel is carried over ssh's stdio. */
+function flagsOf(opts: HandshakeOptions): number {
+  return FLAG_ENCRYPT | (opts.plainInSsh === true ? FLAG_PLAIN_IN_SSH : 0);
+}
+
+/**
+ * The peer's flags, checked after key confirmation (so they are the peer's own, not an
+ * attacker's): encryption must be on, and plaintext records are agreed only when both
+ * sides run over ssh's stdio. A peer that offers them to a side that does not (a direct
+ * connection) is refused: the downgrade is never silent, whoever asks for it.
+ */
+function agreeFlags(io: HandshakeIO, ad: Buffer, opts: HandshakeOptions): boolean {
+  if (ad.length !== 1 || (ad[0]! & ~(FLAG_ENCRYPT | FLAG_PLAIN_IN_SSH)) !== 0) {
+    throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent unknown handshake flags');
+  }
+  if ((ad[0]! & FLAG_ENCRYPT) === 0) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.MODE, modeMismatchText(opts.peer));
+  const peerPlain = (ad[0]! & FLAG_PLAIN_IN_SSH) !== 0;
+  if (peerPlain && opts.plainInSsh !== true) {
+    throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'offered plaintext records on a connection that is not carried by ssh: refused');
+  }
+  return peerPlain;
 }
 
 export function encodeMessage(type: number, body: Uint8Array): Buffer {
