@@ -7,7 +7,7 @@
 #include <node_api.h>
 
 /* Bumped whenever an exported function changes its arguments or results. */
-#define FERRY_NATIVE_ABI 4
+#define FERRY_NATIVE_ABI 5
 
 #define FERRY_CHECK(call)                                                                  \
   do {                                                                                     \

@@ -29,7 +29,11 @@
  *      filesystem has O_TMPFILE, the file is created without a name; otherwise as
  *      the temp name with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600 (a leftover temp
  *      file of an interrupted run — ours by its name — is removed and creation
- *      retried once);
+ *      retried once). A new file may come without a temp name (the caller names
+ *      one only when needed: computing it costs a hash per file); if it needs one
+ *      after all (no O_TMPFILE here, or the final name exists), the item fails with
+ *      STEP_NEED_TEMP, nothing created, and the caller submits it again with a
+ *      temp name;
  *   3. copy `size` bytes with copy_file_range (read/write where the kernel refuses),
  *      then fstat the source again: a different size or mtime means it changed
  *      while being copied;
@@ -73,6 +77,8 @@ enum {
   STEP_WRITE = 7,
   STEP_META = 8,
   STEP_RENAME = 9,
+  /* A new file given no temp name needs one after all (see copy_item); nothing was published. */
+  STEP_NEED_TEMP = 10,
 };
 
 #define FLAG_FSYNC 1
@@ -83,8 +89,9 @@ enum {
 #define MAX_ITEMS 1024
 /** Sources up to this size are read ahead together before the batch is copied. */
 #define READAHEAD_MAX (1 << 20)
-/** Numbers per item in the nums array. */
-#define NUMS 6
+/** Numbers per item in the nums array, and 64-bit ids per item in the ids array. */
+#define NUMS 4
+#define IDS 3
 
 typedef struct {
   const char *src, *temp, *name;
@@ -206,7 +213,10 @@ static int tmpfile_usable = 1;
 
 /* A nameless file in dfd, or -1 (then the temp name is used). */
 static int open_nameless(int dfd) {
-  if (!__atomic_load_n(&tmpfile_usable, __ATOMIC_RELAXED)) return -1;
+  if (!__atomic_load_n(&tmpfile_usable, __ATOMIC_RELAXED)) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
   int fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL || errno == ENOENT)) {
     __atomic_store_n(&tmpfile_usable, 0, __ATOMIC_RELAXED);
@@ -232,6 +242,13 @@ static void copy_item(item_t *it) {
   int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
   int nameless = 1;
   int tmp = (it->flags & FLAG_NEW) ? open_nameless(dfd) : -1;
+  if (tmp < 0 && it->temp[0] == 0) {
+    /* No nameless file here (no O_TMPFILE, or it failed): the caller retries with a temp name. */
+    it->step = STEP_NEED_TEMP;
+    it->err = (it->flags & FLAG_NEW) ? errno : 0;
+    close(src);
+    return;
+  }
   if (tmp < 0) {
     nameless = 0;
     tmp = openat(dfd, it->temp, flags, 0600);
@@ -274,6 +291,9 @@ static void copy_item(item_t *it) {
     if (step == STEP_OK) {
       if (link_nameless(tmp, dfd, it->name) == 0) {
         linked = 1;
+      } else if (errno == EEXIST && it->temp[0] == 0) {
+        step = STEP_NEED_TEMP; /* the caller retries with a temp name */
+        e = EEXIST;
       } else if (errno == EEXIST) {
         unlinkat(dfd, it->temp, 0);
         if (link_nameless(tmp, dfd, it->temp) != 0 || renameat(dfd, it->temp, dfd, it->name) != 0) {
@@ -346,11 +366,11 @@ static void complete(napi_env env, napi_status status, void *data) {
 /*
  * copyFiles(strings, nums, ids) -> Promise<Int32Array>
  *   strings: Buffer of NUL-terminated UTF-8 strings, three per item: src, temp, name
- *            (temp and name relative to the item's directory fd);
- *   nums: Float64Array, six per item: size, mtimeSec, mtimeNsec, mode, flags, dirFd
- *         (an open directory of DST, owned by the caller and kept open until the
- *         promise settles);
- *   ids: BigUint64Array, two per item: dev, ino.
+ *            (temp and name relative to the item's directory fd; temp may be empty
+ *            with FLAG_NEW: then a step that needs it fails with STEP_NEED_TEMP);
+ *   nums: Float64Array, four per item: size, mode, flags, dirFd (an open directory
+ *         of DST, owned by the caller and kept open until the promise settles);
+ *   ids: BigUint64Array, three per item: dev, ino, mtime in nanoseconds (as int64).
  * Packed arrays, not objects: reading N-API values one by one cost more than the copy.
  */
 static napi_value copy_files(napi_env env, napi_callback_info info) {
@@ -368,9 +388,9 @@ static napi_value copy_files(napi_env env, napi_callback_info info) {
     return NULL;
   }
   size_t n = nlen / NUMS;
-  if (n == 0 || n > MAX_ITEMS || nlen != n * NUMS || ilen != n * 2 || slen > 64u * 1024 * 1024 || slen == 0 ||
+  if (n == 0 || n > MAX_ITEMS || nlen != n * NUMS || ilen != n * IDS || slen > 64u * 1024 * 1024 || slen == 0 ||
       ((const char *)sdata)[slen - 1] != 0) {
-    napi_throw_range_error(env, NULL, "copyFiles: 1..1024 items, six numbers and two ids each, NUL-terminated strings");
+    napi_throw_range_error(env, NULL, "copyFiles: 1..1024 items, four numbers and three ids each, NUL-terminated strings");
     return NULL;
   }
   batch_t *b = calloc(1, sizeof *b);
@@ -400,20 +420,29 @@ static napi_value copy_files(napi_env env, napi_callback_info info) {
       *strs[k] = p;
       p += strlen(p) + 1;
     }
-    /* Names inside the directory: never a path that could leave it. */
-    if (it->temp[0] == 0 || it->name[0] == 0 || strchr(it->temp, '/') || strchr(it->name, '/')) goto malformed;
+    /* Names inside the directory: never a path that could leave it. An empty temp name
+       (no temp name: a new file published by linkat only) needs FLAG_NEW. */
     const double *num = nums + NUMS * i;
-    double size = num[0], sec = num[1], nsec = num[2], dirfd = num[5];
-    if (!(size >= 0) || !(nsec >= 0) || !(nsec < 1e9) || !(dirfd >= 0 && dirfd < 2147483647.0)) goto malformed;
+    int32_t flags = (int32_t)num[2];
+    if ((it->temp[0] == 0 && !(flags & FLAG_NEW)) || it->name[0] == 0 || strchr(it->temp, '/') || strchr(it->name, '/')) goto malformed;
+    double size = num[0], dirfd = num[3];
+    if (!(size >= 0) || !(dirfd >= 0 && dirfd < 2147483647.0)) goto malformed;
     it->size = (int64_t)size;
-    it->mtime_sec = (int64_t)sec;
-    it->mtime_nsec = (int64_t)nsec;
-    it->mode = (uint32_t)num[3] & 07777;
-    it->flags = (int32_t)num[4];
+    /* mtime in nanoseconds since the epoch, two's complement: floor division, so a time
+       before 1970 has a negative second and a nanosecond in [0, 1e9). */
+    int64_t ns = (int64_t)ids[IDS * i + 2];
+    it->mtime_sec = ns / 1000000000;
+    it->mtime_nsec = ns % 1000000000;
+    if (it->mtime_nsec < 0) {
+      it->mtime_nsec += 1000000000;
+      it->mtime_sec -= 1;
+    }
+    it->mode = (uint32_t)num[1] & 07777;
+    it->flags = flags;
     it->dirfd = (int)dirfd;
     it->srcfd = -1;
-    it->dev = ids[2 * i];
-    it->ino = ids[2 * i + 1];
+    it->dev = ids[IDS * i];
+    it->ino = ids[IDS * i + 1];
   }
   napi_value name;
   if (napi_create_promise(env, &b->deferred, &promise) != napi_ok ||

@@ -216,3 +216,58 @@ test('native copy: big files (one at a time, in their own slot) and small files 
   assert.deepEqual(await compareTrees(path.join(base, 'src'), dst, { checkMtime: false }), []);
   assert.ok((await fsp.readFile(path.join(dst, 'big2'))).equals(big.subarray(1)));
 });
+
+test('native copy, new file without a temp name: a name that appeared meanwhile is replaced atomically, a directory there is refused, nothing left', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  await makeTree(base, { 'src/a': 'aaaa', 'src/b': 'bbbb', 'src/c': 'cccc', 'dst/a': 'old file', 'dst/b/x': 'in the way' });
+  const dst = path.join(base, 'dst');
+  const c = new BatchCopier();
+  const [ea, eb, ec] = await Promise.all(['a', 'b', 'c'].map((n) => entryOf(path.join(base, 'src'), n)));
+  // No temp names: the copier names one only when the native side asks (here for a and b).
+  const [ra, rb, rc] = await Promise.allSettled([
+    c.copy({ entry: ea!, dir: dst, name: 'a', mode: 0o600, fresh: true }),
+    c.copy({ entry: eb!, dir: dst, name: 'b', mode: 0o600, fresh: true }),
+    c.copy({ entry: ec!, dir: dst, name: 'c', mode: 0o640, fresh: true }),
+  ]);
+  c.close();
+  assert.equal(ra.status, 'fulfilled');
+  assert.equal(rb.status, 'rejected');
+  assert.equal((rb as PromiseRejectedResult).reason.code, ErrorCodes.WRITE);
+  assert.equal(rc.status, 'fulfilled');
+  assert.deepEqual(await names(dst), ['a', 'b', 'c']);
+  assert.equal(await fsp.readFile(path.join(dst, 'a'), 'utf8'), 'aaaa');
+  assert.equal((await fsp.stat(path.join(dst, 'a'))).mode & 0o7777, 0o600);
+  assert.equal(await fsp.readFile(path.join(dst, 'c'), 'utf8'), 'cccc');
+  assert.equal((await fsp.stat(path.join(dst, 'c'))).mode & 0o7777, 0o640);
+  assert.deepEqual(await names(path.join(dst, 'b')), ['x']);
+});
+
+test('native copy: mtimes before 1970 and near the limits keep every nanosecond (floor division in the addon)', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  const times = [-1_500_000_000_000_000_001n, -1n, -999_999_999n, -1_000_000_000n, 0n, 1n, 4_102_444_800_999_999_999n];
+  const spec: Record<string, { type: 'file'; content: string; mtime: bigint } | { type: 'dir' }> = { dst: { type: 'dir' } };
+  times.forEach((mt, i) => (spec[`src/f${i}`] = { type: 'file', content: `file ${i}`, mtime: mt }));
+  await makeTree(base, spec);
+  const c = new BatchCopier();
+  const dst = path.join(base, 'dst');
+  const entries = await Promise.all(times.map((_, i) => entryOf(path.join(base, 'src'), `f${i}`)));
+  await Promise.all(entries.map((e, i) => c.copy({ entry: e, dir: dst, name: `f${i}`, mode: 0o644, fresh: i % 2 === 0 })));
+  c.close();
+  for (const [i, e] of entries.entries()) {
+    const st = await fsp.lstat(path.join(dst, `f${i}`), { bigint: true });
+    assert.equal(st.mtimeNs, e.mtimeNs, `f${i}: mtime ${e.mtimeNs}`);
+  }
+});
+
+test('native copyFiles refuses a malformed batch: an empty temp name without the new-file flag, wrong array lengths', async (t) => {
+  if (!needNative(t)) return;
+  const { fsBatchAddon } = await import('../src/native/index.js');
+  const a = fsBatchAddon()!;
+  const strings = Buffer.from('/nonexistent\0\0name\0', 'utf8');
+  // nums: size, mode, flags (0: not new), dirFd; ids: dev, ino, mtime.
+  assert.throws(() => a.copyFiles(strings, Float64Array.of(1, 0o644, 0, 0), new BigUint64Array(3)), TypeError);
+  assert.throws(() => a.copyFiles(strings, Float64Array.of(1, 0o644, 2, 0), new BigUint64Array(2)), RangeError);
+  assert.throws(() => a.copyFiles(Buffer.from('/x\0t\0a/b\0'), Float64Array.of(1, 0o644, 2, 0), new BigUint64Array(3)), TypeError);
+});

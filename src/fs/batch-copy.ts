@@ -43,7 +43,8 @@
 import { closeSync, constants as C, openSync } from 'node:fs';
 import type { SourceEntry } from '../core/entry.js';
 import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
-import { availableParallelism } from 'node:os';
+import { tempNameFor } from './temp-names.js';
+import { availableParallelism, constants as osConstants } from 'node:os';
 import { fsBatchAddon, type FsBatchAddon } from '../native/index.js';
 
 type FsAddon = FsBatchAddon;
@@ -60,13 +61,15 @@ const Step = {
   WRITE: 7,
   META: 8,
   RENAME: 9,
+  /** A new file sent without a temp name needs one (see BatchCopyItem.temp): submitted again with it. */
+  NEED_TEMP: 10,
 } as const;
 
 const FLAG_FSYNC = 1;
 const FLAG_NEW = 2;
-const NS = 1_000_000_000n;
-/** Numbers per item (native/fs-batch.c NUMS). */
-const NUMS = 6;
+/** Numbers and 64-bit ids per item (native/fs-batch.c NUMS, IDS). */
+const NUMS = 4;
+const IDS = 3;
 /** Most files per native call (each holds an open source fd during the call). */
 const BATCH_FILES = 256;
 /** Bytes per native call: a batch of big files should not hold one thread for long. */
@@ -98,8 +101,12 @@ export interface BatchCopyItem {
   dir?: string;
   /** An open fd of the (already checked) target directory, kept open by the caller until copy() settles. */
   dirFd?: number;
-  /** Temp name and final name, relative to the directory. */
-  temp: string;
+  /**
+   * Temp name and final name, relative to the directory. The temp name is
+   * tempNameFor(name) (fs/temp-names); omitted, it is computed here, and for a
+   * `fresh` file only when the native side needs it (a hash per file saved).
+   */
+  temp?: string;
   name: string;
   /** Mode to set, already masked by the writer. */
   mode: number;
@@ -149,6 +156,8 @@ export class BatchCopier {
   #bigRunning = false;
   #running = 0;
   #scheduled = false;
+  /** Send fresh files without a temp name (cleared when the native side had to ask for one: no O_TMPFILE). */
+  #lazyTemp = true;
   /** Target directories opened here, by path; those with refs 0 are closed beyond SPARE_DIR_FDS. */
   readonly #dirs = new Map<string, DirFd>();
 
@@ -177,8 +186,12 @@ export class BatchCopier {
       }
       dirFd = dir.fd;
     }
-    if (item.entry.size >= BIG_FILE) this.#big.push({ item, dirFd, dir, done });
-    else this.#queue.push({ item, dirFd, dir, done });
+    this.#enqueue({ item, dirFd, dir, done });
+  }
+
+  #enqueue(p: Pending): void {
+    if (p.item.entry.size >= BIG_FILE) this.#big.push(p);
+    else this.#queue.push(p);
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => {
@@ -251,25 +264,26 @@ export class BatchCopier {
   async #run(batch: Pending[]): Promise<void> {
     const n = batch.length;
     const nums = new Float64Array(n * NUMS);
-    const ids = new BigUint64Array(n * 2);
+    // dev, ino and the mtime in nanoseconds as they are (a BigUint64Array stores each
+    // modulo 2^64; the native side reads the mtime back as a signed number).
+    const ids = new BigUint64Array(n * IDS);
     let strings = '';
     const base = this.#fsync ? FLAG_FSYNC : 0;
     for (let i = 0; i < n; i++) {
       const { item, dirFd } = batch[i]!;
       const e = item.entry;
-      strings += `${e.absPath}\0${item.temp}\0${item.name}\0`;
-      // Floor division: times before 1970 have a negative second and a positive nanosecond.
-      let sec = e.mtimeNs / NS;
-      if (e.mtimeNs < 0n && sec * NS !== e.mtimeNs) sec -= 1n;
+      const fresh = item.fresh === true;
+      const temp = item.temp ?? (fresh && this.#lazyTemp ? '' : tempNameFor(item.name));
+      strings += `${e.absPath}\0${temp}\0${item.name}\0`;
       const o = NUMS * i;
       nums[o] = e.size;
-      nums[o + 1] = Number(sec);
-      nums[o + 2] = Number(e.mtimeNs - sec * NS);
-      nums[o + 3] = item.mode;
-      nums[o + 4] = item.fresh === true ? base | FLAG_NEW : base;
-      nums[o + 5] = dirFd;
-      ids[2 * i] = BigInt.asUintN(64, e.dev);
-      ids[2 * i + 1] = BigInt.asUintN(64, e.ino);
+      nums[o + 1] = item.mode;
+      nums[o + 2] = fresh ? base | FLAG_NEW : base;
+      nums[o + 3] = dirFd;
+      const k = IDS * i;
+      ids[k] = e.dev;
+      ids[k + 1] = e.ino;
+      ids[k + 2] = e.mtimeNs;
     }
     let out: Int32Array;
     try {
@@ -284,8 +298,15 @@ export class BatchCopier {
     }
     for (let i = 0; i < n; i++) {
       const p = batch[i]!;
-      this.#release(p);
       const step = out[2 * i]!;
+      if (step === Step.NEED_TEMP && p.item.temp === undefined) {
+        // Nothing was created: again, with its temp name (and no more nameless-only
+        // items unless the final name was merely taken).
+        if (out[2 * i + 1] !== osConstants.errno.EEXIST) this.#lazyTemp = false;
+        this.#enqueue({ ...p, item: { ...p.item, temp: tempNameFor(p.item.name) } });
+        continue;
+      }
+      this.#release(p);
       p.done(step === Step.OK ? null : stepError(p.item.entry, step, out[2 * i + 1]!));
     }
   }

@@ -123,7 +123,7 @@ export interface FileTarget {
   /** The parent directory's verified descriptor (fs/dir-handles), pinned open until release(). */
   dirFd: number;
   release: () => void;
-  temp: string;
+  /** The final name; the temp name, if one is needed, is tempNameFor(name) (fs/temp-names). */
   name: string;
   mode: number;
 }
@@ -792,7 +792,7 @@ export class SafeWriter {
     this.#markDirty(rel);
     const name = baseOf(rel);
     const held = this.holdDir(node);
-    return { dirFd: held.fd, release: held.release, temp: tempNameFor(name), name, mode: this.mode(entry.mode) };
+    return { dirFd: held.fd, release: held.release, name, mode: this.mode(entry.mode) };
   }
 
   /**

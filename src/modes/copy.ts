@@ -534,7 +534,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
     let linked: ((ok: boolean) => void) | null = null;
     if (e.nlink > 1) linkTargets.set(e.path, new Promise<boolean>((r) => (linked = r)));
     batchedPending++;
-    copier!.submit({ entry: e, dirFd: target.dirFd, temp: target.temp, name: target.name, mode: target.mode, fresh }, (err) => {
+    copier!.submit({ entry: e, dirFd: target.dirFd, name: target.name, mode: target.mode, fresh }, (err) => {
       target.release();
       counters.filesDone++;
       if (err === null) {

@@ -34,7 +34,7 @@ import { platform } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** The addon's ABI this build of ferry expects (native/ferry.h FERRY_NATIVE_ABI). */
-export const NATIVE_ABI = 4;
+export const NATIVE_ABI = 5;
 
 /** An opaque per-direction AES-128-GCM context (an N-API external). */
 export type AeadContext = { readonly __aead: unique symbol };
