@@ -13,7 +13,12 @@
  * (record-layer.ts: the data plane's, or node:crypto's) into one buffer and written
  * once 64 KiB are pending or at the end of the current tick, so many small frames
  * share records and one large frame is one write of many records. Received chunks
- * are opened in place, every complete record of a chunk in one batch.
+ * are opened in place, every complete record of a chunk in one batch. On a TCP
+ * socket every read lands in the same buffer of ours (socket-reads.ts: no fresh
+ * 64 KiB allocation per read for the garbage collector to free), so the received
+ * bytes are only lent: each frame leaves the decoder as a copy (a large one in a
+ * reusable buffer that the consumer releases), and a record split across reads is
+ * gathered in one reused buffer.
  *
  * Every byte after the handshake is in an authenticated record: there is no
  * unencrypted mode, with one exception, where ssh provides the protection: a channel
@@ -57,6 +62,7 @@ import { nextTrafficSecret, trafficKeys } from './key-schedule.js';
 import { MAX_RECORD_PLAINTEXT, RecordOpener, RecordSealer, sealedLength } from './record-layer.js';
 import { PlainOpener, PlainSealer } from './plain-records.js';
 import { secretBytes } from './secret.js';
+import { readIntoBuffer } from './socket-reads.js';
 import type { TrafficSecret } from './traffic-secret.js';
 
 export interface ChannelOptions {
@@ -113,6 +119,8 @@ const RX_HIGH_WATER = 16 * 1024 * 1024;
 const TX_POOL_MAX = 4;
 const TX_POOL_UNIT = 1024 * 1024;
 const RX_LOW_WATER = 4 * 1024 * 1024;
+/** The one buffer a TCP socket reads into (socket-reads.ts), reused for every read. */
+const RX_READ_BYTES = 256 * 1024;
 /**
  * The receive queue is bounded in frames too: a frame with an empty payload costs a
  * queue slot and an object but no payload bytes, so a byte bound alone lets a peer
@@ -305,6 +313,8 @@ class Channel implements SecureChannel {
   #qHead = 0;
   #queuedBytes = 0;
   #paused = false;
+  /** Reads land in one reused buffer (socket-reads.ts) rather than 'data' events. */
+  #userReads = false;
   #ended = false; // peer's END seen
   #failure: Error | null = null;
   readonly #waiters = new Set<() => void>();
@@ -331,8 +341,10 @@ class Channel implements SecureChannel {
     this.#plain = s.plain;
     this.#sealer = s.plain ? new PlainSealer() : s.ktlsTx ? null : new RecordSealer(trafficKeys(s.txSecret));
     this.#txPool = stream instanceof Socket || (stream as { [WRITES_RELEASE_BUFFERS]?: boolean })[WRITES_RELEASE_BUFFERS] === true ? [] : null;
-    this.#opener = s.plain ? new PlainOpener() : new RecordOpener(trafficKeys(s.rxSecret), { peer: s.peer });
-    this.#decoder = new FrameDecoder({ maxPayload: s.maxFramePayload, peer: s.peer });
+    // Received bytes are lent (one reused read buffer on a TCP socket): records are
+    // opened in place and every frame leaves the decoder as a copy.
+    this.#opener = s.plain ? new PlainOpener() : new RecordOpener(trafficKeys(s.rxSecret), { peer: s.peer, borrowed: true });
+    this.#decoder = new FrameDecoder({ maxPayload: s.maxFramePayload, peer: s.peer, borrowed: true });
     this.info = {
       cipher: s.plain ? PLAIN_IN_SSH_CIPHER : 'aes-128-gcm',
       tx: s.ktlsTx ? 'ktls' : 'userspace',
@@ -341,13 +353,22 @@ class Channel implements SecureChannel {
       peer: s.peer,
     };
 
-    stream.on('data', this.#onData);
     stream.on('end', this.#onEnd);
     stream.on('close', this.#onClose);
     stream.on('error', this.#onError);
     for (const c of s.leftover) this.#onData(c);
+    // What the stream buffered while paused after the handshake comes first.
+    for (let c = stream.read() as Buffer | null; c !== null; c = stream.read() as Buffer | null) this.#onData(c);
+    this.#userReads = readIntoBuffer(stream, Buffer.allocUnsafeSlow(RX_READ_BYTES), this.#onRead);
+    if (!this.#userReads) stream.on('data', this.#onData);
     stream.resume();
   }
+
+  /** A read into the socket's reused buffer: false pauses reading (see #onData). */
+  readonly #onRead = (bytes: Buffer): boolean => {
+    this.#onData(bytes);
+    return !this.#paused;
+  };
 
   // ---------------------------------------------------------------- receive
 
@@ -356,7 +377,8 @@ class Channel implements SecureChannel {
     this.#lastProgress = performance.now();
     try {
       if (this.#ended) throw this.#protocol('sent data after its end of stream');
-      // The chunk is ours (a socket read): its records are decrypted in place.
+      // The chunk is lent to us until we return (a socket read): its records are
+      // decrypted in place, and what outlives this call is copied (frames, a split record).
       const opener = this.#opener;
       opener.push(chunk);
       for (let content = opener.next(); content !== null; content = opener.next()) {
@@ -370,7 +392,9 @@ class Channel implements SecureChannel {
     }
     if ((this.#queuedBytes > RX_HIGH_WATER || this.#queue.length - this.#qHead > RX_HIGH_FRAMES) && !this.#paused) {
       this.#paused = true;
-      this.#stream.pause();
+      // With reads into our buffer, #onRead's false stops them (pause() would too, but
+      // also pauses the Readable, which then holds back the 'end' event).
+      if (!this.#userReads) this.#stream.pause();
     }
     this.#poke();
   };

@@ -402,6 +402,12 @@ export class RecordSealer {
 export interface RecordOpenerOptions extends RecordLayerOptions {
   /** Printable peer name for error messages. */
   peer?: string;
+  /**
+   * The caller holds no view of a content `next()` returned once it calls `next()` or
+   * `push()` again (it copies what it keeps): a record split across chunks is then
+   * gathered in one buffer reused for every such record, instead of a new one each.
+   */
+  borrowed?: boolean;
 }
 
 /** Records opened per batch call (the size of the result array). */
@@ -430,6 +436,8 @@ export class RecordOpener {
   #hdrHave = 0;
   #carry: Buffer | null = null;
   #carryHave = 0;
+  /** With `borrowed`: the one buffer split records are gathered in. */
+  #carrySpare: Buffer | null = null;
   // The last batch: opened contents not yet handed out, and how it stopped.
   readonly #res = new Int32Array(4 + 2 * OPEN_BATCH);
   #readyBuf: Buffer = EMPTY;
@@ -443,6 +451,12 @@ export class RecordOpener {
   constructor(ts: TrafficSecret, opts: RecordOpenerOptions = {}) {
     this.#k = new KeyState(opts.batcher ?? recordBatcher(), true, ts);
     this.#peer = opts.peer ?? 'peer';
+    if (opts.borrowed === true) this.#carrySpare = Buffer.allocUnsafeSlow(RECORD_HEADER_BYTES + MAX_RECORD_CIPHERTEXT);
+  }
+
+  /** A buffer for a split record of `bytes` (header included; at most header + MAX_RECORD_CIPHERTEXT). */
+  #carryBuffer(bytes: number): Buffer {
+    return this.#carrySpare !== null ? this.#carrySpare.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
   }
 
   /** Sequence number of the next record to open. */
@@ -545,7 +559,7 @@ export class RecordOpener {
         this.#hdrHave = left;
       } else {
         // Its header was checked by the batch (it checks headers before completeness).
-        this.#carry = Buffer.allocUnsafe(RECORD_HEADER_BYTES + seg.buf.readUInt16BE(stop + 3));
+        this.#carry = this.#carryBuffer(RECORD_HEADER_BYTES + seg.buf.readUInt16BE(stop + 3));
         this.#carryHave = seg.buf.copy(this.#carry, 0, stop, end);
       }
       this.#segBytes -= left;
@@ -567,7 +581,7 @@ export class RecordOpener {
       if (h[0] !== CONTENT_APPLICATION_DATA || h[1] !== 0x03 || h[2] !== 0x03) throw this.#fail('malformed record header');
       const len = h.readUInt16BE(3);
       if (len > MAX_RECORD_CIPHERTEXT || len < 1 + TAG_BYTES) throw this.#fail(`record length ${len} out of range`);
-      this.#carry = Buffer.allocUnsafe(RECORD_HEADER_BYTES + len);
+      this.#carry = this.#carryBuffer(RECORD_HEADER_BYTES + len);
       this.#carryHave = h.copy(this.#carry, 0);
       this.#hdrHave = 0;
       return true;

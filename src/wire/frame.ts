@@ -182,6 +182,14 @@ export interface FrameDecoderOptions {
   maxPayload?: number;
   /** Who sent the bytes, for error messages. */
   peer?: string;
+  /**
+   * The pushed chunks are only lent: valid until the next `push`, since the caller
+   * reuses their memory (the channel's socket read buffer). Every frame returned is
+   * then a copy (large ones in a reusable assembly buffer, with `release`), an
+   * incomplete frame is assembled in a buffer of its own from its first bytes on, and
+   * only a partial header (< 5 bytes) is kept, copied, between pushes.
+   */
+  borrowed?: boolean;
 }
 
 /**
@@ -201,6 +209,7 @@ export class FrameDecoder {
   readonly #list = new BufferList();
   readonly #max: number;
   readonly #peer: string;
+  readonly #borrowed: boolean;
   // frame being assembled
   #type = -1;
   #payload: Buffer | null = null;
@@ -213,6 +222,10 @@ export class FrameDecoder {
 
   /** A buffer for a payload of `length` bytes: a released one when one fits. */
   #assemblyBuffer(length: number): Buffer {
+    if (length < ASSEMBLE_MIN) {
+      this.#whole = Buffer.allocUnsafe(length);
+      return this.#whole;
+    }
     const pool = this.#pool;
     for (let i = pool.length - 1; i >= 0; i--) {
       const b = pool[i]!;
@@ -234,6 +247,7 @@ export class FrameDecoder {
   constructor(opts: FrameDecoderOptions = {}) {
     this.#max = opts.maxPayload ?? DEFAULT_MAX_FRAME_PAYLOAD;
     this.#peer = opts.peer ?? 'peer';
+    this.#borrowed = opts.borrowed === true;
   }
 
   /** Bytes received but not yet returned as frames. */
@@ -260,22 +274,9 @@ export class FrameDecoder {
       if (this.#filled < p.length) return null;
       this.#payload = null;
       this.#filled = 0;
-      const whole = this.#whole;
-      let released = false;
-      return {
-        type: this.#type,
-        payload: p,
-        release: () => {
-          if (released) return;
-          released = true;
-          if (this.#pooledBytes + whole.length <= ASSEMBLE_POOL_BYTES) {
-            this.#pool.push(whole);
-            this.#pooledBytes += whole.length;
-          }
-        },
-      };
+      return { type: this.#type, payload: p, ...this.#releaser(p) };
     }
-    if (list.length < FRAME_HEADER_BYTES) return null;
+    if (list.length < FRAME_HEADER_BYTES) return this.#keep();
     const length = list.readUIntBE(1, 4);
     if (length > this.#max) {
       throw new FerryError(
@@ -285,8 +286,9 @@ export class FrameDecoder {
       );
     }
     if (list.length < FRAME_HEADER_BYTES + length) {
-      // Large and incomplete: start assembling in place (the length is capped above).
-      if (length >= ASSEMBLE_MIN) {
+      // Large and incomplete (or any incomplete frame of lent chunks): start assembling
+      // in place (the length is capped above).
+      if (length >= ASSEMBLE_MIN || this.#borrowed) {
         this.#type = list.byteAt(0);
         list.consume(FRAME_HEADER_BYTES);
         const buf = this.#assemblyBuffer(length);
@@ -297,7 +299,39 @@ export class FrameDecoder {
     }
     const type = list.byteAt(0);
     list.consume(FRAME_HEADER_BYTES);
-    return { type, payload: list.consume(length) };
+    if (!this.#borrowed) return { type, payload: list.consume(length) };
+    // Lent bytes: the frame leaves as a copy.
+    const parts = list.consumeParts(length);
+    const payload = this.#assemblyBuffer(length);
+    let off = 0;
+    for (const c of parts) off += c.copy(payload, off);
+    return { type, payload, ...this.#releaser(payload) };
+  }
+
+  /** `release` for a payload in an assembly buffer from the pool (a small one has none). */
+  #releaser(payload: Buffer): { release?: () => void } {
+    const whole = this.#whole;
+    if (whole.length < ASSEMBLE_MIN || payload.buffer !== whole.buffer) return {};
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        if (this.#pooledBytes + whole.length <= ASSEMBLE_POOL_BYTES) {
+          this.#pool.push(whole);
+          this.#pooledBytes += whole.length;
+        }
+      },
+    };
+  }
+
+  /** No complete frame: with lent chunks, keep a copy of the partial header. */
+  #keep(): null {
+    if (this.#borrowed && this.#list.length > 0) {
+      const rest = this.#list.consume(this.#list.length);
+      this.#list.push(Buffer.from(rest));
+    }
+    return null;
   }
 }
 
