@@ -30,8 +30,9 @@
  * - Reading is not done here: reader threads (file-reader.ts) open, read, fstat and
  *   hash small files in batches, and big files a few chunks ahead, with synchronous
  *   calls (libuv's pool cost a context switch per call). This thread frames and seals;
- *   a big file's chunk goes out as its own part of the DATA frame, never copied into
- *   it, and its buffer returns to the reader once `send` has sealed it.
+ *   file bytes (a big file's chunk, each small file of a read batch) go out as parts
+ *   of their own of the DATA frame, never copied into it: the channel seals them
+ *   straight from the read buffers, which return to the reader once `send` resolves.
  * - Sparse files (allocated < size): all-zero chunks are not sent; the receiver leaves
  *   holes. The hash still covers the zeros.
  * - Success means confirmation: the result lists what the receiver committed; the
@@ -153,6 +154,58 @@ const MANIFEST_BATCH = 1024;
 const MANIFEST_FLUSH_MS = 20;
 const DEFAULT_SPLIT = 64 * 1024 * 1024;
 const DEFAULT_RANGE = 32 * 1024 * 1024;
+
+/**
+ * A DATA frame being built for one stream: records are written into `w`, and file
+ * bytes are attached as parts of their own, never copied into it (the channel seals
+ * the parts straight from the read buffers). `done` callbacks run once the frame has
+ * been sent: the channel no longer reads the parts then, and read buffers go back.
+ */
+class DataFrame {
+  readonly w = new ByteWriter(4096);
+  #parts: Buffer[] = [];
+  #mark = 0;
+  #attached = 0;
+  #after: (() => void)[] = [];
+
+  /** Bytes in the frame so far. */
+  get length(): number {
+    return this.w.length + this.#attached;
+  }
+
+  /** Append `data` (after what `w` holds so far), uncopied; `done` runs once the frame is sent. */
+  attach(data: Buffer, done?: () => void): void {
+    if (this.w.length > this.#mark) this.#parts.push(this.w.view().subarray(this.#mark));
+    this.#mark = this.w.length;
+    this.#parts.push(data);
+    this.#attached += data.length;
+    if (done) this.#after.push(done);
+  }
+
+  /** Run `done` once the frame is sent (or at once when it is empty). */
+  after(done: () => void): void {
+    if (this.length === 0) done();
+    else this.#after.push(done);
+  }
+
+  /** The frame as parts, for one send. */
+  parts(): Buffer[] {
+    const out = this.#parts;
+    if (this.w.length > this.#mark) out.push(this.w.view().subarray(this.#mark));
+    return out;
+  }
+
+  /** The frame went out: start the next one. */
+  sent(): void {
+    this.#parts = [];
+    this.#mark = 0;
+    this.#attached = 0;
+    this.w.reset();
+    const after = this.#after;
+    this.#after = [];
+    for (const f of after) f();
+  }
+}
 
 /**
  * Run one session as the sender. `entries` yields the walk's batches (fs/walk).
@@ -341,7 +394,7 @@ export async function runSender(
   readerToClose = reader;
   const zeroSparse = (e: SourceEntry): boolean => e.allocated < e.size;
 
-  const sendJob = async (ch: FrameChannel, job: Job, frame: { w: ByteWriter }, flush: (data?: Buffer) => Promise<void>): Promise<void> => {
+  const sendJob = async (ch: FrameChannel, job: Job, frame: DataFrame, flush: () => Promise<void>): Promise<void> => {
     const { file } = job;
     const entry = file.entry;
     const abort = (err: FerryError): void => {
@@ -383,11 +436,11 @@ export async function runSender(
           // The chunk goes out as its own part of the frame, not copied into it; once
           // send() resolves the channel has sealed it and the buffer goes back.
           writeChunkHeader(frame.w, c.pos, c.len);
-          await flush(c.data);
+          frame.attach(c.data, () => c.release());
+          await flush();
           bytesSent += c.len;
           ev.onBytes?.(c.len);
-        }
-        c.release();
+        } else c.release();
       }
       writeEnd(frame.w, range.digest!);
       core.rangeSent(file);
@@ -409,7 +462,7 @@ export async function runSender(
   const isSmall = (job: Job): boolean =>
     job.head && job.resumeOffer === undefined && job.file.entry.size <= SMALL_FILE_MAX && job.file.entry.size <= opts.chunkSize;
 
-  const emitSmall = (job: Job, data: SmallRead | FerryError, frame: { w: ByteWriter }): void => {
+  const emitSmall = (job: Job, data: SmallRead | FerryError, frame: DataFrame): void => {
     const file = job.file;
     core.headDone(job);
     file.rangesLeft = 1;
@@ -425,7 +478,7 @@ export async function runSender(
     const sparse = file.entry.allocated < size && isAllZero(data.data);
     if (size > 0 && !sparse) {
       writeChunkHeader(frame.w, 0, size);
-      frame.w.bytes(data.data);
+      frame.attach(data.data);
       bytesSent += size;
       ev.onBytes?.(size);
     }
@@ -434,13 +487,12 @@ export async function runSender(
   };
 
   const worker = async (ch: FrameChannel): Promise<void> => {
-    // One frame buffer per stream, reused: send() is done with it once it resolves.
-    const frame = { w: new ByteWriter(FRAME_TARGET + 4096) };
-    const flush = async (data?: Buffer): Promise<void> => {
-      if (frame.w.length === 0) return;
-      const head = frame.w.view();
-      await ch.send(MsgType.DATA, data ? [head, data] : head);
-      frame.w.reset();
+    // One frame per stream, reused: send() is done with its parts once it resolves.
+    const frame = new DataFrame();
+    const flush = async (): Promise<void> => {
+      if (frame.length === 0) return;
+      await ch.send(MsgType.DATA, frame.parts());
+      frame.sent();
     };
     const window: { job: Job; data: Promise<SmallRead | FerryError> | null; done?: () => void }[] = [];
     let windowBytes = 0;
@@ -500,9 +552,10 @@ export async function runSender(
       } else {
         const data = await item.data;
         windowBytes -= item.job.file.entry.size;
-        if (frame.w.length + item.job.file.entry.size + 128 > FRAME_TARGET && frame.w.length > 0) await flush();
-        emitSmall(item.job, data, frame); // copies the bytes into the frame
-        item.done?.();
+        if (frame.length + item.job.file.entry.size + 128 > FRAME_TARGET && frame.length > 0) await flush();
+        emitSmall(item.job, data, frame); // the bytes go into the frame uncopied
+        // The batch's buffer goes back once the frame holding these bytes is sent.
+        if (item.done) frame.after(item.done);
       }
     }
     await flush();
