@@ -6,7 +6,7 @@
   "targets": [
     {
       "target_name": "ferry_native",
-      "sources": ["ferry.c", "ktls.c", "records.c", "fs-batch.c", "net-batch.c", "meta.c", "fs-walk.c"],
+      "sources": ["ferry.c", "ktls.c", "records.c", "fs-batch.c", "net-batch.c", "content-hash.c", "meta.c", "fs-walk.c"],
       "cflags": ["-O2", "-std=gnu99", "-Wall", "-Wextra"],
       "conditions": [["OS!='linux'", {"type": "none"}]]
     }

@@ -8,10 +8,10 @@
  * XXH64 objects of a JavaScript package, one pass per seed. Here:
  *
  *   hashInit(state) / hashUpdate(state, data) / hashDigest(state, out16)
- *       ferry's content hash (fs/checksum.ts: XXH64 with seed 0, then with seed
- *       0x9e3779b97f4a7c15, each big-endian) over any number of updates, both seeds in
- *       one pass over the bytes. The state lives in a caller-owned Uint8Array of
- *       HASH_STATE_BYTES: no objects, no finalizers.
+ *       ferry's content hash (content-hash.c, fs/checksum.ts: XXH3-64 with seed 0, then
+ *       with seed 0x9e3779b97f4a7c15, each big-endian) over any number of updates. The
+ *       state lives in a caller-owned Uint8Array of hashStateBytes: no objects, no
+ *       finalizers; a state that is not one (checked) is a RangeError.
  *   hashOf(data, out16)                the same for one buffer
  *   readFiles(paths, want, out, hashes, res) -> Promise<void>
  *       on a pool thread, for each file i: open(O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY),
@@ -46,155 +46,7 @@
 
 #include "net-batch.h"
 
-/* ---------------------------------------------------------------- XXH64, two seeds */
-
-#define P1 0x9E3779B185EBCA87ULL
-#define P2 0xC2B2AE3D27D4EB4FULL
-#define P3 0x165667B19E3779F9ULL
-#define P4 0x85EBCA77C2B2AE63ULL
-#define P5 0x27D4EB2F165667C5ULL
-#define SEED_B 0x9e3779b97f4a7c15ULL
-
-typedef struct {
-  uint64_t v[2][4];
-  uint64_t total;
-  uint8_t mem[32];
-  uint32_t memsize;
-  uint32_t pad;
-} pair_state_t;
-
-#define HASH_STATE_BYTES ((int)sizeof(pair_state_t))
-
-static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-static inline uint64_t rd64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v; /* little-endian host: x86-64, aarch64 */
-}
-static inline uint32_t rd32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-static inline uint64_t round64(uint64_t acc, uint64_t in) {
-  acc += in * P2;
-  acc = rotl64(acc, 31);
-  return acc * P1;
-}
-static inline uint64_t merge64(uint64_t acc, uint64_t val) {
-  acc ^= round64(0, val);
-  return acc * P1 + P4;
-}
-
-static void pair_init(pair_state_t *s) {
-  memset(s, 0, sizeof *s);
-  const uint64_t seeds[2] = {0, SEED_B};
-  for (int k = 0; k < 2; k++) {
-    s->v[k][0] = seeds[k] + P1 + P2;
-    s->v[k][1] = seeds[k] + P2;
-    s->v[k][2] = seeds[k];
-    s->v[k][3] = seeds[k] - P1;
-  }
-}
-
-/* 32-byte stripes, both seeds from the same loads. */
-static const uint8_t *stripes(pair_state_t *s, const uint8_t *p, const uint8_t *limit) {
-  uint64_t a0 = s->v[0][0], a1 = s->v[0][1], a2 = s->v[0][2], a3 = s->v[0][3];
-  uint64_t b0 = s->v[1][0], b1 = s->v[1][1], b2 = s->v[1][2], b3 = s->v[1][3];
-  while (p + 32 <= limit) {
-    uint64_t x0 = rd64(p), x1 = rd64(p + 8), x2 = rd64(p + 16), x3 = rd64(p + 24);
-    a0 = round64(a0, x0);
-    a1 = round64(a1, x1);
-    a2 = round64(a2, x2);
-    a3 = round64(a3, x3);
-    b0 = round64(b0, x0);
-    b1 = round64(b1, x1);
-    b2 = round64(b2, x2);
-    b3 = round64(b3, x3);
-    p += 32;
-  }
-  s->v[0][0] = a0, s->v[0][1] = a1, s->v[0][2] = a2, s->v[0][3] = a3;
-  s->v[1][0] = b0, s->v[1][1] = b1, s->v[1][2] = b2, s->v[1][3] = b3;
-  return p;
-}
-
-static void pair_update(pair_state_t *s, const uint8_t *p, size_t len) {
-  const uint8_t *end = p + len;
-  s->total += len;
-  if (s->memsize + len < 32) {
-    memcpy(s->mem + s->memsize, p, len);
-    s->memsize += (uint32_t)len;
-    return;
-  }
-  if (s->memsize > 0) {
-    size_t fill = 32 - s->memsize;
-    memcpy(s->mem + s->memsize, p, fill);
-    stripes(s, s->mem, s->mem + 32);
-    p += fill;
-    s->memsize = 0;
-  }
-  p = stripes(s, p, end);
-  if (p < end) {
-    memcpy(s->mem, p, (size_t)(end - p));
-    s->memsize = (uint32_t)(end - p);
-  }
-}
-
-static uint64_t finish_one(const pair_state_t *s, int k, uint64_t seed) {
-  uint64_t h;
-  if (s->total >= 32) {
-    const uint64_t *v = s->v[k];
-    h = rotl64(v[0], 1) + rotl64(v[1], 7) + rotl64(v[2], 12) + rotl64(v[3], 18);
-    h = merge64(h, v[0]);
-    h = merge64(h, v[1]);
-    h = merge64(h, v[2]);
-    h = merge64(h, v[3]);
-  } else {
-    h = seed + P5;
-  }
-  h += s->total;
-  const uint8_t *p = s->mem, *end = s->mem + s->memsize;
-  while (p + 8 <= end) {
-    h ^= round64(0, rd64(p));
-    h = rotl64(h, 27) * P1 + P4;
-    p += 8;
-  }
-  if (p + 4 <= end) {
-    h ^= (uint64_t)rd32(p) * P1;
-    h = rotl64(h, 23) * P2 + P3;
-    p += 4;
-  }
-  while (p < end) {
-    h ^= (*p) * P5;
-    h = rotl64(h, 11) * P1;
-    p++;
-  }
-  h ^= h >> 33;
-  h *= P2;
-  h ^= h >> 29;
-  h *= P3;
-  h ^= h >> 32;
-  return h;
-}
-
-static void put_be64(uint8_t *out, uint64_t v) {
-  for (int i = 7; i >= 0; i--) {
-    out[i] = (uint8_t)v;
-    v >>= 8;
-  }
-}
-
-static void pair_digest(const pair_state_t *s, uint8_t out[16]) {
-  put_be64(out, finish_one(s, 0, 0));
-  put_be64(out + 8, finish_one(s, 1, SEED_B));
-}
-
-static void pair_of(const uint8_t *p, size_t len, uint8_t out[16]) {
-  pair_state_t s;
-  pair_init(&s);
-  pair_update(&s, p, len);
-  pair_digest(&s, out);
-}
+#include "content-hash.h"
 
 /* ---------------------------------------------------------------- argument helpers */
 
@@ -227,13 +79,11 @@ static napi_value hash_init(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint8_t *st = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !get_u8(env, argv[0], &st, &len) ||
-      len < sizeof(pair_state_t)) {
+      len < content_hash_state_bytes()) {
     napi_throw_type_error(env, NULL, "hashInit(state: Uint8Array of hashStateBytes)");
     return NULL;
   }
-  pair_state_t s;
-  pair_init(&s);
-  memcpy(st, &s, sizeof s);
+  content_hash_init(st);
   return undefined_value(env);
 }
 
@@ -242,18 +92,15 @@ static napi_value hash_update(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   uint8_t *st = NULL, *data = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_u8(env, argv[0], &st, &len) ||
-      len < sizeof(pair_state_t) || !get_u8(env, argv[1], &data, &dlen)) {
+      len < content_hash_state_bytes() || !get_u8(env, argv[1], &data, &dlen)) {
     napi_throw_type_error(env, NULL, "hashUpdate(state: Uint8Array, data: Uint8Array)");
     return NULL;
   }
-  pair_state_t s;
-  memcpy(&s, st, sizeof s); /* the state may be unaligned inside its buffer */
-  if (s.memsize > 32) {
+  if (!content_hash_valid(st)) {
     napi_throw_range_error(env, NULL, "hashUpdate: not a hash state");
     return NULL;
   }
-  pair_update(&s, data, dlen);
-  memcpy(st, &s, sizeof s);
+  content_hash_update(st, data, dlen);
   return undefined_value(env);
 }
 
@@ -262,17 +109,15 @@ static napi_value hash_digest(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   uint8_t *st = NULL, *out = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_u8(env, argv[0], &st, &len) ||
-      len < sizeof(pair_state_t) || !get_u8(env, argv[1], &out, &olen) || olen < 16) {
+      len < content_hash_state_bytes() || !get_u8(env, argv[1], &out, &olen) || olen < 16) {
     napi_throw_type_error(env, NULL, "hashDigest(state: Uint8Array, out: Uint8Array(16))");
     return NULL;
   }
-  pair_state_t s;
-  memcpy(&s, st, sizeof s);
-  if (s.memsize > 32) {
+  if (!content_hash_valid(st)) {
     napi_throw_range_error(env, NULL, "hashDigest: not a hash state");
     return NULL;
   }
-  pair_digest(&s, out);
+  content_hash_digest(st, out);
   return undefined_value(env);
 }
 
@@ -285,8 +130,29 @@ static napi_value hash_of(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "hashOf(data: Uint8Array, out: Uint8Array(16))");
     return NULL;
   }
-  pair_of(data, dlen, out);
+  content_hash_of(data, dlen, out);
   return undefined_value(env);
+}
+
+/* hashKernel(name?: string): the content hash's stripe loop in use; with a name, switches to it
+ * first if this CPU has it (tests run every kernel; all give the same digests and states). */
+static napi_value hash_kernel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc >= 1) {
+    char name[16];
+    size_t got = 0;
+    napi_valuetype t;
+    if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_string ||
+        napi_get_value_string_utf8(env, argv[0], name, sizeof name, &got) != napi_ok) {
+      napi_throw_type_error(env, NULL, "hashKernel(name?: string)");
+      return NULL;
+    }
+    content_hash_use_kernel(name);
+  }
+  if (napi_create_string_utf8(env, content_hash_kernel(), NAPI_AUTO_LENGTH, &out) != napi_ok) return NULL;
+  return out;
 }
 
 /* ---------------------------------------------------------------- batches on pool threads */
@@ -428,7 +294,7 @@ static void read_one(batch_t *b, size_t i) {
                  (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != it->mtime_ns) {
         res[0] = RD_CHANGED_AFTER;
       } else {
-        pair_of(dst, (size_t)it->size, b->hashes + 16 * i);
+        content_hash_of(dst, (size_t)it->size, b->hashes + 16 * i);
       }
     }
   }
@@ -684,7 +550,7 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
 
 napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
   napi_value state_bytes;
-  napi_status s = napi_create_int32(env, HASH_STATE_BYTES, &state_bytes);
+  napi_status s = napi_create_int32(env, (int32_t)content_hash_state_bytes(), &state_bytes);
   if (s != napi_ok) return s;
   napi_property_descriptor props[] = {
       {"hashStateBytes", NULL, NULL, NULL, NULL, state_bytes, napi_enumerable, NULL},
@@ -692,6 +558,7 @@ napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
       {"hashUpdate", NULL, hash_update, NULL, NULL, NULL, napi_default, NULL},
       {"hashDigest", NULL, hash_digest, NULL, NULL, NULL, napi_default, NULL},
       {"hashOf", NULL, hash_of, NULL, NULL, NULL, napi_default, NULL},
+      {"hashKernel", NULL, hash_kernel, NULL, NULL, NULL, napi_default, NULL},
       {"readFiles", NULL, read_files, NULL, NULL, NULL, napi_default, NULL},
       {"publishFiles", NULL, publish_files, NULL, NULL, NULL, napi_default, NULL},
   };

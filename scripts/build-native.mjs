@@ -27,7 +27,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['ferry.c', 'ktls.c', 'records.c', 'fs-batch.c', 'net-batch.c', 'meta.c', 'fs-walk.c'].map((f) => join(root, 'native', f));
+const sources = ['ferry.c', 'ktls.c', 'records.c', 'fs-batch.c', 'net-batch.c', 'content-hash.c', 'meta.c', 'fs-walk.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build', 'Release');
 const out = join(outDir, 'ferry_native.node');
 

@@ -1,8 +1,9 @@
 /**
  * The network transfer's native batches (native/net-batch.c through
  * src/transfer/native-files.ts and src/fs/small-files.ts) against their TypeScript fallbacks:
- * - the content hash: the same 16 bytes as @node-rs/xxhash's two XXH64s, one-shot and
- *   streamed in random pieces, on every length around the 32-byte stripe and 8/4-byte tails;
+ * - the content hash: the same 16 bytes as @node-rs/xxhash's two XXH3-64s, one-shot and
+ *   streamed in random pieces, on every length of XXH3's short-input paths (0-240 bytes)
+ *   and around its 256-byte buffer and 1 KiB block; a state that is not one is refused;
  * - the sender's batched reads: the same bytes, hashes and errors (FERRY_E_CHANGED for a
  *   changed file or another inode, FERRY_E_READ with ELOOP / ENOENT) as the reader threads;
  * - the receiver's batched publishing: bytes, trailing hole, mode and nanosecond mtime, a
@@ -41,7 +42,7 @@ test('content hash: native one-shot and streamed equal the fallback on every tai
     seed = (seed * 1103515245 + 12345) >>> 0;
     return seed % k;
   };
-  const lengths = [...Array.from({ length: 80 }, (_, i) => i), 127, 128, 129, 1000, 4095, 4096, 65_537, 1 << 20];
+  const lengths = [...Array.from({ length: 242 }, (_, i) => i), 255, 256, 257, 1023, 1024, 1025, 4095, 4096, 65_537, 1 << 20, (1 << 20) + 63];
   for (const len of lengths) {
     const data = randomBytes(len);
     const want = contentHashOfJs(data);
@@ -57,6 +58,24 @@ test('content hash: native one-shot and streamed equal the fallback on every tai
     assert.ok(h.digest().equals(want), `streamed, ${len} bytes`);
     assert.ok(j.digest().equals(want), `fallback streamed, ${len} bytes`);
   }
+});
+
+test('content hash: XXH3-64 known answer (xxHash sanity vector: empty input, seed 0)', () => {
+  // XXH3_64bits("") = 2D06800538D394C2 (xxHash's tests/sanity_test_vectors.h).
+  assert.equal(contentHashOfJs(Buffer.alloc(0)).subarray(0, 8).toString('hex'), '2d06800538d394c2');
+  assert.ok(contentHashOf(Buffer.alloc(0)).equals(contentHashOfJs(Buffer.alloc(0))));
+});
+
+test('content hash: the addon refuses a state it did not write', { skip }, () => {
+  const state = Buffer.alloc(n!.hashStateBytes, 0xff);
+  assert.throws(() => n!.hashUpdate(state, Buffer.alloc(10)), RangeError);
+  assert.throws(() => n!.hashDigest(state, Buffer.alloc(16)), RangeError);
+  assert.throws(() => n!.hashUpdate(Buffer.alloc(8), Buffer.alloc(10)), TypeError);
+  n!.hashInit(state);
+  n!.hashUpdate(state, Buffer.from('abc'));
+  const out = Buffer.alloc(16);
+  n!.hashDigest(state, out);
+  assert.ok(out.equals(contentHashOfJs(Buffer.from('abc'))));
 });
 
 async function target(dir: string, name: string, data?: Uint8Array): Promise<NativeReadTarget> {

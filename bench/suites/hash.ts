@@ -24,7 +24,7 @@ export const hashSuite: StandaloneSuite = {
   title: 'content hash: GB hashed per CPU second, one core (1 GiB per cell, 256 MiB under --quick)',
   async runStandalone(ctx) {
     const buf = randomBytes(1 << 20);
-    const rows: string[][] = [['update size', 'content hash (XXH64 ×2) GB/s', 'SHA-256 GB/s', 'ratio']];
+    const rows: string[][] = [['update size', 'content hash (XXH3-64 ×2) GB/s', 'SHA-256 GB/s', 'ratio']];
     const json: Record<string, { xxh3: number; sha256: number }> = {};
     for (const chunk of [4096, 65536, 1 << 20]) {
       const total = ctx.quick ? TOTAL / 4 : TOTAL;

@@ -9,21 +9,20 @@
  * it sends anyway. So it need not be a cryptographic hash, and it must cost next
  * to nothing beside the disk — it runs over every byte, on both ends.
  *
- * The choice: xxHash (the family rsync ≥ 3.2 uses for whole-file checksums) from
- * @node-rs/xxhash (prebuilt binaries, maintained), 128 bits as two XXH64 with
- * different seeds. Why XXH64 and not XXH3: through this package a one-shot XXH64 of
- * a 4 KiB file costs about a fifth of an XXH3 one (the per-call overhead, not the
- * hashing, dominates small files), and its streaming speed is within 2× of XXH3's;
- * the package streams no 128-bit variant. SHA-256 through node:crypto, the previous
- * choice, is several times slower on big buffers and slower per small file;
- * `npm run bench -- --suite hash` measures all of it.
- * The digest is 16 bytes: XXH64 with seed 0, then with seed 0x9e3779b97f4a7c15,
- * each big-endian.
+ * The choice: XXH3 (the family rsync ≥ 3.2 uses for whole-file checksums), 128 bits as
+ * two XXH3-64 with different seeds: XXH3-64 with seed 0, then with seed
+ * 0x9e3779b97f4a7c15, each big-endian, 16 bytes. Why XXH3 and not XXH64 (the previous
+ * choice, two XXH64): the addon (native/content-hash.c) runs XXH3 with vector
+ * instructions chosen at run time, several times faster than XXH64 on the same bytes,
+ * and the hash runs over every byte on both ends, where it cost about half as much as
+ * the AES-GCM of the channel. Why two XXH3-64 and not XXH3-128: the fallback,
+ * @node-rs/xxhash (prebuilt binaries, maintained), streams XXH3-64 only, and both
+ * paths must give the same digest. SHA-256 through node:crypto, the first choice, is
+ * several times slower again; `npm run bench -- --suite hash` measures them.
  *
- * Where the addon is built (native/net-batch.c) the same digest is computed there, both
- * seeds in one pass over the bytes, and the sender's batched reads hash each file on the
- * pool thread that read it; @node-rs/xxhash is the fallback (FERRY_NATIVE=0), and the
- * two are cross-tested (test/native-files.test.ts).
+ * Where the addon is built the digest is computed there, and the sender's batched reads
+ * hash each file on the pool thread that read it; @node-rs/xxhash is the fallback
+ * (FERRY_NATIVE=0), and the two are cross-tested (test/native-files.test.ts).
  */
 import { constants as C, promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -44,7 +43,7 @@ function xxhash(): XxhashModule {
 /** Bytes of a content digest (wire/messages.ts carries it at this size). */
 export const CONTENT_HASH_BYTES = 16;
 /** Named in `--version -v` and the JSON summary. */
-export const CONTENT_HASH_NAME = 'xxh64x2';
+export const CONTENT_HASH_NAME = 'xxh3x2';
 
 const SEED_A = 0n;
 const SEED_B = 0x9e3779b97f4a7c15n;
@@ -55,9 +54,9 @@ export interface ContentHash {
   digest(): Buffer;
 }
 
-class Xxh64Pair implements ContentHash {
-  readonly #a = new (xxhash().Xxh64)(SEED_A);
-  readonly #b = new (xxhash().Xxh64)(SEED_B);
+class Xxh3Pair implements ContentHash {
+  readonly #a = xxhash().xxh3.Xxh3.withSeed(SEED_A);
+  readonly #b = xxhash().xxh3.Xxh3.withSeed(SEED_B);
   update(data: Uint8Array): ContentHash {
     this.#a.update(data);
     this.#b.update(data);
@@ -137,7 +136,7 @@ const native = netBatchAddon();
 const slab = native ? new StateSlab(native.hashStateBytes) : null;
 
 export function newContentHash(): ContentHash {
-  return native ? new NativePair(native, slab!) : new Xxh64Pair();
+  return native ? new NativePair(native, slab!) : new Xxh3Pair();
 }
 
 /** The digest of one buffer: the same value as a stream fed the same bytes. */
@@ -147,19 +146,19 @@ export function contentHashOf(data: Uint8Array): Buffer {
     native.hashOf(data, out);
     return out;
   }
-  const { xxh64 } = xxhash();
-  return pack(xxh64(data, SEED_A), xxh64(data, SEED_B));
+  const { xxh3 } = xxhash();
+  return pack(xxh3.xxh64(data, SEED_A), xxh3.xxh64(data, SEED_B));
 }
 
 /** The fallback's digest of one buffer, whatever the addon (for cross-tests). */
 export function contentHashOfJs(data: Uint8Array): Buffer {
-  const { xxh64 } = xxhash();
-  return pack(xxh64(data, SEED_A), xxh64(data, SEED_B));
+  const { xxh3 } = xxhash();
+  return pack(xxh3.xxh64(data, SEED_A), xxh3.xxh64(data, SEED_B));
 }
 
 /** The fallback's streaming hash, whatever the addon (for cross-tests). */
 export function newContentHashJs(): ContentHash {
-  return new Xxh64Pair();
+  return new Xxh3Pair();
 }
 
 /**

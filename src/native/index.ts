@@ -69,6 +69,8 @@ export interface NetBatchAddon {
   hashUpdate(state: Uint8Array, data: Uint8Array): void;
   hashDigest(state: Uint8Array, out: Uint8Array): void;
   hashOf(data: Uint8Array, out: Uint8Array): void;
+  /** The hash's stripe loop in use (scalar, sse2, avx2, avx512); with a name, switches to it if the CPU has it (tests). */
+  hashKernel(name?: string): string;
   readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array): Promise<void>;
   publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
 }

@@ -67,8 +67,9 @@ export const MsgType = {
  * 3: QUEUED and DELETED (issue #14: a queued sender is told so; a dry run reports
  * its deletions); a revision-2 peer would take either for a protocol violation.
  * 4: the OWNERS and XATTRS session flags and their manifest fields (issue #14).
+ * 5: the content hash is two XXH3-64 (fs/checksum.ts), no longer two XXH64 (issue #12).
  */
-export const TRANSFER_VERSION = 4;
+export const TRANSFER_VERSION = 5;
 /** A content digest on the wire (fs/checksum.ts's CONTENT_HASH_BYTES, checked by a test). */
 export const HASH_BYTES = 16;
 /** Size of the random token that binds the extra streams of `-P N` to a session. */
