@@ -154,3 +154,29 @@ test('a channel over TCP delivers frames of every size intact with reused read b
     close();
   }
 });
+
+test('released assembly buffers are kept for reuse up to what a receiver holds in flight (40 MiB here)', () => {
+  const d = new FrameDecoder({ borrowed: true });
+  const payload = randomBytes(1_000_000); // assembled in 1 MiB buffers
+  const wire = Buffer.concat(encodeFrame(0x15, payload));
+  const lent = Buffer.alloc(16384);
+  const frames = (): { payload: Buffer; release?: () => void }[] => {
+    const out: { payload: Buffer; release?: () => void }[] = [];
+    for (let k = 0; k < 40; k++) {
+      for (let off = 0; off < wire.length; off += lent.length) {
+        const n = wire.copy(lent, 0, off, off + lent.length);
+        d.push(lent.subarray(0, n));
+        for (let f = d.next(); f !== null; f = d.next()) out.push(f);
+      }
+    }
+    return out;
+  };
+  const first = frames();
+  assert.equal(first.length, 40);
+  const old = new Set(first.map((f) => f.payload.buffer));
+  for (const f of first) f.release!();
+  const second = frames();
+  assert.ok(second.every((f) => f.payload.equals(payload)));
+  const reused = second.filter((f) => old.has(f.payload.buffer)).length;
+  assert.equal(reused, 40, 'every released buffer is reused');
+});

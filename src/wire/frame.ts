@@ -337,5 +337,10 @@ export class FrameDecoder {
 
 /** Frames at least this large are assembled in place as their bytes arrive. */
 const ASSEMBLE_MIN = 64 * 1024;
-/** Bytes of released assembly buffers kept for reuse (about what a receiver holds in flight). */
-const ASSEMBLE_POOL_BYTES = 16 * 1024 * 1024;
+/**
+ * Bytes of released assembly buffers kept for reuse: about what a receiver holds in
+ * flight (the channel's receive queue, 16 MiB, and the receiver's pending writes, 32 MiB).
+ * A smaller pool drops buffers that the next burst allocates again, and V8 answers that
+ * allocation rate with full garbage collections.
+ */
+const ASSEMBLE_POOL_BYTES = 48 * 1024 * 1024;
