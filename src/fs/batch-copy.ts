@@ -38,7 +38,10 @@
  * New files: `fresh` says the caller's quick check found no file under the final
  * name; the native side then creates the file nameless (O_TMPFILE) and links it
  * under its name when complete, which costs the directory half the work of a temp
- * name and a rename (and falls back to them if the name exists after all).
+ * name and a rename (and falls back to them if the name exists after all). Such a
+ * file goes without a temp name (naming one costs a hash): when the native side
+ * needs one after all, it creates nothing and says so, and the file is queued again
+ * with its temp name.
  */
 import { closeSync, constants as C, openSync } from 'node:fs';
 import type { SourceEntry } from '../core/entry.js';
