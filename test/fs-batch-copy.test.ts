@@ -13,7 +13,7 @@ import { ErrorCodes, FerryError } from '../src/core/errors.js';
 import { BatchCopier, nativeCopyAvailable } from '../src/fs/batch-copy.js';
 import { tempNameFor } from '../src/fs/temp-names.js';
 import { runCopy } from '../src/modes/copy.js';
-import { cleanupTmpDirs, compareTrees, makeTree, tmpDir } from './support/tree.js';
+import { FERRY_MAIN, cleanupTmpDirs, compareTrees, makeTree, tmpDir } from './support/tree.js';
 import { isCI } from './support/tools.js';
 
 after(cleanupTmpDirs);
@@ -270,4 +270,21 @@ test('native copyFiles refuses a malformed batch: an empty temp name without the
   assert.throws(() => a.copyFiles(strings, Float64Array.of(1, 0o644, 0, 0), new BigUint64Array(3)), TypeError);
   assert.throws(() => a.copyFiles(strings, Float64Array.of(1, 0o644, 2, 0), new BigUint64Array(2)), RangeError);
   assert.throws(() => a.copyFiles(Buffer.from('/x\0t\0a/b\0'), Float64Array.of(1, 0o644, 2, 0), new BigUint64Array(3)), TypeError);
+});
+
+test('native copy, new files linked in by descriptor (AT_EMPTY_PATH) and through /proc/self/fd (where the kernel refuses the former): the same tree', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  const spec: Record<string, { type: 'file'; content: string; mode: number; mtime: bigint }> = {};
+  for (let i = 0; i < 40; i++) spec[`src/d${i % 3}/f${i}`] = { type: 'file', content: `file ${i} `.repeat(i), mode: 0o640, mtime: 1_700_000_000_000_000_007n + BigInt(i) };
+  await makeTree(base, spec);
+  const src = path.join(base, 'src');
+  // Linux before 6.10 refuses AT_EMPTY_PATH without CAP_DAC_READ_SEARCH; FERRY_TEST_LINK_VIA_PROC
+  // makes the addon take the /proc way from the start, as it then would.
+  for (const [dst, viaProc] of [['by-fd', false], ['via-proc', true]] as const) {
+    const env = { ...process.env, FERRY_TEST_LINK_VIA_PROC: viaProc ? '1' : '0' };
+    execFileSync(process.execPath, [FERRY_MAIN, 'copy', '--progress=never', `${src}/`, path.join(base, dst)], { stdio: 'pipe', env });
+    assert.deepEqual(await compareTrees(src, path.join(base, dst)), [], dst);
+    assert.equal((await fsp.stat(path.join(base, dst, 'd1/f4'))).nlink, 1);
+  }
 });
