@@ -89,6 +89,19 @@ static int by_name(const void *a, const void *b, void *pool) {
   return strcmp((const char *)pool + *(const uint32_t *)a, (const char *)pool + *(const uint32_t *)b);
 }
 
+/* One record's stat fields (listDir and statAt share the layout). */
+static void put_stat(double *num, int64_t *big, const struct stat *st) {
+  num[3] = st->st_mode;
+  num[4] = (double)st->st_size;
+  num[5] = (double)st->st_nlink;
+  num[6] = (double)st->st_blocks;
+  num[8] = (double)st->st_uid;
+  num[9] = (double)st->st_gid;
+  big[0] = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+  big[1] = (int64_t)st->st_dev;
+  big[2] = (int64_t)st->st_ino;
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
   list_t *l = data;
@@ -172,15 +185,7 @@ static void execute(napi_env env, void *data) {
     }
     num[7] = e;
     if (e != 0) continue;
-    num[3] = st.st_mode;
-    num[4] = (double)st.st_size;
-    num[5] = (double)st.st_nlink;
-    num[6] = (double)st.st_blocks;
-    num[8] = (double)st.st_uid;
-    num[9] = (double)st.st_gid;
-    big[0] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    big[1] = (int64_t)st.st_dev;
-    big[2] = (int64_t)st.st_ino;
+    put_stat(num, big, &st);
   }
 }
 
@@ -295,15 +300,7 @@ static void stat_execute(napi_env env, void *data) {
     if (fstatat(s->fd, p, &st, AT_SYMLINK_NOFOLLOW) != 0) {
       num[7] = errno;
     } else {
-      num[3] = st.st_mode;
-      num[4] = (double)st.st_size;
-      num[5] = (double)st.st_nlink;
-      num[6] = (double)st.st_blocks;
-      num[8] = (double)st.st_uid;
-      num[9] = (double)st.st_gid;
-      big[0] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-      big[1] = (int64_t)st.st_dev;
-      big[2] = (int64_t)st.st_ino;
+      put_stat(num, big, &st);
     }
     p = z + 1;
   }
