@@ -39,3 +39,50 @@ test('an assembled frame released is reused; one not released keeps its bytes', 
   // Small frames are not assembled and carry no release.
   assert.equal(feed(d, 0x13, randomBytes(100))!.release, undefined);
 });
+
+test('bytes written straight into the frame being assembled (room/wrote): those past its end go to the frames after it', () => {
+  for (const borrowed of [false, true]) {
+    const d = new FrameDecoder({ borrowed });
+    const a = randomBytes(100_000);
+    const b = randomBytes(30);
+    const c = randomBytes(70_000);
+    const stream = Buffer.concat([...encodeFrame(0x15, a), ...encodeFrame(0x16, b), ...encodeFrame(0x17, c)]);
+    const got: [number, Buffer][] = [];
+    const drain = (): void => {
+      for (let f = d.next(); f !== null; f = d.next()) got.push([f.type, Buffer.from(f.payload)]);
+    };
+    let off = 0;
+    // The first 1000 bytes are pushed (the frame starts assembling), then the rest goes
+    // into the room the decoder offers, up to 20,000 bytes at a time and past its stop.
+    d.push(Buffer.from(stream.subarray(0, 1000)));
+    off = 1000;
+    drain();
+    while (off < stream.length) {
+      const room = d.room();
+      if (room === null) {
+        const n = Math.min(777, stream.length - off);
+        d.push(Buffer.from(stream.subarray(off, off + n)));
+        off += n;
+      } else {
+        assert.ok(room.off < room.stop && room.stop <= room.buf.length);
+        const n = Math.min(20_000, room.buf.length - room.off, stream.length - off);
+        stream.copy(room.buf, room.off, off, off + n);
+        d.wrote(n);
+        off += n;
+      }
+      drain();
+    }
+    assert.deepEqual(
+      got.map(([t, p]) => [t, p.length]),
+      [
+        [0x15, a.length],
+        [0x16, b.length],
+        [0x17, c.length],
+      ],
+      `borrowed ${borrowed}`,
+    );
+    assert.ok(got[0]![1].equals(a) && got[1]![1].equals(b) && got[2]![1].equals(c), `borrowed ${borrowed}`);
+    assert.equal(d.buffered, 0);
+    assert.equal(d.room(), null);
+  }
+});
