@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { SafeWriter } from '../src/fs/safe-writer.js';
 import { resolveSource, walk } from '../src/fs/walk.js';
-import type { Frame, FrameChannel } from '../src/secure/channel-api.js';
+import { withSendHook, type FrameChannel } from '../src/secure/channel-api.js';
 import { ReceiverSession, readOpening } from '../src/transfer/receiver.js';
 import { runSender } from '../src/transfer/sender.js';
 import { MsgType, decodeData } from '../src/wire/messages.js';
@@ -31,28 +31,13 @@ function smallFiles(n: number): TreeSpec {
 
 /** Wrap a channel to count the frames it sends, by type, and the DATA records. */
 function counting(ch: FrameChannel, counts: Map<number, number>, begins: number[]): FrameChannel {
-  return {
-    get info() {
-      return ch.info;
-    },
-    get bytesSent() {
-      return ch.bytesSent;
-    },
-    get bytesReceived() {
-      return ch.bytesReceived;
-    },
-    async send(type, payload) {
-      counts.set(type, (counts.get(type) ?? 0) + 1);
-      if (type === MsgType.DATA) {
-        const p = payload instanceof Uint8Array ? payload : Buffer.concat(payload as Uint8Array[]);
-        begins.push(decodeData(p).filter((r) => r.rec === 1).length);
-      }
-      return ch.send(type, payload);
-    },
-    frames: (): AsyncIterable<Frame> => ch.frames(),
-    close: () => ch.close(),
-    destroy: (e?: Error) => ch.destroy(e),
-  };
+  return withSendHook(ch, (type, payload) => {
+    counts.set(type, (counts.get(type) ?? 0) + 1);
+    if (type === MsgType.DATA) {
+      const p = payload instanceof Uint8Array ? payload : Buffer.concat(payload as Uint8Array[]);
+      begins.push(decodeData(p).filter((r) => r.rec === 1).length);
+    }
+  });
 }
 
 test('500 small files: decisions and commits come in batches, data packs many files per frame', async () => {

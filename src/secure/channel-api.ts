@@ -55,6 +55,34 @@ export interface FrameChannel {
   readonly bytesReceived: number;
 }
 
+/**
+ * `ch` with `hook` run before each send (to pace or count frames): the frame goes out
+ * once the hook's promise, if it returns one, has settled. Everything else passes through.
+ */
+export function withSendHook(
+  ch: FrameChannel,
+  hook: (type: number, payload: Uint8Array | readonly Uint8Array[]) => Promise<unknown> | void,
+): FrameChannel {
+  return {
+    get info() {
+      return ch.info;
+    },
+    get bytesSent() {
+      return ch.bytesSent;
+    },
+    get bytesReceived() {
+      return ch.bytesReceived;
+    },
+    send: (type, payload): Promise<void> => {
+      const wait = hook(type, payload);
+      return wait === undefined ? ch.send(type, payload) : wait.then(() => ch.send(type, payload));
+    },
+    frames: () => ch.frames(),
+    close: () => ch.close(),
+    destroy: (e) => ch.destroy(e),
+  };
+}
+
 /** Largest frame payload either side accepts (checked before allocating). */
 export const MAX_FRAME_PAYLOAD = 4 * 1024 * 1024;
 /** First frame type available to transfer/. */
