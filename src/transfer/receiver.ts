@@ -91,7 +91,7 @@ import { nativePublisher, writeSmallFileSync, type NativePublisher, type Part, t
 /** Files up to this size that arrive whole are published by fs/small-files.ts (in native batches, or synchronously). */
 const SMALL_SYNC_MAX = 256 * 1024;
 /** A native publish batch goes out at this many files or bytes, or at the end of the event-loop turn. */
-const PUBLISH_BATCH_FILES = 64;
+const PUBLISH_BATCH_FILES = 256;
 const PUBLISH_BATCH_BYTES = 4 * 1024 * 1024;
 
 export interface ReceiverEvents {

@@ -148,7 +148,7 @@ const SMALL_FILE_MAX = 256 * 1024;
 const PREFETCH_FILES = 256;
 const PREFETCH_BYTES = 8 * 1024 * 1024;
 /** Small files go to a reader thread in batches of at most this many files and bytes. */
-const READ_BATCH_FILES = 16;
+const READ_BATCH_FILES = 64;
 const READ_BATCH_BYTES = 1024 * 1024;
 const MANIFEST_BATCH = 1024;
 const MANIFEST_FLUSH_MS = 20;
