@@ -91,7 +91,7 @@ import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { constants as osConstants } from 'node:os';
-import type { Entry } from '../core/entry.js';
+import type { Entry, PeerStat } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { baseOf, parentOf, pathDepth, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from './path-safety.js';
 import { isFerryTempName, openTempSync, tempNameFor } from './temp-names.js';
@@ -639,6 +639,39 @@ export class SafeWriter {
     }
     if (st === undefined) return 'missing';
     return this.#fileVerdict(st, entry, p);
+  }
+
+  /**
+   * For the walk's paired listing (fs/walk `peer`): DST's verified directory `rel`,
+   * opened without creating anything and pinned until release(); null when it is not
+   * there yet, was created by this session (nothing to look at), or is not a
+   * directory (the copy's own path then reports or replaces it).
+   */
+  peerDir(rel: string): { fd: number; release: () => void } | null {
+    if (this.#h === null || this.#fresh.has(rel)) return null;
+    let node: DirNode | null;
+    try {
+      node = this.#dir(rel === '' ? rel : validateRelativePath(rel), false);
+    } catch {
+      return null;
+    }
+    return node === null ? null : this.holdDir(node);
+  }
+
+  /**
+   * quickCheckSync() with the lstat already made (the walk's paired listing, `peer`),
+   * when the parent is a verified directory of this session; null otherwise.
+   */
+  quickCheckPeer(entry: Entry, peer: PeerStat): QuickCheck | null {
+    if (entry.kind !== 'file' || this.#h === null) return null;
+    const rel = validateRelativePath(entry.path);
+    const parent = parentOf(rel);
+    if (this.#fresh.has(parent)) return 'missing';
+    const dir = this.#h.get(parent);
+    if (dir === undefined) return null;
+    if (peer.errno !== 0) return peer.errno === ENOENT ? 'missing' : null;
+    const h = this.#h;
+    return this.#verdictOf((peer.mode & S_IFMT) === S_IFREG, peer.size, peer.mtimeNs, peer.mode & 0o7777, peer.uid, peer.gid, entry, () => h.at(dir, baseOf(rel)));
   }
 
   #fileVerdict(st: BigIntStats, entry: Entry, p: string): QuickCheck {
