@@ -94,3 +94,14 @@ export const FIRST_TRANSFER_FRAME_TYPE = 0x10;
  * sealed-output buffers on it (modes/stdio-duplex.ts carries ssh's pipes this way).
  */
 export const WRITES_RELEASE_BUFFERS: unique symbol = Symbol.for('ferry.writesReleaseBuffers');
+
+/**
+ * A method on a duplex that is not itself a socket but reads from one (modes/stdio-duplex.ts:
+ * ssh's pipes): switch to reading into `buf` as secure/socket-reads.ts does for a socket,
+ * each read lent to `onRead` until it returns (false pauses; the duplex's `resume()` starts
+ * again). True when switched; false leaves the duplex's 'data' events as they were.
+ */
+export const READS_INTO_BUFFER: unique symbol = Symbol.for('ferry.readsIntoBuffer');
+export interface ReadsIntoBuffer {
+  [READS_INTO_BUFFER](buf: Buffer, onRead: (bytes: Buffer) => boolean): boolean;
+}
