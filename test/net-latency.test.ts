@@ -16,7 +16,7 @@ import type { Frame, FrameChannel } from '../src/secure/channel-api.js';
 import { ReceiverSession, readOpening } from '../src/transfer/receiver.js';
 import { runSender } from '../src/transfer/sender.js';
 import { MsgType, decodeData } from '../src/wire/messages.js';
-import { startProxy } from './support/delay-proxy.js';
+import { startProxy, type TraceChunk } from './support/delay-proxy.js';
 import { lastJson, sendTo, startRecv } from './support/net-harness.js';
 import { memoryChannelPair } from './support/plain-channel.js';
 import { cleanupTmpDirs, compareTrees, makeTree, tmpDir, type TreeSpec } from './support/tree.js';
@@ -105,6 +105,48 @@ test('500 small files through a 40 ms RTT proxy: completes over one connection, 
     assert.equal(rr.code, 0, rr.stderr);
     assert.equal(lastJson(s.stdout)['committed'], 500);
     assert.equal(proxy.connections, 1);
+  } finally {
+    await proxy.close();
+  }
+  assert.deepEqual(await compareTrees(src, dst), []);
+});
+
+/** A connection's trace as runs of one direction and flight: "up1 312B, down1 41B, ...". */
+function flightsOf(trace: readonly TraceChunk[]): string {
+  const runs: { dir: string; flight: number; bytes: number }[] = [];
+  for (const c of trace) {
+    const last = runs[runs.length - 1];
+    if (last && last.dir === c.dir && last.flight === c.flight) last.bytes += c.bytes;
+    else runs.push({ dir: c.dir, flight: c.flight, bytes: c.bytes });
+  }
+  return runs.map((r) => `${r.dir}${r.flight} ${r.bytes}B`).join(', ');
+}
+
+test('a session costs 3.5 round trips after TCP connect, counted in flights through the delaying proxy', async () => {
+  const root = await tmpDir('ferry-lat-');
+  const src = path.join(root, 'src');
+  await makeTree(src, smallFiles(100));
+  const dst = path.join(root, 'dst');
+  const rv = await startRecv(dst);
+  // A long delay keeps the data (a few frames) well inside one flight.
+  const proxy = await startProxy({ targetPort: rv.port, delayMs: 50 });
+  try {
+    const s = await sendTo(`${src}/`, proxy.port, ['-P', '1', '--json'], {}, 120_000).done;
+    const rr = await rv.done;
+    assert.equal(s.code, 0, s.stderr);
+    assert.equal(rr.code, 0, rr.stderr);
+    assert.equal(lastJson(s.stdout)['committed'], 100);
+    assert.equal(proxy.connections, 1);
+    const trace = proxy.trace(0);
+    // Counted from the client's first bytes (its hello may leave after the server's
+    // hello arrived, when loading the curve code takes longer than the trip).
+    const first = trace.find((c) => c.dir === 'up')!.flight;
+    const trips = Math.max(...trace.map((c) => c.flight)) - first + 1;
+    // One-way trips: 1 the client's hello and share, 2 the server's share and
+    // confirmation, 3 the client's confirmation with SESSION and the whole manifest
+    // (not waiting for SESSION_OK), 4 SESSION_OK and the decisions, 5 the data,
+    // 6 the summary with the receiver's end of stream, 7 the sender's end of stream.
+    assert.ok(trips <= 7, `the session took ${trips} one-way trips: ${flightsOf(trace)}`);
   } finally {
     await proxy.close();
   }
