@@ -9,6 +9,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SafeWriter } from '../src/fs/safe-writer.js';
 import { resolveSource, walk } from '../src/fs/walk.js';
@@ -18,8 +19,10 @@ import { runSender } from '../src/transfer/sender.js';
 import { MsgType, decodeData } from '../src/wire/messages.js';
 import { startProxy, type TraceChunk } from './support/delay-proxy.js';
 import { lastJson, sendTo, startRecv } from './support/net-harness.js';
+import { freePort, startSshd } from './support/sshd.js';
+import { requireTools } from './support/tools.js';
 import { memoryChannelPair } from './support/plain-channel.js';
-import { cleanupTmpDirs, compareTrees, makeTree, tmpDir, type TreeSpec } from './support/tree.js';
+import { FERRY_BIN, cleanupTmpDirs, compareTrees, makeTree, runFerry, tmpDir, type TreeSpec } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -122,6 +125,15 @@ function flightsOf(trace: readonly TraceChunk[]): string {
   return runs.map((r) => `${r.dir}${r.flight} ${r.bytes}B`).join(', ');
 }
 
+/**
+ * The one-way trips of a connection, counted from the client's first bytes (its hello
+ * may leave after the server's hello arrived, when loading code takes longer than a trip).
+ */
+function tripsOf(trace: readonly TraceChunk[]): number {
+  const first = trace.find((c) => c.dir === 'up')!.flight;
+  return Math.max(...trace.map((c) => c.flight)) - first + 1;
+}
+
 test('a session costs 3.5 round trips after TCP connect, counted in flights through the delaying proxy', async () => {
   const root = await tmpDir('ferry-lat-');
   const src = path.join(root, 'src');
@@ -138,10 +150,7 @@ test('a session costs 3.5 round trips after TCP connect, counted in flights thro
     assert.equal(lastJson(s.stdout)['committed'], 100);
     assert.equal(proxy.connections, 1);
     const trace = proxy.trace(0);
-    // Counted from the client's first bytes (its hello may leave after the server's
-    // hello arrived, when loading the curve code takes longer than the trip).
-    const first = trace.find((c) => c.dir === 'up')!.flight;
-    const trips = Math.max(...trace.map((c) => c.flight)) - first + 1;
+    const trips = tripsOf(trace);
     // One-way trips: 1 the client's hello and share, 2 the server's share and
     // confirmation, 3 the client's confirmation with SESSION and the whole manifest
     // (not waiting for SESSION_OK), 4 SESSION_OK and the decisions, 5 the data,
@@ -151,4 +160,42 @@ test('a session costs 3.5 round trips after TCP connect, counted in flights thro
     await proxy.close();
   }
   assert.deepEqual(await compareTrees(src, dst), []);
+});
+
+
+test('ssh mode: the data connection costs the same trips as a direct session (push 7, pull 8)', async (t) => {
+  if (!requireTools(t, 'sshd', 'ssh', 'ssh-keygen')) return;
+  const root = await tmpDir('ferry-lat-');
+  const src = path.join(root, 'src');
+  await makeTree(src, smallFiles(100));
+  const sshd = await startSshd();
+  try {
+    for (const direction of ['push', 'pull'] as const) {
+      // The remote listens where the proxy forwards to (the bench's wan suite does the same).
+      const listen = await freePort();
+      const proxy = await startProxy({ targetPort: listen, delayMs: 50 });
+      const wrapper = path.join(root, `remote-${direction}.sh`);
+      writeFileSync(wrapper, `#!/bin/sh\nFERRY_TEST_SSH_LISTEN_PORT=${listen} exec ${JSON.stringify(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
+      const dst = path.join(root, `dst-${direction}`);
+      const operands = direction === 'push' ? [`${src}/`, `127.0.0.1:${dst}/`] : [`127.0.0.1:${src}/`, `${dst}/`];
+      try {
+        const r = await runFerry(['-e', sshd.sshCommand, '--remote-ferry', wrapper, '--progress=never', ...operands], {
+          env: { FERRY_TEST_SSH_DIRECT: `127.0.0.1:${proxy.port}` },
+          timeoutMs: 120_000,
+        });
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(proxy.connections, 1, 'the data took the direct connection');
+        const trace = proxy.trace(0);
+        // The client (the local side) is the receiver when pulling: SESSION and the
+        // manifest come with the trip after its confirmation, one trip later than a push.
+        const limit = direction === 'push' ? 7 : 8;
+        assert.ok(tripsOf(trace) <= limit, `${direction}: ${tripsOf(trace)} one-way trips: ${flightsOf(trace)}`);
+      } finally {
+        await proxy.close();
+      }
+      assert.deepEqual(await compareTrees(src, dst), []);
+    }
+  } finally {
+    await sshd.stop();
+  }
 });
