@@ -174,8 +174,12 @@ export function uringSyncNetTool(name = 'uring-sync (plain)'): Tool {
  * `--via-ssh`, the ssh connection itself). The remote ferry runs under GNU time
  * through a wrapper script given as --remote-ferry, so its peak RSS is measured
  * like rsync's remote side. Skipped while this ferry has no ssh mode.
+ *
+ * With `viaProxy` (the wan suite) the data connection takes the same delaying link as
+ * ssh: the remote listens on a port chosen here (FERRY_TEST_SSH_LISTEN_PORT, set by the
+ * wrapper) behind a proxy, and the local side dials the proxy (FERRY_TEST_SSH_DIRECT).
  */
-export function ferrySshTools(ep: () => SshEndpoint): Tool[] {
+export function ferrySshTools(ep: () => SshEndpoint, opts: { viaProxy?: (targetPort: number) => Promise<number> } = {}): Tool[] {
   const tool = (name: string, pull: boolean, extra: string[]): Tool => ({
     name,
     async prepare() {
@@ -188,12 +192,20 @@ export function ferrySshTools(ep: () => SshEndpoint): Tool[] {
       const remoteSide = pull ? 'send' : 'recv';
       const localSide = pull ? 'recv' : 'send';
       const wrapper = join(ctx.scratch, 'remote-ferry.sh');
-      writeFileSync(wrapper, `#!/bin/sh\nexec ${rss.prefix(remoteSide)} ${sh(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
+      let listen = '';
+      let env: NodeJS.ProcessEnv | undefined;
+      if (opts.viaProxy && !extra.includes('--via-ssh')) {
+        const port = await freePort();
+        listen = `FERRY_TEST_SSH_LISTEN_PORT=${port} `;
+        env = { ...process.env, FERRY_TEST_SSH_DIRECT: `127.0.0.1:${await opts.viaProxy(port)}` };
+      }
+      writeFileSync(wrapper, `#!/bin/sh\n${listen}exec ${rss.prefix(remoteSide)} ${sh(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
       const rsh = ['ssh', ...e.sshArgs].map(sh).join(' ');
       const operands = pull ? [`${e.host}:${src}/`, `${dst}/`] : [`${src}/`, `${e.host}:${dst}/`];
       await runProcess([...rss.argv(localSide), FERRY_BIN, '--progress=never', '-e', rsh, '--remote-ferry', wrapper, ...extra, ...operands], {
         timeoutMs: ctx.timeoutMs,
         label: name,
+        ...(env ? { env } : {}),
       });
       return { rssKb: rss.read() };
     },

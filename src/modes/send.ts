@@ -87,6 +87,8 @@ export interface SendOutcome extends SenderResult {
 
 /** Open a TCP connection, failing with FERRY_E_CONNECT naming the peer. */
 async function openChannel(o: SendOptions): Promise<SecureChannel> {
+  // The handshake's curve code loads while TCP connects (a round trip on a long link).
+  void import('../secure/cpace.js').catch(() => undefined);
   const sock = await connectTcp(o.host, o.port, o.connectTimeoutMs);
   try {
     return await establishChannel(sock, channelOptions('client', o));

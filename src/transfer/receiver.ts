@@ -409,11 +409,14 @@ export class ReceiverSession {
       await this.#flushReports();
       this.#summarySent = true;
       await this.#sendControl(MsgType.SUMMARY, encodeSummary(this.#counts));
-      // The sender closes every stream once it has the summary.
+      // Nothing more to say: our END goes with the summary, so the sender can finish as
+      // soon as it reads them rather than a round trip later. It closes every stream
+      // once it has the summary.
+      const closed = Promise.all(this.#channels.map((c) => c.close().catch(() => undefined)));
       await controlLoop;
       await Promise.all(this.#extra.values());
       if (this.#fatal) throw this.#fatal;
-      await Promise.all(this.#channels.map((c) => c.close().catch(() => undefined)));
+      await closed;
     } catch (e) {
       throw this.#fail(e);
     }
