@@ -36,6 +36,14 @@
  *       over 2^14), then for record i: res[4+2i] = offset of its content, res[5+2i] = length.
  *       A record that fails authentication is left as it arrived (its ciphertext is restored),
  *       so that the caller may open it again under other keys (a key update, RFC 8446 §4.6.3).
+ *   openRecords(ctx, seq, buf, off, end, maxRecords, res, out, outOff, outStop) -> records opened
+ *       the same, but each record is decrypted into `out` instead of in place, its content
+ *       right after the previous one's (from outOff on: one contiguous run of content, the
+ *       caller's frame being assembled), while the content written so far ends before
+ *       outStop; a record whose plaintext (content, type byte, padding) would not fit in
+ *       out[q..out.length) is not opened, and then res[3] = 1. Offsets of contents in res
+ *       are then offsets in `out`. `buf` is never written; `out` holds garbage past the
+ *       contents reported (after a failure too).
  *
  * seq is passed as a double: exact up to 2^53, and the TypeScript side never goes past 2^24
  * records under one key.
@@ -308,37 +316,41 @@ type_error:
   return NULL;
 }
 
-/* openRecords(ctx, seq, buf, off, end, maxRecords, res) -> records opened */
+/* openRecords(ctx, seq, buf, off, end, maxRecords, res[, out, outOff, outStop]) -> records opened */
 static napi_value open_records(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7], result;
+  size_t argc = 10;
+  napi_value argv[10], result;
   aead_t *a;
-  uint64_t seq, off, end, max;
-  unsigned char *buf;
-  size_t buf_len, res_len;
+  uint64_t seq, off, end, max, out_off = 0, out_stop = 0;
+  unsigned char *buf, *out = NULL;
+  size_t buf_len, res_len, out_len = 0;
   int32_t *res;
-  size_t cap, n = 0, p;
+  size_t cap, n = 0, p, q;
   int status = ST_OK;
-  int32_t detail = 0;
+  int32_t detail = 0, no_room = 0;
 
   FERRY_CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 7 || (a = get_aead(env, argv[0], 1)) == NULL || !get_count(env, argv[1], 9007199254740991.0, &seq) ||
       !get_u8(env, argv[2], &buf, &buf_len) || buf_len > INT32_MAX || !get_count(env, argv[4], (double)buf_len, &end) ||
       !get_count(env, argv[3], (double)end, &off) || !get_count(env, argv[5], 4294967295.0, &max) ||
-      !get_i32_array(env, argv[6], &res, &res_len) || res_len < 4) {
-    napi_throw_type_error(env, NULL, "openRecords(openCtx, seq, buf, off, end, maxRecords, res: Int32Array): bad arguments");
+      !get_i32_array(env, argv[6], &res, &res_len) || res_len < 4 ||
+      (argc >= 10 && (!get_u8(env, argv[7], &out, &out_len) || out_len > INT32_MAX || !get_count(env, argv[8], (double)out_len, &out_off) ||
+                      !get_count(env, argv[9], (double)out_len, &out_stop)))) {
+    napi_throw_type_error(env, NULL, "openRecords(openCtx, seq, buf, off, end, maxRecords, res: Int32Array[, out, outOff, outStop]): bad arguments");
     return NULL;
   }
   cap = (res_len - 4) / 2;
   if (max < cap) cap = (size_t)max;
   p = (size_t)off;
+  q = (size_t)out_off;
   while (n < cap && end - p >= HDR) {
     unsigned char *h = buf + p;
     size_t len = ((size_t)h[3] << 8) | h[4];
     size_t ct_len, i;
     unsigned char nonce[12];
-    unsigned char *ct;
+    unsigned char *ct, *pt;
     int outl = 0;
+    if (out != NULL && q >= out_stop) break;
     if (h[0] != CT_APPLICATION_DATA || h[1] != 0x03 || h[2] != 0x03) {
       status = ST_HEADER;
       break;
@@ -351,41 +363,47 @@ static napi_value open_records(napi_env env, napi_callback_info info) {
     if (end - p < HDR + len) break; /* incomplete: wait for more bytes */
     ct = h + HDR;
     ct_len = len - TAG;
+    if (out != NULL && ct_len > out_len - q) {
+      no_room = 1;
+      break;
+    }
+    pt = out != NULL ? out + q : ct;
     make_nonce(nonce, a->iv, seq + n);
     if (p_EVP_DecryptInit_ex(a->ctx, NULL, NULL, NULL, nonce) != 1 || p_EVP_DecryptUpdate(a->ctx, NULL, &outl, h, HDR) != 1 ||
-        p_EVP_DecryptUpdate(a->ctx, ct, &outl, ct, (int)ct_len) != 1 ||
+        p_EVP_DecryptUpdate(a->ctx, pt, &outl, ct, (int)ct_len) != 1 ||
         p_EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_SET_TAG, TAG, ct + ct_len) != 1 ||
-        p_EVP_DecryptFinal_ex(a->ctx, ct + ct_len, &outl) != 1) {
-      /* Undo the decryption: GCM's CTR keystream XORed twice gives the ciphertext back. */
-      if (p_EVP_DecryptInit_ex(a->ctx, NULL, NULL, NULL, nonce) == 1) p_EVP_DecryptUpdate(a->ctx, ct, &outl, ct, (int)ct_len);
+        p_EVP_DecryptFinal_ex(a->ctx, pt + ct_len, &outl) != 1) {
+      /* In place, undo the decryption: GCM's CTR keystream XORed twice gives the ciphertext back. */
+      if (pt == ct && p_EVP_DecryptInit_ex(a->ctx, NULL, NULL, NULL, nonce) == 1) p_EVP_DecryptUpdate(a->ctx, ct, &outl, ct, (int)ct_len);
       status = ST_AUTH;
       break;
     }
     /* TLSInnerPlaintext (§5.4): strip zero padding; the last non-zero byte is the type. */
     i = ct_len;
-    while (i > 0 && ct[i - 1] == 0) i--;
+    while (i > 0 && pt[i - 1] == 0) i--;
     if (i == 0) {
       status = ST_NO_TYPE;
       break;
     }
-    if (ct[i - 1] != CT_APPLICATION_DATA) {
+    if (pt[i - 1] != CT_APPLICATION_DATA) {
       status = ST_TYPE;
-      detail = ct[i - 1];
+      detail = pt[i - 1];
       break;
     }
     if (i - 1 > MAX_PLAIN) {
       status = ST_TOO_LONG;
       break;
     }
-    res[4 + 2 * n] = (int32_t)(p + HDR);
+    res[4 + 2 * n] = (int32_t)(pt - (out != NULL ? out : buf));
     res[5 + 2 * n] = (int32_t)(i - 1);
     n++;
     p += HDR + len;
+    q += i - 1;
   }
   res[0] = (int32_t)p;
   res[1] = status;
   res[2] = detail;
-  res[3] = 0;
+  res[3] = no_room;
   FERRY_CHECK(napi_create_uint32(env, (uint32_t)n, &result));
   return result;
 }

@@ -262,3 +262,98 @@ test('with the addon built, records use it unless FERRY_NATIVE=0', { skip: noNat
   assert.throws(() => n.openRecords(openCtx, 0, Buffer.alloc(10), 0, 11, 1, new Int32Array(6)), TypeError);
   assert.throws(() => n.aeadNew(Buffer.alloc(15), Buffer.alloc(12), true), TypeError);
 });
+
+test('openRecords into an output buffer: contents laid end to end, the same from each batcher, the input untouched', () => {
+  const rnd = prng(1207);
+  for (let iter = 0; iter < 30; iter++) {
+    const ts: TrafficSecret = { key: randomBytes(16), iv: randomBytes(12), seq: BigInt(iter * 1000) };
+    const size = iter < 3 ? [1, 16384, 16385][iter]! : Math.floor(rnd() * 150_000) + 1;
+    const data = randomBytes(size);
+    const wire = new RecordSealer(ts, { batcher: jsRecords }).seal([data]);
+    const outOff = Math.floor(rnd() * 100);
+    const outLen = outOff + Math.floor(rnd() * (size + 40_000));
+    const stop = outOff + Math.floor(rnd() * (outLen - outOff + 1));
+    const results = batchers.map((b) => {
+      const buf = Buffer.from(wire);
+      const out = Buffer.alloc(outLen, 0xee);
+      const res = new Int32Array(4 + 2 * 64);
+      const n = b.openRecords(b.aeadNew(ts.key, ts.iv, true), Number(ts.seq), buf, 0, buf.length, 64, res, out, outOff, stop);
+      assert.ok(buf.equals(wire), `${b.name}: the input was written`);
+      let q = outOff;
+      for (let i = 0; i < n; i++) {
+        assert.equal(res[4 + 2 * i], q, `${b.name}: contents are not laid end to end`);
+        q += res[5 + 2 * i]!;
+      }
+      assert.ok(out.subarray(outOff, q).equals(data.subarray(0, q - outOff)), `${b.name} iteration ${iter}: content differs`);
+      assert.ok(out.subarray(0, outOff).equals(Buffer.alloc(outOff, 0xee)), `${b.name}: wrote before outOff`);
+      // It stopped at the output's stop, at a record without room, or at the end of the input.
+      if (res[0]! < wire.length) assert.ok(q >= stop || res[3] === 1, `${b.name} iteration ${iter}: stopped early`);
+      return [n, ...res.subarray(0, 4 + 2 * n)];
+    });
+    if (results.length === 2) assert.deepEqual(results[0], results[1], `iteration ${iter}`);
+  }
+  // A forged record: the same verdict, and the input is as it arrived.
+  const ts: TrafficSecret = { key: randomBytes(16), iv: randomBytes(12), seq: 3n };
+  const wire = Buffer.concat([sealRecord(ts, Buffer.from('first')), sealRecord({ ...ts, seq: 4n }, Buffer.from('second'))]);
+  wire[wire.length - 3] = wire[wire.length - 3]! ^ 1;
+  for (const b of batchers) {
+    const buf = Buffer.from(wire);
+    const res = new Int32Array(4 + 2 * 8);
+    const out = Buffer.alloc(100);
+    assert.equal(b.openRecords(b.aeadNew(ts.key, ts.iv, true), 3, buf, 0, buf.length, 8, res, out, 0, 100), 1, b.name);
+    assert.deepEqual([...res.subarray(0, 6)], [22 + 5, OpenStatus.AUTH_FAILED, 0, 0, 0, 5], b.name);
+    assert.equal(out.subarray(0, 5).toString(), 'first');
+    assert.ok(buf.equals(wire), `${b.name}: the input was written`);
+  }
+});
+
+test('RecordOpener.nextInto (a frame being assembled) and next() together give the stream back, in any chunking; a forged record still fails', () => {
+  const ts: TrafficSecret = { key: randomBytes(16), iv: randomBytes(12), seq: 9n };
+  const data = randomBytes(200_000);
+  const wire = new RecordSealer(ts, { batcher: jsRecords }).seal([data.subarray(0, 70_000), data.subarray(70_000)]);
+  for (const batcher of batchers) {
+    for (const step of [1, 7, 16406, 16407, 65536, 262144, wire.length]) {
+      const o = new RecordOpener(ts, { batcher, borrowed: true });
+      // A destination of 50,000 bytes at a time (frames), with room past its stop.
+      const got: Buffer[] = [];
+      let dst = Buffer.alloc(50_000 + 20_000);
+      let filled = 0;
+      const take = (b: Buffer): void => {
+        got.push(Buffer.from(b));
+      };
+      for (let i = 0; i < wire.length; i += step) {
+        o.push(Buffer.from(wire.subarray(i, i + step)));
+        for (;;) {
+          const n = filled < 50_000 ? o.nextInto(dst, filled, 50_000) : 0;
+          if (n > 0) {
+            filled += n;
+            if (filled >= 50_000) {
+              take(dst.subarray(0, filled));
+              dst = Buffer.alloc(70_000);
+              filled = 0;
+            }
+            continue;
+          }
+          const c = o.next(1);
+          if (c === null) break;
+          take(dst.subarray(0, filled));
+          filled = 0;
+          take(c);
+        }
+      }
+      take(dst.subarray(0, filled));
+      assert.ok(Buffer.concat(got).equals(data), `${batcher.name}, chunks of ${step}`);
+      assert.equal(o.buffered, 0);
+      assert.equal(o.seq, 9n + 13n);
+    }
+    // A bit flipped in the third record: the contents before it, then FERRY_E_INTEGRITY.
+    const bad = Buffer.from(wire);
+    bad[2 * (16384 + 22) + 100] = bad[2 * (16384 + 22) + 100]! ^ 1;
+    const o = new RecordOpener(ts, { batcher, peer: 'p' });
+    o.push(bad);
+    const dst = Buffer.alloc(100_000);
+    assert.equal(o.nextInto(dst, 0, 100_000), 2 * 16384, batcher.name);
+    assert.equal(o.nextInto(dst, 2 * 16384, 100_000), 0);
+    assert.throws(() => o.next(), (e) => isFerryError(e, 'FERRY_E_INTEGRITY') && /failed authentication/.test(e.message), batcher.name);
+  }
+});

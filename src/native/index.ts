@@ -44,6 +44,18 @@ export interface RecordsAddon {
   aeadNew(key: Uint8Array, iv: Uint8Array, open: boolean): AeadContext;
   sealRecords(ctx: AeadContext, seq: number, parts: readonly Uint8Array[], out: Uint8Array, outOff: number): number;
   openRecords(ctx: AeadContext, seq: number, buf: Uint8Array, off: number, end: number, maxRecords: number, res: Int32Array): number;
+  openRecords(
+    ctx: AeadContext,
+    seq: number,
+    buf: Uint8Array,
+    off: number,
+    end: number,
+    maxRecords: number,
+    res: Int32Array,
+    out: Uint8Array,
+    outOff: number,
+    outStop: number,
+  ): number;
 }
 
 /** native/ktls.c; all return 0 or an errno. Its fallback is userspace TLS. */

@@ -13,7 +13,7 @@
  * (record-layer.ts: the data plane's, or node:crypto's) into one buffer and written
  * once 64 KiB are pending or at the end of the current tick, so many small frames
  * share records and one large frame is one write of many records. Received chunks
- * are opened in place, every complete record of a chunk in one batch. On a TCP
+ * are opened straight into the frame being assembled where they fit, else in place. On a TCP
  * socket, and on ssh's pipes, every read lands in the same buffer of ours (socket-reads.ts: no fresh
  * 64 KiB allocation per read for the garbage collector to free), so the received
  * bytes are only lent: each frame leaves the decoder as a copy (a large one in a
@@ -380,11 +380,26 @@ class Channel implements SecureChannel {
       if (this.#ended) throw this.#protocol('sent data after its end of stream');
       // The chunk is lent to us until we return (a socket read): its records are
       // decrypted in place, and what outlives this call is copied (frames, a split record).
+      // Records go straight into the frame being assembled where they fit (no copy from
+      // the read buffer); the others are opened in place one at a time and copied.
       const opener = this.#opener;
+      const decoder = this.#decoder;
       opener.push(chunk);
-      for (let content = opener.next(); content !== null; content = opener.next()) {
+      for (;;) {
+        const room = this.#plain ? null : decoder.room();
+        if (room !== null) {
+          const n = (opener as RecordOpener).nextInto(room.buf, room.off, room.stop);
+          if (n > 0) {
+            if (this.#ended) throw this.#protocol('sent records after its end of stream');
+            decoder.wrote(n);
+            this.#drainFrames();
+            continue;
+          }
+        }
+        const content = opener.next(1);
+        if (content === null) break;
         if (this.#ended) throw this.#protocol('sent records after its end of stream');
-        this.#decoder.push(content);
+        decoder.push(content);
         this.#drainFrames();
       }
     } catch (e) {

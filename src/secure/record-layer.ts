@@ -70,15 +70,29 @@ export const OpenStatus = {
 
 /**
  * Batched AEAD over records. `openRecords` fills `res`: res[0] = offset after the last
- * record opened, res[1] = an OpenStatus, res[2] = its detail (the length or type), then
- * res[4+2i], res[5+2i] = offset and length of record i's content. A record that fails
- * authentication is left as it arrived. See native/records.c for the full contract.
+ * record opened, res[1] = an OpenStatus, res[2] = its detail (the length or type), res[3]
+ * = 1 when it stopped at a record that would not fit in `out`, then res[4+2i], res[5+2i] =
+ * offset and length of record i's content. A record that fails authentication is left as
+ * it arrived. With `out`, records are decrypted into it, contents laid end to end from
+ * `outOff` while they end before `outStop`, and `buf` is not written. See
+ * native/records.c for the full contract.
  */
 export interface RecordBatcher {
   readonly name: 'native' | 'js';
   aeadNew(key: Uint8Array, iv: Uint8Array, open: boolean): AeadContext;
   sealRecords(ctx: AeadContext, seq: number, parts: readonly Uint8Array[], out: Uint8Array, outOff: number): number;
-  openRecords(ctx: AeadContext, seq: number, buf: Uint8Array, off: number, end: number, maxRecords: number, res: Int32Array): number;
+  openRecords(
+    ctx: AeadContext,
+    seq: number,
+    buf: Uint8Array,
+    off: number,
+    end: number,
+    maxRecords: number,
+    res: Int32Array,
+    out?: Uint8Array,
+    outOff?: number,
+    outStop?: number,
+  ): number;
 }
 
 /** Bytes that `bytes` of content take once sealed. */
@@ -170,16 +184,20 @@ export const jsRecords: RecordBatcher = {
     return o - outOff;
   },
 
-  openRecords(ctx, seq, bufU, off, end, maxRecords, res) {
+  openRecords(ctx, seq, bufU, off, end, maxRecords, res, outU, outOff = 0, outStop = 0) {
     const a = ctx as unknown as JsAead;
-    if (!a.open) throw new TypeError('openRecords(openCtx, seq, buf, off, end, maxRecords, res: Int32Array): bad arguments');
+    if (!a.open) throw new TypeError('openRecords(openCtx, seq, buf, off, end, maxRecords, res: Int32Array[, out, outOff, outStop]): bad arguments');
     const buf = asView(bufU);
+    const into = outU !== undefined ? asView(outU) : null;
     const cap = Math.min(maxRecords, (res.length - 4) >> 1);
     let n = 0;
     let p = off;
+    let q = outOff;
     let status: number = OpenStatus.OK;
     let detail = 0;
+    let noRoom = 0;
     while (n < cap && end - p >= RECORD_HEADER_BYTES) {
+      if (into !== null && q >= outStop) break;
       if (buf[p] !== CONTENT_APPLICATION_DATA || buf[p + 1] !== 0x03 || buf[p + 2] !== 0x03) {
         status = OpenStatus.MALFORMED_HEADER;
         break;
@@ -193,6 +211,10 @@ export const jsRecords: RecordBatcher = {
       if (end - p < RECORD_HEADER_BYTES + len) break;
       const ct = p + RECORD_HEADER_BYTES;
       const ctEnd = ct + len - TAG_BYTES;
+      if (into !== null && ctEnd - ct > into.length - q) {
+        noRoom = 1;
+        break;
+      }
       const d = createDecipheriv(ALG, a.key, jsNonce(a, seq + n));
       d.setAAD(buf.subarray(p, ct));
       d.setAuthTag(buf.subarray(ctEnd, ctEnd + TAG_BYTES));
@@ -204,31 +226,36 @@ export const jsRecords: RecordBatcher = {
         status = OpenStatus.AUTH_FAILED; // nothing was written: the record is as it arrived
         break;
       }
-      plain.copy(buf, ct);
-      let i = ctEnd;
-      while (i > ct && buf[i - 1] === 0) i--;
-      if (i === ct) {
+      // In place, or into `out` at q (the same checks on the plaintext wherever it is).
+      const dst = into ?? buf;
+      const pt = into !== null ? q : ct;
+      plain.copy(dst, pt);
+      const ptEnd = pt + (ctEnd - ct);
+      let i = ptEnd;
+      while (i > pt && dst[i - 1] === 0) i--;
+      if (i === pt) {
         status = OpenStatus.NO_TYPE;
         break;
       }
-      if (buf[i - 1] !== CONTENT_APPLICATION_DATA) {
+      if (dst[i - 1] !== CONTENT_APPLICATION_DATA) {
         status = OpenStatus.BAD_TYPE;
-        detail = buf[i - 1]!;
+        detail = dst[i - 1]!;
         break;
       }
-      if (i - 1 - ct > MAX_RECORD_PLAINTEXT) {
+      if (i - 1 - pt > MAX_RECORD_PLAINTEXT) {
         status = OpenStatus.TOO_LONG;
         break;
       }
-      res[4 + 2 * n] = ct;
-      res[5 + 2 * n] = i - 1 - ct;
+      res[4 + 2 * n] = pt;
+      res[5 + 2 * n] = i - 1 - pt;
       n++;
       p += RECORD_HEADER_BYTES + len;
+      q += i - 1 - pt;
     }
     res[0] = p;
     res[1] = status;
     res[2] = detail;
-    res[3] = 0;
+    res[3] = noRoom;
     return n;
   },
 };
@@ -244,7 +271,8 @@ export function nativeRecords(): RecordBatcher | undefined {
           name: 'native',
           aeadNew: (key, iv, open) => a.aeadNew(key, iv, open),
           sealRecords: (ctx, seq, parts, out, outOff) => a.sealRecords(ctx, seq, parts, out, outOff),
-          openRecords: (ctx, seq, buf, off, end, max, res) => a.openRecords(ctx, seq, buf, off, end, max, res),
+          openRecords: (ctx, seq, buf, off, end, max, res, out, outOff, outStop) =>
+            out === undefined ? a.openRecords(ctx, seq, buf, off, end, max, res) : a.openRecords(ctx, seq, buf, off, end, max, res, out, outOff ?? 0, outStop ?? 0),
         }
       : null;
   }
@@ -498,8 +526,12 @@ export class RecordOpener {
     this.#segBytes += chunk.length;
   }
 
-  /** The content of the next complete record (a view of a pushed chunk), or null if more bytes are needed. */
-  next(): Buffer | null {
+  /**
+   * The content of the next complete record (a view of a pushed chunk), or null if more
+   * bytes are needed. A batch opens at most `limit` records ahead in place: a caller
+   * that may soon take records through `nextInto` keeps it small.
+   */
+  next(limit = OPEN_BATCH): Buffer | null {
     for (;;) {
       if (this.#readyNext < this.#readyCount) {
         const r = this.#res;
@@ -516,7 +548,52 @@ export class RecordOpener {
         if (this.#status !== OpenStatus.AUTH_FAILED || this.#statusGen === this.#k.gen) throw this.#statusError();
         this.#status = OpenStatus.OK;
       }
-      if (!this.#step()) return null;
+      if (!this.#step(limit)) return null;
+    }
+  }
+
+  /**
+   * Open the next complete records straight into `out` (a frame being assembled), their
+   * contents laid end to end from `off` while they end before `stop`; each record needs
+   * room in `out` for its whole plaintext. Returns the content bytes written, or 0 when
+   * none can go there now — records already opened in place, a failure to report, a
+   * record that does not fit (then `next()` hands them out as usual), or too few bytes
+   * (then `next()` returns null too). Saves the copy from the read buffer to the frame.
+   */
+  nextInto(out: Buffer, off: number, stop: number): number {
+    for (;;) {
+      if (this.#readyNext < this.#readyCount || this.#status !== OpenStatus.OK) return 0;
+      const seg = this.#segs[0];
+      if (seg === undefined) return 0;
+      if (this.#hdrHave > 0 || this.#carry !== null) {
+        this.#gather(seg);
+        continue;
+      }
+      const k = this.#k;
+      const max = HARD_RECORD_LIMIT - k.seq;
+      if (max <= 0) return 0;
+      const r = this.#res;
+      const end = seg.buf.length;
+      const n = k.batcher.openRecords(k.ctx, k.seq, seg.buf, seg.pos, end, Math.min(max, OPEN_BATCH), r, out, off, stop);
+      const at = r[0]!;
+      k.seq += n;
+      this.#segBytes -= at - seg.pos;
+      seg.pos = at;
+      let bytes = 0;
+      for (let i = 0; i < n; i++) bytes += r[5 + 2 * i]!;
+      if (r[1] !== OpenStatus.OK) {
+        // Reported by the next call of next(), after the contents opened before it.
+        this.#readyCount = this.#readyNext = 0;
+        this.#readyBytes = 0;
+        this.#status = r[1]!;
+        this.#statusDetail = r[2]!;
+        this.#statusGen = k.gen;
+        return bytes;
+      }
+      if (seg.pos === end) this.#segs.shift();
+      if (n > 0 || r[3] === 1 || seg.pos === end) return bytes;
+      // Stopped at an incomplete record: gather it from the following chunks (as #step does).
+      this.#startGather(seg);
     }
   }
 
@@ -526,8 +603,8 @@ export class RecordOpener {
     return c === null ? null : [c];
   }
 
-  /** Opens the next batch or gathers a split record; false when more bytes are needed. */
-  #step(): boolean {
+  /** Opens the next batch (at most `limit` records) or gathers a split record; false when more bytes are needed. */
+  #step(limit: number): boolean {
     const seg = this.#segs[0];
     if (seg === undefined) return false;
     if (this.#hdrHave > 0 || this.#carry !== null) return this.#gather(seg);
@@ -536,7 +613,8 @@ export class RecordOpener {
     if (max <= 0) throw this.#fail(`more than ${HARD_RECORD_LIMIT} records under one key`);
     const end = seg.buf.length;
     const r = this.#res;
-    const n = k.batcher.openRecords(k.ctx, k.seq, seg.buf, seg.pos, end, Math.min(max, OPEN_BATCH), r);
+    const batch = Math.min(max, limit);
+    const n = k.batcher.openRecords(k.ctx, k.seq, seg.buf, seg.pos, end, batch, r);
     const stop = r[0]!;
     k.seq += n;
     this.#segBytes -= stop - seg.pos;
@@ -550,22 +628,30 @@ export class RecordOpener {
     this.#status = r[1]!;
     this.#statusDetail = r[2]!;
     this.#statusGen = k.gen;
-    if (this.#status !== OpenStatus.OK || n === Math.min(max, OPEN_BATCH)) return true;
+    if (this.#status !== OpenStatus.OK || n === batch) return true;
     // Stopped at an incomplete record: gather it from the following chunks.
-    const left = end - stop;
+    this.#startGather(seg);
+    return true;
+  }
+
+  /** `seg` ends with the first bytes of a record: keep them (header, or header and more) and drop the segment. */
+  #startGather(seg: Segment): void {
+    const at = seg.pos;
+    const end = seg.buf.length;
+    const left = end - at;
     if (left > 0) {
       if (left < RECORD_HEADER_BYTES) {
-        seg.buf.copy(this.#hdr, 0, stop, end);
+        seg.buf.copy(this.#hdr, 0, at, end);
         this.#hdrHave = left;
       } else {
         // Its header was checked by the batch (it checks headers before completeness).
-        this.#carry = this.#carryBuffer(RECORD_HEADER_BYTES + seg.buf.readUInt16BE(stop + 3));
-        this.#carryHave = seg.buf.copy(this.#carry, 0, stop, end);
+        this.#carry = this.#carryBuffer(RECORD_HEADER_BYTES + seg.buf.readUInt16BE(at + 3));
+        this.#carryHave = seg.buf.copy(this.#carry, 0, at, end);
       }
       this.#segBytes -= left;
     }
+    seg.pos = end;
     this.#segs.shift();
-    return true;
   }
 
   /** Moves bytes of `seg` into the split record being gathered; once whole, it becomes the next segment. */

@@ -267,6 +267,27 @@ export class FrameDecoder {
     this.#list.push(chunk);
   }
 
+  /**
+   * Where the next bytes may be written straight into the frame being assembled (a
+   * record layer decrypting into it saves a copy): the assembly buffer, the offset of
+   * the next payload byte, and where the payload ends (the buffer may go on past it);
+   * null when no payload is being assembled or bytes are queued before it. Report what
+   * was written with `wrote`.
+   */
+  room(): { buf: Buffer; off: number; stop: number } | null {
+    const p = this.#payload;
+    if (p === null || this.#list.length !== 0 || this.#filled >= p.length) return null;
+    return { buf: this.#whole, off: this.#filled, stop: p.length };
+  }
+
+  /** `n` bytes were written at `room().off`; those past the payload's end belong to the frames after it. */
+  wrote(n: number): void {
+    const p = this.#payload!;
+    const end = this.#filled + n;
+    if (end > p.length) this.#list.push(Buffer.from(this.#whole.subarray(p.length, end)));
+    this.#filled = Math.min(end, p.length);
+  }
+
   next(): WireFrame | null {
     const list = this.#list;
     const p = this.#payload;
