@@ -31,7 +31,7 @@
  *   that record's errno, never the call's.
  *
  * statAt(fd, names, count) -> Promise<[nums, big]>: the same records for names the
- *   caller gives (the receiver's and the local copy's quick check against DST),
+ *   caller gives (the receiver's quick check against DST),
  *   fstatat relative to the verified directory fd, no listing, no readlink.
  */
 #define _GNU_SOURCE
