@@ -52,6 +52,8 @@ Options:
   -e, --rsh CMD           the ssh command (default "ssh"), e.g. -e 'ssh -p 2222'
       --remote-ferry PATH ferry on the remote machine (default "ferry")
       --via-ssh           carry the data over the ssh connection from the start
+                          (ssh's aes128-gcm first, unless you chose ciphers;
+                          FERRY_SSH_CIPHER=keep leaves ssh's order)
       --connect-timeout MS  how long to try the direct connection (default ${DEFAULT_CONNECT_TIMEOUT_MS})
   -P, --parallel N        TCP streams (default ${DEFAULT_STREAMS}; 1 over ssh)
   -c, --chunk-size SIZE   read size for large files (default 1M)
