@@ -1437,7 +1437,8 @@ export class TempFile {
     }
   }
 
-  #closeFd(): void {
+  /** Close whichever descriptor the temp file is open on. Never throws (already failing, or done). */
+  async #closeAll(): Promise<void> {
     if (this.#fd >= 0) {
       try {
         closeSync(this.#fd);
@@ -1445,6 +1446,10 @@ export class TempFile {
         /* already failing */
       }
       this.#fd = -1;
+    }
+    if (this.#fh) {
+      await this.#fh.close().catch(() => {});
+      this.#fh = null;
     }
   }
 
@@ -1455,22 +1460,14 @@ export class TempFile {
   async release(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    this.#closeFd();
-    if (this.#fh) {
-      await this.#fh.close().catch(() => {});
-      this.#fh = null;
-    }
+    await this.#closeAll();
   }
 
   /** Drop the temp file (failed or cancelled transfer). Never throws. */
   async abort(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    this.#closeFd();
-    if (this.#fh) {
-      await this.#fh.close().catch(() => {});
-      this.#fh = null;
-    }
+    await this.#closeAll();
     if (this.#created && !this.inplace) await this.#w.inDir(this.#tempDir, (d) => fsp.unlink(`${d}/${this.tempName}`)).catch(() => {});
   }
 }
