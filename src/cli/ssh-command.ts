@@ -10,7 +10,7 @@
  */
 import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from '../core/errors.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
-import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, SENDER_OPTIONS, buildNetJson, checkNamesNeedOwners, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, usage } from './net-common.js';
+import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, SENDER_OPTIONS, buildNetJson, checkNamesNeedOwners, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, senderFlags, usage } from './net-common.js';
 import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
 import { printStats } from './stats.js';
 import { resolveSendRoot } from '../fs/files-from.js';
@@ -142,11 +142,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
       options: {
         streams,
         chunkSize,
-        checksum: v.checksum === true,
-        delete: v.delete === true,
-        dryRun: v['dry-run'] === true,
-        excludes: v.exclude ?? [],
-        preserveSpecial: v['preserve-special-bits'] === true,
+        ...senderFlags(v),
         ktls,
         ...(v.owner ? { owner: true } : {}),
         ...(v.group ? { group: true } : {}),

@@ -888,21 +888,15 @@ export class SafeWriter {
     this.#handles();
     const dir = this.#dir(parentOf(rel), true)!;
     this.#markDirty(rel);
-    await this.inDir(dir, async (d) => {
-      const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
-      try {
-        await fsp.unlink(tmp).catch(() => {});
+    await this.inDir(dir, (d) =>
+      this.#viaTempName(d, rel, async (tmp) => {
         await this.m.link(fromAbs, tmp);
         const st = await this.m.lstat(tmp);
         if (!st.isFile() || st.ino !== id.ino || st.dev !== id.dev) {
           throw new FerryError(ErrorCodes.CHANGED, `${rel}: the --link-dest file changed before it could be linked; not published`, { subject: rel });
         }
-        await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
-      } catch (e) {
-        await fsp.unlink(tmp).catch(() => {});
-        throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
-      }
-    });
+      }),
+    );
   }
 
   /** Create a hard link to an already published file of this tree (atomic via temp name + rename). */
@@ -930,15 +924,7 @@ export class SafeWriter {
         const cur = await this.m.lstat(fin).catch(() => null);
         if (cur && cur.ino === tst.ino && cur.dev === tst.dev) return;
         this.#markDirty(rel);
-        const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
-        try {
-          await fsp.unlink(tmp).catch(() => {});
-          await this.m.link(tabs, tmp);
-          await this.m.rename(tmp, fin);
-        } catch (e) {
-          await fsp.unlink(tmp).catch(() => {});
-          throw fromSystemError(e, 'write', rel);
-        }
+        await this.#viaTempName(d, rel, (tmp) => this.m.link(tabs, tmp));
       }),
     );
   }
@@ -1099,19 +1085,31 @@ export class SafeWriter {
     const rel = e.path;
     const dir = this.#dir(parentOf(rel), true)!;
     this.#markDirty(rel);
-    await this.inDir(dir, async (d) => {
-      const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
-      try {
-        await fsp.unlink(tmp).catch(() => {});
+    await this.inDir(dir, (d) =>
+      this.#viaTempName(d, rel, async (tmp) => {
         await this.m.symlink(e.target!, tmp);
         this.chownAs(e, (u, g) => lchownSync(tmp, u, g));
         setTimesPath(tmp, e.mtimeNs);
-        await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
-      } catch (x) {
-        await fsp.unlink(tmp).catch(() => {});
-        throw fromSystemError(x, 'write', rel);
-      }
-    });
+      }),
+    );
+  }
+
+  /**
+   * Publish a link atomically: `make` creates it under a temp name in `d` (the
+   * `/proc/self/fd/N` path of `rel`'s verified directory, pinned by the caller), which
+   * is then renamed onto `rel`'s final name. A leftover of that temp name goes first;
+   * on any failure the temp name is removed again.
+   */
+  async #viaTempName(d: string, rel: string, make: (tmp: string) => Promise<void>): Promise<void> {
+    const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
+    try {
+      await fsp.unlink(tmp).catch(() => {});
+      await make(tmp);
+      await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
+    } catch (e) {
+      await fsp.unlink(tmp).catch(() => {});
+      throw fromSystemError(e, 'write', rel);
+    }
   }
 
   get options(): Readonly<SafeWriterOptions> {
@@ -1439,7 +1437,8 @@ export class TempFile {
     }
   }
 
-  #closeFd(): void {
+  /** Close whichever descriptor the temp file is open on. Never throws (already failing, or done). */
+  async #closeAll(): Promise<void> {
     if (this.#fd >= 0) {
       try {
         closeSync(this.#fd);
@@ -1447,6 +1446,10 @@ export class TempFile {
         /* already failing */
       }
       this.#fd = -1;
+    }
+    if (this.#fh) {
+      await this.#fh.close().catch(() => {});
+      this.#fh = null;
     }
   }
 
@@ -1457,22 +1460,14 @@ export class TempFile {
   async release(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    this.#closeFd();
-    if (this.#fh) {
-      await this.#fh.close().catch(() => {});
-      this.#fh = null;
-    }
+    await this.#closeAll();
   }
 
   /** Drop the temp file (failed or cancelled transfer). Never throws. */
   async abort(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    this.#closeFd();
-    if (this.#fh) {
-      await this.#fh.close().catch(() => {});
-      this.#fh = null;
-    }
+    await this.#closeAll();
     if (this.#created && !this.inplace) await this.#w.inDir(this.#tempDir, (d) => fsp.unlink(`${d}/${this.tempName}`)).catch(() => {});
   }
 }
