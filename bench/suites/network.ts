@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import type { Suite } from '../suite.js';
 import { FERRY_BIN, Rss, ToolUnavailable, requireCommands, runProcess, runShell, sh, startProcess, waitListening, type Tool } from '../tools.js';
 import { freePort, startSshd, type Sshd } from '../../test/support/sshd.js';
+import { viaSshCipherArgs } from '../../src/modes/ssh-cipher.js';
 
 /** Where ssh connects: the sshd itself, or a proxy in front of it. */
 export interface SshEndpoint {
@@ -215,16 +216,23 @@ export function ferrySshTools(ep: () => SshEndpoint, opts: { viaProxy?: (targetP
 
 /**
  * The cipher ssh negotiates with this sshd under the user's ssh configuration, as
- * `ssh -v` reports it: every ssh-based tool here (rsync, scp, tar, ferry's ssh mode
- * and its --via-ssh path) runs the same ssh with the same options, so they all pay
- * for the same cipher. Said once per suite, since it moves the ssh rows a lot
- * (OpenSSH's default chacha20-poly1305 costs noticeably more CPU per byte than
- * aes128-gcm on CPUs with AES instructions).
+ * `ssh -v` reports it: every ssh-based tool here (rsync, scp, tar, ferry's ssh mode)
+ * runs the same ssh with the same options, so they all pay for the same cipher —
+ * except ferry's --via-ssh path, which moves aes128-gcm@openssh.com first when that
+ * configuration chose no ciphers (modes/ssh-cipher.ts; `viaSshCipherNote`). Said once
+ * per suite, since it moves the ssh rows a lot (OpenSSH's default chacha20-poly1305
+ * costs noticeably more CPU per byte than aes128-gcm on CPUs with AES instructions).
  */
 export function sshCipherOf(sshd: Sshd): string {
   const r = spawnSync('ssh', ['-v', '-o', 'LogLevel=DEBUG1', ...sshd.sshArgs, sshd.host, 'true'], { encoding: 'utf8', timeout: 15_000 });
   const m = /kex: client->server cipher: (\S+)/.exec(r.stderr ?? '');
   return m?.[1] ?? 'unknown';
+}
+
+/** What ferry --via-ssh asks ssh for against this sshd (modes/ssh-cipher.ts), for the suite's log. */
+export async function viaSshCipherNote(sshd: Sshd): Promise<string> {
+  const opts = await viaSshCipherArgs(['ssh', ...sshd.sshArgs], sshd.host);
+  return opts.length === 0 ? 'the same' : `${opts[1]!.split(',')[0]!} first (ssh ${opts.join(' ')})`;
 }
 
 /** Start one sshd for a suite, stopped by the suite's cleanup. */
@@ -295,7 +303,9 @@ export const networkSuite: Suite = {
       ctx.log(`network: ${(e as Error).message}; ssh-based tools skipped`);
     }
     const ep = (): SshEndpoint => endpointOf(sshd!);
-    if (sshd) ctx.log(`network: ssh cipher for every ssh-based tool (the ssh configuration's choice): ${sshCipherOf(sshd)}`);
+    if (sshd) {
+      ctx.log(`network: ssh cipher for every ssh-based tool (the ssh configuration's choice): ${sshCipherOf(sshd)}; ferry --via-ssh: ${await viaSshCipherNote(sshd)}`);
+    }
     const sshTools = sshd ? [...ferrySshTools(ep), rsyncSshTool(ep), scpTool(ep), tarSshTool(ep)] : [];
     return [...ferryNetworkTools(), ...sshTools, tarNcTool(), uringSyncNetTool()];
   },
