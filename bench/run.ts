@@ -1,7 +1,7 @@
 /**
  * `npm run bench` — ferry against the tools people use today, end to end.
  *
- *   npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records,startup]
+ *   npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,network-noop,wan,channel,hash,limits,records,startup]
  *                    [--dataset ml_small,...] [--json FILE] [--wan-delay MS] [--wan-rate MBPS]
  *
  * How a figure is made: for each suite and dataset, every tool runs N times,
@@ -112,7 +112,7 @@ interface ToolResult {
   peakRssKb: Record<string, number | null>;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,wan,channel,hash,limits,records,startup]
+const USAGE = `usage: npm run bench -- [--quick] [--full] [--runs N] [--suite local,noop,network,network-noop,wan,channel,hash,limits,records,startup]
                         [--dataset ${DATASET_NAMES.join(',')}] [--tools NAME,...] [--json FILE]
                         [--wan-delay MS (one way, default 20)] [--wan-rate MB/s (default 100)]
   --quick   ml_small and 2×128 MiB (wan: ml_tiny), 3 runs: ~12 min on the shared 2-core box
@@ -190,9 +190,10 @@ async function main(): Promise<number> {
   };
   const suites = await allSuites(wan, runs);
   const groups = values.suite?.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const known = new Set(suites.map((s) => s.group));
+  // A word names a group (every suite in it: `network` is network and network-noop) or one suite.
+  const known = new Set(suites.flatMap((s) => [s.group, s.name]));
   for (const g of groups ?? []) if (!known.has(g)) throw new Error(`unknown suite '${g}' (${[...known].join(', ')})`);
-  const selected = suites.filter((s) => groups === undefined || groups.includes(s.group));
+  const selected = suites.filter((s) => groups === undefined || groups.includes(s.group) || groups.includes(s.name));
   const datasetOverride = values.dataset?.split(',').map((s) => s.trim()).filter((s) => s !== '');
   // --tools: keep only tools whose name contains one of these (references are always kept).
   const toolFilter = values.tools?.split(',').map((s) => s.trim()).filter((s) => s !== '');

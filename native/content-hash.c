@@ -486,12 +486,22 @@ static void put_be64(uint8_t *out, uint64_t v) {
   }
 }
 
+/* The 16-byte digest: the two seeds' hashes, each big-endian. */
+static void put_digest(uint8_t out[16], const uint64_t h[2]) {
+  put_be64(out, h[0]);
+  put_be64(out + 8, h[1]);
+}
+
+/* An input of at most SHORT_MAX bytes takes the short paths: digest it and say so (1); 0 for a longer one. */
+static int short_digest(const uint8_t *in, uint64_t len, uint8_t out[16]) {
+  if (len > SHORT_MAX) return 0;
+  const uint64_t h[2] = {hash_short(in, (size_t)len, 0), hash_short(in, (size_t)len, SEED_B)};
+  put_digest(out, h);
+  return 1;
+}
+
 void content_hash_of(const uint8_t *data, size_t len, uint8_t out[16]) {
-  if (len <= SHORT_MAX) {
-    put_be64(out, hash_short(data, len, 0));
-    put_be64(out + 8, hash_short(data, len, SEED_B));
-    return;
-  }
+  if (short_digest(data, len, out)) return;
   kernel_fn *run = kernel();
   uint8_t sb[SECRET_BYTES];
   uint64_t acc[16], h[2];
@@ -500,8 +510,7 @@ void content_hash_of(const uint8_t *data, size_t len, uint8_t out[16]) {
   acc_init(acc);
   run(acc, &count, data, (len - 1) / STRIPE, k_secret, sb); /* every stripe some byte follows */
   finish(run, acc, data + len - STRIPE, sb, len, h);
-  put_be64(out, h[0]);
-  put_be64(out + 8, h[1]);
+  put_digest(out, h);
 }
 
 /* ---------------------------------------------------------------- streaming */
@@ -584,11 +593,7 @@ void content_hash_digest(const uint8_t *state, uint8_t out[16]) {
   header_t h;
   const uint8_t *buf = state + sizeof h;
   load(state, &h);
-  if (h.total <= SHORT_MAX) {
-    put_be64(out, hash_short(buf, (size_t)h.total, 0));
-    put_be64(out + 8, hash_short(buf, (size_t)h.total, SEED_B));
-    return;
-  }
+  if (short_digest(buf, h.total, out)) return; /* the buffer holds the whole input */
   kernel_fn *run = kernel();
   uint8_t sb[SECRET_BYTES], last[STRIPE];
   uint64_t r[2];
@@ -604,6 +609,5 @@ void content_hash_digest(const uint8_t *state, uint8_t out[16]) {
     lastp = last;
   }
   finish(run, h.acc, lastp, sb, h.total, r);
-  put_be64(out, r[0]);
-  put_be64(out + 8, r[1]);
+  put_digest(out, r);
 }

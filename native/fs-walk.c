@@ -18,15 +18,20 @@
  * scandir (the order the TypeScript fallback sees), so both paths emit entries in
  * the same order.
  *
- * listDir(fd) -> Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array]>
+ * listDir(fd, peerFd = -1) -> Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array,
+ *                                      peerNums?: Float64Array, peerBig?: BigInt64Array]>
  *   for entry i: nums[10i..10i+9] = name offset, name length, target length (the
  *   target's bytes follow the name's; -1: none), st_mode, size, nlink, blocks,
  *   errno of its fstatat/readlinkat (0: ok; then the stat fields are 0), uid, gid;
  *   big[3i..3i+2] = mtime in ns, device, inode. A failure to list the directory
  *   itself rejects with an Error whose `errno` is set.
+ *   With a peer directory fd (the local copy's DST directory of the same path), each
+ *   name is also fstatat'ed there, in the same call: peerNums/peerBig hold those
+ *   records in statAt's layout (below), entry i at the same i. A failure there is
+ *   that record's errno, never the call's.
  *
  * statAt(fd, names, count) -> Promise<[nums, big]>: the same records for names the
- *   caller gives (the receiver's and the local copy's quick check against DST),
+ *   caller gives (the receiver's quick check against DST),
  *   fstatat relative to the verified directory fd, no listing, no readlink.
  */
 #define _GNU_SOURCE
@@ -60,6 +65,7 @@ typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   int fd;
+  int peer_fd;
   int err;
   /* Names as read, then sorted offsets into `pool`. */
   char *pool;
@@ -71,6 +77,8 @@ typedef struct {
   size_t out_len;
   double *nums;
   int64_t *big;
+  double *peer_nums;
+  int64_t *peer_big;
 } list_t;
 
 static int grow(void **p, size_t *cap, size_t need, size_t unit) {
@@ -100,6 +108,14 @@ static void put_stat(double *num, int64_t *big, const struct stat *st) {
   big[0] = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
   big[1] = (int64_t)st->st_dev;
   big[2] = (int64_t)st->st_ino;
+}
+
+/* One statAt record: `name` lstat'ed relative to `dirfd`, or its errno. */
+static void stat_one(int dirfd, const char *name, double *num, int64_t *big) {
+  struct stat st;
+  num[2] = -1;
+  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) num[7] = errno;
+  else put_stat(num, big, &st);
 }
 
 static void execute(napi_env env, void *data) {
@@ -141,6 +157,14 @@ static void execute(napi_env env, void *data) {
   if (l->n > 1) qsort_r(l->offs, l->n, sizeof *l->offs, by_name, l->pool);
   l->nums = calloc(l->n ? l->n * NUMS : 1, sizeof(double));
   l->big = calloc(l->n ? l->n * BIGS : 1, sizeof(int64_t));
+  if (l->peer_fd >= 0) {
+    l->peer_nums = calloc(l->n ? l->n * NUMS : 1, sizeof(double));
+    l->peer_big = calloc(l->n ? l->n * BIGS : 1, sizeof(int64_t));
+    if (!l->peer_nums || !l->peer_big) {
+      l->err = ENOMEM;
+      return;
+    }
+  }
   /* Names and targets: at most the names plus PATH_MAX per symlink, grown as needed. */
   size_t out_cap = l->pool_len + 1;
   l->out = malloc(out_cap);
@@ -184,28 +208,33 @@ static void execute(napi_env env, void *data) {
       l->out_len += (size_t)tlen;
     }
     num[7] = e;
-    if (e != 0) continue;
-    put_stat(num, big, &st);
+    if (e == 0) put_stat(num, big, &st);
+    if (l->peer_fd >= 0) stat_one(l->peer_fd, name, l->peer_nums + NUMS * i, l->peer_big + BIGS * i);
   }
+}
+
+/* res[at], res[at + 1] = copies of n records (a Float64Array and a BigInt64Array); 0 on failure. */
+static int put_records(napi_env env, napi_value res, uint32_t at, size_t n, const double *nums, const int64_t *big) {
+  napi_value a, b, ab;
+  void *raw;
+  if (napi_create_arraybuffer(env, n * NUMS * sizeof(double), &raw, &ab) != napi_ok) return 0;
+  memcpy(raw, nums, n * NUMS * sizeof(double));
+  if (napi_create_typedarray(env, napi_float64_array, n * NUMS, ab, 0, &a) != napi_ok) return 0;
+  if (napi_create_arraybuffer(env, n * BIGS * sizeof(int64_t), &raw, &ab) != napi_ok) return 0;
+  memcpy(raw, big, n * BIGS * sizeof(int64_t));
+  if (napi_create_typedarray(env, napi_bigint64_array, n * BIGS, ab, 0, &b) != napi_ok) return 0;
+  return napi_set_element(env, res, at, a) == napi_ok && napi_set_element(env, res, at + 1, b) == napi_ok;
 }
 
 static void complete(napi_env env, napi_status status, void *data) {
   list_t *l = data;
-  napi_value res = NULL, names, nums, big, ab;
-  void *raw;
+  napi_value res = NULL, names;
   if (status == napi_ok && l->err == 0) {
     size_t n = l->n;
     if (napi_create_buffer_copy(env, l->out_len, l->out_len ? l->out : "", NULL, &names) == napi_ok &&
-        napi_create_arraybuffer(env, n * NUMS * sizeof(double), &raw, &ab) == napi_ok &&
-        (memcpy(raw, l->nums, n * NUMS * sizeof(double)), 1) &&
-        napi_create_typedarray(env, napi_float64_array, n * NUMS, ab, 0, &nums) == napi_ok &&
-        napi_create_arraybuffer(env, n * BIGS * sizeof(int64_t), &raw, &ab) == napi_ok &&
-        (memcpy(raw, l->big, n * BIGS * sizeof(int64_t)), 1) &&
-        napi_create_typedarray(env, napi_bigint64_array, n * BIGS, ab, 0, &big) == napi_ok &&
-        napi_create_array_with_length(env, 3, &res) == napi_ok) {
-      napi_set_element(env, res, 0, names);
-      napi_set_element(env, res, 1, nums);
-      napi_set_element(env, res, 2, big);
+        napi_create_array_with_length(env, l->peer_nums ? 5 : 3, &res) == napi_ok &&
+        napi_set_element(env, res, 0, names) == napi_ok && put_records(env, res, 1, n, l->nums, l->big) &&
+        (l->peer_nums == NULL || put_records(env, res, 3, n, l->peer_nums, l->peer_big))) {
       napi_resolve_deferred(env, l->deferred, res);
       res = NULL;
     } else {
@@ -228,16 +257,21 @@ static void complete(napi_env env, napi_status status, void *data) {
   free(l->out);
   free(l->nums);
   free(l->big);
+  free(l->peer_nums);
+  free(l->peer_big);
   free(l);
 }
 
 static napi_value list_dir(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], promise, name;
-  int32_t fd;
+  size_t argc = 2;
+  napi_value argv[2], promise, name;
+  int32_t fd, peer_fd = -1;
+  napi_valuetype t = napi_undefined;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "listDir(fd: number)");
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      (argc > 1 && (napi_typeof(env, argv[1], &t) != napi_ok ||
+                    (t != napi_undefined && napi_get_value_int32(env, argv[1], &peer_fd) != napi_ok)))) {
+    napi_throw_type_error(env, NULL, "listDir(fd: number, peerFd?: number)");
     return NULL;
   }
   list_t *l = calloc(1, sizeof *l);
@@ -246,6 +280,7 @@ static napi_value list_dir(napi_env env, napi_callback_info info) {
     return NULL;
   }
   l->fd = fd;
+  l->peer_fd = peer_fd < 0 ? -1 : peer_fd;
   if (napi_create_promise(env, &l->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "ferry.listDir", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, execute, complete, l, &l->work) != napi_ok ||
@@ -289,37 +324,21 @@ static void stat_execute(napi_env env, void *data) {
   for (size_t i = 0; i < s->n; i++) {
     const char *z = p < end ? memchr(p, 0, (size_t)(end - p)) : NULL;
     double *num = s->nums + NUMS * i;
-    int64_t *big = s->big + BIGS * i;
-    num[2] = -1;
     if (z == NULL) {
       /* Fewer names than count: the rest fail with EINVAL. */
+      num[2] = -1;
       num[7] = EINVAL;
       continue;
     }
-    struct stat st;
-    if (fstatat(s->fd, p, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      num[7] = errno;
-    } else {
-      put_stat(num, big, &st);
-    }
+    stat_one(s->fd, p, num, s->big + BIGS * i);
     p = z + 1;
   }
 }
 
 static void stat_complete(napi_env env, napi_status status, void *data) {
   stat_t *s = data;
-  napi_value res, nums, big, ab;
-  void *raw;
-  size_t n = s->n;
-  if (status == napi_ok && napi_create_arraybuffer(env, n * NUMS * sizeof(double), &raw, &ab) == napi_ok &&
-      (memcpy(raw, s->nums, n * NUMS * sizeof(double)), 1) &&
-      napi_create_typedarray(env, napi_float64_array, n * NUMS, ab, 0, &nums) == napi_ok &&
-      napi_create_arraybuffer(env, n * BIGS * sizeof(int64_t), &raw, &ab) == napi_ok &&
-      (memcpy(raw, s->big, n * BIGS * sizeof(int64_t)), 1) &&
-      napi_create_typedarray(env, napi_bigint64_array, n * BIGS, ab, 0, &big) == napi_ok &&
-      napi_create_array_with_length(env, 2, &res) == napi_ok) {
-    napi_set_element(env, res, 0, nums);
-    napi_set_element(env, res, 1, big);
+  napi_value res;
+  if (status == napi_ok && napi_create_array_with_length(env, 2, &res) == napi_ok && put_records(env, res, 0, s->n, s->nums, s->big)) {
     napi_resolve_deferred(env, s->deferred, res);
   } else {
     napi_value msg, err, code;

@@ -91,3 +91,33 @@ test('hard links inside the tree stay hard links, also with a small queue depth'
   const st = await fsp.stat(path.join(base, 'dst/x/orig'));
   assert.equal(st.nlink, 21);
 });
+
+test('re-run: the quick check from the paired listing decides each file as one lstat would, and never looks through a symlink in DST', async () => {
+  const base = await tmpDir();
+  const src = path.join(base, 'src');
+  const dst = path.join(base, 'dst');
+  const outside = path.join(base, 'outside');
+  const spec: Record<string, string> = {};
+  for (let i = 0; i < 300; i++) spec[`d/f${i}`] = `file ${i}`;
+  spec['via/x'] = 'x';
+  spec['top'] = 'top';
+  await makeTree(src, spec);
+  assert.equal((await runCopy({ src: src + '/', dst })).counters.copied, 302);
+  // DST drifts: one file missing, one mode, one size, one mtime (same content);
+  // `via` becomes a symlink to a directory holding an identical `x` (same size and
+  // mtime): it must be replaced, not trusted.
+  await fsp.rm(path.join(dst, 'd/f1'));
+  await fsp.chmod(path.join(dst, 'd/f2'), 0o600);
+  await fsp.writeFile(path.join(dst, 'd/f3'), 'longer than before');
+  await fsp.utimes(path.join(dst, 'd/f4'), 1, 1);
+  await fsp.cp(path.join(dst, 'via'), outside, { recursive: true, preserveTimestamps: true });
+  await fsp.rm(path.join(dst, 'via'), { recursive: true });
+  await fsp.symlink(outside, path.join(dst, 'via'));
+  const events: string[] = [];
+  const r = await runCopy({ src: src + '/', dst, onEvent: (ev) => ev.type !== 'skipped' && ev.type !== 'created-dir' && events.push(`${ev.type} ${ev.path}`) });
+  assert.equal(r.counters.failed, 0, r.errors.map((e) => e.message).join('\n'));
+  assert.deepEqual(events.sort(), ['copied d/f1', 'copied d/f3', 'copied via/x', 'meta-fixed d/f2', 'meta-fixed d/f4']);
+  assert.equal(r.counters.skipped, 302 - 5);
+  assert.deepEqual(await compareTrees(src, dst), []);
+  assert.ok((await fsp.lstat(path.join(dst, 'via'))).isDirectory(), 'the symlink in DST was replaced by a directory');
+});

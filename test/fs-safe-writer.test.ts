@@ -46,6 +46,21 @@ test('abort leaves no temp file and no final file', async () => {
   assert.deepEqual(await fsp.readdir(dst), []);
 });
 
+test('--link-dest: a link to a file other than the one checked is refused, and no temp name is left behind', async () => {
+  const root = await tmpDir();
+  const dst = path.join(root, 'dst');
+  const outside = path.join(root, 'outside');
+  await fsp.writeFile(outside, 'same bytes');
+  const st = await fsp.stat(outside, { bigint: true });
+  const w = await SafeWriter.open(dst);
+  // The inode the caller checked is not the one linked (the file was replaced meanwhile).
+  await assert.rejects(w.linkFrom(fe('d/f', 10), outside, { ino: st.ino + 1n, dev: st.dev }), (e: unknown) => (e as { code?: string }).code === 'FERRY_E_CHANGED');
+  assert.deepEqual(await fsp.readdir(path.join(dst, 'd')), []);
+  await w.linkFrom(fe('d/f', 10), outside, { ino: st.ino, dev: st.dev });
+  assert.deepEqual(await fsp.readdir(path.join(dst, 'd')), ['f']);
+  assert.equal((await fsp.stat(path.join(dst, 'd/f'))).ino, Number(st.ino));
+});
+
 test('resume: an earlier temp file is found and its prefix reported; without resume it is replaced', async () => {
   const dst = path.join(await tmpDir(), 'dst');
   await fsp.mkdir(dst);

@@ -7,11 +7,13 @@
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { promises as fsp, writeFileSync } from 'node:fs';
+import { closeSync, openSync, promises as fsp, writeFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import type { SourceEntry } from '../src/core/entry.js';
 import type { FerryError } from '../src/core/errors.js';
 import { compileExcludes } from '../src/fs/exclude.js';
+import { ST_ERRNO, ST_GID, ST_MODE, ST_SIZE, ST_UID, statNamesSync } from '../src/fs/stat-batch.js';
 import { tempNameFor } from '../src/fs/temp-names.js';
 import { resolveSource, walk, type WalkOptions } from '../src/fs/walk.js';
 import { fsWalkAddon, nativeStatus } from '../src/native/index.js';
@@ -132,4 +134,55 @@ test('native walk: a directory that cannot be listed is reported as the fallback
   const js = await walkWith(`${src}/`, { native: false, beforeListDir: hook });
   assert.deepEqual(nat.problems, js.problems);
   assert.deepEqual(nat.all.map((e) => e.path).sort(), js.all.map((e) => e.path).sort());
+});
+
+test('native walk: the paired listing gives each regular file the lstat of its name in the peer directory, as statNames has it', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  const src = path.join(base, 'src');
+  const peer = path.join(base, 'peer');
+  await makeTree(src, { 'd/same': 'same', 'd/gone': 'gone', 'd/mode': 'mode', 'd/now-dir': 'x', 'd/ln': { type: 'symlink', target: 'same' }, top: 'top', 'only-src/a': 'a' });
+  execFileSync('cp', ['-a', `${src}/.`, peer]);
+  await fsp.rm(path.join(peer, 'd/gone'));
+  await fsp.chmod(path.join(peer, 'd/mode'), 0o600);
+  await fsp.rm(path.join(peer, 'd/now-dir'));
+  await fsp.mkdir(path.join(peer, 'd/now-dir'));
+  await fsp.rm(path.join(peer, 'only-src'), { recursive: true });
+  const opened = new Map<string, number>();
+  const released: string[] = [];
+  const pairWith = (rel: string): { fd: number; release: () => void } | null => {
+    let fd: number;
+    try {
+      fd = openSync(path.join(peer, rel), 'r');
+    } catch {
+      return null; // only-src: no peer directory, no records
+    }
+    opened.set(rel, fd);
+    return { fd, release: () => released.push(rel) };
+  };
+  try {
+    const w = await walkWith(`${src}/`, { native: true, peer: pairWith });
+    assert.deepEqual([...opened.keys()].sort(), ['', 'd']);
+    assert.deepEqual(released.sort(), ['', 'd'], 'every peer directory is released once its listing is back');
+    const files = w.all.filter((e) => e.kind === 'file');
+    assert.equal(files.length, 6);
+    for (const e of w.all) {
+      if (e.kind !== 'file' || e.path.startsWith('only-src/')) {
+        assert.equal(e.peer, undefined, `${e.path}: no record`);
+        continue;
+      }
+      const dir = path.posix.dirname(e.path);
+      const { nums, big } = statNamesSync(path.join(peer, dir === '.' ? '' : dir), [path.posix.basename(e.path)]);
+      const want = nums[ST_ERRNO] === 0
+        ? { errno: 0, mode: nums[ST_MODE], size: nums[ST_SIZE], mtimeNs: big[0], uid: nums[ST_UID], gid: nums[ST_GID] }
+        : { errno: nums[ST_ERRNO], mode: 0, size: 0, mtimeNs: 0n, uid: 0, gid: 0 };
+      assert.deepEqual(e.peer, want, `${e.path}: the peer's record`);
+    }
+    const byPath = new Map(files.map((e) => [e.path, e.peer]));
+    assert.equal(byPath.get('d/gone')?.errno, osConstants.errno.ENOENT);
+    assert.equal((byPath.get('d/mode')!.mode & 0o777), 0o600);
+    assert.equal(byPath.get('d/now-dir')!.mode & 0o170000, 0o040000, 'a directory in the peer is reported as one');
+  } finally {
+    for (const fd of opened.values()) closeSync(fd);
+  }
 });

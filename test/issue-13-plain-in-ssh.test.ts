@@ -18,7 +18,6 @@ import { closeSync, mkdtempSync, openSync, constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { isFerryError } from '../src/core/errors.js';
 import { PIPE_BYTES, StdioDuplex, growPipe } from '../src/modes/stdio-duplex.js';
 import { pipeAddon } from '../src/native/index.js';
 import { establishChannel, PLAIN_IN_SSH_CIPHER } from '../src/secure/channel.js';
@@ -26,6 +25,7 @@ import { clientHandshake } from '../src/secure/handshake.js';
 import { secretBytes } from '../src/secure/secret.js';
 import { FrameTypes, encodeFrame } from '../src/wire/frame.js';
 import { channelPair, collect, duplexPair, tcpPair } from './secure-helpers.js';
+import { flushesArriveIntact, isCode } from './support/channel-checks.js';
 
 const SECRET = 'correct horse battery staple';
 /** The ssh mode's handshake (PSK, a 32-byte random key) and send/recv's (CPace): the flag works the same in both. */
@@ -33,13 +33,6 @@ const AUTHS = [
   { auth: 'psk' as const, secret: Buffer.alloc(32, 0x5a) },
   { auth: 'cpace' as const, secret: secretBytes(SECRET) },
 ];
-
-const isCode = (code: string, re?: RegExp) => (e: unknown): boolean => {
-  assert.ok(isFerryError(e), `expected a FerryError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  if (re) assert.match(e.message, re);
-  return true;
-};
 
 test('downgrade attack: plaintext records on a direct channel are refused by the server, which sends no frame', async () => {
   for (const { auth, secret } of AUTHS) {
@@ -183,28 +176,8 @@ test('over real pipes (StdioDuplex): many flushes of varying size arrive intact 
       const p = channelPair(a, b, { ...psk, plainInSsh }, { ...psk, plainInSsh });
       const [c, s] = await Promise.all([p.client, p.server]);
       assert.equal(c.info.cipher, plainInSsh ? PLAIN_IN_SSH_CIPHER : 'aes-128-gcm');
-      const sent: Buffer[] = [];
-      // One payload buffer, overwritten after every send, and a receiver that starts
-      // late: an output buffer reused before the pipe took its bytes would show here.
-      const buf = Buffer.alloc(1_200_000);
-      const sending = (async () => {
-        for (let i = 0; i < 120; i++) {
-          const size = [1, 700, 70_000, 1_100_000, 16_384, 300_000][i % 6]! + i;
-          const payload = buf.subarray(0, size);
-          randomBytes(size).copy(payload);
-          sent.push(Buffer.from(payload));
-          await c.send(0x10, payload);
-          if (i % 7 === 0) await new Promise((r) => setImmediate(r));
-        }
-        await c.close();
-      })();
-      await new Promise((r) => setTimeout(r, 300));
-      const got = collect(s);
-      await sending;
-      const frames = await got;
-      assert.equal(frames.length, sent.length);
-      frames.forEach((f, i) => assert.ok(Buffer.from(f.payload).equals(sent[i]!), `frame ${i} differs`));
-      await s.close();
+      // An output buffer reused before the pipe took its bytes would show here.
+      await flushesArriveIntact(c, s);
       a.destroy();
       b.destroy();
     } finally {

@@ -12,13 +12,7 @@ import { establishChannel } from '../src/secure/channel.js';
 import { encodeMessage, MsgTypes } from '../src/secure/handshake.js';
 import { encodeHello, MAGIC } from '../src/wire/hello.js';
 import { channelPair, collect, duplexPair, tcpPair } from './secure-helpers.js';
-
-const isCode = (code: string, re?: RegExp) => (e: unknown): boolean => {
-  assert.ok(isFerryError(e), `expected a FerryError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  if (re) assert.match(e.message, re);
-  return true;
-};
+import { flushesArriveIntact, isCode, replayFails } from './support/channel-checks.js';
 
 test('TCP loopback: handshake, frames both ways, authenticated end', async () => {
   const { client: a, server: b, close } = await tcpPair();
@@ -132,22 +126,7 @@ test('wrong secret: both sides fail FERRY_E_AUTH, the server never sees a frame'
 });
 
 test('replay of a recorded session against a new server fails AUTH and delivers nothing', async () => {
-  const recorded: Buffer[] = [];
-  const [a, b] = duplexPair((c) => (recorded.push(Buffer.from(c)), c));
-  const p = channelPair(a, b);
-  const [c, s] = await Promise.all([p.client, p.server]);
-  const got = collect(s);
-  await c.send(0x10, Buffer.from('transfer me'));
-  await c.close();
-  assert.equal((await got).length, 1);
-  a.destroy();
-
-  const [attacker, victim] = duplexPair();
-  const server = establishChannel(victim, { role: 'server', secret: 'correct horse battery staple', peer: 'replayer', ktls: 'off' });
-  attacker.on('data', () => {});
-  for (const chunk of recorded) attacker.write(chunk);
-  attacker.end();
-  await assert.rejects(server, isCode('FERRY_E_AUTH'));
+  await replayFails({ secret: 'correct horse battery staple' });
 });
 
 test('version mismatch: a newer client is refused with FERRY_E_VERSION and told why', async () => {
@@ -370,26 +349,9 @@ test('TCP: many flushes of varying size arrive intact and in order, also under b
   try {
     const p = channelPair(a, b);
     const [c, s] = await Promise.all([p.client, p.server]);
-    const sent: Buffer[] = [];
     // The receiver starts reading only after a while, so that writes queue up behind a
     // full socket: a sealed buffer reused before its write completed would show here.
-    const sending = (async () => {
-      for (let i = 0; i < 120; i++) {
-        const size = [1, 700, 70_000, 1_100_000, 16_384, 300_000][i % 6]! + i;
-        const payload = randomBytes(size);
-        sent.push(payload);
-        await c.send(0x10, payload);
-        if (i % 7 === 0) await new Promise((r) => setImmediate(r));
-      }
-      await c.close();
-    })();
-    await new Promise((r) => setTimeout(r, 300));
-    const got = collect(s);
-    await sending;
-    const frames = await got;
-    assert.equal(frames.length, sent.length);
-    frames.forEach((f, i) => assert.ok(Buffer.from(f.payload).equals(sent[i]!), `frame ${i} differs`));
-    await s.close();
+    await flushesArriveIntact(c, s);
   } finally {
     close();
   }

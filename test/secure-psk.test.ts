@@ -8,24 +8,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { isFerryError } from '../src/core/errors.js';
 import { establishChannel, type SecureChannel } from '../src/secure/channel.js';
 import { encodeMessage, MsgTypes, PSK_BYTES } from '../src/secure/handshake.js';
 import { encodeHello, HELLO_BYTES } from '../src/wire/hello.js';
-import { collect, duplexPair, tcpPair } from './secure-helpers.js';
-
-const isCode = (code: string, re?: RegExp) => (e: unknown): boolean => {
-  assert.ok(isFerryError(e), `expected a FerryError, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  if (re) assert.match(e.message, re);
-  return true;
-};
+import { channelPair, collect, duplexPair, tcpPair } from './secure-helpers.js';
+import { isCode, replayFails } from './support/channel-checks.js';
 
 function pskPair(a: Duplex, b: Duplex, clientKey: Uint8Array, serverKey: Uint8Array = clientKey): { client: Promise<SecureChannel>; server: Promise<SecureChannel> } {
-  return {
-    client: establishChannel(a, { role: 'client', secret: clientKey, auth: 'psk', peer: 'server', ktls: 'off' }),
-    server: establishChannel(b, { role: 'server', secret: serverKey, auth: 'psk', peer: 'client', ktls: 'off' }),
-  };
+  return channelPair(a, b, { auth: 'psk', secret: clientKey }, { auth: 'psk', secret: serverKey });
 }
 
 /** Reads the handshake messages of a raw byte stream: the hello, then type/length/body messages. */
@@ -88,26 +78,7 @@ test('psk: a wrong key fails FERRY_E_AUTH on both sides, and the server never se
 });
 
 test('psk: replay of a recorded client against a new server with the same key fails FERRY_E_AUTH and delivers nothing', async () => {
-  const key = randomBytes(PSK_BYTES);
-  const recorded: Buffer[] = [];
-  const [a, b] = duplexPair((c) => (recorded.push(Buffer.from(c)), c));
-  const p = pskPair(a, b, key);
-  const [c, s] = await Promise.all([p.client, p.server]);
-  const got = collect(s);
-  await c.send(0x10, Buffer.from('transfer me'));
-  await c.close();
-  assert.equal((await got).length, 1);
-  a.destroy();
-
-  const [attacker, victim] = duplexPair();
-  const server = establishChannel(victim, { role: 'server', secret: key, auth: 'psk', peer: 'replayer', ktls: 'off' });
-  let delivered = 0;
-  server.then((ch) => collect(ch).then((f) => (delivered += f.length)), () => undefined);
-  attacker.on('data', () => {});
-  for (const chunk of recorded) attacker.write(chunk);
-  attacker.end();
-  await assert.rejects(server, isCode('FERRY_E_AUTH'));
-  assert.equal(delivered, 0);
+  await replayFails({ auth: 'psk', secret: randomBytes(PSK_BYTES) });
 });
 
 test("psk: the server's own MAC reflected back as the client's fails FERRY_E_AUTH", async () => {

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import type { Suite } from '../suite.js';
 import { FERRY_BIN, Rss, ToolUnavailable, requireCommands, runProcess, runShell, sh, startProcess, waitListening, type Tool } from '../tools.js';
 import { freePort, startSshd, type Sshd } from '../../test/support/sshd.js';
+import { viaSshCipherArgs } from '../../src/modes/ssh-cipher.js';
 
 /** Where ssh connects: the sshd itself, or a proxy in front of it. */
 export interface SshEndpoint {
@@ -174,8 +175,12 @@ export function uringSyncNetTool(name = 'uring-sync (plain)'): Tool {
  * `--via-ssh`, the ssh connection itself). The remote ferry runs under GNU time
  * through a wrapper script given as --remote-ferry, so its peak RSS is measured
  * like rsync's remote side. Skipped while this ferry has no ssh mode.
+ *
+ * With `viaProxy` (the wan suite) the data connection takes the same delaying link as
+ * ssh: the remote listens on a port chosen here (FERRY_TEST_SSH_LISTEN_PORT, set by the
+ * wrapper) behind a proxy, and the local side dials the proxy (FERRY_TEST_SSH_DIRECT).
  */
-export function ferrySshTools(ep: () => SshEndpoint): Tool[] {
+export function ferrySshTools(ep: () => SshEndpoint, opts: { viaProxy?: (targetPort: number) => Promise<number> } = {}): Tool[] {
   const tool = (name: string, pull: boolean, extra: string[]): Tool => ({
     name,
     async prepare() {
@@ -188,12 +193,20 @@ export function ferrySshTools(ep: () => SshEndpoint): Tool[] {
       const remoteSide = pull ? 'send' : 'recv';
       const localSide = pull ? 'recv' : 'send';
       const wrapper = join(ctx.scratch, 'remote-ferry.sh');
-      writeFileSync(wrapper, `#!/bin/sh\nexec ${rss.prefix(remoteSide)} ${sh(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
+      let listen = '';
+      let env: NodeJS.ProcessEnv | undefined;
+      if (opts.viaProxy && !extra.includes('--via-ssh')) {
+        const port = await freePort();
+        listen = `FERRY_TEST_SSH_LISTEN_PORT=${port} `;
+        env = { ...process.env, FERRY_TEST_SSH_DIRECT: `127.0.0.1:${await opts.viaProxy(port)}` };
+      }
+      writeFileSync(wrapper, `#!/bin/sh\n${listen}exec ${rss.prefix(remoteSide)} ${sh(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
       const rsh = ['ssh', ...e.sshArgs].map(sh).join(' ');
       const operands = pull ? [`${e.host}:${src}/`, `${dst}/`] : [`${src}/`, `${e.host}:${dst}/`];
       await runProcess([...rss.argv(localSide), FERRY_BIN, '--progress=never', '-e', rsh, '--remote-ferry', wrapper, ...extra, ...operands], {
         timeoutMs: ctx.timeoutMs,
         label: name,
+        ...(env ? { env } : {}),
       });
       return { rssKb: rss.read() };
     },
@@ -203,16 +216,23 @@ export function ferrySshTools(ep: () => SshEndpoint): Tool[] {
 
 /**
  * The cipher ssh negotiates with this sshd under the user's ssh configuration, as
- * `ssh -v` reports it: every ssh-based tool here (rsync, scp, tar, ferry's ssh mode
- * and its --via-ssh path) runs the same ssh with the same options, so they all pay
- * for the same cipher. Said once per suite, since it moves the ssh rows a lot
- * (OpenSSH's default chacha20-poly1305 costs noticeably more CPU per byte than
- * aes128-gcm on CPUs with AES instructions).
+ * `ssh -v` reports it: every ssh-based tool here (rsync, scp, tar, ferry's ssh mode)
+ * runs the same ssh with the same options, so they all pay for the same cipher —
+ * except ferry's --via-ssh path, which moves aes128-gcm@openssh.com first when that
+ * configuration chose no ciphers (modes/ssh-cipher.ts; `viaSshCipherNote`). Said once
+ * per suite, since it moves the ssh rows a lot (OpenSSH's default chacha20-poly1305
+ * costs noticeably more CPU per byte than aes128-gcm on CPUs with AES instructions).
  */
 export function sshCipherOf(sshd: Sshd): string {
   const r = spawnSync('ssh', ['-v', '-o', 'LogLevel=DEBUG1', ...sshd.sshArgs, sshd.host, 'true'], { encoding: 'utf8', timeout: 15_000 });
   const m = /kex: client->server cipher: (\S+)/.exec(r.stderr ?? '');
   return m?.[1] ?? 'unknown';
+}
+
+/** What ferry --via-ssh asks ssh for against this sshd (modes/ssh-cipher.ts), for the suite's log. */
+export async function viaSshCipherNote(sshd: Sshd): Promise<string> {
+  const opts = await viaSshCipherArgs(['ssh', ...sshd.sshArgs], sshd.host);
+  return opts.length === 0 ? 'the same' : `${opts[1]!.split(',')[0]!} first (ssh ${opts.join(' ')})`;
 }
 
 /** Start one sshd for a suite, stopped by the suite's cleanup. */
@@ -283,7 +303,9 @@ export const networkSuite: Suite = {
       ctx.log(`network: ${(e as Error).message}; ssh-based tools skipped`);
     }
     const ep = (): SshEndpoint => endpointOf(sshd!);
-    if (sshd) ctx.log(`network: ssh cipher for every ssh-based tool (the ssh configuration's choice): ${sshCipherOf(sshd)}`);
+    if (sshd) {
+      ctx.log(`network: ssh cipher for every ssh-based tool (the ssh configuration's choice): ${sshCipherOf(sshd)}; ferry --via-ssh: ${await viaSshCipherNote(sshd)}`);
+    }
     const sshTools = sshd ? [...ferrySshTools(ep), rsyncSshTool(ep), scpTool(ep), tarSshTool(ep)] : [];
     return [...ferryNetworkTools(), ...sshTools, tarNcTool(), uringSyncNetTool()];
   },

@@ -35,7 +35,6 @@
 import { parseArgs } from 'node:util';
 import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay } from '../core/errors.js';
 import { newCounters, runCopy, type CopyEvent, type CopyResult } from '../modes/copy.js';
-import { COPY_HELP } from './help.js';
 import { printError, printInfo, printJson, printWarning, useColor } from './output.js';
 import { ProgressReporter, type ProgressMode } from './progress.js';
 import { nativePaths, renderSummaryLine } from './summary.js';
@@ -137,7 +136,7 @@ export function buildJsonSummary(src: string, dst: string, dryRun: boolean, r: C
 export async function runCopyCommand(argv: string[]): Promise<number> {
   const { values: v, positionals, tokens } = parse(argv);
   if (v.help) {
-    process.stdout.write(COPY_HELP);
+    process.stdout.write((await import('./help.js')).COPY_HELP);
     return ExitCodes.OK;
   }
   if (v.version) {

@@ -104,7 +104,7 @@ function isUnknownCommand(word: string): boolean {
  * given (if at all) as separate words. modes/ssh.ts uses the child only if it runs exactly
  * the argv it would have started; otherwise it is killed. Anything unusual: no early start.
  */
-function startSshEarly(argv: string[], { prespawnSsh, splitCommand, sshArgv }: typeof import('../modes/ssh-spawn.js')): void {
+function startSshEarly(argv: string[], { prespawnSsh, prespawnSshLater, splitCommand, sshArgv }: typeof import('../modes/ssh-spawn.js')): void {
   if (argv.some((a) => a === '-h' || a === '--help' || /^-e./.test(a) || a.startsWith('--rsh=') || a.startsWith('--remote-ferry='))) return;
   const value = (...names: string[]): string | undefined => {
     let v: string | undefined;
@@ -119,7 +119,18 @@ function startSshEarly(argv: string[], { prespawnSsh, splitCommand, sshArgv }: t
     const dests = new Set(remotes.map((o) => sshDestination(o)));
     if (dests.size !== 1) return;
     const rsh = splitCommand(value('-e', '--rsh') ?? process.env['FERRY_RSH'] ?? 'ssh');
-    prespawnSsh(sshArgv(rsh, [...dests][0]!, value('--remote-ferry') ?? 'ferry'));
+    const dest = [...dests][0]!;
+    const ferry = value('--remote-ferry') ?? 'ferry';
+    if (!argv.includes('--via-ssh')) {
+      prespawnSsh(sshArgv(rsh, dest, ferry));
+      return;
+    }
+    // --via-ssh: ssh's cipher may depend on its configuration (modes/ssh-cipher.ts); ask first.
+    prespawnSshLater(
+      import('../modes/ssh-cipher.js')
+        .then(({ viaSshCipherArgs }) => viaSshCipherArgs(rsh, dest))
+        .then((opts) => sshArgv(rsh, dest, ferry, opts)),
+    );
   } catch {
     /* the ssh command reports it */
   }

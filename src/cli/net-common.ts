@@ -75,6 +75,23 @@ export const SENDER_OPTIONS = {
   exclude: { type: 'string', multiple: true },
 } as const;
 
+/** What a sender session takes from SENDER_OPTIONS as they are: `ferry send` and the ssh mode alike. */
+export function senderFlags(v: {
+  checksum?: boolean;
+  delete?: boolean;
+  'dry-run'?: boolean;
+  exclude?: string[];
+  'preserve-special-bits'?: boolean;
+}): { checksum: boolean; delete: boolean; dryRun: boolean; excludes: string[]; preserveSpecial: boolean } {
+  return {
+    checksum: v.checksum === true,
+    delete: v.delete === true,
+    dryRun: v['dry-run'] === true,
+    excludes: v.exclude ?? [],
+    preserveSpecial: v['preserve-special-bits'] === true,
+  };
+}
+
 export const META_OPTIONS = {
   owner: { type: 'boolean', short: 'o' },
   group: { type: 'boolean', short: 'g' },

@@ -17,6 +17,7 @@ export async function runServerCommand(argv: string[]): Promise<number> {
     const out = await runServer(io, {
       version: VERSION,
       sshConnection: process.env['SSH_CONNECTION'],
+      listenPort: process.env['FERRY_TEST_SSH_LISTEN_PORT'] ? Number(process.env['FERRY_TEST_SSH_LISTEN_PORT']) : undefined,
       onProblem: (e) => printError(e.toLine()),
       onWarning: (e) => printWarning(e.toLine()),
     });

@@ -10,7 +10,7 @@
  */
 import { ErrorCodes, ExitCodes, FerryError, cleanForDisplay, exitCodeFor } from '../core/errors.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, splitCommand, sshTransfer, type SshOutcome } from '../modes/ssh.js';
-import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, SENDER_OPTIONS, buildNetJson, checkNamesNeedOwners, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, usage } from './net-common.js';
+import { DEFAULT_CHUNK, DEFAULT_STREAMS, META_HELP, META_OPTIONS, SENDER_OPTIONS, buildNetJson, checkNamesNeedOwners, netStats, parseChunk, parseKtls, parseNetArgs, parseStreams, progressEvents, sendExtras, senderFlags, usage } from './net-common.js';
 import { rsyncChoices, rsyncHelp, verbosityOf } from './rsync-options.js';
 import { printStats } from './stats.js';
 import { resolveSendRoot } from '../fs/files-from.js';
@@ -52,6 +52,8 @@ Options:
   -e, --rsh CMD           the ssh command (default "ssh"), e.g. -e 'ssh -p 2222'
       --remote-ferry PATH ferry on the remote machine (default "ferry")
       --via-ssh           carry the data over the ssh connection from the start
+                          (ssh's aes128-gcm first, unless you chose ciphers;
+                          FERRY_SSH_CIPHER=keep leaves ssh's order)
       --connect-timeout MS  how long to try the direct connection (default ${DEFAULT_CONNECT_TIMEOUT_MS})
   -P, --parallel N        TCP streams (default ${DEFAULT_STREAMS}; 1 over ssh)
   -c, --chunk-size SIZE   read size for large files (default 1M)
@@ -140,11 +142,7 @@ export async function runSshCommand(argv: string[]): Promise<number> {
       options: {
         streams,
         chunkSize,
-        checksum: v.checksum === true,
-        delete: v.delete === true,
-        dryRun: v['dry-run'] === true,
-        excludes: v.exclude ?? [],
-        preserveSpecial: v['preserve-special-bits'] === true,
+        ...senderFlags(v),
         ktls,
         ...(v.owner ? { owner: true } : {}),
         ...(v.group ? { group: true } : {}),

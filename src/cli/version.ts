@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { nativeStatus } from '../native/index.js';
-import { ktlsSupport } from '../secure/ktls.js';
 
 /** The package version, read once from package.json next to dist/. */
 export const VERSION: string = (() => {
@@ -17,11 +16,12 @@ export const VERSION: string = (() => {
  * use and why (records: native|js; ktls: available or not, and why), as the JSON
  * summary's `native` does.
  */
-export function versionText(verbose: boolean): string {
+export async function versionText(verbose: boolean): Promise<string> {
   const head = `ferry ${VERSION}\n`;
   if (!verbose) return head;
   const s = nativeStatus();
-  const k = ktlsSupport();
+  // secure/ktls is loaded only here: the commands that import VERSION need none of it.
+  const k = (await import('../secure/ktls.js')).ktlsSupport();
   const lines = [
     `node ${process.version}, ${process.versions.openssl ? `OpenSSL ${process.versions.openssl}` : 'no OpenSSL'}`,
     `addon: ${s.addon ?? 'none'}${s.addon ? '' : ` (${s.reason})`}`,

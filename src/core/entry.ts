@@ -45,4 +45,21 @@ export interface SourceEntry extends Entry {
   nlink: number;
   /** Allocated bytes (st_blocks * 512): less than size means sparse. */
   allocated: number;
+  /**
+   * The local copy's quick check, gathered by the walk: the lstat of the same path in
+   * the destination, made in the same native call that listed the source directory
+   * (fs/walk `peer`). Regular files only; undefined when nobody looked.
+   */
+  peer?: PeerStat;
+}
+
+/** An lstat of a destination entry (errno 0: found, then the rest is set; else only errno). */
+export interface PeerStat {
+  errno: number;
+  /** st_mode, type bits included. */
+  mode: number;
+  size: number;
+  mtimeNs: bigint;
+  uid: number;
+  gid: number;
 }

@@ -91,7 +91,7 @@ import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { constants as osConstants } from 'node:os';
-import type { Entry } from '../core/entry.js';
+import type { Entry, PeerStat } from '../core/entry.js';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { baseOf, parentOf, pathDepth, validateHardlinkTarget, validateLinkTarget, validateRelativePath } from './path-safety.js';
 import { isFerryTempName, openTempSync, tempNameFor } from './temp-names.js';
@@ -641,6 +641,39 @@ export class SafeWriter {
     return this.#fileVerdict(st, entry, p);
   }
 
+  /**
+   * For the walk's paired listing (fs/walk `peer`): DST's verified directory `rel`,
+   * opened without creating anything and pinned until release(); null when it is not
+   * there yet, was created by this session (nothing to look at), or is not a
+   * directory (the copy's own path then reports or replaces it).
+   */
+  peerDir(rel: string): { fd: number; release: () => void } | null {
+    if (this.#h === null || this.#fresh.has(rel)) return null;
+    let node: DirNode | null;
+    try {
+      node = this.#dir(rel === '' ? rel : validateRelativePath(rel), false);
+    } catch {
+      return null;
+    }
+    return node === null ? null : this.holdDir(node);
+  }
+
+  /**
+   * quickCheckSync() with the lstat already made (the walk's paired listing, `peer`),
+   * when the parent is a verified directory of this session; null otherwise.
+   */
+  quickCheckPeer(entry: Entry, peer: PeerStat): QuickCheck | null {
+    if (entry.kind !== 'file' || this.#h === null) return null;
+    const rel = validateRelativePath(entry.path);
+    const parent = parentOf(rel);
+    if (this.#fresh.has(parent)) return 'missing';
+    const dir = this.#h.get(parent);
+    if (dir === undefined) return null;
+    if (peer.errno !== 0) return peer.errno === ENOENT ? 'missing' : null;
+    const h = this.#h;
+    return this.#verdictOf((peer.mode & S_IFMT) === S_IFREG, peer.size, peer.mtimeNs, peer.mode & 0o7777, peer.uid, peer.gid, entry, () => h.at(dir, baseOf(rel)));
+  }
+
   #fileVerdict(st: BigIntStats, entry: Entry, p: string): QuickCheck {
     return this.#verdictOf(st.isFile(), Number(st.size), st.mtimeNs, Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), entry, () => p);
   }
@@ -855,21 +888,15 @@ export class SafeWriter {
     this.#handles();
     const dir = this.#dir(parentOf(rel), true)!;
     this.#markDirty(rel);
-    await this.inDir(dir, async (d) => {
-      const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
-      try {
-        await fsp.unlink(tmp).catch(() => {});
+    await this.inDir(dir, (d) =>
+      this.#viaTempName(d, rel, async (tmp) => {
         await this.m.link(fromAbs, tmp);
         const st = await this.m.lstat(tmp);
         if (!st.isFile() || st.ino !== id.ino || st.dev !== id.dev) {
           throw new FerryError(ErrorCodes.CHANGED, `${rel}: the --link-dest file changed before it could be linked; not published`, { subject: rel });
         }
-        await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
-      } catch (e) {
-        await fsp.unlink(tmp).catch(() => {});
-        throw e instanceof FerryError ? e : fromSystemError(e, 'write', rel);
-      }
-    });
+      }),
+    );
   }
 
   /** Create a hard link to an already published file of this tree (atomic via temp name + rename). */
@@ -897,15 +924,7 @@ export class SafeWriter {
         const cur = await this.m.lstat(fin).catch(() => null);
         if (cur && cur.ino === tst.ino && cur.dev === tst.dev) return;
         this.#markDirty(rel);
-        const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
-        try {
-          await fsp.unlink(tmp).catch(() => {});
-          await this.m.link(tabs, tmp);
-          await this.m.rename(tmp, fin);
-        } catch (e) {
-          await fsp.unlink(tmp).catch(() => {});
-          throw fromSystemError(e, 'write', rel);
-        }
+        await this.#viaTempName(d, rel, (tmp) => this.m.link(tabs, tmp));
       }),
     );
   }
@@ -1066,19 +1085,31 @@ export class SafeWriter {
     const rel = e.path;
     const dir = this.#dir(parentOf(rel), true)!;
     this.#markDirty(rel);
-    await this.inDir(dir, async (d) => {
-      const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
-      try {
-        await fsp.unlink(tmp).catch(() => {});
+    await this.inDir(dir, (d) =>
+      this.#viaTempName(d, rel, async (tmp) => {
         await this.m.symlink(e.target!, tmp);
         this.chownAs(e, (u, g) => lchownSync(tmp, u, g));
         setTimesPath(tmp, e.mtimeNs);
-        await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
-      } catch (x) {
-        await fsp.unlink(tmp).catch(() => {});
-        throw fromSystemError(x, 'write', rel);
-      }
-    });
+      }),
+    );
+  }
+
+  /**
+   * Publish a link atomically: `make` creates it under a temp name in `d` (the
+   * `/proc/self/fd/N` path of `rel`'s verified directory, pinned by the caller), which
+   * is then renamed onto `rel`'s final name. A leftover of that temp name goes first;
+   * on any failure the temp name is removed again.
+   */
+  async #viaTempName(d: string, rel: string, make: (tmp: string) => Promise<void>): Promise<void> {
+    const tmp = `${d}/${tempNameFor(baseOf(rel))}`;
+    try {
+      await fsp.unlink(tmp).catch(() => {});
+      await make(tmp);
+      await this.m.rename(tmp, `${d}/${baseOf(rel)}`);
+    } catch (e) {
+      await fsp.unlink(tmp).catch(() => {});
+      throw fromSystemError(e, 'write', rel);
+    }
   }
 
   get options(): Readonly<SafeWriterOptions> {
@@ -1406,7 +1437,8 @@ export class TempFile {
     }
   }
 
-  #closeFd(): void {
+  /** Close whichever descriptor the temp file is open on. Never throws (already failing, or done). */
+  async #closeAll(): Promise<void> {
     if (this.#fd >= 0) {
       try {
         closeSync(this.#fd);
@@ -1414,6 +1446,10 @@ export class TempFile {
         /* already failing */
       }
       this.#fd = -1;
+    }
+    if (this.#fh) {
+      await this.#fh.close().catch(() => {});
+      this.#fh = null;
     }
   }
 
@@ -1424,22 +1460,14 @@ export class TempFile {
   async release(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    this.#closeFd();
-    if (this.#fh) {
-      await this.#fh.close().catch(() => {});
-      this.#fh = null;
-    }
+    await this.#closeAll();
   }
 
   /** Drop the temp file (failed or cancelled transfer). Never throws. */
   async abort(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
-    this.#closeFd();
-    if (this.#fh) {
-      await this.#fh.close().catch(() => {});
-      this.#fh = null;
-    }
+    await this.#closeAll();
     if (this.#created && !this.inplace) await this.#w.inDir(this.#tempDir, (d) => fsp.unlink(`${d}/${this.tempName}`)).catch(() => {});
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Batched lstat of given names inside one directory: the quick check's half of the
- * walk, for the receiver's decisions and the local copy's no-op (is DST's copy of
- * each file already right?).
+ * walk, for the receiver's decisions (is DST's copy of each file already right?).
+ * The local copy gets the same records from the walk's paired listing (fs/walk
+ * `peer`), in the call that lists the source directory.
  *
  * Why: on a re-run where nothing changed, that quick check is all the work there is,
  * and done one file at a time from JavaScript it is an lstat through

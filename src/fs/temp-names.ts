@@ -12,7 +12,7 @@
  * ferry did not name. The walker skips such names too (they are partial data, never
  * part of a tree).
  */
-import * as crypto from 'node:crypto';
+import { createRequire } from 'node:module';
 import { constants as C, openSync, unlinkSync } from 'node:fs';
 import { MAX_NAME_BYTES } from '../core/limits.js';
 
@@ -23,12 +23,22 @@ export function isFerryTempName(name: string): boolean {
   return name.length >= 21 && name.charCodeAt(0) === 46 && TEMP_RE.test(name);
 }
 
-/** crypto.hash (Node >= 20.12) where there, one object less per name than createHash. */
-const sha256Hex: (s: string) => string =
-  typeof crypto.hash === 'function' ? (s) => crypto.hash('sha256', s, 'hex') : (s) => crypto.createHash('sha256').update(s).digest('hex');
+/**
+ * crypto.hash (Node >= 20.12) where there, one object less per name than createHash.
+ * node:crypto is loaded on the first temp name, not at start-up: a no-op re-run never
+ * makes one, and loading it is a noticeable part of a short run's start.
+ */
+let sha256Hex: ((s: string) => string) | undefined;
+function sha256HexOnce(): (s: string) => string {
+  if (sha256Hex === undefined) {
+    const crypto = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+    sha256Hex = typeof crypto.hash === 'function' ? (s) => crypto.hash('sha256', s, 'hex') : (s) => crypto.createHash('sha256').update(s).digest('hex');
+  }
+  return sha256Hex;
+}
 
 export function tempNameFor(basename: string): string {
-  const h = sha256Hex(basename).slice(0, 8);
+  const h = sha256HexOnce()(basename).slice(0, 8);
   const room = MAX_NAME_BYTES - (7 + 8 + 1 + 5);
   let base = basename;
   if (Buffer.byteLength(base, 'utf8') > room) {

@@ -48,6 +48,11 @@
  *   not-UTF-8 report), in the same order (names sorted by bytes, as libuv's
  *   scandir sorts them), so both give the same entries. `native: false` (or
  *   FERRY_NATIVE=0) selects the readdir + lstat path.
+ * - Paired listing (`peer`, the local copy): the same native call also lstats every
+ *   listed name in the destination directory of the same path (relative to the
+ *   writer's verified descriptor), and a regular file's entry carries that record.
+ *   A no-op re-run's quick check then costs no call of its own; the copy still
+ *   judges each record (fs/safe-writer quickCheckPeer).
  *
  * The trailing-slash rule (rsync's) is applied by `resolveSource`: `SRC/` (and `SRC/.`
  * and `.`) yields the contents of SRC (prefix ''), `SRC` yields SRC itself under its own name (prefix =
@@ -125,6 +130,13 @@ export interface WalkOptions {
   followLinks?: boolean;
   /** List directories with the native addon when it is there (default true). */
   native?: boolean;
+  /**
+   * The local copy's paired listing: the destination directory matching source
+   * directory `rel` (pinned until release()), or null. Where the native listing runs,
+   * each listed name is lstat'ed there too, in the same call, and a regular file's
+   * entry carries that record as `peer` (its quick check, decided by the caller).
+   */
+  peer?: (rel: string) => { fd: number; release: () => void } | null;
   /** Tests: called before each directory below the root is opened to be listed. */
   beforeListDir?: (rel: string, absPath: string) => Promise<void> | void;
 }
@@ -481,7 +493,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
       return;
     }
     try {
-      if (nativeWalk) await listOpenDirNative(rel, abs, fd, nativeWalk);
+      if (nativeWalk) await listOpenDirNative(rel, abs, fd, nativeWalk, opts.peer?.(rel) ?? null);
       else await listOpenDir(rel, abs, fdPath(fd) ?? abs, follow ? { id, up } : null);
     } finally {
       closeSync(fd);
@@ -510,14 +522,16 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   };
   // The same rules as statChunkSync, on the native listing of the checked fd (lstat
   // only: not used with -L, whose symlinks are stat()ed through statChunk*).
-  const listOpenDirNative = async (rel: string, abs: string, fd: number, addon: FsWalkAddon): Promise<void> => {
-    let names: Buffer, nums: Float64Array, big: BigInt64Array;
+  const listOpenDirNative = async (rel: string, abs: string, fd: number, addon: FsWalkAddon, peer: { fd: number; release: () => void } | null): Promise<void> => {
+    let names: Buffer, nums: Float64Array, big: BigInt64Array, peerNums: Float64Array | undefined, peerBig: BigInt64Array | undefined;
     try {
-      [names, nums, big] = await addon.listDir(fd);
+      [names, nums, big, peerNums, peerBig] = await (peer === null ? addon.listDir(fd) : addon.listDir(fd, peer.fd));
     } catch (e) {
       const errno = (e as { errno?: number }).errno ?? 5;
       report(fromSystemError(errnoError(errno, 'scandir', abs), 'read', rel === '' ? abs : rel));
       return;
+    } finally {
+      peer?.release();
     }
     const n = nums.length / NUMS;
     // A listed name has no '/' or NUL and is neither '.' nor '..', a temp name is skipped
@@ -577,6 +591,12 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
           if (kind === 'symlink') {
             const t0 = start + len;
             e.target = validateLinkTarget(names.toString('utf8', t0, t0 + Math.max(0, nums[o + 2]!)), childRel);
+          } else if (kind === 'file' && peerNums !== undefined && peerBig !== undefined) {
+            const errno = peerNums[o + 7]!;
+            e.peer =
+              errno === 0
+                ? { errno, mode: peerNums[o + 3]!, size: peerNums[o + 4]!, mtimeNs: peerBig[b]!, uid: peerNums[o + 8]!, gid: peerNums[o + 9]! }
+                : { errno, mode: 0, size: 0, mtimeNs: 0n, uid: 0, gid: 0 };
           }
           out.push(e);
         } catch (x) {

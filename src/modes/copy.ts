@@ -11,8 +11,10 @@
  * the writer's finish(), after every file.
  *
  * Incremental runs: each file is first checked with the writer's quick check (lstat
- * of DST only: size, mtime to the nanosecond, mode), so a no-op run is one
- * parallel lstat per entry on each side and no reads. A file whose content is
+ * of DST only: size, mtime to the nanosecond, mode), so a no-op run is one lstat
+ * per entry on each side and no reads. With the native walk both lstats come from
+ * one call per directory (fs/walk `peer`: DST's verified directory of the same
+ * path, stat'ed beside the source's listing); the writer judges each record. A file whose content is
  * right but whose mode differs, or whose mtime differs while a byte-by-byte
  * comparison (or, with `--checksum`, the content hash of fs/checksum on both sides)
  * finds the same bytes, has its metadata mended in place, like rsync: no temp file,
@@ -575,6 +577,8 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
         concurrency: Math.min(256, opts.queueDepth ?? 64),
         oneFileSystem: opts.oneFileSystem === true,
         followLinks: opts.followLinks === true,
+        // The no-op fast path below: DST's lstat of each file comes with the listing.
+        ...(opts.checksum ? {} : { peer: (rel: string) => writer.peerDir(rel) }),
       };
       const source = opts.filesFrom ? walkFilesFrom(root.absPath, opts.filesFrom, { ...walkOpts, recursive: opts.recursive === true }) : walk(root, walkOpts);
       for await (const batch of source) {
@@ -628,7 +632,7 @@ async function copyTree(opts: CopyOptions, counters: CopyCounters, opened: SafeW
           let q: QuickCheck | null = null;
           try {
             withXattrs(e);
-            q = writer.quickCheckSync(e);
+            q = (e.peer !== undefined ? writer.quickCheckPeer(e, e.peer) : null) ?? writer.quickCheckSync(e);
           } catch {
             q = null; // let the full path report it
           }

@@ -625,6 +625,8 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
   const scope = await listenOn(server, o.host, o.port);
   const addr = server.address() as net.AddressInfo;
   o.onListening?.(addr.address, addr.port, scope);
+  // The handshake's curve code loads while we wait for the first sender, not while it waits for us.
+  void import('../secure/cpace.js').catch(() => undefined);
   return outcome;
 }
 

@@ -17,7 +17,7 @@ import { removeSource } from '../fs/remove-source.js';
 import { TokenBucket } from '../transfer/token-bucket.js';
 import type { UpdatePolicy } from '../transfer/update-policy.js';
 import { MsgType } from '../wire/messages.js';
-import type { FrameChannel } from '../secure/channel-api.js';
+import { withSendHook, type FrameChannel } from '../secure/channel-api.js';
 import { walk, type SourceRoot } from '../fs/walk.js';
 import type { XattrPolicy } from '../fs/xattrs.js';
 import { channelOptions, establishChannel, type SecureChannel } from '../secure/channel.js';
@@ -87,6 +87,8 @@ export interface SendOutcome extends SenderResult {
 
 /** Open a TCP connection, failing with FERRY_E_CONNECT naming the peer. */
 async function openChannel(o: SendOptions): Promise<SecureChannel> {
+  // The handshake's curve code loads while TCP connects (a round trip on a long link).
+  void import('../secure/cpace.js').catch(() => undefined);
   const sock = await connectTcp(o.host, o.port, o.connectTimeoutMs);
   try {
     return await establishChannel(sock, channelOptions('client', o));
@@ -122,28 +124,12 @@ export type SendSessionOptions = Pick<
 
 /** Every DATA frame waits for the shared bucket (--bwlimit); other frames pass. */
 function paced(ch: FrameChannel, bucket: TokenBucket): FrameChannel {
-  return {
-    get info() {
-      return ch.info;
-    },
-    get bytesSent() {
-      return ch.bytesSent;
-    },
-    get bytesReceived() {
-      return ch.bytesReceived;
-    },
-    send: async (type, payload): Promise<void> => {
-      if (type === MsgType.DATA) {
-        const n = payload instanceof Uint8Array ? payload.length : payload.reduce((a, b) => a + b.length, 0);
-        const wait = bucket.take(n, performance.now());
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      }
-      return ch.send(type, payload);
-    },
-    frames: () => ch.frames(),
-    close: () => ch.close(),
-    destroy: (e) => ch.destroy(e),
-  };
+  return withSendHook(ch, (type, payload) => {
+    if (type !== MsgType.DATA) return;
+    const n = payload instanceof Uint8Array ? payload.length : payload.reduce((a, b) => a + b.length, 0);
+    const wait = bucket.take(n, performance.now());
+    if (wait > 0) return new Promise((r) => setTimeout(r, wait));
+  });
 }
 
 /**

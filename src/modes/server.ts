@@ -52,6 +52,8 @@ export interface ServerParams {
   sshConnection?: string | undefined;
   /** How long to wait for the local side's first connection after it chose TCP. */
   acceptTimeoutMs?: number;
+  /** Test hook: listen on this port instead of an ephemeral one (the bench's wan suite puts a delaying proxy in front of it). */
+  listenPort?: number | undefined;
   onProblem?(e: FerryError): void;
   onWarning?(e: FerryError): void;
 }
@@ -266,12 +268,12 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     const srv = listener;
     const port = await new Promise<number>((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ host: addr ?? '::', port: 0 }, () => resolve((srv.address() as net.AddressInfo).port));
+      srv.listen({ host: addr ?? '::', port: p.listenPort ?? 0 }, () => resolve((srv.address() as net.AddressInfo).port));
     }).catch(
       () =>
         new Promise<number>((resolve, reject) => {
           srv.once('error', reject);
-          srv.listen({ host: '0.0.0.0', port: 0 }, () => resolve((srv.address() as net.AddressInfo).port));
+          srv.listen({ host: '0.0.0.0', port: p.listenPort ?? 0 }, () => resolve((srv.address() as net.AddressInfo).port));
         }),
     );
     replied({ listen: { addr: addr ?? '', port }, ...about });

@@ -5,7 +5,8 @@
  * while this side loads its modules, instead of after.
  *
  * The command is fixed by three things only: the rsh command (`-e/--rsh`, FERRY_RSH,
- * or `ssh`), ssh's destination, and the remote ferry's path. modes/ssh.ts asks for the
+ * or `ssh`), ssh's destination, and the remote ferry's path (with --via-ssh, also the
+ * cipher list of ssh-cipher.ts, which both starts ask for and get alike). modes/ssh.ts asks for the
  * child with the exact argv it would spawn (`takeSsh`): a prespawned child with another
  * argv (the early look at the command line guessed wrong) is killed and a new one
  * started, so the early start can only save time, never change what runs. A prespawned
@@ -52,9 +53,9 @@ export function splitCommand(s: string): string[] {
   return out;
 }
 
-/** The argv that runs the remote ferry's server half over ssh. */
-export function sshArgv(rsh: readonly string[], destination: string, remoteFerry: string): string[] {
-  return [...rsh, destination, `${shellQuote(remoteFerry)} --server`];
+/** The argv that runs the remote ferry's server half over ssh; `sshOptions` go before the destination (ssh-cipher.ts). */
+export function sshArgv(rsh: readonly string[], destination: string, remoteFerry: string, sshOptions: readonly string[] = []): string[] {
+  return [...rsh, ...sshOptions, destination, `${shellQuote(remoteFerry)} --server`];
 }
 
 let early: { argv: string[]; child: ChildProcessWithoutNullStreams; failed: boolean } | null = null;
@@ -80,6 +81,25 @@ export function prespawnSsh(argv: readonly string[]): ChildProcessWithoutNullStr
     if (early?.child === child) child.kill();
   });
   return child;
+}
+
+let pending: Promise<void> | null = null;
+
+/**
+ * Prespawn with an argv that takes a moment to know (--via-ssh asks ssh for its cipher
+ * list first: ssh-cipher.ts); `earlyStartSettled` lets the taker wait for it, so that a
+ * late early start never leaves a second child behind.
+ */
+export function prespawnSshLater(argv: Promise<readonly string[]>): void {
+  pending = argv.then(
+    (a) => void prespawnSsh(a),
+    () => undefined,
+  );
+}
+
+/** Resolves once an early start asked for with prespawnSshLater has happened (or failed). */
+export function earlyStartSettled(): Promise<void> {
+  return pending ?? Promise.resolve();
 }
 
 /**

@@ -11,7 +11,8 @@
  * sender or receiver session over ferry's secure channel keyed by that key. When the
  * port cannot be reached within `connectTimeoutMs` (firewall, NAT on the remote side,
  * ProxyJump), we say so once and carry the very same channel over ssh's stdin/stdout
- * instead; `viaSsh` asks for that from the start. Over ssh the session has one stream.
+ * instead; `viaSsh` asks for that from the start (and may move ssh's AES-GCM cipher
+ * first, when the user has not chosen ciphers: ssh-cipher.ts). Over ssh the session has one stream.
  *
  * The remote's stderr is passed up line by line (the CLI cleans and prefixes it with
  * the host); failures to start are explained from ssh's exit status: 255 is ssh's own
@@ -32,7 +33,8 @@ import type { SendOutcome } from './send.js';
 import { connectTcp } from './dial.js';
 import { loadChannel, loadSession, pipeDuplex } from './server.js';
 import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
-import { sshArgv, takeSsh } from './ssh-spawn.js';
+import { earlyStartSettled, sshArgv, takeSsh } from './ssh-spawn.js';
+import { viaSshCipherArgs } from './ssh-cipher.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, remoteMeta, senderMeta, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
@@ -83,7 +85,9 @@ export { shellQuote, splitCommand } from './ssh-spawn.js';
 export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   const key = randomBytes(32);
   // Started already by the CLI when it could (ssh-spawn.ts): the same argv either way.
-  const child = takeSsh(sshArgv(o.rsh, o.destination, o.remoteFerry));
+  const sshOptions = o.viaSsh ? await viaSshCipherArgs(o.rsh, o.destination) : [];
+  await earlyStartSettled();
+  const child = takeSsh(sshArgv(o.rsh, o.destination, o.remoteFerry, sshOptions));
   // ssh is on its way: load the channel and this side's half of the session while it connects.
   const channel = loadChannel();
   const tree = !o.streamInput && !o.streamOutput;

@@ -6,7 +6,13 @@
  * Built for the data path, where every byte of a --via-ssh session passes through it:
  * - Incoming chunks are pushed on as they arrive, each one as is (no re-chunking, no
  *   concatenation of what queued up), and the input is paused while our readable
- *   side is full, so backpressure reaches the pipe.
+ *   side is full, so backpressure reaches the pipe. Once the secure channel takes
+ *   over, it asks (READS_INTO_BUFFER) for what it gets from a TCP socket: the input
+ *   (a pipe is a net.Socket too) reads into one buffer of the channel's, reused for
+ *   every read, and each read is lent to the channel's callback instead of being
+ *   pushed (secure/socket-reads.ts). Otherwise every read of the pipe is a fresh
+ *   64 KiB buffer, and the garbage collector spends more on them than the channel
+ *   spends on the bytes. The readable side still ends when the input does.
  * - Writes go straight to the output: `write`, `end`, `writableLength`,
  *   `writableNeedDrain` and 'drain' are the output's own, with no second write queue in
  *   between. A write's callback therefore means what it means on a socket (the output
@@ -29,7 +35,8 @@
  */
 import { Duplex, type Readable, type Writable } from 'node:stream';
 import { pipeAddon } from '../native/index.js';
-import { WRITES_RELEASE_BUFFERS } from '../secure/channel-api.js';
+import { READS_INTO_BUFFER, WRITES_RELEASE_BUFFERS, type ReadsIntoBuffer } from '../secure/channel-api.js';
+import { readIntoBuffer } from '../secure/socket-reads.js';
 
 /** What `growPipe` asks for: the default limit of /proc/sys/fs/pipe-max-size. */
 export const PIPE_BYTES = 1024 * 1024;
@@ -44,10 +51,15 @@ const READ_HIGH_WATER = 1024 * 1024;
 
 type WriteCallback = (err?: Error | null) => void;
 
-export class StdioDuplex extends Duplex {
+export class StdioDuplex extends Duplex implements ReadsIntoBuffer {
   readonly [WRITES_RELEASE_BUFFERS] = true;
   readonly #input: Readable;
   readonly #output: Writable;
+  /** The input reads into a caller's buffer (READS_INTO_BUFFER) instead of pushing here. */
+  #lent = false;
+  readonly #onInput = (chunk: Buffer): void => {
+    if (!this.push(chunk)) this.#input.pause();
+  };
 
   /** The output, for the accessors below (declared as properties by @types/node, so defined after the class). */
   get output(): Writable {
@@ -58,9 +70,7 @@ export class StdioDuplex extends Duplex {
     super({ allowHalfOpen: true, readableHighWaterMark: READ_HIGH_WATER });
     this.#input = input;
     this.#output = output;
-    input.on('data', (chunk: Buffer) => {
-      if (!this.push(chunk)) input.pause();
-    });
+    input.on('data', this.#onInput);
     input.once('end', () => this.push(null));
     input.on('error', (e) => this.destroy(e));
     output.on('error', (e) => this.destroy(e));
@@ -71,6 +81,36 @@ export class StdioDuplex extends Duplex {
 
   override _read(): void {
     this.#input.resume();
+  }
+
+  /**
+   * Switch the input to reads into `buf`, each lent to `onRead` (false pauses the input
+   * until `resume()`). What the input holds already is handed over first. False, with
+   * nothing changed, when the input cannot do that (not a socket, FERRY_USER_READS=0).
+   */
+  [READS_INTO_BUFFER](buf: Buffer, onRead: (bytes: Buffer) => boolean): boolean {
+    const input = this.#input;
+    input.off('data', this.#onInput);
+    const held: Buffer[] = [];
+    for (let c = input.read() as Buffer | null; c !== null; c = input.read() as Buffer | null) held.push(c);
+    if (!readIntoBuffer(input as Duplex, buf, onRead)) {
+      for (const c of held) this.push(c);
+      input.on('data', this.#onInput);
+      return false;
+    }
+    this.#lent = true;
+    // Bounded by the input's high-water mark; a pause asked for here takes effect at the next read.
+    let go = true;
+    for (const c of held) go = onRead(c) && go;
+    if (go) input.resume();
+    else input.pause();
+    return true;
+  }
+
+  override resume(): this {
+    // A socket reading into a lent buffer starts again on its own resume() (socket-reads.ts).
+    if (this.#lent) this.#input.resume();
+    return super.resume();
   }
 
   override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {

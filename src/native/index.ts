@@ -116,9 +116,11 @@ export interface PipeAddon {
  * nums[10i..10i+9] = name offset, name length, target length (-1: none; the target's
  * bytes follow the name's), st_mode, size, nlink, blocks, errno (0: ok), uid, gid;
  * big[3i..3i+2] = mtime ns, dev, ino. Names sorted by bytes, without . and ..
+ * With `peerFd`, peerNums/peerBig hold each name's lstat in that directory too, in
+ * statAt's layout (the local copy's quick check; its fallback is one lstat per file).
  */
 export interface FsWalkAddon {
-  listDir(fd: number): Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array]>;
+  listDir(fd: number, peerFd?: number): Promise<[names: Buffer, nums: Float64Array, big: BigInt64Array, peerNums?: Float64Array, peerBig?: BigInt64Array]>;
 }
 
 /**

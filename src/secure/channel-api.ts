@@ -55,6 +55,34 @@ export interface FrameChannel {
   readonly bytesReceived: number;
 }
 
+/**
+ * `ch` with `hook` run before each send (to pace or count frames): the frame goes out
+ * once the hook's promise, if it returns one, has settled. Everything else passes through.
+ */
+export function withSendHook(
+  ch: FrameChannel,
+  hook: (type: number, payload: Uint8Array | readonly Uint8Array[]) => Promise<unknown> | void,
+): FrameChannel {
+  return {
+    get info() {
+      return ch.info;
+    },
+    get bytesSent() {
+      return ch.bytesSent;
+    },
+    get bytesReceived() {
+      return ch.bytesReceived;
+    },
+    send: (type, payload): Promise<void> => {
+      const wait = hook(type, payload);
+      return wait === undefined ? ch.send(type, payload) : wait.then(() => ch.send(type, payload));
+    },
+    frames: () => ch.frames(),
+    close: () => ch.close(),
+    destroy: (e) => ch.destroy(e),
+  };
+}
+
 /** Largest frame payload either side accepts (checked before allocating). */
 export const MAX_FRAME_PAYLOAD = 4 * 1024 * 1024;
 /** First frame type available to transfer/. */
@@ -66,3 +94,14 @@ export const FIRST_TRANSFER_FRAME_TYPE = 0x10;
  * sealed-output buffers on it (modes/stdio-duplex.ts carries ssh's pipes this way).
  */
 export const WRITES_RELEASE_BUFFERS: unique symbol = Symbol.for('ferry.writesReleaseBuffers');
+
+/**
+ * A method on a duplex that is not itself a socket but reads from one (modes/stdio-duplex.ts:
+ * ssh's pipes): switch to reading into `buf` as secure/socket-reads.ts does for a socket,
+ * each read lent to `onRead` until it returns (false pauses; the duplex's `resume()` starts
+ * again). True when switched; false leaves the duplex's 'data' events as they were.
+ */
+export const READS_INTO_BUFFER: unique symbol = Symbol.for('ferry.readsIntoBuffer');
+export interface ReadsIntoBuffer {
+  [READS_INTO_BUFFER](buf: Buffer, onRead: (bytes: Buffer) => boolean): boolean;
+}

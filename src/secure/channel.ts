@@ -14,7 +14,7 @@
  * once 64 KiB are pending or at the end of the current tick, so many small frames
  * share records and one large frame is one write of many records. Received chunks
  * are opened straight into the frame being assembled where they fit, else in place. On a TCP
- * socket every read lands in the same buffer of ours (socket-reads.ts: no fresh
+ * socket, and on ssh's pipes, every read lands in the same buffer of ours (socket-reads.ts: no fresh
  * 64 KiB allocation per read for the garbage collector to free), so the received
  * bytes are only lent: each frame leaves the decoder as a copy (a large one in a
  * reusable buffer that the consumer releases), and a record split across reads is
@@ -56,7 +56,7 @@ import { Socket } from 'node:net';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameTypes, LAST_RESERVED_FRAME_TYPE, encodeFrame } from '../wire/frame.js';
 import type { ChannelInfo, Frame, FrameChannel } from './channel-api.js';
-import { MAX_FRAME_PAYLOAD, WRITES_RELEASE_BUFFERS } from './channel-api.js';
+import { MAX_FRAME_PAYLOAD, READS_INTO_BUFFER, WRITES_RELEASE_BUFFERS, type ReadsIntoBuffer } from './channel-api.js';
 import { clientHandshake, serverHandshake, type HandshakeAuth } from './handshake.js';
 import { nextTrafficSecret, trafficKeys } from './key-schedule.js';
 import { MAX_RECORD_PLAINTEXT, RecordOpener, RecordSealer, sealedLength } from './record-layer.js';
@@ -119,7 +119,7 @@ const RX_HIGH_WATER = 16 * 1024 * 1024;
 const TX_POOL_MAX = 4;
 const TX_POOL_UNIT = 1024 * 1024;
 const RX_LOW_WATER = 4 * 1024 * 1024;
-/** The one buffer a TCP socket reads into (socket-reads.ts), reused for every read. */
+/** The one buffer a TCP socket or ssh's pipe reads into (socket-reads.ts), reused for every read. */
 const RX_READ_BYTES = 256 * 1024;
 /**
  * The receive queue is bounded in frames too: a frame with an empty payload costs a
@@ -313,7 +313,7 @@ class Channel implements SecureChannel {
   #qHead = 0;
   #queuedBytes = 0;
   #paused = false;
-  /** Reads land in one reused buffer (socket-reads.ts) rather than 'data' events. */
+  /** Reads land in one reused buffer (socket-reads.ts, or the stream's READS_INTO_BUFFER) rather than 'data' events. */
   #userReads = false;
   #ended = false; // peer's END seen
   #failure: Error | null = null;
@@ -359,7 +359,8 @@ class Channel implements SecureChannel {
     for (const c of s.leftover) this.#onData(c);
     // What the stream buffered while paused after the handshake comes first.
     for (let c = stream.read() as Buffer | null; c !== null; c = stream.read() as Buffer | null) this.#onData(c);
-    this.#userReads = readIntoBuffer(stream, Buffer.allocUnsafeSlow(RX_READ_BYTES), this.#onRead);
+    const readBuf = Buffer.allocUnsafeSlow(RX_READ_BYTES);
+    this.#userReads = readIntoBuffer(stream, readBuf, this.#onRead) || (stream as Partial<ReadsIntoBuffer>)[READS_INTO_BUFFER]?.(readBuf, this.#onRead) === true;
     if (!this.#userReads) stream.on('data', this.#onData);
     stream.resume();
   }

@@ -80,7 +80,7 @@ import type { Duplex } from 'node:stream';
 import { ErrorCodes, FerryError, cleanForDisplay, isFerryError, type ErrorCode } from '../core/errors.js';
 import { BufferList } from '../wire/frame.js';
 import { HELLO_BYTES, MAGIC, PROTOCOL_VERSION, checkHelloPrefix, encodeHello, guessProtocol, parseHello } from '../wire/hello.js';
-import { deriveSessionSecrets, finishedMac, macEqual, sha256 } from './key-schedule.js';
+import { deriveSessionSecrets, finishedMac, macEqual, sha256, type SessionSecrets } from './key-schedule.js';
 
 export const MsgTypes = {
   CLIENT_SHARE: 0x01,
@@ -149,8 +149,7 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
   const io = new HandshakeIO(stream, opts);
   try {
     const sid = randomBytes(SID_BYTES);
-    const myFlags = flagsOf(opts);
-    const cpace = startCPace('a', opts.secret, CI, sid, Buffer.from([myFlags]));
+    const cpace = startCPace('a', opts.secret, CI, sid, Buffer.from([flagsOf(opts)]));
     const myHello = encodeHello();
     const clientShare = encodeMessage(MsgTypes.CLIENT_SHARE, Buffer.concat([sid, cpace.msg]));
     io.write(Buffer.concat([myHello, clientShare]));
@@ -160,26 +159,7 @@ export async function clientHandshake(stream: Duplex, opts: HandshakeOptions): P
     const result = cpace.finish(serverShare.body);
     if (result === null) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent an invalid CPace share');
     const thInput = Buffer.concat([myHello, clientShare, peerHello, serverShare.raw]);
-    const th = sha256(thInput);
-    const secrets = deriveSessionSecrets(result.isk, th);
-
-    const serverConfirm = await io.readMessage(MsgTypes.SERVER_CONFIRM);
-    if (!macEqual(serverConfirm.body, finishedMac(secrets.serverFinishedKey, th))) {
-      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
-    }
-    // Prove the secret before anything else, even when about to refuse the peer's
-    // flags: the server counts every handshake that ends without a valid mac_c as a
-    // failed guess, and a peer that knows the secret is not a guesser.
-    const th2 = sha256(thInput, serverConfirm.raw);
-    io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, th2)));
-    const plainInSsh = agreeFlags(io, result.peerAD, opts);
-    return {
-      txSecret: secrets.clientTraffic,
-      rxSecret: secrets.serverTraffic,
-      sessionBinding: secrets.binding,
-      leftover: io.release(),
-      plainInSsh,
-    };
+    return await confirmAsClient(io, opts, thInput, (th) => deriveSessionSecrets(result.isk, th), result.peerAD);
   } finally {
     io.stop();
   }
@@ -196,38 +176,12 @@ export async function serverHandshake(stream: Duplex, opts: HandshakeOptions): P
     const clientShare = await io.readMessage(MsgTypes.CLIENT_SHARE);
     if (clientShare.body.length <= SID_BYTES) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a short ClientShare');
     const sid = clientShare.body.subarray(0, SID_BYTES);
-    const myFlags = flagsOf(opts);
-    const cpace = startCPace('b', opts.secret, CI, sid, Buffer.from([myFlags]));
+    const cpace = startCPace('b', opts.secret, CI, sid, Buffer.from([flagsOf(opts)]));
     const result = cpace.finish(clientShare.body.subarray(SID_BYTES));
     if (result === null) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent an invalid CPace share');
     const serverShare = encodeMessage(MsgTypes.SERVER_SHARE, cpace.msg);
     const thInput = Buffer.concat([peerHello, clientShare.raw, myHello, serverShare]);
-    const th = sha256(thInput);
-    const secrets = deriveSessionSecrets(result.isk, th);
-    const serverConfirm = encodeMessage(MsgTypes.SERVER_CONFIRM, finishedMac(secrets.serverFinishedKey, th));
-    // From here on the client can check its guess of the secret against mac_s, so
-    // whatever ends this handshake short of a valid mac_c (a disconnect, a reset, a
-    // timeout, a Notice, garbage) is a failed guess: FERRY_E_AUTH, which the listener
-    // counts and throttles (modes/recv.ts).
-    io.write(Buffer.concat([serverShare, serverConfirm]));
-
-    let clientConfirm: { body: Buffer; raw: Buffer };
-    try {
-      clientConfirm = await io.readMessage(MsgTypes.CLIENT_CONFIRM);
-    } catch (e) {
-      throw unprovenAfterConfirm(opts.peer, e);
-    }
-    if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
-      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
-    }
-    const plainInSsh = agreeFlags(io, result.peerAD, opts);
-    return {
-      txSecret: secrets.serverTraffic,
-      rxSecret: secrets.clientTraffic,
-      sessionBinding: secrets.binding,
-      leftover: io.release(),
-      plainInSsh,
-    };
+    return await confirmAsServer(io, opts, thInput, serverShare, (th) => deriveSessionSecrets(result.isk, th), result.peerAD);
   } finally {
     io.stop();
   }
@@ -246,16 +200,7 @@ async function clientPskHandshake(stream: Duplex, opts: HandshakeOptions): Promi
     const serverNonce = await io.readMessage(MsgTypes.SERVER_NONCE);
     if (serverNonce.body.length !== NONCE_BYTES + 1) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a malformed ServerNonce');
     const thInput = Buffer.concat([myHello, clientNonce, peerHello, serverNonce.raw]);
-    const th = sha256(thInput);
-    const secrets = deriveSessionSecrets(key, th, 'psk');
-
-    const serverConfirm = await io.readMessage(MsgTypes.SERVER_CONFIRM);
-    if (!macEqual(serverConfirm.body, finishedMac(secrets.serverFinishedKey, th))) {
-      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
-    }
-    io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm.raw))));
-    const plainInSsh = agreeFlags(io, serverNonce.body.subarray(NONCE_BYTES), opts);
-    return { txSecret: secrets.clientTraffic, rxSecret: secrets.serverTraffic, sessionBinding: secrets.binding, leftover: io.release(), plainInSsh };
+    return await confirmAsClient(io, opts, thInput, (th) => deriveSessionSecrets(key, th, 'psk'), serverNonce.body.subarray(NONCE_BYTES));
   } finally {
     io.stop();
   }
@@ -273,25 +218,68 @@ async function serverPskHandshake(stream: Duplex, opts: HandshakeOptions): Promi
     if (clientNonce.body.length !== NONCE_BYTES + 1) throw io.fatal(ErrorCodes.PROTOCOL, NoticeCodes.PROTOCOL, 'sent a malformed ClientNonce');
     const serverNonce = encodeMessage(MsgTypes.SERVER_NONCE, Buffer.concat([randomBytes(NONCE_BYTES), Buffer.from([flagsOf(opts)])]));
     const thInput = Buffer.concat([peerHello, clientNonce.raw, myHello, serverNonce]);
-    const th = sha256(thInput);
-    const secrets = deriveSessionSecrets(key, th, 'psk');
-    const serverConfirm = encodeMessage(MsgTypes.SERVER_CONFIRM, finishedMac(secrets.serverFinishedKey, th));
-    io.write(Buffer.concat([serverNonce, serverConfirm]));
-
-    let clientConfirm: { body: Buffer; raw: Buffer };
-    try {
-      clientConfirm = await io.readMessage(MsgTypes.CLIENT_CONFIRM);
-    } catch (e) {
-      throw unprovenAfterConfirm(opts.peer, e);
-    }
-    if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
-      throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
-    }
-    const plainInSsh = agreeFlags(io, clientNonce.body.subarray(NONCE_BYTES), opts);
-    return { txSecret: secrets.serverTraffic, rxSecret: secrets.clientTraffic, sessionBinding: secrets.binding, leftover: io.release(), plainInSsh };
+    return await confirmAsServer(io, opts, thInput, serverNonce, (th) => deriveSessionSecrets(key, th, 'psk'), clientNonce.body.subarray(NONCE_BYTES));
   } finally {
     io.stop();
   }
+}
+
+/** Session secrets from the transcript hash: CPace's ISK or the PSK, each under its own HKDF salt. */
+type DeriveSecrets = (th: Buffer) => SessionSecrets;
+
+/**
+ * The client's key confirmation, the same after CPace and PSK: derive the secrets from
+ * the transcript, check the server's mac_s, send mac_c (over the transcript and
+ * ServerConfirm), then check the peer's flags.
+ */
+async function confirmAsClient(io: HandshakeIO, opts: HandshakeOptions, thInput: Buffer, derive: DeriveSecrets, peerFlags: Buffer): Promise<HandshakeResult> {
+  const th = sha256(thInput);
+  const secrets = derive(th);
+  const serverConfirm = await io.readMessage(MsgTypes.SERVER_CONFIRM);
+  if (!macEqual(serverConfirm.body, finishedMac(secrets.serverFinishedKey, th))) {
+    throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
+  }
+  // Prove the secret before anything else, even when about to refuse the peer's
+  // flags: the server counts every handshake that ends without a valid mac_c as a
+  // failed guess, and a peer that knows the secret is not a guesser.
+  io.write(encodeMessage(MsgTypes.CLIENT_CONFIRM, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm.raw))));
+  const plainInSsh = agreeFlags(io, peerFlags, opts);
+  return { txSecret: secrets.clientTraffic, rxSecret: secrets.serverTraffic, sessionBinding: secrets.binding, leftover: io.release(), plainInSsh };
+}
+
+/**
+ * The server's key confirmation, the same after CPace and PSK: derive the secrets from
+ * the transcript, send `myShare` (the transcript's last message) with mac_s in one
+ * write, check the client's mac_c, then check the peer's flags.
+ */
+async function confirmAsServer(
+  io: HandshakeIO,
+  opts: HandshakeOptions,
+  thInput: Buffer,
+  myShare: Buffer,
+  derive: DeriveSecrets,
+  peerFlags: Buffer,
+): Promise<HandshakeResult> {
+  const th = sha256(thInput);
+  const secrets = derive(th);
+  const serverConfirm = encodeMessage(MsgTypes.SERVER_CONFIRM, finishedMac(secrets.serverFinishedKey, th));
+  // From here on the client can check its guess of the secret against mac_s, so
+  // whatever ends this handshake short of a valid mac_c (a disconnect, a reset, a
+  // timeout, a Notice, garbage) is a failed guess: FERRY_E_AUTH, which the listener
+  // counts and throttles (modes/recv.ts).
+  io.write(Buffer.concat([myShare, serverConfirm]));
+
+  let clientConfirm: { body: Buffer; raw: Buffer };
+  try {
+    clientConfirm = await io.readMessage(MsgTypes.CLIENT_CONFIRM);
+  } catch (e) {
+    throw unprovenAfterConfirm(opts.peer, e);
+  }
+  if (!macEqual(clientConfirm.body, finishedMac(secrets.clientFinishedKey, sha256(thInput, serverConfirm)))) {
+    throw io.fatal(ErrorCodes.AUTH, NoticeCodes.AUTH, authFailedText(opts.peer));
+  }
+  const plainInSsh = agreeFlags(io, peerFlags, opts);
+  return { txSecret: secrets.serverTraffic, rxSecret: secrets.clientTraffic, sessionBinding: secrets.binding, leftover: io.release(), plainInSsh };
 }
 
 /** A PSK is a full-entropy key of exactly PSK_BYTES: anything else is a programming error. */

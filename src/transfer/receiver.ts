@@ -91,7 +91,7 @@ import { nativePublisher, writeSmallFileSync, type NativePublisher, type Part, t
 /** Files up to this size that arrive whole are published by fs/small-files.ts (in native batches, or synchronously). */
 const SMALL_SYNC_MAX = 256 * 1024;
 /** A native publish batch goes out at this many files or bytes, or at the end of the event-loop turn. */
-const PUBLISH_BATCH_FILES = 64;
+const PUBLISH_BATCH_FILES = 256;
 const PUBLISH_BATCH_BYTES = 4 * 1024 * 1024;
 
 export interface ReceiverEvents {
@@ -409,11 +409,14 @@ export class ReceiverSession {
       await this.#flushReports();
       this.#summarySent = true;
       await this.#sendControl(MsgType.SUMMARY, encodeSummary(this.#counts));
-      // The sender closes every stream once it has the summary.
+      // Nothing more to say: our END goes with the summary, so the sender can finish as
+      // soon as it reads them rather than a round trip later. It closes every stream
+      // once it has the summary.
+      const closed = Promise.all(this.#channels.map((c) => c.close().catch(() => undefined)));
       await controlLoop;
       await Promise.all(this.#extra.values());
       if (this.#fatal) throw this.#fatal;
-      await Promise.all(this.#channels.map((c) => c.close().catch(() => undefined)));
+      await closed;
     } catch (e) {
       throw this.#fail(e);
     }

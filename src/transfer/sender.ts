@@ -148,7 +148,7 @@ const SMALL_FILE_MAX = 256 * 1024;
 const PREFETCH_FILES = 256;
 const PREFETCH_BYTES = 8 * 1024 * 1024;
 /** Small files go to a reader thread in batches of at most this many files and bytes. */
-const READ_BATCH_FILES = 16;
+const READ_BATCH_FILES = 64;
 const READ_BATCH_BYTES = 1024 * 1024;
 const MANIFEST_BATCH = 1024;
 const MANIFEST_FLUSH_MS = 20;
@@ -282,26 +282,92 @@ export async function runSender(
       ...(opts.partialDir !== undefined ? { partialDir: opts.partialDir } : {}),
     }),
   );
-  const controlFrames = control.frames()[Symbol.asyncIterator]();
-  let first = await controlFrames.next();
-  // A busy receiver first says that we are queued (and repeats it while we wait, which
-  // also keeps the channel's idle timer from firing): report it once.
-  let queued = false;
-  while (!first.done && first.value.type === MsgType.QUEUED) {
-    if (first.value.payload.length !== 0) throw protocol('QUEUED with a payload');
-    if (!queued) ev.onQueued?.();
-    queued = true;
-    first = await controlFrames.next();
-  }
-  if (first.done) throw new FerryError(ErrorCodes.CONNECT, 'receiver closed the session before accepting it');
-  if (first.value.type === MsgType.ERROR) {
-    const m = decodeError(first.value.payload);
-    throw remoteError(m.code, m.message);
-  }
-  if (first.value.type !== MsgType.SESSION_OK) throw protocol(`expected SESSION_OK, got frame type ${first.value.type}`);
-  const token = decodeSessionOk(first.value.payload);
+  // --- 2. The manifest, streamed while the walk runs -----------------------------------
+  // It follows SESSION at once, without waiting for SESSION_OK: the receiver reads it
+  // once it has accepted the session, so the first decisions come back one round trip
+  // after SESSION rather than two (docs/PROTOCOL.md, "Pipelining"). A refused session
+  // fails the channel, and the walk stops at its next send.
+  // Entries are kept as the walk made them (the batch is a list of references) and
+  // encoded straight from them when the batch goes out (no WireEntry per entry).
+  const sendManifest = async (): Promise<void> => {
+    try {
+      const enc = new ManifestEncoder(opts.checksum, fields);
+      let batch: SourceEntry[] = [];
+      let batchXattrs: Array<Array<[string, Buffer]> | undefined> = [];
+      let batchFirst = 0;
+      let batchStarted = Date.now();
+      const flushManifest = async (): Promise<void> => {
+        if (batch.length === 0) return;
+        const b = batch;
+        const xs = batchXattrs;
+        batch = [];
+        batchXattrs = [];
+        const hashes = opts.checksum ? await hashEntries(b) : undefined;
+        for (let i = 0; i < b.length; i++) enc.add(b[i]!, hashes?.[i], xs[i]);
+        await control.send(MsgType.MANIFEST, enc.finish(batchFirst, ownerNames?.take()));
+        ev.onManifest?.(core.fileCount, core.bytesTotal, false);
+      };
+      for await (const group of entries) {
+        if (fatal) break;
+        for (const e of group) {
+          const index = core.list(e);
+          if (batch.length === 0) {
+            batchFirst = index;
+            batchStarted = Date.now();
+          }
+          if (ownerNames) ownerNames.note(e.uid ?? 0, e.gid ?? 0);
+          if (opts.xattrs && (e.kind === 'file' || e.kind === 'dir')) {
+            try {
+              batchXattrs[batch.length] = allowedXattrs(readXattrs(e.absPath, false, opts.xattrs), opts.xattrs).slice(0, MAX_XATTRS_PER_ENTRY);
+            } catch (x) {
+              // The entry still goes; without its attributes, and the user is told.
+              const err = fromSystemError(x, 'read', e.path);
+              warnings.push(err);
+              ev.onWarning?.(err);
+            }
+          }
+          batch.push(e);
+          if (batch.length >= MANIFEST_BATCH || Date.now() - batchStarted > MANIFEST_FLUSH_MS) await flushManifest();
+        }
+      }
+      if (fatal) throw fatal;
+      await flushManifest();
+      await control.send(MsgType.MANIFEST_END, encodeCount(core.endManifest()));
+      ev.onManifest?.(core.fileCount, core.bytesTotal, true);
+      maybeCloseQueue();
+    } catch (e) {
+      throw fail(e);
+    }
+  };
+  const manifestSent = sendManifest();
+  manifestSent.catch(() => undefined);
 
-  // --- 2. The control reader: decisions, commits, failures, summary -----------------
+  // --- 3. The receiver's answer: SESSION_OK, after QUEUED while it is busy --------------
+  const controlFrames = control.frames()[Symbol.asyncIterator]();
+  const accept = async (): Promise<Uint8Array> => {
+    let first = await controlFrames.next();
+    // A busy receiver first says that we are queued (and repeats it while we wait, which
+    // also keeps the channel's idle timer from firing): report it once.
+    let queued = false;
+    while (!first.done && first.value.type === MsgType.QUEUED) {
+      if (first.value.payload.length !== 0) throw protocol('QUEUED with a payload');
+      if (!queued) ev.onQueued?.();
+      queued = true;
+      first = await controlFrames.next();
+    }
+    if (first.done) throw new FerryError(ErrorCodes.CONNECT, 'receiver closed the session before accepting it');
+    if (first.value.type === MsgType.ERROR) {
+      const m = decodeError(first.value.payload);
+      throw remoteError(m.code, m.message);
+    }
+    if (first.value.type !== MsgType.SESSION_OK) throw protocol(`expected SESSION_OK, got frame type ${first.value.type}`);
+    return decodeSessionOk(first.value.payload);
+  };
+  const token = await accept().catch((e) => {
+    throw fail(e);
+  });
+
+  // --- 4. The control reader: decisions, commits, failures, summary -----------------
   const onDecisions = (payload: Uint8Array): void => {
     const { jobs, skipped } = core.onDecisions(decodeDecisions(payload));
     for (const f of skipped) ev.onFileDone?.(f.entry, 'skipped', f.entry.size);
@@ -356,7 +422,7 @@ export async function runSender(
   });
   controlReader.catch(() => undefined);
 
-  // --- 3. Extra streams -------------------------------------------------------------
+  // --- 5. Extra streams -------------------------------------------------------------
   const extraReaders: Promise<void>[] = [];
   const drainExtra = async (ch: FrameChannel): Promise<void> => {
     for await (const f of ch.frames()) {
@@ -389,7 +455,7 @@ export async function runSender(
     if (fatal) throw fatal;
   }
 
-  // --- 4. Stream workers ------------------------------------------------------------
+  // --- 6. Stream workers ------------------------------------------------------------
   const reader = new FileReader();
   readerToClose = reader;
   const zeroSparse = (e: SourceEntry): boolean => e.allocated < e.size;
@@ -568,60 +634,8 @@ export async function runSender(
   );
   for (const w of workers) w.catch(() => undefined);
 
-  // --- 5. The manifest, streamed while the walk runs -----------------------------------
-  // Entries are kept as the walk made them (the batch is a list of references) and
-  // encoded straight from them when the batch goes out (no WireEntry per entry).
-  try {
-    const enc = new ManifestEncoder(opts.checksum, fields);
-    let batch: SourceEntry[] = [];
-    let batchXattrs: Array<Array<[string, Buffer]> | undefined> = [];
-    let batchFirst = 0;
-    let batchStarted = Date.now();
-    const flushManifest = async (): Promise<void> => {
-      if (batch.length === 0) return;
-      const b = batch;
-      const xs = batchXattrs;
-      batch = [];
-      batchXattrs = [];
-      const hashes = opts.checksum ? await hashEntries(b) : undefined;
-      for (let i = 0; i < b.length; i++) enc.add(b[i]!, hashes?.[i], xs[i]);
-      await control.send(MsgType.MANIFEST, enc.finish(batchFirst, ownerNames?.take()));
-      ev.onManifest?.(core.fileCount, core.bytesTotal, false);
-    };
-    for await (const group of entries) {
-      if (fatal) break;
-      for (const e of group) {
-        const index = core.list(e);
-        if (batch.length === 0) {
-          batchFirst = index;
-          batchStarted = Date.now();
-        }
-        if (ownerNames) ownerNames.note(e.uid ?? 0, e.gid ?? 0);
-        if (opts.xattrs && (e.kind === 'file' || e.kind === 'dir')) {
-          try {
-            batchXattrs[batch.length] = allowedXattrs(readXattrs(e.absPath, false, opts.xattrs), opts.xattrs).slice(0, MAX_XATTRS_PER_ENTRY);
-          } catch (x) {
-            // The entry still goes; without its attributes, and the user is told.
-            const err = fromSystemError(x, 'read', e.path);
-            warnings.push(err);
-            ev.onWarning?.(err);
-          }
-        }
-        batch.push(e);
-        if (batch.length >= MANIFEST_BATCH || Date.now() - batchStarted > MANIFEST_FLUSH_MS) await flushManifest();
-      }
-    }
-    if (fatal) throw fatal;
-    await flushManifest();
-    await control.send(MsgType.MANIFEST_END, encodeCount(core.endManifest()));
-    ev.onManifest?.(core.fileCount, core.bytesTotal, true);
-    maybeCloseQueue();
-  } catch (e) {
-    throw fail(e);
-  }
-
-  // --- 6. Wait for the data to go out and the receiver to confirm -----------------------
-  await Promise.all(workers).catch((e) => {
+  // --- 7. Wait for the data to go out and the receiver to confirm -----------------------
+  await Promise.all([manifestSent, ...workers]).catch((e) => {
     throw fail(e);
   });
   await summaryArrived;

@@ -19,6 +19,20 @@
  * then ends the server side and resets the client side (`cutAfterBytesDown` does the
  * same for server→client), which is how tests produce a connection lost mid-transfer.
  *
+ * Connection set-up costs what TCP's does: the client's first byte reaches the
+ * server three one-way delays after the proxy accepted (SYN, SYN-ACK, then the
+ * data), the server's first byte reaches the client one delay after that. The
+ * kernel completes the client's connect() at once; only the bytes wait.
+ *
+ * Round trips are counted without a clock: every chunk gets a flight number, one
+ * more than the highest flight delivered to the side that sent it before it was
+ * sent (a side that answers what it received is one flight further; bytes written
+ * without waiting for anything stay in their flight). On a strictly request/reply
+ * exchange the last flight is the number of one-way trips the session cost; a
+ * side that keeps streaming while replies come back climbs flights with time, so
+ * tests read flights where nothing streams (the set-up and the end). `trace(i)`
+ * gives connection i's chunks in delivery order.
+ *
  * Each accepted connection gets its own pair of pipes, so parallel streams are
  * handled independently. Timers re-check the clock, so nothing is ever released
  * early (setTimeout may fire a millisecond soon).
@@ -42,6 +56,13 @@ export interface ProxyOptions {
   cutAfterBytesDown?: number;
 }
 
+/** One chunk as delivered: its direction, size and flight (see the essay). */
+export interface TraceChunk {
+  dir: 'up' | 'down';
+  bytes: number;
+  flight: number;
+}
+
 export interface Proxy {
   port: number;
   /** Client→server bytes delivered so far, all connections. */
@@ -50,12 +71,21 @@ export interface Proxy {
   readonly bytesDown: number;
   /** Connections accepted so far. */
   readonly connections: number;
+  /** Connection i's chunks (0 = the first accepted), in the order they were delivered. */
+  trace(i: number): readonly TraceChunk[];
   close(): Promise<void>;
 }
 
 interface Pending {
   buf: Buffer;
   releaseAt: number;
+  flight: number;
+}
+
+/** The highest flight delivered to each end of one connection so far. */
+interface Flights {
+  client: number;
+  server: number;
 }
 
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
@@ -65,9 +95,14 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     options.bufferBytes ?? (rate !== undefined ? Math.max(64 * 1024, Math.ceil((rate * delay) / 1000)) : 4 * 1024 * 1024);
   const totals = { up: 0, down: 0, connections: 0 };
   const sockets = new Set<Socket>();
+  const traces: TraceChunk[][] = [];
 
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
     totals.connections++;
+    const trace: TraceChunk[] = [];
+    traces.push(trace);
+    const flights: Flights = { client: 0, server: 0 };
+    const accepted = performance.now();
     const upstream = connect({ port: options.targetPort, host: options.targetHost ?? '127.0.0.1', allowHalfOpen: true });
     sockets.add(client);
     sockets.add(upstream);
@@ -91,8 +126,11 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
       to.end(() => to.destroy());
       from.resetAndDestroy();
     };
-    const up = pipe(client, upstream, (n) => (totals.up += n), options.cutAfterBytes, () => cut(client, upstream));
-    const down = pipe(upstream, client, (n) => (totals.down += n), options.cutAfterBytesDown, () => cut(upstream, client));
+    // TCP's set-up: the client's bytes leave after SYN and SYN-ACK, the server's after the ACK.
+    const up = pipe(client, upstream, { dir: 'up', from: 'client', to: 'server', flights, trace, notBefore: accepted + 2 * delay },
+      (n) => (totals.up += n), options.cutAfterBytes, () => cut(client, upstream));
+    const down = pipe(upstream, client, { dir: 'down', from: 'server', to: 'client', flights, trace, notBefore: accepted + 3 * delay },
+      (n) => (totals.down += n), options.cutAfterBytesDown, () => cut(upstream, client));
     for (const s of [client, upstream]) {
       s.on('error', kill);
       s.on('close', () => {
@@ -105,10 +143,20 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     upstream.once('connect', () => client.resume());
   });
 
-  function pipe(from: Socket, to: Socket, count: (n: number) => void, cutAfter: number | undefined, onCut: () => void) {
+  interface Side {
+    dir: TraceChunk['dir'];
+    from: keyof Flights;
+    to: keyof Flights;
+    flights: Flights;
+    trace: TraceChunk[];
+    /** Nothing leaves before this (connection set-up). */
+    notBefore: number;
+  }
+
+  function pipe(from: Socket, to: Socket, side: Side, count: (n: number) => void, cutAfter: number | undefined, onCut: () => void) {
     const queue: Pending[] = [];
     let queued = 0;
-    let lastSent = 0; // when the previous chunk finished serialising
+    let lastSent = side.notBefore; // when the previous chunk finished serialising
     let forwarded = 0; // bytes accepted toward the cut limit
     let ended = false;
     let cutPending = false;
@@ -132,12 +180,12 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
       }
       forwarded += chunk.length;
       const now = performance.now();
-      let leaves = now;
+      let leaves = Math.max(now, side.notBefore);
       if (rate !== undefined) {
         lastSent = Math.max(now, lastSent) + (chunk.length * 1000) / rate;
         leaves = lastSent;
       }
-      queue.push({ buf: chunk, releaseAt: leaves + delay });
+      queue.push({ buf: chunk, releaseAt: leaves + delay, flight: side.flights[side.from] + 1 });
       queued += chunk.length;
       if (queued >= cap) from.pause();
       schedule();
@@ -175,9 +223,11 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
       const now = performance.now();
       let ok = true;
       while (queue.length > 0 && queue[0]!.releaseAt <= now && ok) {
-        const { buf } = queue.shift()!;
+        const { buf, flight } = queue.shift()!;
         queued -= buf.length;
         count(buf.length);
+        side.flights[side.to] = Math.max(side.flights[side.to], flight);
+        side.trace.push({ dir: side.dir, bytes: buf.length, flight });
         ok = to.write(buf);
       }
       if (queued < cap && !cutPending && !ended) from.resume();
@@ -212,6 +262,9 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     },
     get connections() {
       return totals.connections;
+    },
+    trace(i: number): readonly TraceChunk[] {
+      return traces[i] ?? [];
     },
     close(): Promise<void> {
       for (const s of sockets) s.destroy();
