@@ -227,7 +227,9 @@ const FAULTS = ['flip', 'drop', 'duplicate', 'reorder', 'cut'] as const;
     test(`records (seed ${SEED} #${k}): ${fault} of ${dir} record at ${(pos * 100).toFixed(1)}% of the session: both sides fail, no wrong final file`, async () => {
       const b = await untouched();
       // The last record of each direction is its authenticated end; stay before it (after it the session is over).
-      const at = Math.floor(pos * Math.max(1, b[dir] - 2));
+      // One more record of margin: how frames coalesce into records varies from run to run (the receiver's end of
+      // stream may share a record with its SUMMARY), so a faulted run may have one record fewer than the untouched one.
+      const at = Math.floor(pos * Math.max(1, b[dir] - 3));
       let held: Buffer | null = null;
       let done = false;
       let applied = false;
