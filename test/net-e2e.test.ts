@@ -62,6 +62,27 @@ test('send/recv over loopback: every entry type and metadata; -P 1 and -P 4 iden
   assert.ok((j['skipped'] as number) > 200);
 });
 
+test('a no-op re-run with -P 4 ends cleanly: streams that join after the summary are ended, not cut', async () => {
+  // With nothing to send the receiver decides from the manifest alone and sends its
+  // summary while the sender is still opening its extra streams. Those used to be
+  // cut on arrival, and the sender failed with FERRY_E_INTEGRITY or ECONNRESET.
+  const root = await tmpDir('ferry-net-noop-P-');
+  const src = path.join(root, 'src');
+  const dst = path.join(root, 'dst');
+  await makeTree(src, { 'a.bin': Buffer.alloc(200_000, 1), 'b.bin': Buffer.alloc(300_000, 2) });
+  const first = await transfer(`${src}/`, dst, ['-P', '4']);
+  assert.equal(first.send.code, 0, first.send.stderr);
+  for (let i = 0; i < 4; i++) {
+    const r = await transfer(`${src}/`, dst, ['-P', '4', '--json'], ['--json']);
+    assert.equal(r.send.code, 0, `run ${i}: ${r.send.stderr}`);
+    assert.equal(r.recv.code, 0, `run ${i}: ${r.recv.stderr}`);
+    const j = lastJson(r.send.stdout);
+    assert.equal(j['committed'], 0);
+    assert.equal(j['skipped'], 2);
+  }
+  assert.deepEqual(await compareTrees(src, dst), []);
+});
+
 test('SRC without a trailing slash arrives as DST/<name>; --delete, --exclude and --checksum', async () => {
   const root = await tmpDir('ferry-net-');
   const src = path.join(root, 'tree');

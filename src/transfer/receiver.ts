@@ -135,6 +135,18 @@ const RESOLVED: Promise<void> = Promise.resolve();
 
 /** Holes are hashed in slices of this many zero bytes, yielding to the event loop between them. */
 const HOLE_SLICE = 16 * 1024 * 1024;
+/** How long a session that announced extra streams waits, after the sender's END, for one that never joined. */
+const JOIN_GRACE_MS = 10_000;
+
+/** `p`, or nothing once `ms` have passed (the timer does not keep the process alive). */
+function graceful(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((r) => {
+    timer = setTimeout(r, ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 export interface ReceiverResult {
   summary: SummaryMsg;
@@ -220,6 +232,9 @@ export class ReceiverSession {
   #summarySent = false;
   #allResolved!: () => void;
   readonly #allResolvedP = new Promise<void>((r) => (this.#allResolved = r));
+  /** Every extra stream the SESSION announced has joined. */
+  #allJoined!: () => void;
+  readonly #allJoinedP = new Promise<void>((r) => (this.#allJoined = r));
   #pendingCommits: number[] = [];
   #pendingFailed: FailedItem[] = [];
   #pendingDeleted: DeletedItem[] = [];
@@ -283,9 +298,15 @@ export class ReceiverSession {
     this.#withPolicy = hasPolicy(this.#policy);
   }
 
-  /** Accept an extra stream of this session (after its JOIN). */
+  /**
+   * Accept an extra stream of this session (after its JOIN). One may join after the
+   * summary went out (a no-op re-run is decided from the manifest alone, before the
+   * sender's extra handshakes end): it is welcome all the same and gets our END at
+   * once, so that the sender sees every stream it opened end cleanly. A cut instead
+   * fails a sender that did nothing wrong.
+   */
   addStream(ch: FrameChannel, frames: AsyncIterator<Frame>, index: number): void {
-    if (this.#fatal || this.#summarySent) {
+    if (this.#fatal) {
       ch.destroy();
       return;
     }
@@ -300,6 +321,8 @@ export class ReceiverSession {
     });
     p.catch(() => undefined);
     this.#extra.set(index, p);
+    if (this.#summarySent) void ch.close().catch(() => undefined);
+    if (this.#extra.size === this.session.streams - 1) this.#allJoined();
   }
 
   #fail(e: unknown): FerryError {
@@ -414,6 +437,11 @@ export class ReceiverSession {
       // once it has the summary.
       const closed = Promise.all(this.#channels.map((c) => c.close().catch(() => undefined)));
       await controlLoop;
+      // The sender opens every stream it announced before it closes the control stream,
+      // but a JOIN travels on its own connection and may still be on its way: wait for
+      // it (a sender that announced more than it opened gets JOIN_GRACE_MS), so that no
+      // stream of this session is cut when we stop.
+      if (this.session.streams > 1) await graceful(this.#allJoinedP, JOIN_GRACE_MS);
       await Promise.all(this.#extra.values());
       if (this.#fatal) throw this.#fatal;
       await closed;
