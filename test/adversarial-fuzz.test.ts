@@ -24,7 +24,7 @@ import { runSender } from '../src/transfer/sender.js';
 import { newHash } from '../src/transfer/hash.js';
 import { checkHelloPrefix, encodeHello, guessProtocol, parseHello } from '../src/wire/hello.js';
 import * as M from '../src/wire/messages.js';
-import { prng } from './secure-helpers.js';
+import { prng } from './support/secure-helpers.js';
 import { dataFor, entry } from './support/hostile-peer.js';
 import { memoryChannelPair } from './support/plain-channel.js';
 import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';

@@ -47,7 +47,7 @@ import {
   writeEnd,
   type WireEntry,
 } from '../src/wire/messages.js';
-import { channelPair, duplexPair } from './secure-helpers.js';
+import { channelPair, duplexPair } from './support/secure-helpers.js';
 import { memoryChannelPair } from './support/plain-channel.js';
 import { sendTo, startRecv } from './support/net-harness.js';
 import { cleanupTmpDirs, makeTree, runFerry, tmpDir } from './support/tree.js';
