@@ -56,19 +56,21 @@ export async function memoryHostileSender(dst: string, opts: ReceiverOptions = {
   return { ch: s, frames, outcome };
 }
 
+/** runSender's options for a plain one-stream transfer with 64 KiB chunks. */
+export const PLAIN_SENDER: Readonly<SenderOptions> = {
+  streams: 1,
+  chunkSize: 65536,
+  checksum: false,
+  delete: false,
+  dryRun: false,
+  excludes: [],
+  preserveSpecial: false,
+};
+
 /** A real sender of the tree at `src` and a hostile receiver: SESSION read, SESSION_OK sent. */
 export async function memoryHostileReceiver(src: string, opts: Partial<SenderOptions> = {}): Promise<MemoryPeer<SenderResult>> {
   const [s, r] = memoryChannelPair();
-  const outcome = runSender(s, walk(await resolveSource(`${src}/`)), {
-    streams: 1,
-    chunkSize: 65536,
-    checksum: false,
-    delete: false,
-    dryRun: false,
-    excludes: [],
-    preserveSpecial: false,
-    ...opts,
-  });
+  const outcome = runSender(s, walk(await resolveSource(`${src}/`)), { ...PLAIN_SENDER, ...opts });
   outcome.catch(() => undefined);
   const frames = r.frames()[Symbol.asyncIterator]();
   await frames.next(); // SESSION
