@@ -24,8 +24,9 @@ import { runSender } from '../src/transfer/sender.js';
 import { newHash } from '../src/transfer/hash.js';
 import { checkHelloPrefix, encodeHello, guessProtocol, parseHello } from '../src/wire/hello.js';
 import * as M from '../src/wire/messages.js';
-import { prng } from './secure-helpers.js';
+import { prng } from './support/secure-helpers.js';
 import { dataFor, entry } from './support/hostile-peer.js';
+import { PLAIN_SENDER } from './support/memory-peers.js';
 import { memoryChannelPair } from './support/plain-channel.js';
 import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
 
@@ -282,7 +283,7 @@ test('fuzz (seed 11004): the sender session, fed mutated receiver replies, ends 
   const files: { index: number; size: number; hash: Buffer }[] = [];
   {
     const [s, r] = memoryChannelPair();
-    const p = runSender(s, walk(await resolveSource(`${src}/`)), { streams: 1, chunkSize: 65536, checksum: false, delete: false, dryRun: false, excludes: [], preserveSpecial: false });
+    const p = runSender(s, walk(await resolveSource(`${src}/`)), PLAIN_SENDER);
     p.catch(() => undefined);
     const it = r.frames()[Symbol.asyncIterator]();
     await it.next();
@@ -308,7 +309,7 @@ test('fuzz (seed 11004): the sender session, fed mutated receiver replies, ends 
     const { list, what } = iter === 0 ? { list: replies(), what: 'unmutated' } : mutateFrames(rnd, replies());
     const where = `seed ${seed} iteration ${iter} (${what})`;
     const [s, r] = memoryChannelPair();
-    const outcome = runSender(s, walk(await resolveSource(`${src}/`)), { streams: 1, chunkSize: 65536, checksum: false, delete: false, dryRun: false, excludes: [], preserveSpecial: false });
+    const outcome = runSender(s, walk(await resolveSource(`${src}/`)), PLAIN_SENDER);
     outcome.catch(() => s.destroy()); // as modes/send.ts does
     const script = (async () => {
       const it = r.frames()[Symbol.asyncIterator]();

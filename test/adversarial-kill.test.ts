@@ -14,7 +14,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { prng } from './secure-helpers.js';
+import { prng } from './support/secure-helpers.js';
 import { startProxy } from './support/delay-proxy.js';
 import { sendTo, startRecv, transfer } from './support/net-harness.js';
 import { cleanupTmpDirs, compareTrees, makeTree, tmpDir, type TreeSpec } from './support/tree.js';

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { isFerryError, type FerryError } from '../src/core/errors.js';
 import { recv, type RecvOutcome } from '../src/modes/recv.js';
 import { send } from '../src/modes/send.js';
-import { prng } from './secure-helpers.js';
+import { prng } from './support/secure-helpers.js';
 import { HOSTILE_SECRET, connectAsSender } from './support/hostile-peer.js';
 import { MsgType, TRANSFER_VERSION, encodeError, encodeSession } from '../src/wire/messages.js';
 import { startRecordProxy, type Direction, type RecordMutation } from './support/record-proxy.js';

@@ -25,7 +25,7 @@ import { sealRecord } from '../src/secure/record-layer.js';
 import { encodeFrame } from '../src/wire/frame.js';
 import { HELLO_BYTES } from '../src/wire/hello.js';
 import { MsgTypes } from '../src/secure/handshake.js';
-import { channelPair, collect, duplexPair } from './secure-helpers.js';
+import { channelPair, collect, duplexPair } from './support/secure-helpers.js';
 import { startRecv, sendTo } from './support/net-harness.js';
 import { cleanupTmpDirs, makeTree, runFerry, tmpDir } from './support/tree.js';
 

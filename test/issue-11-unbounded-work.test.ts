@@ -20,26 +20,18 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { isFerryError } from '../src/core/errors.js';
 import { newContentHash } from '../src/fs/checksum.js';
-import { SafeWriter } from '../src/fs/safe-writer.js';
-import { resolveSource, walk } from '../src/fs/walk.js';
-import type { FrameChannel } from '../src/secure/channel-api.js';
-import { ReceiverSession, readOpening, type ReceiverOptions } from '../src/transfer/receiver.js';
-import { runSender } from '../src/transfer/sender.js';
+import type { ReceiverOptions, ReceiverResult } from '../src/transfer/receiver.js';
 import {
   Action,
   ByteWriter,
   HASH_BYTES,
   MsgType,
-  TRANSFER_VERSION,
   decodeManifest,
   encodeCount,
   encodeDecisions,
   encodeFailed,
   encodeManifest,
-  encodeSession,
-  encodeSessionOk,
   encodeSummary,
   writeAbort,
   writeBegin,
@@ -47,8 +39,8 @@ import {
   writeEnd,
   type WireEntry,
 } from '../src/wire/messages.js';
-import { channelPair, duplexPair } from './secure-helpers.js';
-import { memoryChannelPair } from './support/plain-channel.js';
+import { channelPair, duplexPair } from './support/secure-helpers.js';
+import { expectCode, memoryHostileReceiver, memoryHostileSender, type MemoryPeer } from './support/memory-peers.js';
 import { sendTo, startRecv } from './support/net-harness.js';
 import { cleanupTmpDirs, makeTree, runFerry, tmpDir } from './support/tree.js';
 
@@ -65,41 +57,11 @@ function dir(index: number, p: string): WireEntry {
   return { index, kind: 'dir', path: p, size: 0, mode: 0o755, mtimeNs: NOW };
 }
 
-interface Hostile {
-  ch: FrameChannel;
-  frames: AsyncIterator<{ type: number; payload: Uint8Array }>;
-  outcome: Promise<unknown>;
-}
-
-async function hostileSender(opts: ReceiverOptions = {}): Promise<Hostile & { dst: string }> {
-  const root = await tmpDir('ferry-i11-');
-  const dst = path.join(root, 'dst');
+/** A real receiver (memory-peers.ts) writing into a fresh DST, and the hostile sender's end. */
+async function hostileSender(opts: ReceiverOptions = {}): Promise<MemoryPeer<ReceiverResult> & { dst: string }> {
+  const dst = path.join(await tmpDir('ferry-i11-'), 'dst');
   await fsp.mkdir(dst);
-  const [s, r] = memoryChannelPair();
-  const outcome = (async () => {
-    const o = await readOpening(r);
-    if (o.kind !== 'session') throw new Error('expected session');
-    const sink = await SafeWriter.open(dst);
-    try {
-      return await new ReceiverSession(r, o.frames, o.session, sink, opts).run();
-    } finally {
-      sink.close(); // as modes/recv.ts does
-    }
-  })();
-  outcome.catch(() => undefined);
-  await s.send(MsgType.SESSION, encodeSession({ version: TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
-  const frames = s.frames()[Symbol.asyncIterator]();
-  const first = await frames.next();
-  assert.equal(first.value?.type, MsgType.SESSION_OK);
-  return { ch: s, frames, outcome, dst };
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(isFerryError(e), String(e));
-    assert.equal(e.code, code, e.message);
-    return true;
-  });
+  return { ...(await memoryHostileSender(dst, opts)), dst };
 }
 
 function digest(...parts: Buffer[]): Buffer {
@@ -267,20 +229,7 @@ test('issue 11.4: empty frames do not grow the channel receive queue without lim
 test('issue 11.4: a receiver reporting FAILED twice for one directory is FERRY_E_PROTOCOL at the sender', SAFETY_NET, async () => {
   const root = await tmpDir('ferry-i11-');
   await makeTree(path.join(root, 'src'), { 'd/a.txt': 'aaaa' });
-  const [s, r] = memoryChannelPair();
-  const senderP = runSender(s, walk(await resolveSource(path.join(root, 'src') + '/')), {
-    streams: 1,
-    chunkSize: 65536,
-    checksum: false,
-    delete: false,
-    dryRun: false,
-    excludes: [],
-    preserveSpecial: false,
-  });
-  senderP.catch(() => undefined);
-  const frames = r.frames()[Symbol.asyncIterator]();
-  await frames.next(); // SESSION
-  await r.send(MsgType.SESSION_OK, encodeSessionOk(new Uint8Array(16)));
+  const { ch: r, frames, outcome: senderP } = await memoryHostileReceiver(path.join(root, 'src'));
   const entries: WireEntry[] = [];
   for (;;) {
     const m = await frames.next();

@@ -12,7 +12,7 @@ import { FrameDecoder, encodeFrame } from '../src/wire/frame.js';
 import { RecordOpener, RecordSealer } from '../src/secure/record-layer.js';
 import { readIntoBuffer } from '../src/secure/socket-reads.js';
 import type { TrafficSecret } from '../src/secure/traffic-secret.js';
-import { channelPair, collect, tcpPair } from './secure-helpers.js';
+import { channelPair, collect, tcpPair } from './support/secure-helpers.js';
 
 /** Deterministic chunk sizes in [1, max]. */
 function* sizes(seed: number, max: number): Generator<number> {

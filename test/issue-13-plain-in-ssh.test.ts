@@ -24,7 +24,7 @@ import { establishChannel, PLAIN_IN_SSH_CIPHER } from '../src/secure/channel.js'
 import { clientHandshake } from '../src/secure/handshake.js';
 import { secretBytes } from '../src/secure/secret.js';
 import { FrameTypes, encodeFrame } from '../src/wire/frame.js';
-import { channelPair, collect, duplexPair, tcpPair } from './secure-helpers.js';
+import { channelPair, collect, duplexPair, tcpPair } from './support/secure-helpers.js';
 import { flushesArriveIntact, isCode } from './support/channel-checks.js';
 
 const SECRET = 'correct horse battery staple';

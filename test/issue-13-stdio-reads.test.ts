@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { StdioDuplex } from '../src/modes/stdio-duplex.js';
 import { READS_INTO_BUFFER } from '../src/secure/channel-api.js';
-import { channelPair, collect } from './secure-helpers.js';
+import { channelPair, collect } from './support/secure-helpers.js';
 
 const skip = process.env.FERRY_USER_READS === '0' ? 'FERRY_USER_READS=0 turns lent reads off' : false;
 

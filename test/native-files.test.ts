@@ -21,7 +21,8 @@ import { FerryError } from '../src/core/errors.js';
 import { contentHashOf, contentHashOfJs, newContentHash, newContentHashJs } from '../src/fs/checksum.js';
 import { tempNameFor } from '../src/fs/temp-names.js';
 import { netBatchAddon } from '../src/native/index.js';
-import { nativeSmallReader, type NativeReadTarget } from '../src/transfer/native-files.js';
+import type { SourceIdentity } from '../src/fs/source-file.js';
+import { nativeSmallReader } from '../src/transfer/native-files.js';
 import { nativePublisher } from '../src/fs/small-files.js';
 import { cleanupTmpDirs, tmpDir } from './support/tree.js';
 import { isCI } from './support/tools.js';
@@ -78,7 +79,7 @@ test('content hash: the addon refuses a state it did not write', { skip }, () =>
   assert.ok(out.equals(contentHashOfJs(Buffer.from('abc'))));
 });
 
-async function target(dir: string, name: string, data?: Uint8Array): Promise<NativeReadTarget> {
+async function target(dir: string, name: string, data?: Uint8Array): Promise<SourceIdentity> {
   const absPath = path.join(dir, name);
   if (data) await fsp.writeFile(absPath, data);
   const st = await fsp.lstat(absPath, { bigint: true });
@@ -100,7 +101,7 @@ test('batched reads: bytes and hashes, and the reader threads\' errors for chang
   await fsp.unlink(gone.absPath);
   await fsp.writeFile(path.join(dir, 'real'), 'secret');
   await fsp.symlink(path.join(dir, 'real'), path.join(dir, 'link'));
-  const link: NativeReadTarget = { absPath: path.join(dir, 'link'), path: 'link', size: 6, mtimeNs: 0n };
+  const link: SourceIdentity = { absPath: path.join(dir, 'link'), path: 'link', size: 6, mtimeNs: 0n };
   const r = nativeSmallReader()!;
   const batch = await r.read([a, empty, changed, b, swapped, gone, link]);
   const res = batch.results;

@@ -11,7 +11,7 @@ import { isFerryError } from '../src/core/errors.js';
 import { establishChannel } from '../src/secure/channel.js';
 import { encodeMessage, MsgTypes } from '../src/secure/handshake.js';
 import { encodeHello, MAGIC } from '../src/wire/hello.js';
-import { channelPair, collect, duplexPair, tcpPair } from './secure-helpers.js';
+import { channelPair, collect, duplexPair, tcpPair } from './support/secure-helpers.js';
 import { flushesArriveIntact, isCode, replayFails } from './support/channel-checks.js';
 
 test('TCP loopback: handshake, frames both ways, authenticated end', async () => {

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { isFerryError } from '../src/core/errors.js';
 import { establishChannel } from '../src/secure/channel.js';
 import { RecordOpener, RecordSealer } from '../src/secure/record-layer.js';
-import { channelPair, duplexPair, prng } from './secure-helpers.js';
+import { channelPair, duplexPair, prng } from './support/secure-helpers.js';
 
 const HANDSHAKE_CODES = new Set(['FERRY_E_VERSION', 'FERRY_E_PROTOCOL', 'FERRY_E_AUTH', 'FERRY_E_CONNECT', 'FERRY_E_TIMEOUT']);
 

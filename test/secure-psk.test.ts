@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { establishChannel, type SecureChannel } from '../src/secure/channel.js';
 import { encodeMessage, MsgTypes, PSK_BYTES } from '../src/secure/handshake.js';
 import { encodeHello, HELLO_BYTES } from '../src/wire/hello.js';
-import { channelPair, collect, duplexPair, tcpPair } from './secure-helpers.js';
+import { channelPair, collect, duplexPair, tcpPair } from './support/secure-helpers.js';
 import { isCode, replayFails } from './support/channel-checks.js';
 
 function pskPair(a: Duplex, b: Duplex, clientKey: Uint8Array, serverKey: Uint8Array = clientKey): { client: Promise<SecureChannel>; server: Promise<SecureChannel> } {

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { isFerryError } from '../src/core/errors.js';
-import { channelPair, duplexPair } from './secure-helpers.js';
+import { channelPair, duplexPair } from './support/secure-helpers.js';
 
 /**
  * A tap that reassembles the a→b byte stream into whole records and, once armed,

@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { isFerryError } from '../src/core/errors.js';
-import { FileReader, type ReadTarget } from '../src/transfer/file-reader.js';
+import type { SourceIdentity } from '../src/fs/source-file.js';
+import { FileReader } from '../src/transfer/file-reader.js';
 import { contentHashOf } from '../src/fs/checksum.js';
 import { cleanupTmpDirs, tmpDir } from './support/tree.js';
 
@@ -28,7 +29,7 @@ async function withReader(threads: number, fn: (r: FileReader, dir: string) => P
   }
 }
 
-async function target(dir: string, name: string, data?: Uint8Array): Promise<ReadTarget> {
+async function target(dir: string, name: string, data?: Uint8Array): Promise<SourceIdentity> {
   const absPath = path.join(dir, name);
   if (data) await fsp.writeFile(absPath, data);
   const st = await fsp.lstat(absPath, { bigint: true });
@@ -47,7 +48,7 @@ test('small files: bytes and content hash per file; changed, missing and symlink
   await fsp.unlink(gone.absPath);
   await fsp.writeFile(path.join(dir, 'real'), 'secret');
   await fsp.symlink(path.join(dir, 'real'), path.join(dir, 'link'));
-  const link: ReadTarget = { absPath: path.join(dir, 'link'), path: 'link', size: 6, mtimeNs: 0n };
+  const link: SourceIdentity = { absPath: path.join(dir, 'link'), path: 'link', size: 6, mtimeNs: 0n };
   const res = await r.readSmall([a, empty, changed, b, gone, link]);
   assert.equal(res.length, 6);
   for (const [i, t] of [[0, a], [1, empty], [3, b]] as const) {

@@ -8,13 +8,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { isFerryError } from '../src/core/errors.js';
 import { contentHashOf } from '../src/fs/checksum.js';
-import { SafeWriter } from '../src/fs/safe-writer.js';
-import type { FrameChannel } from '../src/secure/channel-api.js';
-import { ReceiverSession, readOpening } from '../src/transfer/receiver.js';
-import { runSender } from '../src/transfer/sender.js';
-import { resolveSource, walk } from '../src/fs/walk.js';
+import { readOpening } from '../src/transfer/receiver.js';
 import {
   Action,
   ByteWriter,
@@ -22,17 +17,18 @@ import {
   MsgType,
   TRANSFER_VERSION,
   decodeDecisions,
+  decodeManifest,
   encodeCount,
   encodeDecisions,
   encodeManifest,
   encodeSession,
-  encodeSessionOk,
   encodeSummary,
   writeBegin,
   writeChunkHeader,
   writeEnd,
   type WireEntry,
 } from '../src/wire/messages.js';
+import { expectCode, memoryHostileReceiver, memoryHostileSender } from './support/memory-peers.js';
 import { memoryChannelPair } from './support/plain-channel.js';
 import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
 
@@ -42,31 +38,6 @@ const NOW = 1_700_000_000_000_000_000n;
 
 function file(index: number, p: string, size: number): WireEntry {
   return { index, kind: 'file', path: p, size, mode: 0o644, mtimeNs: NOW };
-}
-
-/** Start a receiver on one end of a pair; return the other end and the outcome. */
-async function hostileSender(dst: string): Promise<{ ch: FrameChannel; frames: AsyncIterator<{ type: number; payload: Uint8Array }>; outcome: Promise<unknown> }> {
-  const [s, r] = memoryChannelPair();
-  const outcome = (async () => {
-    const o = await readOpening(r);
-    if (o.kind !== 'session') throw new Error('expected session');
-    const sink = await SafeWriter.open(dst);
-    return new ReceiverSession(r, o.frames, o.session, sink).run();
-  })();
-  outcome.catch(() => undefined);
-  await s.send(MsgType.SESSION, encodeSession({ version: TRANSFER_VERSION, flags: 0, streams: 1, chunkSize: 65536, excludes: [] }));
-  const frames = s.frames()[Symbol.asyncIterator]();
-  const first = await frames.next();
-  assert.equal(first.value?.type, MsgType.SESSION_OK);
-  return { ch: s, frames, outcome };
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(isFerryError(e), String(e));
-    assert.equal(e.code, code, e.message);
-    return true;
-  });
 }
 
 async function listAll(dir: string): Promise<string[]> {
@@ -84,7 +55,7 @@ async function sandbox(): Promise<{ root: string; dst: string }> {
 
 test('attack: ../ traversal in a manifest path is refused (FERRY_E_PATH), nothing written', async () => {
   const { root, dst } = await sandbox();
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   await h.ch.send(MsgType.MANIFEST, encodeManifest([file(0, '../escape.txt', 4)], false));
   await expectCode(h.outcome, 'FERRY_E_PATH');
   assert.deepEqual(await listAll(root), ['dst']);
@@ -92,7 +63,7 @@ test('attack: ../ traversal in a manifest path is refused (FERRY_E_PATH), nothin
 
 test('attack: absolute path is refused (FERRY_E_PATH)', async () => {
   const { root, dst } = await sandbox();
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   await h.ch.send(MsgType.MANIFEST, encodeManifest([file(0, `${root}/abs.txt`, 4)], false));
   await expectCode(h.outcome, 'FERRY_E_PATH');
   assert.deepEqual(await listAll(root), ['dst']);
@@ -102,7 +73,7 @@ test('attack: a symlink, then a file through it, is refused before anything is w
   const { root, dst } = await sandbox();
   const outside = path.join(root, 'outside');
   await fsp.mkdir(outside);
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   const link: WireEntry = { index: 0, kind: 'symlink', path: 'evil', size: 0, mode: 0o777, mtimeNs: NOW, target: outside };
   await h.ch.send(MsgType.MANIFEST, encodeManifest([link, file(1, 'evil/pwned.txt', 4)], false));
   await expectCode(h.outcome, 'FERRY_E_PATH');
@@ -115,7 +86,7 @@ test('attack: a symlink already in DST is never written through', async () => {
   const outside = path.join(root, 'outside');
   await fsp.mkdir(outside);
   await fsp.symlink(outside, path.join(dst, 'sub'));
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   const dir: WireEntry = { index: 0, kind: 'dir', path: 'sub', size: 0, mode: 0o755, mtimeNs: NOW };
   await h.ch.send(MsgType.MANIFEST, encodeManifest([dir, file(1, 'sub/pwned.txt', 4)], false));
   await h.ch.send(MsgType.MANIFEST_END, encodeCount(2));
@@ -139,7 +110,7 @@ test('attack: a symlink already in DST is never written through', async () => {
 
 test('attack: data longer than the file it belongs to is refused (FERRY_E_PROTOCOL)', async () => {
   const { dst } = await sandbox();
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   await h.ch.send(MsgType.MANIFEST, encodeManifest([file(0, 'small.txt', 4)], false));
   await h.ch.send(MsgType.MANIFEST_END, encodeCount(1));
   await h.frames.next();
@@ -152,7 +123,7 @@ test('attack: data longer than the file it belongs to is refused (FERRY_E_PROTOC
 
 test('attack: a chunk length beyond the frame (oversized length field) is refused without allocating', async () => {
   const { dst } = await sandbox();
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   await h.ch.send(MsgType.MANIFEST, encodeManifest([file(0, 'small.txt', 4)], false));
   await h.ch.send(MsgType.MANIFEST_END, encodeCount(1));
   await h.frames.next();
@@ -167,7 +138,7 @@ test('attack: data for a file the receiver did not ask for (already up to date) 
   const { dst } = await sandbox();
   await fsp.writeFile(path.join(dst, 'same.txt'), 'same');
   await fsp.utimes(path.join(dst, 'same.txt'), 1_700_000_000, 1_700_000_000);
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   await h.ch.send(MsgType.MANIFEST, encodeManifest([file(0, 'same.txt', 4)], false));
   await h.ch.send(MsgType.MANIFEST_END, encodeCount(1));
   const d = await h.frames.next();
@@ -181,7 +152,7 @@ test('attack: data for a file the receiver did not ask for (already up to date) 
 
 test('attack: a wrong end-to-end hash never publishes the file', async () => {
   const { dst } = await sandbox();
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   await h.ch.send(MsgType.MANIFEST, encodeManifest([file(0, 'f.txt', 4)], false));
   await h.ch.send(MsgType.MANIFEST_END, encodeCount(1));
   await h.frames.next();
@@ -201,38 +172,22 @@ test('attack: a wrong end-to-end hash never publishes the file', async () => {
 
 test('attack: hard link to a path that was never sent is refused', async () => {
   const { dst } = await sandbox();
-  const h = await hostileSender(dst);
+  const h = await memoryHostileSender(dst);
   const hl: WireEntry = { index: 0, kind: 'hardlink', path: 'x', size: 0, mode: 0o644, mtimeNs: NOW, target: 'etc/passwd' };
   await h.ch.send(MsgType.MANIFEST, encodeManifest([hl], false));
   await expectCode(h.outcome, 'FERRY_E_PROTOCOL');
 });
 
 /** A hostile receiver: answers the sender's manifest with crafted decisions. */
-async function hostileReceiver(
-  answer: (manifest: WireEntry[]) => Uint8Array,
-): Promise<unknown> {
+async function hostileReceiver(answer: (manifest: WireEntry[]) => Uint8Array): Promise<unknown> {
   const root = await tmpDir('ferry-evil-');
   await makeTree(path.join(root, 'src'), { 'a.txt': 'aaaa', 'b.txt': 'bbbbbbbb' });
-  const [s, r] = memoryChannelPair();
-  const senderP = runSender(s, walk(await resolveSource(path.join(root, 'src') + '/')), {
-    streams: 1,
-    chunkSize: 65536,
-    checksum: false,
-    delete: false,
-    dryRun: false,
-    excludes: [],
-    preserveSpecial: false,
-  });
-  senderP.catch(() => undefined);
-  const frames = r.frames()[Symbol.asyncIterator]();
-  await frames.next(); // SESSION
-  await r.send(MsgType.SESSION_OK, encodeSessionOk(new Uint8Array(16)));
-  const m = await frames.next();
-  const { decodeManifest } = await import('../src/wire/messages.js');
+  const h = await memoryHostileReceiver(path.join(root, 'src'));
+  const m = await h.frames.next();
   const entries = decodeManifest(m.value!.payload, false);
-  await r.send(MsgType.DECISIONS, answer(entries)).catch(() => undefined);
-  await r.send(MsgType.SUMMARY, encodeSummary({ committed: 0, skipped: 0, failed: 0, dirs: 0, symlinks: 0, hardlinks: 0, deleted: 0, bytesWritten: 0, resumedBytes: 0 })).catch(() => undefined);
-  return senderP;
+  await h.ch.send(MsgType.DECISIONS, answer(entries)).catch(() => undefined);
+  await h.ch.send(MsgType.SUMMARY, encodeSummary({ committed: 0, skipped: 0, failed: 0, dirs: 0, symlinks: 0, hardlinks: 0, deleted: 0, bytesWritten: 0, resumedBytes: 0 })).catch(() => undefined);
+  return h.outcome;
 }
 
 test('protocol attack: unknown session flag bits', async () => {

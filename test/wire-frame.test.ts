@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { isFerryError } from '../src/core/errors.js';
 import { BufferList, FrameDecoder, encodeFrame, encodeFrameHeader, FRAME_HEADER_BYTES } from '../src/wire/frame.js';
-import { prng } from './secure-helpers.js';
+import { prng } from './support/secure-helpers.js';
 
 test('round trip over every chunking of a small stream', () => {
   const frames = [

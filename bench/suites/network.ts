@@ -13,14 +13,15 @@
  * client) and the receiving side's (the remote rsync via --rsync-path, the remote
  * tar, nc -l). scp's remote side is sftp-server under sshd: not measured (null).
  *
- * Tools are built by functions taking the sshd, so the wan suite reuses them
- * with the ssh port pointed at the delaying proxy.
+ * Tools are built by functions taking the ssh endpoint, so the wan suite reuses
+ * them with the ssh port pointed at the delaying proxy; what every ssh-based tool
+ * does around its command (RSS bookkeeping, the endpoint of the run) is `sshTool`.
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Suite } from '../suite.js';
-import { FERRY_BIN, Rss, ToolUnavailable, requireCommands, runProcess, runShell, sh, startProcess, waitListening, type Tool } from '../tools.js';
+import { FERRY_BIN, Rss, ToolUnavailable, requireCommands, runProcess, runShell, sh, startProcess, waitListening, type RunContext, type Tool } from '../tools.js';
 import { freePort, startSshd, type Sshd } from '../../test/support/sshd.js';
 import { viaSshCipherArgs } from '../../src/modes/ssh-cipher.js';
 
@@ -30,6 +31,8 @@ export interface SshEndpoint {
   /** Full ssh client options (port, key, no host-key checks). */
   sshArgs: string[];
   scpArgs: string[];
+  /** `ssh` with sshArgs as one shell string: rsync's and ferry's -e, or the command of a pipe. */
+  rsh: string;
 }
 
 export function endpointOf(sshd: Sshd, port = sshd.port): SshEndpoint {
@@ -39,63 +42,78 @@ export function endpointOf(sshd: Sshd, port = sshd.port): SshEndpoint {
     if (i >= 0) out[i + 1] = String(port);
     return out;
   };
-  return { host: sshd.host, sshArgs: swap(sshd.sshArgs, '-p'), scpArgs: swap(sshd.scpArgs, '-P') };
+  const sshArgs = swap(sshd.sshArgs, '-p');
+  return { host: sshd.host, sshArgs, scpArgs: swap(sshd.scpArgs, '-P'), rsh: ['ssh', ...sshArgs].map(sh).join(' ') };
+}
+
+/** What one timed run of an ssh-based tool gets. */
+interface SshRun {
+  src: string;
+  dst: string;
+  ctx: RunContext;
+  /** Peak-RSS bookkeeping for this run; its sides are reported. */
+  rss: Rss;
+  /** The endpoint as it is now (the wan suite's proxy port). */
+  e: SshEndpoint;
+}
+
+/**
+ * The set-up every ssh-based tool shares: `prepare` says whether it can run here; each
+ * run gets its RSS bookkeeping and the endpoint, and reports the sides measured.
+ * `remoteRss: false` for a remote side ssh starts out of our reach (scp's sftp-server).
+ */
+function sshTool(name: string, ep: () => SshEndpoint, prepare: () => void, transfer: (r: SshRun) => Promise<void>, opts: { remoteRss?: boolean } = {}): Tool {
+  return {
+    name,
+    async prepare() {
+      prepare();
+    },
+    async run(src, dst, ctx) {
+      const rss = new Rss(ctx.scratch);
+      await transfer({ src, dst, ctx, rss, e: ep() });
+      return { rssKb: opts.remoteRss === false ? { ...rss.read(), recv: null } : rss.read() };
+    },
+  };
 }
 
 export function rsyncSshTool(ep: () => SshEndpoint, name = 'rsync -a (ssh)'): Tool {
-  return {
+  return sshTool(
     name,
-    async prepare() {
-      requireCommands('rsync', 'ssh');
-    },
-    async run(src, dst, ctx) {
-      const rss = new Rss(ctx.scratch);
-      const e = ep();
+    ep,
+    () => requireCommands('rsync', 'ssh'),
+    async ({ src, dst, ctx, rss, e }) => {
       const remoteRsync = [...rss.argv('recv'), 'rsync'].map(sh).join(' ');
-      await runProcess(
-        [...rss.argv('send'), 'rsync', '-a', '-e', ['ssh', ...e.sshArgs].map(sh).join(' '), `--rsync-path=${remoteRsync}`, `${src}/`, `${e.host}:${dst}/`],
-        { timeoutMs: ctx.timeoutMs, label: name },
-      );
-      return { rssKb: rss.read() };
-    },
-  };
-}
-
-export function scpTool(ep: () => SshEndpoint, name = 'scp -r'): Tool {
-  return {
-    name,
-    async prepare() {
-      requireCommands('scp', 'ssh');
-    },
-    async run(src, dst, ctx) {
-      const rss = new Rss(ctx.scratch);
-      const e = ep();
-      await runProcess([...rss.argv('send'), 'scp', '-r', '-q', ...e.scpArgs, src, `${e.host}:${dst}`], {
+      await runProcess([...rss.argv('send'), 'rsync', '-a', '-e', e.rsh, `--rsync-path=${remoteRsync}`, `${src}/`, `${e.host}:${dst}/`], {
         timeoutMs: ctx.timeoutMs,
         label: name,
       });
-      return { rssKb: { ...rss.read(), recv: null } };
     },
-  };
+  );
+}
+
+export function scpTool(ep: () => SshEndpoint, name = 'scp -r'): Tool {
+  return sshTool(
+    name,
+    ep,
+    () => requireCommands('scp', 'ssh'),
+    async ({ src, dst, ctx, rss, e }) => {
+      await runProcess([...rss.argv('send'), 'scp', '-r', '-q', ...e.scpArgs, src, `${e.host}:${dst}`], { timeoutMs: ctx.timeoutMs, label: name });
+    },
+    { remoteRss: false },
+  );
 }
 
 export function tarSshTool(ep: () => SshEndpoint, name = 'tar | ssh tar'): Tool {
-  return {
+  return sshTool(
     name,
-    async prepare() {
-      requireCommands('tar', 'ssh');
-    },
-    async run(src, dst, ctx) {
-      const rss = new Rss(ctx.scratch);
-      const e = ep();
+    ep,
+    () => requireCommands('tar', 'ssh'),
+    async ({ src, dst, ctx, rss, e }) => {
       const remote = `mkdir -p ${sh(dst)} && ${rss.prefix('recv')} tar xf - -C ${sh(dst)}`;
-      const script =
-        `${rss.prefix('send')} tar cf - -C ${sh(src)} . | ` +
-        `${rss.prefix('send')} ssh ${e.sshArgs.map(sh).join(' ')} ${sh(e.host)} ${sh(remote)}`;
+      const script = `${rss.prefix('send')} tar cf - -C ${sh(src)} . | ${rss.prefix('send')} ${e.rsh} ${sh(e.host)} ${sh(remote)}`;
       await runShell(script, { timeoutMs: ctx.timeoutMs, label: name });
-      return { rssKb: rss.read() };
     },
-  };
+  );
 }
 
 /**
@@ -181,36 +199,35 @@ export function uringSyncNetTool(name = 'uring-sync (plain)'): Tool {
  * wrapper) behind a proxy, and the local side dials the proxy (FERRY_TEST_SSH_DIRECT).
  */
 export function ferrySshTools(ep: () => SshEndpoint, opts: { viaProxy?: (targetPort: number) => Promise<number> } = {}): Tool[] {
-  const tool = (name: string, pull: boolean, extra: string[]): Tool => ({
-    name,
-    async prepare() {
-      const help = spawnSync(FERRY_BIN, ['--help'], { encoding: 'utf8' });
-      if (!/--remote-ferry/.test(`${help.stdout ?? ''}${help.stderr ?? ''}`)) throw new ToolUnavailable('this ferry has no ssh mode (--remote-ferry)');
-    },
-    async run(src, dst, ctx) {
-      const rss = new Rss(ctx.scratch);
-      const e = ep();
-      const remoteSide = pull ? 'send' : 'recv';
-      const localSide = pull ? 'recv' : 'send';
-      const wrapper = join(ctx.scratch, 'remote-ferry.sh');
-      let listen = '';
-      let env: NodeJS.ProcessEnv | undefined;
-      if (opts.viaProxy && !extra.includes('--via-ssh')) {
-        const port = await freePort();
-        listen = `FERRY_TEST_SSH_LISTEN_PORT=${port} `;
-        env = { ...process.env, FERRY_TEST_SSH_DIRECT: `127.0.0.1:${await opts.viaProxy(port)}` };
-      }
-      writeFileSync(wrapper, `#!/bin/sh\n${listen}exec ${rss.prefix(remoteSide)} ${sh(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
-      const rsh = ['ssh', ...e.sshArgs].map(sh).join(' ');
-      const operands = pull ? [`${e.host}:${src}/`, `${dst}/`] : [`${src}/`, `${e.host}:${dst}/`];
-      await runProcess([...rss.argv(localSide), FERRY_BIN, '--progress=never', '-e', rsh, '--remote-ferry', wrapper, ...extra, ...operands], {
-        timeoutMs: ctx.timeoutMs,
-        label: name,
-        ...(env ? { env } : {}),
-      });
-      return { rssKb: rss.read() };
-    },
-  });
+  const hasSshMode = (): void => {
+    const help = spawnSync(FERRY_BIN, ['--help'], { encoding: 'utf8' });
+    if (!/--remote-ferry/.test(`${help.stdout ?? ''}${help.stderr ?? ''}`)) throw new ToolUnavailable('this ferry has no ssh mode (--remote-ferry)');
+  };
+  const tool = (name: string, pull: boolean, extra: string[]): Tool =>
+    sshTool(
+      name,
+      ep,
+      hasSshMode,
+      async ({ src, dst, ctx, rss, e }) => {
+        const remoteSide = pull ? 'send' : 'recv';
+        const localSide = pull ? 'recv' : 'send';
+        const wrapper = join(ctx.scratch, 'remote-ferry.sh');
+        let listen = '';
+        let env: NodeJS.ProcessEnv | undefined;
+        if (opts.viaProxy && !extra.includes('--via-ssh')) {
+          const port = await freePort();
+          listen = `FERRY_TEST_SSH_LISTEN_PORT=${port} `;
+          env = { ...process.env, FERRY_TEST_SSH_DIRECT: `127.0.0.1:${await opts.viaProxy(port)}` };
+        }
+        writeFileSync(wrapper, `#!/bin/sh\n${listen}exec ${rss.prefix(remoteSide)} ${sh(FERRY_BIN)} "$@"\n`, { mode: 0o755 });
+        const operands = pull ? [`${e.host}:${src}/`, `${dst}/`] : [`${src}/`, `${e.host}:${dst}/`];
+        await runProcess([...rss.argv(localSide), FERRY_BIN, '--progress=never', '-e', e.rsh, '--remote-ferry', wrapper, ...extra, ...operands], {
+          timeoutMs: ctx.timeoutMs,
+          label: name,
+          ...(env ? { env } : {}),
+        });
+      },
+    );
   return [tool('ferry push (ssh)', false, []), tool('ferry pull (ssh)', true, []), tool('ferry push --via-ssh', false, ['--via-ssh'])];
 }
 

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { markdownTable, median, min, textTable } from '../stats.js';
 import type { StandaloneSuite } from '../suite.js';
-import { FERRY_BIN, machineCpuSeconds, sh, ToolUnavailable, which } from '../tools.js';
+import { FERRY_BIN, machineCpuSeconds, ToolUnavailable, which } from '../tools.js';
 import { endpointOf, suiteSshd } from './network.js';
 
 interface Command {
@@ -42,18 +42,17 @@ export function makeStartupSuite(runs: number): StandaloneSuite {
     async runStandalone(ctx) {
       for (const c of ['ssh', 'rsync', 'scp']) if (!which(c)) throw new ToolUnavailable(`${c} is not installed`);
       const e = endpointOf(await suiteSshd(ctx));
-      const rsh = ['ssh', ...e.sshArgs].map(sh).join(' ');
       const work = mkdtempSync(join(ctx.workDir, 'startup-'));
       ctx.onCleanup(() => rmSync(work, { recursive: true, force: true }));
       const file = join(work, 'one.bin');
       writeFileSync(file, Buffer.alloc(4096, 7));
-      const ferry = [FERRY_BIN, '--progress=never', '-e', rsh, '--remote-ferry', FERRY_BIN];
+      const ferry = [FERRY_BIN, '--progress=never', '-e', e.rsh, '--remote-ferry', FERRY_BIN];
       const commands: Command[] = [
         { name: 'ssh host true', argv: () => ['ssh', ...e.sshArgs, e.host, 'true'] },
         { name: 'ferry push (ssh)', argv: (d) => [...ferry, file, `${e.host}:${d}/`] },
         { name: 'ferry pull (ssh)', argv: (d) => [...ferry, `${e.host}:${file}`, `${d}/`] },
         { name: 'ferry push --via-ssh', argv: (d) => [...ferry, '--via-ssh', file, `${e.host}:${d}/`] },
-        { name: 'rsync -a (ssh)', argv: (d) => ['rsync', '-a', '-e', rsh, file, `${e.host}:${d}/`] },
+        { name: 'rsync -a (ssh)', argv: (d) => ['rsync', '-a', '-e', e.rsh, file, `${e.host}:${d}/`] },
         { name: 'scp', argv: (d) => ['scp', ...e.scpArgs, file, `${e.host}:${d}/`] },
       ];
       const n = ctx.quick ? Math.max(3, Math.min(runs, 5)) : Math.max(runs, 7);

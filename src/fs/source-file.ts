@@ -47,7 +47,10 @@ export interface SourceIdentity {
   path: string;
   size: number;
   mtimeNs: bigint;
-  /** Device and inode from the walk's lstat; checked when present. */
+  /**
+   * Device and inode from the walk's lstat (a SourceEntry has them); checked when
+   * present, so that a parent directory swapped for a symlink is refused (issue #11).
+   */
   dev?: bigint;
   ino?: bigint;
 }

@@ -39,11 +39,15 @@ export const NATIVE_ABI = 5;
 /** An opaque per-direction AES-128-GCM context (an N-API external). */
 export type AeadContext = { readonly __aead: unique symbol };
 
-/** native/records.c; the TypeScript fallback is secure/record-layer.ts's JsRecords. */
+/**
+ * native/records.c; the TypeScript fallback is secure/record-layer.ts's `jsRecords`, and
+ * record-layer.ts's `RecordBatcher` (this plus a name) documents the contract. `out`,
+ * `outOff` and `outStop` go together: with them, records are decrypted into `out`
+ * instead of in place.
+ */
 export interface RecordsAddon {
   aeadNew(key: Uint8Array, iv: Uint8Array, open: boolean): AeadContext;
   sealRecords(ctx: AeadContext, seq: number, parts: readonly Uint8Array[], out: Uint8Array, outOff: number): number;
-  openRecords(ctx: AeadContext, seq: number, buf: Uint8Array, off: number, end: number, maxRecords: number, res: Int32Array): number;
   openRecords(
     ctx: AeadContext,
     seq: number,
@@ -52,9 +56,9 @@ export interface RecordsAddon {
     end: number,
     maxRecords: number,
     res: Int32Array,
-    out: Uint8Array,
-    outOff: number,
-    outStop: number,
+    out?: Uint8Array,
+    outOff?: number,
+    outStop?: number,
   ): number;
 }
 

@@ -40,7 +40,7 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
 import { ErrorCodes, FerryError } from '../core/errors.js';
-import { recordsAddon, type AeadContext } from '../native/index.js';
+import { recordsAddon, type AeadContext, type RecordsAddon } from '../native/index.js';
 import type { TrafficSecret } from './traffic-secret.js';
 
 export const CONTENT_APPLICATION_DATA = 0x17;
@@ -77,22 +77,8 @@ export const OpenStatus = {
  * `outOff` while they end before `outStop`, and `buf` is not written. See
  * native/records.c for the full contract.
  */
-export interface RecordBatcher {
+export interface RecordBatcher extends RecordsAddon {
   readonly name: 'native' | 'js';
-  aeadNew(key: Uint8Array, iv: Uint8Array, open: boolean): AeadContext;
-  sealRecords(ctx: AeadContext, seq: number, parts: readonly Uint8Array[], out: Uint8Array, outOff: number): number;
-  openRecords(
-    ctx: AeadContext,
-    seq: number,
-    buf: Uint8Array,
-    off: number,
-    end: number,
-    maxRecords: number,
-    res: Int32Array,
-    out?: Uint8Array,
-    outOff?: number,
-    outStop?: number,
-  ): number;
 }
 
 /** Bytes that `bytes` of content take once sealed. */
@@ -271,6 +257,7 @@ export function nativeRecords(): RecordBatcher | undefined {
           name: 'native',
           aeadNew: (key, iv, open) => a.aeadNew(key, iv, open),
           sealRecords: (ctx, seq, parts, out, outOff) => a.sealRecords(ctx, seq, parts, out, outOff),
+          // The addon counts its arguments: without `out`, pass none of the three.
           openRecords: (ctx, seq, buf, off, end, max, res, out, outOff, outStop) =>
             out === undefined ? a.openRecords(ctx, seq, buf, off, end, max, res) : a.openRecords(ctx, seq, buf, off, end, max, res, out, outOff ?? 0, outStop ?? 0),
         }

@@ -13,8 +13,8 @@
  * (transferred, never copied) so the same few buffers stay warm in the cache.
  *
  *   const r = new FileReader();
- *   const res = await r.readSmall([{ absPath, size, mtimeNs }, ...]);  // data + content hash, or a FerryError, per file
- *   const range = r.readRange({ absPath, size, mtimeNs }, start, end, { chunk, sparse });
+ *   const res = await r.readSmall(files);   // SourceIdentity[] (what the walk saw): data + content hash, or a FerryError, per file
+ *   const range = r.readRange(file, start, end, { chunk, sparse });
  *   for await (const c of range) { use(c.data); c.release(); }     // c.data null: an all-zero chunk of a sparse file
  *   range.digest                                                     // content hash of [start, end), after the loop
  *   await r.close();
@@ -28,24 +28,11 @@
  * none of its bytes is read; a failed system call is FERRY_E_READ with its errno.
  */
 import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
+import type { SourceIdentity } from '../fs/source-file.js';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import type { ReaderReply, ReaderRequest, WorkerError } from './file-reader-worker.js';
 import { nativeSmallReader, type NativeSmallReader } from './native-files.js';
-
-export interface ReadTarget {
-  absPath: string;
-  /** What the walk saw: the path used in messages, size and mtime. */
-  path: string;
-  size: number;
-  mtimeNs: bigint;
-  /**
-   * The walk's device and inode (a SourceEntry has them): the opened file must be
-   * that inode, so a parent directory swapped for a symlink is refused (issue #11).
-   */
-  dev?: bigint;
-  ino?: bigint;
-}
 
 export interface SmallRead {
   data: Buffer;
@@ -149,7 +136,7 @@ export class FileReader {
   }
 
   /** Read whole files (each at most a few hundred KiB) in one batch; the data views are the caller's to keep. */
-  async readSmall(files: readonly ReadTarget[]): Promise<(SmallRead | FerryError)[]> {
+  async readSmall(files: readonly SourceIdentity[]): Promise<(SmallRead | FerryError)[]> {
     if (this.#native) {
       const b = await this.#native.read(files);
       return b.results.map((r) => (r instanceof FerryError ? r : { data: Buffer.from(r.data), hash: Buffer.from(r.hash) }));
@@ -161,13 +148,13 @@ export class FileReader {
    * The same, for a caller that consumes the bytes soon: `release()` once every data
    * view of the batch is consumed lets the next batch reuse its buffer.
    */
-  async readSmallBatch(files: readonly ReadTarget[]): Promise<{ results: (SmallRead | FerryError)[]; release(): void }> {
+  async readSmallBatch(files: readonly SourceIdentity[]): Promise<{ results: (SmallRead | FerryError)[]; release(): void }> {
     if (this.#native) return this.#native.read(files);
     return { results: await this.#readSmallThread(files), release: () => undefined };
   }
 
   /** One round trip to a worker thread. */
-  #readSmallThread(files: readonly ReadTarget[]): Promise<(SmallRead | FerryError)[]> {
+  #readSmallThread(files: readonly SourceIdentity[]): Promise<(SmallRead | FerryError)[]> {
     return new Promise((resolve, reject) => {
       const slot = this.#slot();
       const id = this.#register(
@@ -201,7 +188,7 @@ export class FileReader {
   }
 
   /** Read [start, end) of a file in chunks of `chunk` bytes, hashed on the way. */
-  readRange(file: ReadTarget, start: number, end: number, opts: { chunk: number; sparse: boolean }): RangeRead {
+  readRange(file: SourceIdentity, start: number, end: number, opts: { chunk: number; sparse: boolean }): RangeRead {
     const queue: ReaderReply[] = [];
     let wake: (() => void) | null = null;
     let failure: Error | null = null;

@@ -24,16 +24,8 @@
  */
 import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
+import type { SourceIdentity } from '../fs/source-file.js';
 import { NET_BATCH_MAX_ITEMS, netBatchAddon, type NetBatchAddon } from '../native/index.js';
-
-export interface NativeReadTarget {
-  absPath: string;
-  path: string;
-  size: number;
-  mtimeNs: bigint;
-  dev?: bigint;
-  ino?: bigint;
-}
 
 export interface NativeRead {
   data: Buffer;
@@ -102,7 +94,7 @@ export class NativeSmallReader {
    * content hashes. Never rejects for a per-file problem: each result is the bytes
    * or the FerryError that file-reader.ts would give.
    */
-  async read(files: readonly NativeReadTarget[]): Promise<ReadBatch> {
+  async read(files: readonly SourceIdentity[]): Promise<ReadBatch> {
     if (files.length > MAX_BATCH) throw new RangeError(`NativeSmallReader.read: at most ${MAX_BATCH} files per batch`);
     let total = 0;
     for (const f of files) total += f.size;

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { isFerryError } from '../../src/core/errors.js';
 import { establishChannel, type SecureChannel } from '../../src/secure/channel.js';
-import { channelPair, collect, duplexPair, type Side } from '../secure-helpers.js';
+import { channelPair, collect, duplexPair, type Side } from './secure-helpers.js';
 
 export const isCode = (code: string, re?: RegExp) => (e: unknown): boolean => {
   assert.ok(isFerryError(e), `expected a FerryError, got ${String(e)}`);

@@ -9,6 +9,7 @@ import { SafeWriter } from '../../src/fs/safe-writer.js';
 import type { FrameChannel } from '../../src/secure/channel-api.js';
 import { ReceiverSession, readOpening, type ReceiverResult } from '../../src/transfer/receiver.js';
 import { runSender, type SenderOptions, type SenderResult } from '../../src/transfer/sender.js';
+import { PLAIN_SENDER } from './memory-peers.js';
 import { memoryChannelPair } from './plain-channel.js';
 
 export interface MemorySessionResult {
@@ -27,16 +28,7 @@ export async function runMemorySession(
   const pending: Promise<unknown>[] = [];
   let session: ReceiverSession | undefined;
   const joins: Array<() => void> = [];
-  const full: SenderOptions = {
-    streams: 1,
-    chunkSize: 256 * 1024,
-    checksum: false,
-    delete: false,
-    dryRun: false,
-    excludes: [],
-    preserveSpecial: false,
-    ...opts,
-  };
+  const full: SenderOptions = { ...PLAIN_SENDER, chunkSize: 256 * 1024, ...opts };
   full.openStream = async (): Promise<FrameChannel> => {
     const [a, b] = memoryChannelPair();
     pending.push(

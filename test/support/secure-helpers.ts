@@ -5,7 +5,7 @@
  */
 import { Duplex } from 'node:stream';
 import { createServer, connect, type Socket } from 'node:net';
-import { establishChannel, type ChannelOptions, type SecureChannel } from '../src/secure/channel.js';
+import { establishChannel, type ChannelOptions, type SecureChannel } from '../../src/secure/channel.js';
 
 export type Tap = (chunk: Buffer) => Buffer | null;
 
