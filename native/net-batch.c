@@ -27,6 +27,13 @@
  *       the bytes end early (a trailing hole), fchmod, futimens (nanoseconds), close,
  *       renameat onto `name`; on any failure unlink the temp file. The bytes are
  *       written from the caller's buffers (one per file), never copied.
+ *   writeBehind(fd, offset, length) -> Promise<void>
+ *       on a pool thread, sync_file_range(SYNC_FILE_RANGE_WRITE) of that range: start
+ *       writing the dirty pages of a large file's finished part to the disk now, while
+ *       the rest still arrives, instead of leaving the whole file to the flusher threads
+ *       and to whoever calls sync afterwards. A hint: its result is not reported (a
+ *       write error stays recorded in the file for fsync, as with any buffered write).
+ *       The caller keeps the descriptor open until the promise settles.
  *
  * It decides nothing: TypeScript (transfer/native-files.ts) chose every path, name, mode,
  * time and byte range, checked every length, and decides what each status means. Each
@@ -548,6 +555,45 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
   return queue(env, b, "ferry.publishFiles", publish_execute);
 }
 
+/* ---- writeBehind */
+
+typedef struct {
+  int fd;
+  int64_t offset, length;
+} write_behind_t;
+
+static void write_behind_execute(napi_env env, void *data) {
+  (void)env;
+  const write_behind_t *w = ((batch_t *)data)->items;
+  (void)sync_file_range(w->fd, (off64_t)w->offset, (off64_t)w->length, SYNC_FILE_RANGE_WRITE);
+}
+
+static napi_value write_behind(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd;
+  int64_t offset, length;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &length) != napi_ok || fd < 0 || offset < 0 || length < 0) {
+    napi_throw_type_error(env, NULL, "writeBehind(fd, offset, length): a descriptor and a non-negative range");
+    return NULL;
+  }
+  batch_t *b = calloc(1, sizeof *b);
+  write_behind_t *w = calloc(1, sizeof *w);
+  if (!b || !w) {
+    free(b);
+    free(w);
+    napi_throw_error(env, NULL, "writeBehind: out of memory");
+    return NULL;
+  }
+  w->fd = fd;
+  w->offset = offset;
+  w->length = length;
+  b->items = w;
+  return queue(env, b, "ferry.writeBehind", write_behind_execute);
+}
+
 napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
   napi_value state_bytes;
   napi_status s = napi_create_int32(env, (int32_t)content_hash_state_bytes(), &state_bytes);
@@ -561,6 +607,7 @@ napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
       {"hashKernel", NULL, hash_kernel, NULL, NULL, NULL, napi_default, NULL},
       {"readFiles", NULL, read_files, NULL, NULL, NULL, napi_default, NULL},
       {"publishFiles", NULL, publish_files, NULL, NULL, NULL, napi_default, NULL},
+      {"writeBehind", NULL, write_behind, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -1,12 +1,14 @@
 // The Sink (fs/safe-writer.ts): atomic publish, out-of-order writes, resume, quick check.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Entry } from '../src/core/entry.js';
 import { SafeWriter, mtimesEqual, nsToSeconds, storedMtimeNs } from '../src/fs/safe-writer.js';
 import { nanosecondTimes } from '../src/fs/meta-native.js';
 import { isFerryTempName, tempNameFor } from '../src/fs/temp-names.js';
+import { WRITE_BEHIND_BYTES, writeBehindAvailable, writeBehindCounts } from '../src/fs/write-behind.js';
 import { cleanupTmpDirs, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
@@ -139,4 +141,33 @@ test('storedMtimeNs predicts exactly what utimes stores', async () => {
   // With the native addon times are exact; the fallback accepts what utimes stores.
   assert.equal(mtimesEqual(1_700_000_000_123_456_789n, 1_700_000_000_123_456_000n), !nanosecondTimes());
   assert.equal(mtimesEqual(1_700_000_000_123_456_789n, 1_700_000_000_123_457_000n), false);
+});
+
+test('write-behind (network receiver): a large file written in chunks is byte-exact, its writeback started as it grows, and only where asked', async () => {
+  const dst = path.join(await tmpDir(), 'dst');
+  const chunk = 1024 * 1024;
+  const size = 3 * WRITE_BEHIND_BYTES + 12345; // not a whole number of chunks
+  const data = randomBytes(size);
+  const copyWith = async (writeBehind: boolean, name: string): Promise<{ calls: number; bytes: number }> => {
+    const w = await SafeWriter.open(dst, { writeBehind });
+    const before = { ...writeBehindCounts };
+    const t = await w.beginFile(fe(name, size));
+    for (let off = 0; off < size; off += chunk) await t.write(data.subarray(off, Math.min(size, off + chunk)), off);
+    await t.commit();
+    await w.finish();
+    w.close();
+    assert.deepEqual(await fsp.readFile(path.join(dst, name)), data, `${name}: content`);
+    return { calls: writeBehindCounts.calls - before.calls, bytes: writeBehindCounts.bytes - before.bytes };
+  };
+  const on = await copyWith(true, 'on.bin');
+  const off = await copyWith(false, 'off.bin');
+  assert.deepEqual(off, { calls: 0, bytes: 0 }, 'no writeback is started unless the writer asks for it');
+  if (!writeBehindAvailable()) {
+    assert.deepEqual(on, { calls: 0, bytes: 0 }, 'without the addon write-behind is a no-op');
+    return;
+  }
+  // One call per WRITE_BEHIND_BYTES written while the previous one is done (at least one while
+  // writing), then the tail at commit; together they cover the whole file.
+  assert.ok(on.calls >= 2, `writeback started ${on.calls} times`);
+  assert.ok(on.bytes >= WRITE_BEHIND_BYTES && on.bytes <= size, `writeback covered ${on.bytes} of ${size} bytes before the tail`);
 });

@@ -101,6 +101,7 @@ import { hashHandlePrefix } from './checksum.js';
 import { DirHandles, type DirNode } from './dir-handles.js';
 import { dataExtents, mtimesEqual, setTimesFd, setTimesPath, storedMtimeNs } from './meta-native.js';
 import { dataRuns } from './sparse.js';
+import { startWriteback, WRITE_BEHIND_BYTES } from './write-behind.js';
 import { ST_ERRNO, ST_GID, ST_MODE, ST_SIZE, ST_UID, STAT_BIGS, STAT_NUMS, statNames } from './stat-batch.js';
 import { allowedXattrs, applyXattrs, readXattrs, xattrsEqual, type XattrPolicy, type Xattrs } from './xattrs.js';
 
@@ -142,6 +143,15 @@ export interface SafeWriterOptions {
   umask?: number;
   /** fsync each file before rename (default false, like cp). */
   fsync?: boolean;
+  /**
+   * Start the disk writing each large file written through `TempFile.write` every
+   * WRITE_BEHIND_BYTES, while the rest arrives (native sync_file_range; nothing
+   * without the addon). For the network receiver, whose bytes come slower than the
+   * disk takes them: otherwise the whole dataset sits dirty in memory until the
+   * flusher threads or the user's `sync` get to it. Not for local copies, where the
+   * copy outruns the disk and early writeback only adds seeks.
+   */
+  writeBehind?: boolean;
   /** Do not create DST if it is missing (dry runs). */
   dryRun?: boolean;
   /** Buffer size for the read/write and sparse copy paths (default 128 KiB). */
@@ -1135,6 +1145,9 @@ export class TempFile {
   /** Temp name in its directory (fs/temp-names). */
   readonly tempName: string;
   #fh: FileHandle | null = null;
+  /** Up to where writeback was started (options.writeBehind), and the call in flight. */
+  #wbFrom = 0;
+  #wbPending: Promise<void> | null = null;
   /** The temp file's descriptor on the copyFrom path (kernel copy into it). */
   #fd = -1;
   #created = false;
@@ -1273,6 +1286,28 @@ export class TempFile {
     } catch (e) {
       throw fromSystemError(e, 'write', this.rel);
     }
+    if (this.#w.options.writeBehind === true) this.#writeBehind(fh.fd, offset + buf.length);
+  }
+
+  /**
+   * Start writeback of what was written since the last call, once that is
+   * WRITE_BEHIND_BYTES, one call in flight at a time (not awaited here: the write
+   * chain goes on; #settle() waits before the descriptor is closed).
+   */
+  #writeBehind(fd: number, end: number): void {
+    if (end < this.#wbFrom + WRITE_BEHIND_BYTES || this.#wbPending !== null) return;
+    const start = this.#wbFrom;
+    this.#wbFrom = end;
+    const p = startWriteback(fd, start, end - start);
+    if (p === null) return;
+    this.#wbPending = p.finally(() => {
+      this.#wbPending = null;
+    });
+  }
+
+  /** Wait for a writeback call in flight, before its descriptor is closed. */
+  async #settle(): Promise<void> {
+    if (this.#wbPending !== null) await this.#wbPending.catch(() => {});
   }
 
   /** Set the final length (after out-of-order or sparse writes). */
@@ -1397,6 +1432,11 @@ export class TempFile {
         if (pol !== undefined) applyXattrs(`/proc/self/fd/${fd}`, true, this.entry.xattrs, pol);
         if (w.options.fsync) await this.#fh.sync();
         setTimesFd(fd, ns);
+        await this.#settle();
+        if (w.options.writeBehind === true && this.#wbFrom > 0) {
+          // The file's tail too (length 0: to its end), so that a later sync only waits.
+          await startWriteback(fd, this.#wbFrom, 0)?.catch(() => {});
+        }
         await this.#fh.close();
         this.#fh = null;
         if (this.inplace) {
@@ -1448,6 +1488,7 @@ export class TempFile {
       this.#fd = -1;
     }
     if (this.#fh) {
+      await this.#settle();
       await this.#fh.close().catch(() => {});
       this.#fh = null;
     }

@@ -461,6 +461,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         umask: process.umask(), // modes from the wire are masked like those of files we create
+        writeBehind: true,
         ...peerMetadataPolicy(o, msg.flags),
         ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });
@@ -697,6 +698,7 @@ export async function receiveOver(
       sink = await SafeWriter.open(o.dst, {
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
+        writeBehind: true,
         ...peerMetadataPolicy(o, msg.flags),
         ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });

@@ -89,6 +89,8 @@ export interface NetBatchAddon {
   hashKernel(name?: string): string;
   readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array): Promise<void>;
   publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
+  /** sync_file_range(SYNC_FILE_RANGE_WRITE) on a pool thread (fs/write-behind.ts). */
+  writeBehind?(fd: number, offset: number, length: number): Promise<void>;
 }
 
 /**
