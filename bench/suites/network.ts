@@ -264,14 +264,11 @@ export async function suiteSshd(ctx: { onCleanup(fn: () => Promise<void>): void 
 }
 
 // ─── ferry send/recv ────────────────────────────────────────────────────────────
-// >>> NETWORK ENGINEER: add ferry's runner here. <<<
-// One Tool object: { name: 'ferry send/recv', prepare?, run(src, dst, ctx), cleanup? }.
-// run() should start `bin/ferry recv DST --listen 127.0.0.1:PORT` (under
-// rss.argv('recv')), wait for it to listen (waitListening), run
-// `bin/ferry send SRC/ 127.0.0.1:PORT` (under rss.argv('send')), await both and
-// return { rssKb: rss.read() }. The harness times it, verifies the tree and
-// drops caches. Return it from ferryNetworkTools(); network, network-noop and
-// wan pick it up (for wan, connect through `viaPort` instead of PORT).
+// The Tool objects for ferry over the network: each run starts `ferry recv DST --listen
+// 127.0.0.1:PORT` (under rss.argv('recv')), waits for it to listen, runs `ferry send SRC/
+// 127.0.0.1:PORT` (under rss.argv('send')), awaits both and returns their peak RSS; the
+// harness times it, verifies the tree and drops caches. network, network-noop and wan
+// use them (wan connects through `viaProxy`'s port instead of PORT).
 export function ferryNetworkTools(opts: { viaProxy?: (targetPort: number) => Promise<number> } = {}): Tool[] {
   const secret = `bench-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
   const tool = (name: string, extra: string[]): Tool => ({
