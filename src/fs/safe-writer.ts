@@ -1286,15 +1286,16 @@ export class TempFile {
     } catch (e) {
       throw fromSystemError(e, 'write', this.rel);
     }
-    if (this.#w.options.writeBehind === true) this.#writeBehind(fh.fd, offset + buf.length);
+    this.#writeBehind(fh.fd, offset + buf.length);
   }
 
   /**
-   * Start writeback of what was written since the last call, once that is
-   * WRITE_BEHIND_BYTES, one call in flight at a time (not awaited here: the write
-   * chain goes on; #settle() waits before the descriptor is closed).
+   * With options.writeBehind, start writeback of what was written since the last call,
+   * once that is WRITE_BEHIND_BYTES, one call in flight at a time (not awaited here: the
+   * write chain goes on; #settle() waits before the descriptor is closed).
    */
   #writeBehind(fd: number, end: number): void {
+    if (this.#w.options.writeBehind !== true) return;
     if (end < this.#wbFrom + WRITE_BEHIND_BYTES || this.#wbPending !== null) return;
     const start = this.#wbFrom;
     this.#wbFrom = end;
@@ -1308,6 +1309,12 @@ export class TempFile {
   /** Wait for a writeback call in flight, before its descriptor is closed. */
   async #settle(): Promise<void> {
     if (this.#wbPending !== null) await this.#wbPending.catch(() => {});
+  }
+
+  /** Before a committed file is closed: after any write-behind, the file's tail too (length 0: to its end), so that a later sync only waits. */
+  async #writeBehindRest(fd: number): Promise<void> {
+    await this.#settle();
+    if (this.#wbFrom > 0) await startWriteback(fd, this.#wbFrom, 0)?.catch(() => {});
   }
 
   /** Set the final length (after out-of-order or sparse writes). */
@@ -1432,11 +1439,7 @@ export class TempFile {
         if (pol !== undefined) applyXattrs(`/proc/self/fd/${fd}`, true, this.entry.xattrs, pol);
         if (w.options.fsync) await this.#fh.sync();
         setTimesFd(fd, ns);
-        await this.#settle();
-        if (w.options.writeBehind === true && this.#wbFrom > 0) {
-          // The file's tail too (length 0: to its end), so that a later sync only waits.
-          await startWriteback(fd, this.#wbFrom, 0)?.catch(() => {});
-        }
+        await this.#writeBehindRest(fd);
         await this.#fh.close();
         this.#fh = null;
         if (this.inplace) {
