@@ -34,6 +34,31 @@
  *       and to whoever calls sync afterwards. A hint: its result is not reported (a
  *       write error stays recorded in the file for fsync, as with any buffered write).
  *       The caller keeps the descriptor open until the promise settles.
+ *   directOpen(fd, align, write) -> number
+ *       a second descriptor on the same open file, for writing (or reading) with O_DIRECT (opened
+ *       through /proc/self/fd, so it is that very file, never a path looked up again),
+ *       with the filesystem's alignment for direct I/O (statx STATX_DIOALIGN) in
+ *       align[0] (memory) and align[1] (file offset and length); or -errno when the
+ *       filesystem, the kernel or /proc do not offer it. Synchronous (two system calls).
+ *   directWrite(dfd, fd, data, offset, align, res) -> Promise<void>
+ *       on a pool thread, write `data` at `offset`: its aligned part through `dfd`
+ *       (O_DIRECT: from the caller's memory when it is aligned, else through a staging
+ *       buffer of the thread's own), the unaligned rest, or all of it when the offset is
+ *       unaligned, through `fd` as an ordinary write. Direct I/O skips the page cache:
+ *       no page to allocate, fill and write back for bytes nobody reads again soon.
+ *       res[0] = 0 (done, direct), 1 (done, but the filesystem refused direct I/O: do
+ *       not try again on this file), -1 (failed: errno in res[1]).
+ *   directRead(dfd, data, offset, align) -> number
+ *       synchronous (the sender's reader thread calls it): fill `data` from `offset` of
+ *       the file through its O_DIRECT descriptor (a staging buffer when `data` is not
+ *       aligned; the length rounded up, as a read may run past the end of the file);
+ *       returns the bytes read (fewer at the end of the file) or -errno.
+ *   directClose(dfd)
+ *       close a descriptor directOpen returned (Node's fs did not open it, so it is not
+ *       Node's to close).
+ *   cachedFraction(fd, size) -> number
+ *       how much of the file's first `size` bytes the page cache holds, 0..1, from
+ *       cachestat(2) (Linux 6.5); -1 where the kernel does not have it.
  *
  * It decides nothing: TypeScript (transfer/native-files.ts) chose every path, name, mode,
  * time and byte range, checked every length, and decides what each status means. Each
@@ -43,11 +68,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -594,6 +621,273 @@ static napi_value write_behind(napi_env env, napi_callback_info info) {
   return queue(env, b, "ferry.writeBehind", write_behind_execute);
 }
 
+/* ---- directOpen / directWrite */
+
+static napi_value direct_open(napi_env env, napi_callback_info info) {
+  size_t argc = 3, alen = 0;
+  napi_value argv[3], out;
+  int32_t fd;
+  bool write = true;
+  void *adata = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      !get_typed(env, argv[1], napi_int32_array, &adata, &alen) || alen < 2 ||
+      (argc >= 3 && napi_get_value_bool(env, argv[2], &write) != napi_ok)) {
+    napi_throw_type_error(env, NULL, "directOpen(fd, align: Int32Array(2), write?: boolean)");
+    return NULL;
+  }
+  int32_t rc;
+#ifdef STATX_DIOALIGN
+  struct statx sx;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) != 0) {
+    rc = -errno;
+  } else if (!(sx.stx_mask & STATX_DIOALIGN) || sx.stx_dio_mem_align == 0 || sx.stx_dio_offset_align == 0 ||
+             (sx.stx_dio_mem_align & (sx.stx_dio_mem_align - 1)) != 0 ||
+             (sx.stx_dio_offset_align & (sx.stx_dio_offset_align - 1)) != 0 || sx.stx_dio_mem_align > 65536 ||
+             sx.stx_dio_offset_align > 65536) {
+    rc = -EOPNOTSUPP;
+  } else {
+    char path[48];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", (int)fd);
+    int d = open(path, (write ? O_WRONLY : O_RDONLY) | O_DIRECT | O_CLOEXEC | O_NOCTTY);
+    rc = d >= 0 ? d : -errno;
+    ((int32_t *)adata)[0] = (int32_t)sx.stx_dio_mem_align;
+    ((int32_t *)adata)[1] = (int32_t)sx.stx_dio_offset_align;
+  }
+#else
+  rc = -EOPNOTSUPP;
+#endif
+  if (napi_create_int32(env, rc, &out) != napi_ok) return NULL;
+  return out;
+}
+
+/* Staging buffers for direct writes from unaligned memory, shared by the pool threads:
+ * one per write in flight, kept for the next (their pages stay faulted in); at most
+ * STAGE_KEEP are kept, whatever the pool's size. */
+#define STAGE_BYTES (1u << 20)
+#define STAGE_KEEP 8
+static pthread_mutex_t stage_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *stage_free[STAGE_KEEP];
+static int stage_nfree;
+
+static uint8_t *stage_take(void) {
+  uint8_t *p = NULL;
+  pthread_mutex_lock(&stage_lock);
+  if (stage_nfree > 0) p = stage_free[--stage_nfree];
+  pthread_mutex_unlock(&stage_lock);
+  if (p == NULL && posix_memalign((void **)&p, 4096, STAGE_BYTES) != 0) p = NULL;
+  return p;
+}
+
+static void stage_give(uint8_t *p) {
+  pthread_mutex_lock(&stage_lock);
+  if (stage_nfree < STAGE_KEEP) {
+    stage_free[stage_nfree++] = p;
+    p = NULL;
+  }
+  pthread_mutex_unlock(&stage_lock);
+  free(p);
+}
+
+typedef struct {
+  int dfd, fd;
+  int64_t offset;
+  const uint8_t *src;
+  size_t len;
+  uint32_t mem_align, off_align;
+} direct_write_t;
+
+static int pwrite_all(int fd, const uint8_t *p, size_t n, int64_t off) {
+  while (n > 0) {
+    ssize_t r = pwrite(fd, p, n, (off_t)off);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r == 0) return -EIO;
+    p += r;
+    n -= (size_t)r;
+    off += r;
+  }
+  return 0;
+}
+
+static void direct_write_execute(napi_env env, void *data) {
+  (void)env;
+  batch_t *b = data;
+  const direct_write_t *w = b->items;
+  int32_t *res = b->res;
+  size_t body = w->offset % w->off_align == 0 ? w->len - w->len % w->off_align : 0;
+  int rc = 0, fell = 0;
+  if (body > 0) {
+    if ((uintptr_t)w->src % w->mem_align == 0) {
+      rc = pwrite_all(w->dfd, w->src, body, w->offset);
+    } else {
+      uint8_t *stage = stage_take();
+      if (stage == NULL) rc = -ENOMEM;
+      for (size_t done = 0; rc == 0 && done < body;) {
+        size_t k = body - done < STAGE_BYTES ? body - done : STAGE_BYTES;
+        memcpy(stage, w->src + done, k);
+        rc = pwrite_all(w->dfd, stage, k, w->offset + (int64_t)done);
+        done += k;
+      }
+      if (stage != NULL) stage_give(stage);
+    }
+    /* Refused (an alignment the filesystem did not report, a short write that left an
+     * unaligned offset, no memory for staging): the ordinary write does it all. */
+    if (rc == -EINVAL || rc == -EOPNOTSUPP || rc == -ENOMEM) {
+      fell = 1;
+      rc = 0;
+      body = 0;
+    }
+  }
+  if (rc == 0) rc = pwrite_all(w->fd, w->src + body, w->len - body, w->offset + (int64_t)body);
+  res[0] = rc != 0 ? -1 : fell;
+  res[1] = rc != 0 ? -rc : 0;
+}
+
+static napi_value direct_write(napi_env env, napi_callback_info info) {
+  size_t argc = 6, len = 0, alen = 0, rlen = 0;
+  napi_value argv[6];
+  int32_t dfd, fd;
+  int64_t offset;
+  uint8_t *src = NULL;
+  void *adata = NULL, *rdata = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
+      napi_get_value_int32(env, argv[0], &dfd) != napi_ok || napi_get_value_int32(env, argv[1], &fd) != napi_ok ||
+      !get_u8(env, argv[2], &src, &len) || napi_get_value_int64(env, argv[3], &offset) != napi_ok ||
+      !get_typed(env, argv[4], napi_int32_array, &adata, &alen) || alen < 2 ||
+      !get_typed(env, argv[5], napi_int32_array, &rdata, &rlen) || rlen < 2 || dfd < 0 || fd < 0 || offset < 0) {
+    napi_throw_type_error(env, NULL, "directWrite(dfd, fd, data: Uint8Array, offset, align: Int32Array(2), res: Int32Array(2))");
+    return NULL;
+  }
+  int32_t mem_align = ((int32_t *)adata)[0], off_align = ((int32_t *)adata)[1];
+  if (mem_align <= 0 || off_align <= 0 || (mem_align & (mem_align - 1)) != 0 || (off_align & (off_align - 1)) != 0) {
+    napi_throw_range_error(env, NULL, "directWrite: the alignments are not powers of two");
+    return NULL;
+  }
+  batch_t *b = calloc(1, sizeof *b);
+  direct_write_t *w = calloc(1, sizeof *w);
+  if (!b || !w) {
+    free(b);
+    free(w);
+    napi_throw_error(env, NULL, "directWrite: out of memory");
+    return NULL;
+  }
+  *w = (direct_write_t){.dfd = dfd, .fd = fd, .offset = offset, .src = src, .len = len, .mem_align = (uint32_t)mem_align, .off_align = (uint32_t)off_align};
+  b->items = w;
+  b->res = rdata;
+  if (!keep(env, b, argv[2]) || !keep(env, b, argv[5])) {
+    batch_free(env, b);
+    napi_throw_error(env, NULL, "directWrite: could not hold the buffers");
+    return NULL;
+  }
+  return queue(env, b, "ferry.directWrite", direct_write_execute);
+}
+
+static napi_value direct_read(napi_env env, napi_callback_info info) {
+  size_t argc = 4, len = 0, alen = 0;
+  napi_value argv[4], out;
+  int32_t dfd;
+  int64_t offset;
+  uint8_t *dst = NULL;
+  void *adata = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_value_int32(env, argv[0], &dfd) != napi_ok || !get_u8(env, argv[1], &dst, &len) ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok || !get_typed(env, argv[3], napi_int32_array, &adata, &alen) ||
+      alen < 2 || dfd < 0 || offset < 0) {
+    napi_throw_type_error(env, NULL, "directRead(dfd, data: Uint8Array, offset, align: Int32Array(2))");
+    return NULL;
+  }
+  int64_t mem_align = ((int32_t *)adata)[0], off_align = ((int32_t *)adata)[1];
+  int64_t got = 0;
+  if (mem_align <= 0 || off_align <= 0 || (mem_align & (mem_align - 1)) != 0 || (off_align & (off_align - 1)) != 0 ||
+      offset % off_align != 0) {
+    got = -EINVAL;
+  } else if ((uintptr_t)dst % (uintptr_t)mem_align == 0 && len % (size_t)off_align == 0) {
+    while ((size_t)got < len) {
+      ssize_t r = pread(dfd, dst + got, len - (size_t)got, (off_t)(offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        got = -errno;
+        break;
+      }
+      if (r == 0) break;
+      got += r;
+      if (got % off_align != 0) break; /* the end of the file */
+    }
+  } else {
+    uint8_t *stage = stage_take();
+    if (stage == NULL) got = -ENOMEM;
+    while (got >= 0 && (size_t)got < len) {
+      size_t want = len - (size_t)got;
+      if (want > STAGE_BYTES) want = STAGE_BYTES;
+      size_t ask = (want + (size_t)off_align - 1) & ~((size_t)off_align - 1);
+      ssize_t r = pread(dfd, stage, ask, (off_t)(offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        got = -errno;
+        break;
+      }
+      size_t n = (size_t)r < want ? (size_t)r : want;
+      memcpy(dst + got, stage, n);
+      got += (int64_t)n;
+      if ((size_t)r < ask) break; /* the end of the file */
+    }
+    if (stage != NULL) stage_give(stage);
+  }
+  if (napi_create_int64(env, got, &out) != napi_ok) return NULL;
+  return out;
+}
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+struct ferry_cachestat_range {
+  uint64_t off, len;
+};
+struct ferry_cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+static napi_value cached_fraction(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  int32_t fd;
+  int64_t size;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &size) != napi_ok || fd < 0 ||
+      size < 0) {
+    napi_throw_type_error(env, NULL, "cachedFraction(fd, size)");
+    return NULL;
+  }
+  double f = -1;
+  struct ferry_cachestat_range r = {0, (uint64_t)size};
+  struct ferry_cachestat cs;
+  memset(&cs, 0, sizeof cs);
+  if (syscall(__NR_cachestat, fd, &r, &cs, 0) == 0) {
+    long page = sysconf(_SC_PAGESIZE);
+    double pages = (double)(((uint64_t)size + (uint64_t)page - 1) / (uint64_t)page);
+    f = pages > 0 ? (double)cs.nr_cache / pages : 1;
+    if (f > 1) f = 1;
+  }
+  if (napi_create_double(env, f, &out) != napi_ok) return NULL;
+  return out;
+}
+
+static napi_value direct_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t dfd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &dfd) != napi_ok || dfd < 0) {
+    napi_throw_type_error(env, NULL, "directClose(dfd)");
+    return NULL;
+  }
+  close(dfd);
+  return undefined_value(env);
+}
+
 napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
   napi_value state_bytes;
   napi_status s = napi_create_int32(env, (int32_t)content_hash_state_bytes(), &state_bytes);
@@ -608,6 +902,11 @@ napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
       {"readFiles", NULL, read_files, NULL, NULL, NULL, napi_default, NULL},
       {"publishFiles", NULL, publish_files, NULL, NULL, NULL, napi_default, NULL},
       {"writeBehind", NULL, write_behind, NULL, NULL, NULL, napi_default, NULL},
+      {"directOpen", NULL, direct_open, NULL, NULL, NULL, napi_default, NULL},
+      {"directWrite", NULL, direct_write, NULL, NULL, NULL, napi_default, NULL},
+      {"directRead", NULL, direct_read, NULL, NULL, NULL, napi_default, NULL},
+      {"cachedFraction", NULL, cached_fraction, NULL, NULL, NULL, napi_default, NULL},
+      {"directClose", NULL, direct_close, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -102,6 +102,7 @@ import { DirHandles, type DirNode } from './dir-handles.js';
 import { dataExtents, mtimesEqual, setTimesFd, setTimesPath, storedMtimeNs } from './meta-native.js';
 import { dataRuns } from './sparse.js';
 import { startWriteback, WRITE_BEHIND_BYTES } from './write-behind.js';
+import { DIRECT_MIN_BYTES, DirectFile } from './direct-io.js';
 import { ST_ERRNO, ST_GID, ST_MODE, ST_SIZE, ST_UID, STAT_BIGS, STAT_NUMS, statNames } from './stat-batch.js';
 import { allowedXattrs, applyXattrs, readXattrs, xattrsEqual, type XattrPolicy, type Xattrs } from './xattrs.js';
 
@@ -152,6 +153,13 @@ export interface SafeWriterOptions {
    * copy outruns the disk and early writeback only adds seeks.
    */
   writeBehind?: boolean;
+  /**
+   * Write files of at least DIRECT_MIN_BYTES with O_DIRECT where the filesystem allows
+   * it (fs/direct-io.ts; buffered, with write-behind, where it does not). For the
+   * network receiver: its big files' bytes are not read again, so the page cache only
+   * costs a copy and pages to find and write back.
+   */
+  directWrites?: boolean;
   /** Do not create DST if it is missing (dry runs). */
   dryRun?: boolean;
   /** Buffer size for the read/write and sparse copy paths (default 128 KiB). */
@@ -1148,6 +1156,8 @@ export class TempFile {
   /** Up to where writeback was started (options.writeBehind), and the call in flight. */
   #wbFrom = 0;
   #wbPending: Promise<void> | null = null;
+  /** options.directWrites: the file's O_DIRECT side (null: none, or refused; undefined: not yet asked). */
+  #direct: DirectFile | null | undefined = undefined;
   /** The temp file's descriptor on the copyFrom path (kernel copy into it). */
   #fd = -1;
   #created = false;
@@ -1277,6 +1287,15 @@ export class TempFile {
   /** Write `buf` at `offset` (any order; holes stay holes). */
   async write(buf: Uint8Array, offset: number): Promise<void> {
     const fh = await this.#open();
+    const direct = this.#directFor(fh.fd);
+    if (direct !== null) {
+      try {
+        await direct.write(buf, offset);
+      } catch (e) {
+        throw fromSystemError(e, 'write', this.rel);
+      }
+      return;
+    }
     let done = 0;
     try {
       while (done < buf.length) {
@@ -1287,6 +1306,22 @@ export class TempFile {
       throw fromSystemError(e, 'write', this.rel);
     }
     this.#writeBehind(fh.fd, offset + buf.length);
+  }
+
+  /** The direct side of a large file (options.directWrites), opened on its first write; null when it is written buffered. */
+  #directFor(fd: number): DirectFile | null {
+    if (this.#direct === undefined) {
+      this.#direct = this.#w.options.directWrites === true && this.entry.size >= DIRECT_MIN_BYTES ? DirectFile.open(fd) : null;
+    } else if (this.#direct !== null && !this.#direct.usable) {
+      this.#direct.close(); // the filesystem refused: buffered from here on
+      this.#direct = null;
+    }
+    return this.#direct;
+  }
+
+  #closeDirect(): void {
+    this.#direct?.close();
+    this.#direct = null;
   }
 
   /**
@@ -1440,6 +1475,7 @@ export class TempFile {
         if (w.options.fsync) await this.#fh.sync();
         setTimesFd(fd, ns);
         await this.#writeBehindRest(fd);
+        this.#closeDirect();
         await this.#fh.close();
         this.#fh = null;
         if (this.inplace) {
@@ -1492,6 +1528,7 @@ export class TempFile {
     }
     if (this.#fh) {
       await this.#settle();
+      this.#closeDirect();
       await this.#fh.close().catch(() => {});
       this.#fh = null;
     }

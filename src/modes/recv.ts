@@ -462,6 +462,7 @@ export async function recv(o: RecvOptions): Promise<RecvOutcome> {
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         umask: process.umask(), // modes from the wire are masked like those of files we create
         writeBehind: true,
+        directWrites: true,
         ...peerMetadataPolicy(o, msg.flags),
         ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });
@@ -699,6 +700,7 @@ export async function receiveOver(
         preserveSpecialBits: o.preserveSpecial && (msg.flags & SessionFlags.PRESERVE_SPECIAL) !== 0,
         dryRun: (msg.flags & SessionFlags.DRY_RUN) !== 0,
         writeBehind: true,
+        directWrites: true,
         ...peerMetadataPolicy(o, msg.flags),
         ...(msg.partialDir !== undefined ? { partialDir: msg.partialDir } : {}),
       });

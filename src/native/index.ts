@@ -91,6 +91,16 @@ export interface NetBatchAddon {
   publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE) on a pool thread (fs/write-behind.ts). */
   writeBehind?(fd: number, offset: number, length: number): Promise<void>;
+  /** A second descriptor on `fd`'s file for O_DIRECT writes, alignments into `align`; or -errno (fs/direct-io.ts). */
+  directOpen?(fd: number, align: Int32Array, write?: boolean): number;
+  /** Fill `data` from `offset` through an O_DIRECT descriptor: bytes read, or -errno (fs/direct-io.ts). */
+  directRead?(dfd: number, data: Uint8Array, offset: number, align: Int32Array): number;
+  /** Close a descriptor directOpen returned. */
+  directClose?(dfd: number): void;
+  /** The fraction of a file's first `size` bytes in the page cache (cachestat), or -1 (fs/direct-io.ts). */
+  cachedFraction?(fd: number, size: number): number;
+  /** Write `data` at `offset`, its aligned part through `dfd` (O_DIRECT), the rest through `fd`; outcome in `res` (fs/direct-io.ts). */
+  directWrite?(dfd: number, fd: number, data: Uint8Array, offset: number, align: Int32Array, res: Int32Array): Promise<void>;
 }
 
 /**

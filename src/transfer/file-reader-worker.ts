@@ -26,6 +26,7 @@ import { openSourceSync, SourceChanged } from '../fs/source-file.js';
 import { newHash } from './hash.js';
 import { dataExtents } from '../fs/meta-native.js';
 import { dataSpan } from '../fs/sparse.js';
+import { DirectReader } from '../fs/direct-io.js';
 
 export interface WorkerError {
   /** errno code of a failed system call, when there was one. */
@@ -141,6 +142,8 @@ interface Range {
   extents: Array<[number, number]> | null;
   out: number;
   free: ArrayBuffer[];
+  /** Direct reads (fs/direct-io.ts) of a big file the page cache does not hold, or null. */
+  direct: DirectReader | null;
 }
 
 const ranges = new Map<number, Range>();
@@ -164,6 +167,7 @@ function startRange(req: Extract<ReaderRequest, { op: 'range' }>): void {
       extents: req.sparse ? dataExtents(fd, req.size) : null,
       out: 0,
       free: [],
+      direct: req.sparse ? null : DirectReader.open(fd, req.size),
     };
     ranges.set(req.id, r);
     pump(r);
@@ -185,6 +189,7 @@ function finishRange(r: Range, error?: WorkerError): void {
   } catch (e) {
     error = toWorkerError(e);
   } finally {
+    r.direct?.close();
     closeSync(r.fd);
   }
   if (error) post({ kind: 'error', id: r.id, error });
@@ -201,7 +206,7 @@ function pump(r: Range): void {
       const len = Math.min(r.chunk, r.end - r.pos);
       const buf = r.free.pop() ?? new ArrayBuffer(r.chunk);
       const view = new Uint8Array(buf, 0, len);
-      if (readFully(r.fd, view, r.pos) < len) {
+      if ((r.direct?.read(view, r.pos) ?? readFully(r.fd, view, r.pos)) < len) {
         finishRange(r, { changed: true, message: 'shrank while being sent' });
         return;
       }

@@ -1,0 +1,127 @@
+/**
+ * Direct I/O for big files on both ends of a network transfer: the receiver's writes
+ * and the sender's reads of files of at least DIRECT_MIN_BYTES go between our memory
+ * and the disk with O_DIRECT (native/net-batch.c), past the page cache.
+ *
+ * Why: a buffered write copies every byte into page-cache pages the kernel must first
+ * find (on a virtual machine, often have the host back with memory again), keeps them
+ * dirty and writes them back later; a buffered cold read fills fresh pages and copies
+ * out of them. Neither end reads those pages again. For a big file those copies and
+ * pages were the largest items of both ends' CPU profiles. A direct transfer is one
+ * DMA to or from a buffer whose pages stay faulted in and are reused.
+ *
+ * Where the filesystem cannot (statx reports no direct-I/O alignment, /proc is not
+ * mounted, the open or a transfer is refused with EINVAL), or without the addon
+ * (FERRY_NATIVE=0), files are read and written buffered, as before (writes with
+ * write-behind, fs/write-behind.ts): the bytes are the same either way. The sender
+ * reads direct only a file the page cache does not already hold (cachestat(2), Linux
+ * 6.5; without it, buffered): a file just written, or read before, is read from memory.
+ *
+ * A write's aligned part goes direct; an unaligned tail (the end of a file whose size
+ * is not a multiple of the alignment) or a write at an unaligned offset (a resumed
+ * file) goes through the ordinary descriptor: both describe the same file, and the
+ * kernel keeps the two kinds of I/O coherent.
+ */
+import { errnoError } from '../core/errors.js';
+import { netBatchAddon } from '../native/index.js';
+
+/** Files at least this big are read and written direct (smaller ones are not worth a second descriptor). */
+export const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
+
+/** Bytes written through direct descriptors (aligned parts, or whole writes that went buffered after a refusal count 0), for tests. */
+export const directWriteCounts = { opened: 0, bytes: 0 };
+
+/** Above this fraction of a file in the page cache, the sender reads it buffered (from memory). */
+export const DIRECT_READ_MAX_CACHED = 0.25;
+
+/** A file open for direct writes: the O_DIRECT descriptor and the filesystem's alignments. */
+export class DirectFile {
+  readonly #dfd: number;
+  readonly #fd: number;
+  readonly #align: Int32Array;
+  #refused = false;
+
+  private constructor(dfd: number, fd: number, align: Int32Array) {
+    this.#dfd = dfd;
+    this.#fd = fd;
+    this.#align = align;
+  }
+
+  /** A direct descriptor next to `fd` (an open, writable regular file), or null when there is none here. */
+  static open(fd: number): DirectFile | null {
+    const a = netBatchAddon();
+    if (a?.directOpen === undefined || a.directWrite === undefined || a.directClose === undefined) return null;
+    const align = new Int32Array(2);
+    const dfd = a.directOpen(fd, align);
+    if (dfd < 0) return null;
+    directWriteCounts.opened++;
+    return new DirectFile(dfd, fd, align);
+  }
+
+  /** False once the filesystem refused a direct write: the caller writes buffered from then on. */
+  get usable(): boolean {
+    return !this.#refused;
+  }
+
+  /** Write all of `data` at `offset`; a failure throws an Error with the errno's code (as fs does). */
+  async write(data: Uint8Array, offset: number): Promise<void> {
+    const res = new Int32Array(2);
+    await netBatchAddon()!.directWrite!(this.#dfd, this.#fd, data, offset, this.#align, res);
+    if (res[0] === -1) throw errnoError(res[1]!, 'write');
+    if (res[0] === 1) this.#refused = true;
+    else if (offset % this.#align[1]! === 0) directWriteCounts.bytes += data.length - (data.length % this.#align[1]!);
+  }
+
+  /** Close the direct descriptor (the ordinary one is the caller's). Never throws. */
+  close(): void {
+    netBatchAddon()!.directClose!(this.#dfd);
+  }
+}
+
+
+/** A source file open for direct reads (the sender's reader thread: synchronous). */
+export class DirectReader {
+  readonly #dfd: number;
+  readonly #align: Int32Array;
+  #refused = false;
+
+  private constructor(dfd: number, align: Int32Array) {
+    this.#dfd = dfd;
+    this.#align = align;
+  }
+
+  /**
+   * A direct descriptor next to `fd` when direct reads pay here: the addon has them,
+   * the file is big, and the page cache holds little of it; else null (read buffered).
+   */
+  static open(fd: number, size: number): DirectReader | null {
+    const a = netBatchAddon();
+    if (a?.directOpen === undefined || a.directRead === undefined || a.cachedFraction === undefined || a.directClose === undefined || size < DIRECT_MIN_BYTES) return null;
+    const cached = a.cachedFraction(fd, size);
+    if (cached < 0 || cached > DIRECT_READ_MAX_CACHED) return null;
+    const align = new Int32Array(2);
+    const dfd = a.directOpen(fd, align, false);
+    return dfd < 0 ? null : new DirectReader(dfd, align);
+  }
+
+  /**
+   * Fill `view` from `pos`: the bytes read (fewer at the end of the file), or null when
+   * the filesystem refused (then and from then on, the caller reads buffered). A failed
+   * read throws an Error with the errno's code, as fs does.
+   */
+  read(view: Uint8Array, pos: number): number | null {
+    if (this.#refused) return null;
+    const n = netBatchAddon()!.directRead!(this.#dfd, view, pos, this.#align);
+    if (n === -22 /* EINVAL */ || n === -95 /* EOPNOTSUPP */ || n === -12 /* ENOMEM */) {
+      this.#refused = true;
+      return null;
+    }
+    if (n < 0) throw errnoError(-n, 'read');
+    return n;
+  }
+
+  /** Close the direct descriptor (the ordinary one is the caller's). Never throws. */
+  close(): void {
+    netBatchAddon()!.directClose!(this.#dfd);
+  }
+}

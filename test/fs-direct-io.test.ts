@@ -1,0 +1,159 @@
+/**
+ * Direct I/O for big files (src/fs/direct-io.ts): the network receiver writes, and the
+ * sender's reader thread reads, files of at least DIRECT_MIN_BYTES past the page cache
+ * where the filesystem allows it. What must hold: the bytes are exactly those of the
+ * buffered path (unaligned tails, writes at unaligned offsets, the end of a file read
+ * in an aligned block), the page cache is really left alone (cachestat), a file the
+ * page cache already holds is read from memory, and without the addon nothing changes.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Entry } from '../src/core/entry.js';
+import { DIRECT_MIN_BYTES, DirectFile, DirectReader, directWriteCounts } from '../src/fs/direct-io.js';
+import { SafeWriter } from '../src/fs/safe-writer.js';
+import { contentHashOf } from '../src/fs/checksum.js';
+import { netBatchAddon } from '../src/native/index.js';
+import { FileReader } from '../src/transfer/file-reader.js';
+import { cleanupTmpDirs, tmpDir } from './support/tree.js';
+
+after(cleanupTmpDirs);
+
+const MiB = 1024 * 1024;
+const fe = (p: string, size: number): Entry => ({ path: p, kind: 'file', size, mode: 0o644, mtimeNs: 1_700_000_000_000_000_000n });
+
+/** Whether this directory's filesystem takes direct I/O from this addon; why not, when it does not. */
+async function directHere(dir: string): Promise<string | null> {
+  const a = netBatchAddon();
+  if (a?.directOpen === undefined) return 'the native addon is not in use (FERRY_NATIVE=0 or not built)';
+  const fh = await fsp.open(path.join(dir, 'probe'), 'w');
+  try {
+    const dfd = a.directOpen(fh.fd, new Int32Array(2));
+    if (dfd < 0) return `the filesystem of ${dir} refuses direct I/O (errno ${-dfd})`;
+    a.directClose!(dfd);
+    return null;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The fraction of the file the page cache holds (cachestat), or -1 where the kernel cannot say. */
+async function cached(file: string): Promise<number> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    return netBatchAddon()?.cachedFraction?.(fh.fd, (await fh.stat()).size) ?? -1;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Write `data` to `name` in `dst` as the receiver does, in `pieces` [offset, end) (any order). */
+async function receive(dst: string, name: string, data: Buffer, pieces: Array<[number, number]>, directWrites: boolean): Promise<void> {
+  const w = await SafeWriter.open(dst, { directWrites, writeBehind: true });
+  const t = await w.beginFile(fe(name, data.length));
+  for (const [a, b] of pieces) await t.write(data.subarray(a, b), a);
+  await t.commit();
+  await w.finish();
+  w.close();
+}
+
+test('direct writes (network receiver): a big file in chunks, with an unaligned tail and writes at unaligned offsets, is byte-exact and stays out of the page cache', async (t) => {
+  const dst = path.join(await tmpDir(), 'dst');
+  await fsp.mkdir(dst);
+  const size = DIRECT_MIN_BYTES + 3 * MiB + 4096 * 5 + 123; // ends mid-block
+  const data = randomBytes(size);
+  // In order: a first piece that ends unaligned, so the next starts at an unaligned offset
+  // (written buffered); then whole aligned chunks; the tail; and one rewrite out of order.
+  const pieces: Array<[number, number]> = [[0, MiB + 100], [MiB + 100, 2 * MiB]];
+  for (let off = 2 * MiB; off < size; off += MiB) pieces.push([off, Math.min(size, off + MiB)]);
+  pieces.push([4 * MiB, 5 * MiB]);
+
+  const before = { ...directWriteCounts };
+  await receive(dst, 'direct.bin', data, pieces, true);
+  const frac = await cached(path.join(dst, 'direct.bin')); // before the content check reads it in
+  assert.deepEqual(await fsp.readFile(path.join(dst, 'direct.bin')), data, 'content');
+  const opened = directWriteCounts.opened - before.opened;
+  const bytes = directWriteCounts.bytes - before.bytes;
+
+  const why = await directHere(dst);
+  if (why !== null) {
+    assert.equal(opened, 0, 'no direct descriptor where direct I/O is not available');
+    if (netBatchAddon()?.directOpen !== undefined && process.env['CI'] === 'true') assert.fail(`direct I/O must work in CI: ${why}`);
+    t.diagnostic(`buffered path only: ${why}`);
+    return;
+  }
+  assert.equal(opened, 1, 'one direct descriptor for the file');
+  // Everything but the piece at an unaligned offset and the partial block at the end went direct.
+  assert.ok(bytes >= size - 2 * MiB && bytes <= size + MiB, `direct bytes: ${bytes} of ${size}`);
+  if (frac >= 0) assert.ok(frac < 0.25, `the page cache holds ${(frac * 100).toFixed(0)}% of a file written direct`);
+
+  // The same writer without directWrites goes through the page cache: the check above can fail.
+  const b2 = { ...directWriteCounts };
+  await receive(dst, 'buffered.bin', data, pieces, false);
+  const fracBuffered = await cached(path.join(dst, 'buffered.bin'));
+  assert.deepEqual(await fsp.readFile(path.join(dst, 'buffered.bin')), data);
+  assert.equal(directWriteCounts.opened - b2.opened, 0, 'no direct writes unless the writer asks');
+  if (fracBuffered >= 0) assert.ok(fracBuffered > 0.9, `a buffered file is in the page cache (${(fracBuffered * 100).toFixed(0)}%)`);
+
+  // A small file is written buffered even when asked.
+  const b3 = { ...directWriteCounts };
+  const small = data.subarray(0, DIRECT_MIN_BYTES - 1);
+  await receive(dst, 'small.bin', small, [[0, small.length]], true);
+  assert.deepEqual(await fsp.readFile(path.join(dst, 'small.bin')), small);
+  assert.equal(directWriteCounts.opened - b3.opened, 0, 'files under DIRECT_MIN_BYTES stay buffered');
+});
+
+test('direct reads (sender): a big file the page cache does not hold is read past it, byte-exact to the end; a cached one from memory', async (t) => {
+  const dir = await tmpDir();
+  const why = await directHere(dir);
+  if (why !== null) {
+    if (netBatchAddon()?.directOpen !== undefined && process.env['CI'] === 'true') assert.fail(`direct I/O must work in CI: ${why}`);
+    t.skip(why);
+    return;
+  }
+  const size = DIRECT_MIN_BYTES + 2 * MiB + 777; // the last chunk ends mid-block
+  const data = randomBytes(size);
+  const file = path.join(dir, 'cold.bin');
+  // Written direct, so that the page cache does not hold it: the sender's cold-read case.
+  const fh = await fsp.open(file, 'w');
+  const d = DirectFile.open(fh.fd)!;
+  assert.ok(d, 'a direct descriptor');
+  for (let off = 0; off < size; off += MiB) await d.write(data.subarray(off, Math.min(size, off + MiB)), off);
+  d.close();
+  await fsp.utimes(file, new Date(1_000_000), new Date(1_000_000));
+  const frac0 = await cached(file);
+  assert.ok(frac0 >= 0 && frac0 < 0.25, `set-up: the page cache holds ${(frac0 * 100).toFixed(0)}% of the file`);
+  const dr = DirectReader.open(fh.fd, size);
+  assert.ok(dr, 'an uncached big file is read direct');
+  dr.close();
+  await fh.close();
+
+  const st = await fsp.stat(file, { bigint: true });
+  const r = new FileReader(1);
+  try {
+    const range = r.readRange({ absPath: file, path: 'cold.bin', size, mtimeNs: st.mtimeNs }, 0, size, { chunk: MiB, sparse: false });
+    const got: Buffer[] = [];
+    for await (const c of range) {
+      got.push(Buffer.from(c.data!));
+      c.release();
+    }
+    assert.deepEqual(Buffer.concat(got), data, 'every byte, the unaligned end included');
+    assert.deepEqual(range.digest, contentHashOf(data));
+  } finally {
+    await r.close();
+  }
+  const frac1 = await cached(file);
+  assert.ok(frac1 < 0.25, `read direct, the file is still not in the page cache (${(frac1 * 100).toFixed(0)}%)`);
+
+  // Read once buffered, the file is in memory: then it is read from there, not from the disk.
+  await fsp.readFile(file);
+  const fh2 = await fsp.open(file, 'r');
+  try {
+    assert.equal(DirectReader.open(fh2.fd, size), null, 'a cached file is read buffered');
+    assert.equal(DirectReader.open(fh2.fd, DIRECT_MIN_BYTES - 1), null, 'a small file is read buffered');
+  } finally {
+    await fh2.close();
+  }
+});
