@@ -121,7 +121,7 @@ test('direct reads (sender): a big file the page cache does not hold is read pas
   const d = DirectFile.open(fh.fd)!;
   assert.ok(d, 'a direct descriptor');
   for (let off = 0; off < size; off += MiB) await d.write(data.subarray(off, Math.min(size, off + MiB)), off);
-  d.close();
+  await d.close();
   await fsp.utimes(file, new Date(1_000_000), new Date(1_000_000));
   const frac0 = await cached(file);
   assert.ok(frac0 >= 0 && frac0 < 0.25, `set-up: the page cache holds ${(frac0 * 100).toFixed(0)}% of the file`);

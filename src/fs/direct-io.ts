@@ -40,6 +40,8 @@ export class DirectFile {
   readonly #fd: number;
   readonly #align: Int32Array;
   #refused = false;
+  /** Writes on a pool thread: both descriptors stay open until they are done (a number reused meanwhile would be another file). */
+  readonly #inFlight = new Set<Promise<void>>();
 
   private constructor(dfd: number, fd: number, align: Int32Array) {
     this.#dfd = dfd;
@@ -66,18 +68,27 @@ export class DirectFile {
   /** Write all of `data` at `offset`; a failure throws an Error with the errno's code (as fs does). */
   async write(data: Uint8Array, offset: number): Promise<void> {
     const res = new Int32Array(2);
-    await netBatchAddon()!.directWrite!(this.#dfd, this.#fd, data, offset, this.#align, res);
+    const p = netBatchAddon()!.directWrite!(this.#dfd, this.#fd, data, offset, this.#align, res);
+    this.#inFlight.add(p);
+    try {
+      await p;
+    } finally {
+      this.#inFlight.delete(p);
+    }
     if (res[0] === -1) throw errnoError(res[1]!, 'write');
     if (res[0] === 1) this.#refused = true;
     else if (offset % this.#align[1]! === 0) directWriteCounts.bytes += data.length - (data.length % this.#align[1]!);
   }
 
-  /** Close the direct descriptor (the ordinary one is the caller's). Never throws. */
-  close(): void {
+  /**
+   * Close the direct descriptor once no write is in flight; the ordinary one is the
+   * caller's, to close after this resolves. Never throws.
+   */
+  async close(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
     netBatchAddon()!.directClose!(this.#dfd);
   }
 }
-
 
 /** A source file open for direct reads (the sender's reader thread: synchronous). */
 export class DirectReader {

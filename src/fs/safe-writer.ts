@@ -1313,15 +1313,17 @@ export class TempFile {
     if (this.#direct === undefined) {
       this.#direct = this.#w.options.directWrites === true && this.entry.size >= DIRECT_MIN_BYTES ? DirectFile.open(fd) : null;
     } else if (this.#direct !== null && !this.#direct.usable) {
-      this.#direct.close(); // the filesystem refused: buffered from here on
+      void this.#direct.close(); // the filesystem refused: buffered from here on (closed once its writes are done)
       this.#direct = null;
     }
     return this.#direct;
   }
 
-  #closeDirect(): void {
-    this.#direct?.close();
+  /** Before the temp file's descriptor is closed: the direct one, after any write in flight. */
+  async #closeDirect(): Promise<void> {
+    const d = this.#direct;
     this.#direct = null;
+    await d?.close();
   }
 
   /**
@@ -1475,7 +1477,7 @@ export class TempFile {
         if (w.options.fsync) await this.#fh.sync();
         setTimesFd(fd, ns);
         await this.#writeBehindRest(fd);
-        this.#closeDirect();
+        await this.#closeDirect();
         await this.#fh.close();
         this.#fh = null;
         if (this.inplace) {
@@ -1528,7 +1530,7 @@ export class TempFile {
     }
     if (this.#fh) {
       await this.#settle();
-      this.#closeDirect();
+      await this.#closeDirect();
       await this.#fh.close().catch(() => {});
       this.#fh = null;
     }
