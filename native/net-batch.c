@@ -13,24 +13,20 @@
  *       state lives in a caller-owned Uint8Array of hashStateBytes: no objects, no
  *       finalizers; a state that is not one (checked) is a RangeError.
  *   hashOf(data, out16)                the same for one buffer
- *   readFiles(paths, want, out, hashes, res, directMin) -> Promise<void>
+ *   readFiles(paths, want, out, hashes, res) -> Promise<void>
  *       on a pool thread, for each file i: open(O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY),
  *       fstat and require a regular file with the walk's device, inode, size and mtime,
  *       read it whole into `out` (files laid end to end), fstat again and require the
  *       same size and mtime, close; hash it into hashes[16i..]. res[2i] = status, res[2i+1]
- *       = errno. `out` and `hashes` are the caller's and reused. A file of at least
- *       `directMin` bytes (0: none) that the page cache holds little of is read with
- *       O_DIRECT through a staging buffer (see directRead below).
- *   publishFiles(strings, nums, data[], res, directMin) -> Promise<void>
+ *       = errno. `out` and `hashes` are the caller's and reused.
+ *   publishFiles(strings, nums, data[], res) -> Promise<void>
  *       on a pool thread, for each file i, relative to the directory descriptor the
  *       caller opened on a verified directory of DST (fs/dir-handles): create `temp` with
  *       O_CREAT|O_EXCL|O_NOFOLLOW 0600 (a leftover of ours by that name is removed and
  *       creation retried once), pwrite its bytes from `data`, ftruncate to `size` when
  *       the bytes end early (a trailing hole), fchmod, futimens (nanoseconds), close,
  *       renameat onto `name`; on any failure unlink the temp file. The bytes are
- *       written from the caller's buffers (one per file), never copied, except that a
- *       file of at least `directMin` bytes (0: none) has its aligned part written with
- *       O_DIRECT through a staging buffer (see directWrite below).
+ *       written from the caller's buffers (one per file), never copied.
  *   writeBehind(fd, offset, length) -> Promise<void>
  *       on a pool thread, sync_file_range(SYNC_FILE_RANGE_WRITE) of that range: start
  *       writing the dirty pages of a large file's finished part to the disk now, while
@@ -212,7 +208,6 @@ typedef struct batch {
   size_t data_len;
   uint8_t *hashes;
   int32_t *res;
-  int64_t direct_min; /* readFiles/publishFiles: files of at least this many bytes go direct (0: none) */
 } batch_t;
 
 static void batch_free(napi_env env, batch_t *b) {
@@ -269,69 +264,6 @@ static int split_strings(batch_t *b, const char *src, size_t len, const char **o
   return p == end;
 }
 
-/* Direct I/O for whole small files (defined with directWrite below). */
-static uint8_t *stage_take(void);
-static void stage_give(uint8_t *p);
-static int pwrite_all(int fd, const uint8_t *p, size_t n, int64_t off);
-static double cached_fraction_of(int fd, int64_t size);
-#define STAGE_BYTES (1u << 20)
-/* Whole small files go direct in blocks of this alignment (a multiple of any the
- * filesystem reports; a filesystem that wants more refuses, and the file goes buffered). */
-#define SMALL_DIRECT_ALIGN 4096
-
-/*
- * Read a whole file of `size` bytes (at most STAGE_BYTES) with O_DIRECT, set on `fd`
- * itself (it is ours alone), through a staging buffer, when the page cache holds little
- * of it. Returns the bytes read (fewer when the file ended early; more than `size` is
- * not copied), or -1 when it did not go direct: `fd` is as it was, read it buffered.
- */
-static int64_t read_small_direct(int fd, uint8_t *dst, int64_t size) {
-  double cached = cached_fraction_of(fd, size);
-  if (cached < 0 || cached > 0.25) return -1;
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) return -1;
-  uint8_t *stage = stage_take();
-  int64_t got = 0;
-  size_t ask = ((size_t)size + SMALL_DIRECT_ALIGN - 1) & ~(size_t)(SMALL_DIRECT_ALIGN - 1);
-  while (stage != NULL && (size_t)got < ask) {
-    ssize_t r = pread(fd, stage + got, ask - (size_t)got, (off_t)got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      got = -1;
-      break;
-    }
-    if (r == 0) break;
-    got += r;
-    if (got % SMALL_DIRECT_ALIGN != 0) break; /* the end of the file */
-  }
-  if (stage == NULL) got = -1;
-  if (got >= 0) memcpy(dst, stage, (size_t)(got < size ? got : size));
-  if (stage != NULL) stage_give(stage);
-  if (got < 0) (void)fcntl(fd, F_SETFL, fl);
-  return got < 0 ? -1 : (got < size ? got : size);
-}
-
-/*
- * Write the aligned part of a small file's bytes with O_DIRECT (set on `fd`, ours
- * alone, then cleared) through a staging buffer; returns how many bytes went (0 when
- * none: the caller writes everything buffered).
- */
-static int64_t write_small_direct(int fd, const uint8_t *src, int64_t len) {
-  size_t body = (size_t)len & ~(size_t)(SMALL_DIRECT_ALIGN - 1);
-  if (body == 0 || body > STAGE_BYTES) return 0;
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) return 0;
-  uint8_t *stage = stage_take();
-  int rc = -ENOMEM;
-  if (stage != NULL) {
-    memcpy(stage, src, body);
-    rc = pwrite_all(fd, stage, body, 0);
-    stage_give(stage);
-  }
-  if (fcntl(fd, F_SETFL, fl) != 0) return -1;
-  return rc == 0 ? (int64_t)body : 0;
-}
-
 /* ---- readFiles */
 
 enum {
@@ -374,10 +306,7 @@ static void read_one(batch_t *b, size_t i) {
   } else if ((int64_t)st.st_size != it->size || (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != it->mtime_ns) {
     res[0] = RD_CHANGED;
   } else {
-    int64_t got = -1;
-    if (b->direct_min > 0 && it->size >= b->direct_min && it->size <= STAGE_BYTES) got = read_small_direct(fd, dst, it->size);
-    if (got < 0) got = 0;
-    else if (got < it->size) got = it->size + 1; /* ended early: reported as changed below */
+    int64_t got = 0;
     while (got < it->size) {
       ssize_t r = pread(fd, dst + got, (size_t)(it->size - got), got);
       if (r < 0) {
@@ -420,17 +349,15 @@ static void read_execute(napi_env env, void *data) {
  *   hashes: 16 bytes per file; res: two per file (status, errno).
  */
 static napi_value read_files(napi_env env, napi_callback_info info) {
-  size_t argc = 6, plen = 0, wlen = 0, olen = 0, hlen = 0, rlen = 0;
-  napi_value argv[6];
-  int64_t direct_min = 0;
+  size_t argc = 5, plen = 0, wlen = 0, olen = 0, hlen = 0, rlen = 0;
+  napi_value argv[5];
   void *pdata = NULL, *wdata = NULL, *rdata = NULL;
   uint8_t *odata = NULL, *hdata = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
       napi_get_buffer_info(env, argv[0], &pdata, &plen) != napi_ok ||
       !get_typed(env, argv[1], napi_bigint64_array, &wdata, &wlen) || !get_u8(env, argv[2], &odata, &olen) ||
-      !get_u8(env, argv[3], &hdata, &hlen) || !get_typed(env, argv[4], napi_int32_array, &rdata, &rlen) ||
-      (argc >= 6 && (napi_get_value_int64(env, argv[5], &direct_min) != napi_ok || direct_min < 0))) {
-    napi_throw_type_error(env, NULL, "readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array, directMin?: number)");
+      !get_u8(env, argv[3], &hdata, &hlen) || !get_typed(env, argv[4], napi_int32_array, &rdata, &rlen)) {
+    napi_throw_type_error(env, NULL, "readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array)");
     return NULL;
   }
   size_t n = wlen / 5;
@@ -480,7 +407,6 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
   b->data_len = olen;
   b->hashes = hdata;
   b->res = rdata;
-  b->direct_min = direct_min;
   for (int k = 0; k < 5; k++) {
     if (!keep(env, b, argv[k])) {
       batch_free(env, b);
@@ -530,12 +456,6 @@ static void publish_one(batch_t *b, size_t i) {
   int step = PUB_OK, e = 0;
   const uint8_t *src = it->src;
   int64_t done = 0;
-  if (b->direct_min > 0 && it->data_len >= b->direct_min) done = write_small_direct(fd, src, it->data_len);
-  if (done < 0) {
-    step = PUB_WRITE;
-    e = errno;
-    done = it->data_len;
-  }
   while (done < it->data_len) {
     ssize_t w = pwrite(fd, src + done, (size_t)(it->data_len - done), done);
     if (w < 0) {
@@ -588,9 +508,8 @@ static void publish_execute(napi_env env, void *data) {
  *   res: two per file (step that failed, errno).
  */
 static napi_value publish_files(napi_env env, napi_callback_info info) {
-  size_t argc = 5, slen = 0, nlen = 0, rlen = 0;
-  napi_value argv[5];
-  int64_t direct_min = 0;
+  size_t argc = 4, slen = 0, nlen = 0, rlen = 0;
+  napi_value argv[4];
   void *sdata = NULL, *ndata = NULL, *rdata = NULL;
   bool is_array = false;
   uint32_t ndatas = 0;
@@ -598,9 +517,8 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
       napi_get_buffer_info(env, argv[0], &sdata, &slen) != napi_ok ||
       !get_typed(env, argv[1], napi_float64_array, &ndata, &nlen) || napi_is_array(env, argv[2], &is_array) != napi_ok ||
       !is_array || napi_get_array_length(env, argv[2], &ndatas) != napi_ok ||
-      !get_typed(env, argv[3], napi_int32_array, &rdata, &rlen) ||
-      (argc >= 5 && (napi_get_value_int64(env, argv[4], &direct_min) != napi_ok || direct_min < 0))) {
-    napi_throw_type_error(env, NULL, "publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array, directMin?: number)");
+      !get_typed(env, argv[3], napi_int32_array, &rdata, &rlen)) {
+    napi_throw_type_error(env, NULL, "publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array)");
     return NULL;
   }
   size_t n = nlen / 5;
@@ -653,7 +571,6 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
   }
   free(strs);
   b->res = rdata;
-  b->direct_min = direct_min;
   /* The array holds every data buffer: referencing it keeps them all alive. */
   for (int k = 0; k < 4; k++) {
     if (!keep(env, b, argv[k])) {
@@ -747,6 +664,7 @@ static napi_value direct_open(napi_env env, napi_callback_info info) {
 /* Staging buffers for direct writes from unaligned memory, shared by the pool threads:
  * one per write in flight, kept for the next (their pages stay faulted in); at most
  * STAGE_KEEP are kept, whatever the pool's size. */
+#define STAGE_BYTES (1u << 20)
 #define STAGE_KEEP 8
 static pthread_mutex_t stage_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t *stage_free[STAGE_KEEP];
@@ -932,17 +850,6 @@ struct ferry_cachestat {
   uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
 };
 
-static double cached_fraction_of(int fd, int64_t size) {
-  struct ferry_cachestat_range r = {0, (uint64_t)size};
-  struct ferry_cachestat cs;
-  memset(&cs, 0, sizeof cs);
-  if (syscall(__NR_cachestat, fd, &r, &cs, 0) != 0) return -1;
-  long page = sysconf(_SC_PAGESIZE);
-  double pages = (double)(((uint64_t)size + (uint64_t)page - 1) / (uint64_t)page);
-  double f = pages > 0 ? (double)cs.nr_cache / pages : 1;
-  return f > 1 ? 1 : f;
-}
-
 static napi_value cached_fraction(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], out;
@@ -954,7 +861,16 @@ static napi_value cached_fraction(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "cachedFraction(fd, size)");
     return NULL;
   }
-  double f = cached_fraction_of(fd, size);
+  double f = -1;
+  struct ferry_cachestat_range r = {0, (uint64_t)size};
+  struct ferry_cachestat cs;
+  memset(&cs, 0, sizeof cs);
+  if (syscall(__NR_cachestat, fd, &r, &cs, 0) == 0) {
+    long page = sysconf(_SC_PAGESIZE);
+    double pages = (double)(((uint64_t)size + (uint64_t)page - 1) / (uint64_t)page);
+    f = pages > 0 ? (double)cs.nr_cache / pages : 1;
+    if (f > 1) f = 1;
+  }
   if (napi_create_double(env, f, &out) != napi_ok) return NULL;
   return out;
 }

@@ -4,18 +4,15 @@
  * where the filesystem allows it. What must hold: the bytes are exactly those of the
  * buffered path (unaligned tails, writes at unaligned offsets, the end of a file read
  * in an aligned block), the page cache is really left alone (cachestat), a file the
- * page cache already holds is read from memory, small files above DIRECT_SMALL_MIN_BYTES
- * go direct in the native batches, and without the addon nothing changes.
+ * page cache already holds is read from memory, and without the addon nothing changes.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsConstants, openSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Entry } from '../src/core/entry.js';
-import { DIRECT_MIN_BYTES, DIRECT_SMALL_MIN_BYTES, DirectFile, DirectReader, directWriteCounts } from '../src/fs/direct-io.js';
-import { nativePublisher } from '../src/fs/small-files.js';
-import { nativeSmallReader } from '../src/transfer/native-files.js';
+import { DIRECT_MIN_BYTES, DirectFile, DirectReader, directWriteCounts } from '../src/fs/direct-io.js';
 import { SafeWriter } from '../src/fs/safe-writer.js';
 import { contentHashOf } from '../src/fs/checksum.js';
 import { netBatchAddon } from '../src/native/index.js';
@@ -159,63 +156,4 @@ test('direct reads (sender): a big file the page cache does not hold is read pas
   } finally {
     await fh2.close();
   }
-});
-
-test('direct small files: the receiver publishes, and the sender reads, whole files of DIRECT_SMALL_MIN_BYTES or more past the page cache, byte-exact', async (t) => {
-  const dir = await tmpDir();
-  const why = await directHere(dir);
-  const publisher = nativePublisher();
-  const reader = nativeSmallReader();
-  if (why !== null || publisher === undefined || reader === undefined) {
-    if (netBatchAddon()?.directOpen !== undefined && process.env['CI'] === 'true') assert.fail(`direct I/O must work in CI: ${why}`);
-    t.skip(why ?? 'no native batches');
-    return;
-  }
-  const sizes = [DIRECT_SMALL_MIN_BYTES, DIRECT_SMALL_MIN_BYTES + 1, 100_000, 20 * 4096, 250_000, DIRECT_SMALL_MIN_BYTES - 1, 5000];
-  const datas = sizes.map((n) => randomBytes(n));
-  const dirFd = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  const items = sizes.map((size, i) => ({ dirFd, name: `f${i}`, size, mode: 0o644, mtimeNs: 1_700_000_000_000_000_000n, data: datas[i]! }));
-  try {
-    const errs = await publisher.publish(items, items.map((it) => it.name), DIRECT_SMALL_MIN_BYTES);
-    assert.deepEqual(errs, items.map(() => null));
-  } finally {
-    closeSync(dirFd);
-  }
-  // Written direct (all but the unaligned tail), the big ones are not in the page cache; the small ones are.
-  for (const [i, size] of sizes.entries()) {
-    const frac = await cached(path.join(dir, `f${i}`));
-    if (frac < 0) continue;
-    if (size >= DIRECT_SMALL_MIN_BYTES) assert.ok(frac < 0.25, `f${i} (${size} B): ${(frac * 100).toFixed(0)}% cached`);
-    else assert.ok(frac > 0.9, `f${i} (${size} B), under the threshold, is written buffered`);
-  }
-  // The sender's batch reads them back, direct where uncached, every byte and hash right.
-  const ids = await Promise.all(
-    sizes.map(async (size, i) => {
-      const absPath = path.join(dir, `f${i}`);
-      const st = await fsp.stat(absPath, { bigint: true });
-      return { absPath, path: `f${i}`, size, mtimeNs: st.mtimeNs };
-    }),
-  );
-  const batch = await reader.read(ids);
-  try {
-    for (const [i, r] of batch.results.entries()) {
-      assert.ok(!(r instanceof Error), `f${i}: ${String(r)}`);
-      assert.deepEqual(r.data, datas[i], `f${i}: bytes`);
-      assert.deepEqual(r.hash, contentHashOf(datas[i]!), `f${i}: hash`);
-    }
-  } finally {
-    batch.release();
-  }
-  const frac = await cached(path.join(dir, 'f4'));
-  if (frac >= 0) assert.ok(frac < 0.25, `f4, read direct, is still not in the page cache (${(frac * 100).toFixed(0)}%)`);
-
-  // Without directMin both go through the page cache.
-  const dirFd2 = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await publisher.publish([{ ...items[4]!, dirFd: dirFd2, name: 'buffered' }], ['buffered']);
-  } finally {
-    closeSync(dirFd2);
-  }
-  const fb = await cached(path.join(dir, 'buffered'));
-  if (fb >= 0) assert.ok(fb > 0.9, `published without directMin, the file is in the page cache (${(fb * 100).toFixed(0)}%)`);
 });

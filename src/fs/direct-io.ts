@@ -31,14 +31,6 @@ export const DIRECT_MIN_BYTES = 8 * 1024 * 1024;
 /** Bytes written through direct descriptors (aligned parts, or whole writes that went buffered after a refusal count 0), for tests. */
 export const directWriteCounts = { opened: 0, bytes: 0 };
 
-/**
- * Whole small files of at least this many bytes are read by the sender's batches and
- * published by the receiver's with O_DIRECT too (native/net-batch.c: the aligned part,
- * through a staging buffer; the same page-cache rule for reads). Smaller ones are not
- * worth the two fcntl calls.
- */
-export const DIRECT_SMALL_MIN_BYTES = 64 * 1024;
-
 /** Above this fraction of a file in the page cache, the sender reads it buffered (from memory). */
 export const DIRECT_READ_MAX_CACHED = 0.25;
 

@@ -154,11 +154,11 @@ export class NativePublisher {
    * the system error as a FerryError naming `paths[i]` (FERRY_E_WRITE / FERRY_E_NOSPC).
    * Nothing of a failed file remains under its temp or final name.
    */
-  async publish(items: readonly PublishItem[], paths: readonly string[], directMin = 0): Promise<(FerryError | null)[]> {
+  async publish(items: readonly PublishItem[], paths: readonly string[]): Promise<(FerryError | null)[]> {
     if (items.length === 0) return [];
     if (items.length > MAX_BATCH) {
       const out: (FerryError | null)[] = [];
-      for (let i = 0; i < items.length; i += MAX_BATCH) out.push(...(await this.publish(items.slice(i, i + MAX_BATCH), paths.slice(i, i + MAX_BATCH), directMin)));
+      for (let i = 0; i < items.length; i += MAX_BATCH) out.push(...(await this.publish(items.slice(i, i + MAX_BATCH), paths.slice(i, i + MAX_BATCH))));
       return out;
     }
     const strings: string[] = [];
@@ -180,7 +180,7 @@ export class NativePublisher {
       datas.push(it.data);
     });
     const res = new Int32Array(items.length * 2);
-    await this.#n.publishFiles(Buffer.from(strings.join('\0') + '\0'), nums, datas, res, directMin);
+    await this.#n.publishFiles(Buffer.from(strings.join('\0') + '\0'), nums, datas, res);
     return items.map((_, i) => {
       if (res[2 * i] === PUB_OK) return null;
       return fromSystemError(errnoError(res[2 * i + 1]!, 'publish', paths[i]!), 'write', paths[i]!);

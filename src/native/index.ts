@@ -87,10 +87,8 @@ export interface NetBatchAddon {
   hashOf(data: Uint8Array, out: Uint8Array): void;
   /** The hash's stripe loop in use (scalar, sse2, avx2, avx512); with a name, switches to it if the CPU has it (tests). */
   hashKernel(name?: string): string;
-  /** directMin: files of at least this many bytes the page cache holds little of are read with O_DIRECT (0: none; fs/direct-io.ts). */
-  readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array, directMin?: number): Promise<void>;
-  /** directMin: files of at least this many bytes have their aligned part written with O_DIRECT (0: none; fs/direct-io.ts). */
-  publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array, directMin?: number): Promise<void>;
+  readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array): Promise<void>;
+  publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE) on a pool thread (fs/write-behind.ts). */
   writeBehind?(fd: number, offset: number, length: number): Promise<void>;
   /** A second descriptor on `fd`'s file for O_DIRECT writes, alignments into `align`; or -errno (fs/direct-io.ts). */

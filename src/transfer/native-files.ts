@@ -22,7 +22,6 @@
  *   const { results, release } = await r.read(files);   // data views into a pooled buffer
  *   ...; release();                                 // once every data view is consumed
  */
-import { DIRECT_SMALL_MIN_BYTES } from '../fs/direct-io.js';
 import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
 import type { SourceIdentity } from '../fs/source-file.js';
@@ -115,7 +114,7 @@ export class NativeSmallReader {
     });
     const hashes = Buffer.allocUnsafe(CONTENT_HASH_BYTES * files.length);
     const res = new Int32Array(files.length * 2);
-    await this.#n.readFiles(Buffer.from(names.join('\0') + '\0'), want, buf, hashes, res, DIRECT_SMALL_MIN_BYTES);
+    await this.#n.readFiles(Buffer.from(names.join('\0') + '\0'), want, buf, hashes, res);
     const results: (NativeRead | FerryError)[] = [];
     let off = 0;
     for (let i = 0; i < files.length; i++) {

@@ -86,7 +86,6 @@ import {
 import { newHash, updateZeros } from './hash.js';
 import { DROP, newStream, protocol, ReceiverCore, type CoreFile, type StreamState } from './receiver-core.js';
 import { Budget } from './queue.js';
-import { DIRECT_SMALL_MIN_BYTES } from '../fs/direct-io.js';
 import { nativePublisher, writeSmallFileSync, type NativePublisher, type Part, type PublishItem } from '../fs/small-files.js';
 
 /** Files up to this size that arrive whole are published by fs/small-files.ts (in native batches, or synchronously). */
@@ -943,7 +942,7 @@ export class ReceiverSession {
       for (const hs of holds) for (const h of hs) h.drop();
       this.#flushPublish(); // what gathered meanwhile
     };
-    void this.#publisher!.publish(items, files.map((f) => f.entry.path), this.#sink.options.directWrites === true ? DIRECT_SMALL_MIN_BYTES : 0).then(
+    void this.#publisher!.publish(items, files.map((f) => f.entry.path)).then(
       (outcomes) => {
         done();
         outcomes.forEach((err, i) => {
