@@ -623,6 +623,11 @@ static napi_value write_behind(napi_env env, napi_callback_info info) {
 
 /* ---- directOpen / directWrite */
 
+/* Staging buffers (below): their size, and their alignment; a filesystem that asks more
+ * of memory than STAGE_ALIGN is not written or read direct. */
+#define STAGE_BYTES (1u << 20)
+#define STAGE_ALIGN 4096
+
 static napi_value direct_open(napi_env env, napi_callback_info info) {
   size_t argc = 3, alen = 0;
   napi_value argv[3], out;
@@ -643,7 +648,7 @@ static napi_value direct_open(napi_env env, napi_callback_info info) {
     rc = -errno;
   } else if (!(sx.stx_mask & STATX_DIOALIGN) || sx.stx_dio_mem_align == 0 || sx.stx_dio_offset_align == 0 ||
              (sx.stx_dio_mem_align & (sx.stx_dio_mem_align - 1)) != 0 ||
-             (sx.stx_dio_offset_align & (sx.stx_dio_offset_align - 1)) != 0 || sx.stx_dio_mem_align > 65536 ||
+             (sx.stx_dio_offset_align & (sx.stx_dio_offset_align - 1)) != 0 || sx.stx_dio_mem_align > STAGE_ALIGN ||
              sx.stx_dio_offset_align > 65536) {
     rc = -EOPNOTSUPP;
   } else {
@@ -664,7 +669,6 @@ static napi_value direct_open(napi_env env, napi_callback_info info) {
 /* Staging buffers for direct writes from unaligned memory, shared by the pool threads:
  * one per write in flight, kept for the next (their pages stay faulted in); at most
  * STAGE_KEEP are kept, whatever the pool's size. */
-#define STAGE_BYTES (1u << 20)
 #define STAGE_KEEP 8
 static pthread_mutex_t stage_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t *stage_free[STAGE_KEEP];
@@ -675,7 +679,7 @@ static uint8_t *stage_take(void) {
   pthread_mutex_lock(&stage_lock);
   if (stage_nfree > 0) p = stage_free[--stage_nfree];
   pthread_mutex_unlock(&stage_lock);
-  if (p == NULL && posix_memalign((void **)&p, 4096, STAGE_BYTES) != 0) p = NULL;
+  if (p == NULL && posix_memalign((void **)&p, STAGE_ALIGN, STAGE_BYTES) != 0) p = NULL;
   return p;
 }
 
@@ -762,8 +766,9 @@ static napi_value direct_write(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int32_t mem_align = ((int32_t *)adata)[0], off_align = ((int32_t *)adata)[1];
-  if (mem_align <= 0 || off_align <= 0 || (mem_align & (mem_align - 1)) != 0 || (off_align & (off_align - 1)) != 0) {
-    napi_throw_range_error(env, NULL, "directWrite: the alignments are not powers of two");
+  if (mem_align <= 0 || off_align <= 0 || (mem_align & (mem_align - 1)) != 0 || (off_align & (off_align - 1)) != 0 ||
+      mem_align > STAGE_ALIGN || off_align > (int32_t)STAGE_BYTES) {
+    napi_throw_range_error(env, NULL, "directWrite: the alignments are not powers of two the staging buffers meet");
     return NULL;
   }
   batch_t *b = calloc(1, sizeof *b);
@@ -802,7 +807,7 @@ static napi_value direct_read(napi_env env, napi_callback_info info) {
   int64_t mem_align = ((int32_t *)adata)[0], off_align = ((int32_t *)adata)[1];
   int64_t got = 0;
   if (mem_align <= 0 || off_align <= 0 || (mem_align & (mem_align - 1)) != 0 || (off_align & (off_align - 1)) != 0 ||
-      offset % off_align != 0) {
+      mem_align > STAGE_ALIGN || off_align > (int64_t)STAGE_BYTES || offset % off_align != 0) {
     got = -EINVAL;
   } else if ((uintptr_t)dst % (uintptr_t)mem_align == 0 && len % (size_t)off_align == 0) {
     while ((size_t)got < len) {
@@ -832,7 +837,9 @@ static napi_value direct_read(napi_env env, napi_callback_info info) {
       size_t n = (size_t)r < want ? (size_t)r : want;
       memcpy(dst + got, stage, n);
       got += (int64_t)n;
-      if ((size_t)r < ask) break; /* the end of the file */
+      /* The end of the file: nothing more, or a count off the alignment (an aligned short
+       * count is not the end: read on from there, and an error then is reported as one). */
+      if (r == 0 || (size_t)r % (size_t)off_align != 0) break;
     }
     if (stage != NULL) stage_give(stage);
   }

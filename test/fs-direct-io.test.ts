@@ -9,7 +9,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import type { Entry } from '../src/core/entry.js';
 import { DIRECT_MIN_BYTES, DirectFile, DirectReader, directWriteCounts } from '../src/fs/direct-io.js';
@@ -141,6 +141,26 @@ test('direct reads (sender): a big file the page cache does not hold is read pas
     }
     assert.deepEqual(Buffer.concat(got), data, 'every byte, the unaligned end included');
     assert.deepEqual(range.digest, contentHashOf(data));
+    // A range abandoned after its first chunk (the receiver dropped the file) closes its
+    // direct descriptor too: no descriptor on the file is left open.
+    for (let i = 0; i < 3; i++) {
+      for await (const c of r.readRange({ absPath: file, path: 'cold.bin', size, mtimeNs: st.mtimeNs }, 0, size, { chunk: MiB, sparse: false })) {
+        c.release();
+        break;
+      }
+    }
+    const small = path.join(dir, 'after.bin');
+    await fsp.writeFile(small, 'x');
+    const sst = await fsp.stat(small, { bigint: true });
+    for await (const c of r.readRange({ absPath: small, path: 'after.bin', size: 1, mtimeNs: sst.mtimeNs }, 0, 1, { chunk: MiB, sparse: false })) c.release(); // after the cancels, in order
+    const open = (await fsp.readdir('/proc/self/fd')).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === file;
+      } catch {
+        return false;
+      }
+    });
+    assert.equal(open.length, 0, `descriptors left open on the file after cancelled ranges: ${open.length}`);
   } finally {
     await r.close();
   }

@@ -60,6 +60,11 @@ export class DirectFile {
     return new DirectFile(dfd, fd, align);
   }
 
+  /** Whether a write at `offset` can go direct (an aligned offset: not so past a resume point that is not). */
+  takes(offset: number): boolean {
+    return offset % this.#align[1]! === 0;
+  }
+
   /** False once the filesystem refused a direct write: the caller writes buffered from then on. */
   get usable(): boolean {
     return !this.#refused;

@@ -1288,7 +1288,7 @@ export class TempFile {
   async write(buf: Uint8Array, offset: number): Promise<void> {
     const fh = await this.#open();
     const direct = this.#directFor(fh.fd);
-    if (direct !== null) {
+    if (direct !== null && direct.takes(offset)) {
       try {
         await direct.write(buf, offset);
       } catch (e) {

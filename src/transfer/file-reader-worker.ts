@@ -256,6 +256,7 @@ parentPort!.on('message', (req: ReaderRequest) => {
       const r = ranges.get(req.id);
       if (r) {
         ranges.delete(r.id);
+        r.direct?.close();
         closeSync(r.fd);
       }
       break;
