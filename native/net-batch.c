@@ -582,6 +582,20 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
   return queue(env, b, "ferry.publishFiles", publish_execute);
 }
 
+/* A batch of one item of `size` bytes (zeroed), or NULL with a JavaScript error thrown. */
+static batch_t *batch_of_one(napi_env env, size_t size, const char *what) {
+  batch_t *b = calloc(1, sizeof *b);
+  void *item = calloc(1, size);
+  if (!b || !item) {
+    free(b);
+    free(item);
+    napi_throw_error(env, NULL, what);
+    return NULL;
+  }
+  b->items = item;
+  return b;
+}
+
 /* ---- writeBehind */
 
 typedef struct {
@@ -606,18 +620,12 @@ static napi_value write_behind(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "writeBehind(fd, offset, length): a descriptor and a non-negative range");
     return NULL;
   }
-  batch_t *b = calloc(1, sizeof *b);
-  write_behind_t *w = calloc(1, sizeof *w);
-  if (!b || !w) {
-    free(b);
-    free(w);
-    napi_throw_error(env, NULL, "writeBehind: out of memory");
-    return NULL;
-  }
+  batch_t *b = batch_of_one(env, sizeof(write_behind_t), "writeBehind: out of memory");
+  if (!b) return NULL;
+  write_behind_t *w = b->items;
   w->fd = fd;
   w->offset = offset;
   w->length = length;
-  b->items = w;
   return queue(env, b, "ferry.writeBehind", write_behind_execute);
 }
 
@@ -693,6 +701,13 @@ static void stage_give(uint8_t *p) {
   free(p);
 }
 
+/* Alignments directOpen could have reported and the staging buffers meet: powers of two,
+ * memory at most STAGE_ALIGN, offsets at most STAGE_BYTES. */
+static int alignments_ok(int64_t mem_align, int64_t off_align) {
+  return mem_align > 0 && off_align > 0 && (mem_align & (mem_align - 1)) == 0 && (off_align & (off_align - 1)) == 0 &&
+         mem_align <= STAGE_ALIGN && off_align <= (int64_t)STAGE_BYTES;
+}
+
 typedef struct {
   int dfd, fd;
   int64_t offset;
@@ -766,21 +781,13 @@ static napi_value direct_write(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int32_t mem_align = ((int32_t *)adata)[0], off_align = ((int32_t *)adata)[1];
-  if (mem_align <= 0 || off_align <= 0 || (mem_align & (mem_align - 1)) != 0 || (off_align & (off_align - 1)) != 0 ||
-      mem_align > STAGE_ALIGN || off_align > (int32_t)STAGE_BYTES) {
+  if (!alignments_ok(mem_align, off_align)) {
     napi_throw_range_error(env, NULL, "directWrite: the alignments are not powers of two the staging buffers meet");
     return NULL;
   }
-  batch_t *b = calloc(1, sizeof *b);
-  direct_write_t *w = calloc(1, sizeof *w);
-  if (!b || !w) {
-    free(b);
-    free(w);
-    napi_throw_error(env, NULL, "directWrite: out of memory");
-    return NULL;
-  }
-  *w = (direct_write_t){.dfd = dfd, .fd = fd, .offset = offset, .src = src, .len = len, .mem_align = (uint32_t)mem_align, .off_align = (uint32_t)off_align};
-  b->items = w;
+  batch_t *b = batch_of_one(env, sizeof(direct_write_t), "directWrite: out of memory");
+  if (!b) return NULL;
+  *(direct_write_t *)b->items = (direct_write_t){.dfd = dfd, .fd = fd, .offset = offset, .src = src, .len = len, .mem_align = (uint32_t)mem_align, .off_align = (uint32_t)off_align};
   b->res = rdata;
   if (!keep(env, b, argv[2]) || !keep(env, b, argv[5])) {
     batch_free(env, b);
@@ -806,8 +813,7 @@ static napi_value direct_read(napi_env env, napi_callback_info info) {
   }
   int64_t mem_align = ((int32_t *)adata)[0], off_align = ((int32_t *)adata)[1];
   int64_t got = 0;
-  if (mem_align <= 0 || off_align <= 0 || (mem_align & (mem_align - 1)) != 0 || (off_align & (off_align - 1)) != 0 ||
-      mem_align > STAGE_ALIGN || off_align > (int64_t)STAGE_BYTES || offset % off_align != 0) {
+  if (!alignments_ok(mem_align, off_align) || offset % off_align != 0) {
     got = -EINVAL;
   } else if ((uintptr_t)dst % (uintptr_t)mem_align == 0 && len % (size_t)off_align == 0) {
     while ((size_t)got < len) {

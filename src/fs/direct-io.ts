@@ -22,6 +22,7 @@
  * file) goes through the ordinary descriptor: both describe the same file, and the
  * kernel keeps the two kinds of I/O coherent.
  */
+import { constants as osConstants } from 'node:os';
 import { errnoError } from '../core/errors.js';
 import { netBatchAddon } from '../native/index.js';
 
@@ -95,6 +96,9 @@ export class DirectFile {
   }
 }
 
+/** What a direct read answers when direct I/O is not to be had (the file is then read buffered). */
+const REFUSALS = new Set([osConstants.errno.EINVAL, osConstants.errno.EOPNOTSUPP, osConstants.errno.ENOMEM]);
+
 /** A source file open for direct reads (the sender's reader thread: synchronous). */
 export class DirectReader {
   readonly #dfd: number;
@@ -128,7 +132,7 @@ export class DirectReader {
   read(view: Uint8Array, pos: number): number | null {
     if (this.#refused) return null;
     const n = netBatchAddon()!.directRead!(this.#dfd, view, pos, this.#align);
-    if (n === -22 /* EINVAL */ || n === -95 /* EOPNOTSUPP */ || n === -12 /* ENOMEM */) {
+    if (REFUSALS.has(-n)) {
       this.#refused = true;
       return null;
     }
