@@ -53,6 +53,10 @@
  *       the file through its O_DIRECT descriptor (a staging buffer when `data` is not
  *       aligned; the length rounded up, as a read may run past the end of the file);
  *       returns the bytes read (fewer at the end of the file) or -errno.
+ *   alignGap(data, align) -> number
+ *       how many bytes past the start of `data` its memory reaches a multiple of `align`
+ *       (a power of two): where the reader thread places a chunk so that directRead
+ *       goes straight into it.
  *   directClose(dfd)
  *       close a descriptor directOpen returned (Node's fs did not open it, so it is not
  *       Node's to close).
@@ -888,6 +892,21 @@ static napi_value cached_fraction(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value align_gap(napi_env env, napi_callback_info info) {
+  size_t argc = 2, len = 0;
+  napi_value argv[2], out;
+  uint8_t *data = NULL;
+  int32_t align;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_u8(env, argv[0], &data, &len) ||
+      napi_get_value_int32(env, argv[1], &align) != napi_ok || align <= 0 || (align & (align - 1)) != 0) {
+    napi_throw_type_error(env, NULL, "alignGap(data: Uint8Array, align: a power of two)");
+    return NULL;
+  }
+  uintptr_t a = (uintptr_t)align;
+  if (napi_create_int32(env, (int32_t)((a - (uintptr_t)data % a) % a), &out) != napi_ok) return NULL;
+  return out;
+}
+
 static napi_value direct_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -919,6 +938,7 @@ napi_status ferry_net_batch_init(napi_env env, napi_value exports) {
       {"directWrite", NULL, direct_write, NULL, NULL, NULL, napi_default, NULL},
       {"directRead", NULL, direct_read, NULL, NULL, NULL, napi_default, NULL},
       {"cachedFraction", NULL, cached_fraction, NULL, NULL, NULL, napi_default, NULL},
+      {"alignGap", NULL, align_gap, NULL, NULL, NULL, napi_default, NULL},
       {"directClose", NULL, direct_close, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

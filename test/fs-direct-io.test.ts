@@ -128,6 +128,8 @@ test('direct reads (sender): a big file the page cache does not hold is read pas
   const dr = DirectReader.open(fh.fd, size);
   assert.ok(dr, 'an uncached big file is read direct');
   dr.close();
+  const align = new Int32Array(2);
+  netBatchAddon()!.directClose!(netBatchAddon()!.directOpen!(fh.fd, align, false));
   await fh.close();
 
   const st = await fsp.stat(file, { bigint: true });
@@ -136,6 +138,9 @@ test('direct reads (sender): a big file the page cache does not hold is read pas
     const range = r.readRange({ absPath: file, path: 'cold.bin', size, mtimeNs: st.mtimeNs }, 0, size, { chunk: MiB, sparse: false });
     const got: Buffer[] = [];
     for await (const c of range) {
+      // Each chunk was read from the disk straight into its buffer: placed at an address the
+      // filesystem's direct I/O accepts (else the read goes through a staging copy).
+      assert.equal(netBatchAddon()!.alignGap!(c.data!, align[0]!), 0, `chunk at ${c.pos} is in memory aligned to ${align[0]}`);
       got.push(Buffer.from(c.data!));
       c.release();
     }

@@ -17,6 +17,14 @@
  * reads direct only a file the page cache does not already hold (cachestat(2), Linux
  * 6.5; without it, buffered): a file just written, or read before, is read from memory.
  *
+ * Memory: a direct transfer goes between the disk and memory at an address the
+ * filesystem accepts (statx: 512 bytes here), else through a staging copy in C. So the
+ * sender's reader thread reads each chunk into its buffer at such an address
+ * (`DirectReader.view`), and the receiver's channel places each large DATA payload so
+ * that its chunk's bytes begin at a multiple of 4096 (secure/channel.ts). A chunk
+ * still unaligned (its frame's first bytes had not arrived when the frame was
+ * placed) is staged; the bytes are the same either way.
+ *
  * A write's aligned part goes direct; an unaligned tail (the end of a file whose size
  * is not a multiple of the alignment) or a write at an unaligned offset (a resumed
  * file) goes through the ordinary descriptor: both describe the same file, and the
@@ -116,12 +124,30 @@ export class DirectReader {
    */
   static open(fd: number, size: number): DirectReader | null {
     const a = netBatchAddon();
-    if (a?.directOpen === undefined || a.directRead === undefined || a.cachedFraction === undefined || a.directClose === undefined || size < DIRECT_MIN_BYTES) return null;
+    if (a?.directOpen === undefined || a.directRead === undefined || a.cachedFraction === undefined || a.directClose === undefined || a.alignGap === undefined || size < DIRECT_MIN_BYTES) return null;
     const cached = a.cachedFraction(fd, size);
     if (cached < 0 || cached > DIRECT_READ_MAX_CACHED) return null;
     const align = new Int32Array(2);
     const dfd = a.directOpen(fd, align, false);
     return dfd < 0 ? null : new DirectReader(dfd, align);
+  }
+
+  /** Bytes to allocate for buffers of chunks of up to `chunk` bytes, so that `view` can place each one aligned. */
+  bufferBytes(chunk: number): number {
+    return chunk + this.#align[0]! + this.#align[1]!;
+  }
+
+  /**
+   * Where to read a chunk of `len` bytes into `buf` (of `bufferBytes(chunk)` bytes, `len`
+   * ≤ chunk) so that the read goes from the disk straight into it: the first address that
+   * meets the memory alignment, for `len` rounded up to the offset alignment (the file's
+   * end then comes back short). A buffer whose memory cannot be aligned gets a plain view
+   * of `len` bytes, which `read` fills through a staging buffer.
+   */
+  view(buf: ArrayBuffer, len: number): Uint8Array {
+    const off = netBatchAddon()!.alignGap?.(new Uint8Array(buf), this.#align[0]!) ?? 0;
+    const ask = Math.ceil(len / this.#align[1]!) * this.#align[1]!;
+    return off + ask <= buf.byteLength ? new Uint8Array(buf, off, ask) : new Uint8Array(buf, 0, len);
   }
 
   /**

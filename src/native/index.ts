@@ -95,6 +95,8 @@ export interface NetBatchAddon {
   directOpen?(fd: number, align: Int32Array, write?: boolean): number;
   /** Fill `data` from `offset` through an O_DIRECT descriptor: bytes read, or -errno (fs/direct-io.ts). */
   directRead?(dfd: number, data: Uint8Array, offset: number, align: Int32Array): number;
+  /** Bytes from the start of `data` to the first address that is a multiple of `align` (fs/direct-io.ts). */
+  alignGap?(data: Uint8Array, align: number): number;
   /** Close a descriptor directOpen returned. */
   directClose?(dfd: number): void;
   /** The fraction of a file's first `size` bytes in the page cache (cachestat), or -1 (fs/direct-io.ts). */

@@ -54,7 +54,7 @@
 import type { Duplex } from 'node:stream';
 import { Socket } from 'node:net';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
-import { DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameTypes, LAST_RESERVED_FRAME_TYPE, encodeFrame } from '../wire/frame.js';
+import { DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameTypes, LAST_RESERVED_FRAME_TYPE, PLACE_SLACK, encodeFrame } from '../wire/frame.js';
 import type { ChannelInfo, Frame, FrameChannel } from './channel-api.js';
 import { MAX_FRAME_PAYLOAD, READS_INTO_BUFFER, WRITES_RELEASE_BUFFERS, type ReadsIntoBuffer } from './channel-api.js';
 import { clientHandshake, serverHandshake, type HandshakeAuth } from './handshake.js';
@@ -63,6 +63,8 @@ import { MAX_RECORD_PLAINTEXT, RecordOpener, RecordSealer, sealedLength } from '
 import { PlainOpener, PlainSealer } from './plain-records.js';
 import { secretBytes } from './secret.js';
 import { readIntoBuffer } from './socket-reads.js';
+import { dataLead, MsgType } from '../wire/messages.js';
+import { netBatchAddon } from '../native/index.js';
 import type { TrafficSecret } from './traffic-secret.js';
 
 export interface ChannelOptions {
@@ -143,6 +145,23 @@ async function loadKtls(): Promise<KtlsModule | string> {
   } catch (e) {
     return `kTLS module not available (${(e as Error).message.split('\n')[0]})`;
   }
+}
+
+/**
+ * Where a large DATA payload starts in its assembly buffer: so that its first CHUNK's
+ * bytes begin at a multiple of PLACE_SLACK (4096) in memory. The receiver writes a big
+ * file's chunks with direct I/O (fs/direct-io.ts), which takes them straight from memory
+ * so aligned; anywhere else they would go through a staging copy. Without the addon
+ * there is no direct I/O, and nothing to place.
+ */
+function placeDataPayload(): ((type: number, head: Uint8Array, buf: Buffer) => number) | undefined {
+  const gap = netBatchAddon()?.alignGap;
+  if (gap === undefined) return undefined;
+  return (type, head, buf) => {
+    if (type !== MsgType.DATA) return 0;
+    const lead = dataLead(head);
+    return lead === null ? 0 : (((gap(buf, PLACE_SLACK) - lead) % PLACE_SLACK) + PLACE_SLACK) % PLACE_SLACK;
+  };
 }
 
 /** What a mode knows about the channel it wants; unset timeouts keep their defaults. */
@@ -344,7 +363,7 @@ class Channel implements SecureChannel {
     // Received bytes are lent (one reused read buffer on a TCP socket): records are
     // opened in place and every frame leaves the decoder as a copy.
     this.#opener = s.plain ? new PlainOpener() : new RecordOpener(trafficKeys(s.rxSecret), { peer: s.peer, borrowed: true });
-    this.#decoder = new FrameDecoder({ maxPayload: s.maxFramePayload, peer: s.peer, borrowed: true });
+    this.#decoder = new FrameDecoder({ maxPayload: s.maxFramePayload, peer: s.peer, borrowed: true, place: placeDataPayload() });
     this.info = {
       cipher: s.plain ? PLAIN_IN_SSH_CIPHER : 'aes-128-gcm',
       tx: s.ktlsTx ? 'ktls' : 'userspace',

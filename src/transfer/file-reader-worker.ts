@@ -7,7 +7,8 @@
  *   small  {paths, sizes, mtimes}  → one reply: every file read whole into one
  *          ArrayBuffer (transferred), its content hash, or an error, per file
  *   range  {path, start, end, chunk, size, mtimeNs, ahead, sparse} → `chunk`
- *          replies (at most `ahead` unreturned), then `end` with the digest
+ *          replies (at most `ahead` unreturned), then `end` with the digest; a
+ *          chunk's bytes start at `boff` of its buffer (aligned for a direct read)
  *   credit {buf?}  a chunk's buffer comes back: reuse it, read the next chunk
  *   cancel         stop a range, close its file
  *
@@ -66,7 +67,7 @@ export type ReaderRequest =
 
 export type ReaderReply =
   | { kind: 'small'; id: number; buf: ArrayBuffer; hashes: ArrayBuffer; errors: (WorkerError | null)[] }
-  | { kind: 'chunk'; id: number; pos: number; len: number; buf: ArrayBuffer | null; off?: number; dlen?: number }
+  | { kind: 'chunk'; id: number; pos: number; len: number; buf: ArrayBuffer | null; boff?: number; off?: number; dlen?: number }
   | { kind: 'end'; id: number; digest: ArrayBuffer }
   | { kind: 'error'; id: number; error: WorkerError };
 
@@ -144,6 +145,8 @@ interface Range {
   free: ArrayBuffer[];
   /** Direct reads (fs/direct-io.ts) of a big file the page cache does not hold, or null. */
   direct: DirectReader | null;
+  /** Size of this range's chunk buffers: `chunk`, plus room to align them for direct reads. */
+  bufBytes: number;
 }
 
 const ranges = new Map<number, Range>();
@@ -168,7 +171,9 @@ function startRange(req: Extract<ReaderRequest, { op: 'range' }>): void {
       out: 0,
       free: [],
       direct: req.sparse ? null : DirectReader.open(fd, req.size),
+      bufBytes: req.chunk,
     };
+    if (r.direct !== null) r.bufBytes = r.direct.bufferBytes(req.chunk);
     ranges.set(req.id, r);
     pump(r);
   } catch (e) {
@@ -204,12 +209,20 @@ function pump(r: Range): void {
   try {
     while (r.out < r.ahead && r.pos < r.end) {
       const len = Math.min(r.chunk, r.end - r.pos);
-      const buf = r.free.pop() ?? new ArrayBuffer(r.chunk);
-      const view = new Uint8Array(buf, 0, len);
-      if ((r.direct?.read(view, r.pos) ?? readFully(r.fd, view, r.pos)) < len) {
+      const buf = r.free.pop() ?? new ArrayBuffer(r.bufBytes);
+      // A direct read goes into an aligned view (its length rounded up); else `len` bytes at 0.
+      let view = r.direct?.view(buf, len) ?? new Uint8Array(buf, 0, len);
+      let got = r.direct?.read(view, r.pos) ?? null;
+      if (got === null) {
+        view = new Uint8Array(buf, view.byteOffset, len);
+        got = readFully(r.fd, view, r.pos);
+      }
+      if (got < len) {
         finishRange(r, { changed: true, message: 'shrank while being sent' });
         return;
       }
+      if (view.length !== len) view = view.subarray(0, len);
+      const boff = view.byteOffset;
       r.hash.update(view);
       const pos = r.pos;
       r.pos += len;
@@ -222,8 +235,8 @@ function pump(r: Range): void {
         post({ kind: 'chunk', id: r.id, pos, len, buf: null });
       } else {
         r.out++;
-        if (span === null || (span.off === 0 && span.len === len)) post({ kind: 'chunk', id: r.id, pos, len, buf }, [buf]);
-        else post({ kind: 'chunk', id: r.id, pos, len, buf, off: span.off, dlen: span.len }, [buf]);
+        if (span === null || (span.off === 0 && span.len === len)) post({ kind: 'chunk', id: r.id, pos, len, buf, boff }, [buf]);
+        else post({ kind: 'chunk', id: r.id, pos, len, buf, boff, off: span.off, dlen: span.len }, [buf]);
       }
     }
     if (r.pos >= r.end) finishRange(r);
@@ -248,7 +261,7 @@ parentPort!.on('message', (req: ReaderRequest) => {
       const r = ranges.get(req.id);
       if (!r) break; // the range already ended: its last buffers just come home
       r.out--;
-      if (req.buf && req.buf.byteLength === r.chunk) r.free.push(req.buf);
+      if (req.buf && req.buf.byteLength === r.bufBytes) r.free.push(req.buf);
       pump(r);
       break;
     }

@@ -261,7 +261,7 @@ export class FileReader {
               yield {
                 pos: msg.pos + off,
                 len,
-                data: buf ? Buffer.from(buf, off, len) : null,
+                data: buf ? Buffer.from(buf, (msg.boff ?? 0) + off, len) : null,
                 release: () => {
                   if (released || !buf) return;
                   released = true;

@@ -190,7 +190,20 @@ export interface FrameDecoderOptions {
    * only a partial header (< 5 bytes) is kept, copied, between pushes.
    */
   borrowed?: boolean;
+  /**
+   * Where a large payload (ASSEMBLE_MIN or more) starts in its assembly buffer: given
+   * its frame type, its first bytes (those that have arrived, up to PLACE_HEAD) and the
+   * buffer (PLACE_SLACK bytes longer than the payload), an offset below PLACE_SLACK.
+   * Lets a consumer have the bulk of a payload land at an address direct I/O accepts,
+   * without a copy (secure/channel.ts, for DATA frames). Default: 0.
+   */
+  place?: ((type: number, head: Uint8Array, buf: Buffer) => number) | undefined;
 }
+
+/** Bytes an assembly buffer has beyond its payload when payloads are placed (FrameDecoderOptions.place). */
+export const PLACE_SLACK = 4096;
+/** At most this many first bytes of a payload are shown to `place`. */
+const PLACE_HEAD = 64;
 
 /**
  * Streaming frame decoder: `push` bytes as they arrive, then call `next()` until it
@@ -217,39 +230,56 @@ export class FrameDecoder {
   /** Released assembly buffers, for reuse. */
   readonly #pool: Buffer[] = [];
   #pooledBytes = 0;
-  /** The whole buffer behind #payload (which is a view of its first `length` bytes). */
+  /** The whole buffer behind #payload (which is a view of `length` bytes of it from #base). */
   #whole: Buffer = Buffer.alloc(0);
+  #base = 0;
+  readonly #place: FrameDecoderOptions['place'];
 
-  /** A buffer for a payload of `length` bytes: a released one when one fits. */
-  #assemblyBuffer(length: number): Buffer {
+  /**
+   * A buffer for a payload of `length` bytes (a released one when one fits), placed where
+   * `place` says, given the payload's first bytes that have arrived (`head`).
+   */
+  #assemblyBuffer(length: number, type: number, head: readonly Buffer[]): Buffer {
+    this.#base = 0;
     if (length < ASSEMBLE_MIN) {
       this.#whole = Buffer.allocUnsafe(length);
       return this.#whole;
     }
+    const place = this.#place;
+    const need = place === undefined ? length : length + PLACE_SLACK;
     const pool = this.#pool;
+    let whole: Buffer | undefined;
     for (let i = pool.length - 1; i >= 0; i--) {
       const b = pool[i]!;
-      if (b.length >= length) {
+      if (b.length >= need) {
         pool[i] = pool[pool.length - 1]!;
         pool.pop();
         this.#pooledBytes -= b.length;
-        this.#whole = b;
-        return b.subarray(0, length);
+        whole = b;
+        break;
       }
     }
     // Whole steps of 256 KiB, so that frames of similar sizes share buffers without the
     // up to 2x of powers of two (a 1 MiB chunk's frame took 2 MiB): every byte of a new
     // buffer costs a page fault when first written, and fewer bytes per buffer keep more
     // of the frames in flight within the pool.
-    const size = Math.ceil(length / ASSEMBLE_STEP) * ASSEMBLE_STEP;
-    this.#whole = Buffer.allocUnsafeSlow(size);
-    return this.#whole.subarray(0, length);
+    whole ??= Buffer.allocUnsafeSlow(Math.ceil(need / ASSEMBLE_STEP) * ASSEMBLE_STEP);
+    this.#whole = whole;
+    if (place !== undefined) {
+      let n = 0;
+      for (const c of head) n += c.length;
+      const first = head.length === 1 ? head[0]!.subarray(0, PLACE_HEAD) : Buffer.concat(head, Math.min(n, PLACE_HEAD));
+      const at = place(type, first, whole);
+      if (Number.isInteger(at) && at > 0 && at < PLACE_SLACK) this.#base = at;
+    }
+    return whole.subarray(this.#base, this.#base + length);
   }
 
   constructor(opts: FrameDecoderOptions = {}) {
     this.#max = opts.maxPayload ?? DEFAULT_MAX_FRAME_PAYLOAD;
     this.#peer = opts.peer ?? 'peer';
     this.#borrowed = opts.borrowed === true;
+    this.#place = opts.place;
   }
 
   /** Bytes received but not yet returned as frames. */
@@ -279,14 +309,14 @@ export class FrameDecoder {
   room(): { buf: Buffer; off: number; stop: number } | null {
     const p = this.#payload;
     if (p === null || this.#list.length !== 0 || this.#filled >= p.length) return null;
-    return { buf: this.#whole, off: this.#filled, stop: p.length };
+    return { buf: this.#whole, off: this.#base + this.#filled, stop: this.#base + p.length };
   }
 
   /** `n` bytes were written at `room().off`; those past the payload's end belong to the frames after it. */
   wrote(n: number): void {
     const p = this.#payload!;
     const end = this.#filled + n;
-    if (end > p.length) this.#list.push(Buffer.from(this.#whole.subarray(p.length, end)));
+    if (end > p.length) this.#list.push(Buffer.from(this.#whole.subarray(this.#base + p.length, this.#base + end)));
     this.#filled = Math.min(end, p.length);
   }
 
@@ -314,8 +344,9 @@ export class FrameDecoder {
       if (length >= ASSEMBLE_MIN || this.#borrowed) {
         this.#type = list.byteAt(0);
         list.consume(FRAME_HEADER_BYTES);
-        const buf = this.#assemblyBuffer(length);
-        for (const c of list.drain()) this.#filled += c.copy(buf, this.#filled);
+        const head = list.drain();
+        const buf = this.#assemblyBuffer(length, this.#type, head);
+        for (const c of head) this.#filled += c.copy(buf, this.#filled);
         this.#payload = buf;
       }
       return null;
@@ -325,7 +356,7 @@ export class FrameDecoder {
     if (!this.#borrowed) return { type, payload: list.consume(length) };
     // Lent bytes: the frame leaves as a copy.
     const parts = list.consumeParts(length);
-    const payload = this.#assemblyBuffer(length);
+    const payload = this.#assemblyBuffer(length, type, parts);
     let off = 0;
     for (const c of parts) off += c.copy(payload, off);
     return { type, payload, ...this.#releaser(payload) };

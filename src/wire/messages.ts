@@ -856,6 +856,28 @@ export function writeAbort(w: ByteWriter, index: number, code: string, message: 
 }
 
 /**
+ * Where the bytes of the first CHUNK of a DATA payload begin, read from the payload's
+ * first bytes (`head`, as many as have arrived): a leading BEGIN is stepped over. Null
+ * when `head` ends before that, or the payload does not start that way. A hint for
+ * placing the payload in memory (secure/channel.ts), never a decision: decodeData
+ * checks the payload in full.
+ */
+export function dataLead(head: Uint8Array): number | null {
+  let pos = 0;
+  const varint = (): boolean => {
+    for (let i = 0; i < 8 && pos < head.length; i++) if ((head[pos++]! & 0x80) === 0) return true;
+    return false;
+  };
+  if (head[pos] === Rec.BEGIN) {
+    pos++;
+    if (!varint() || !varint() || !varint() || !varint()) return null;
+  }
+  if (pos >= head.length || head[pos] !== Rec.CHUNK) return null;
+  pos++;
+  return varint() && varint() ? pos : null;
+}
+
+/**
  * Decode a DATA frame into records. CHUNK data are views into `b` (no copy): the
  * caller owns the frame payload and keeps it alive as long as it needs the data.
  */
