@@ -133,6 +133,31 @@ test('batched reads: bytes and hashes, and the reader threads\' errors for chang
   assert.ok(!(ga instanceof FerryError) && ga!.data.equals(await fsp.readFile(a.absPath)));
 });
 
+test('batched reads open files a window at a time: every file of a long batch right, failures in place, no descriptor left open', { skip }, async () => {
+  const dir = await tmpDir();
+  const files: SourceIdentity[] = [];
+  for (let i = 0; i < 300; i++) files.push(await target(dir, `f${i}`, randomBytes(1 + ((i * 997) % 9000))));
+  // Failures spread over the windows: a vanished file, a changed one, a directory in its place.
+  for (const i of [0, 63, 64, 150, 299]) await fsp.unlink(files[i]!.absPath);
+  for (const i of [1, 128]) await fsp.appendFile(files[i]!.absPath, 'more');
+  await fsp.unlink(files[200]!.absPath);
+  await fsp.mkdir(files[200]!.absPath);
+  const fdsBefore = (await fsp.readdir('/proc/self/fd')).length;
+  const batch = await nativeSmallReader()!.read(files);
+  assert.equal((await fsp.readdir('/proc/self/fd')).length, fdsBefore, 'descriptors left open by the batch');
+  for (let i = 0; i < files.length; i++) {
+    const got = batch.results[i]!;
+    if ([0, 63, 64, 150, 299].includes(i)) assert.ok(got instanceof FerryError && got.code === 'FERRY_E_READ', `f${i}: ${String(got)}`);
+    else if ([1, 128, 200].includes(i)) assert.ok(got instanceof FerryError && got.code === 'FERRY_E_CHANGED', `f${i}: ${String(got)}`);
+    else {
+      assert.ok(!(got instanceof FerryError), `f${i}: ${String(got)}`);
+      const want = await fsp.readFile(files[i]!.absPath);
+      assert.ok(got.data.equals(want) && got.hash.equals(contentHashOfJs(want)), `f${i} bytes and hash`);
+    }
+  }
+  batch.release();
+});
+
 test('batched publishing: bytes, trailing hole, mode, nanosecond mtime; a leftover temp replaced; a failure leaves nothing', { skip }, async () => {
   const dir = await tmpDir();
   const p = nativePublisher()!;
