@@ -212,7 +212,7 @@ static void open_source(item_t *it) {
 static int tmpfile_usable = 1;
 
 /* A nameless file in dfd, or -1 (then the temp name is used). */
-static int open_nameless(int dfd) {
+int ferry_open_nameless(int dfd) {
   if (!__atomic_load_n(&tmpfile_usable, __ATOMIC_RELAXED)) {
     errno = EOPNOTSUPP;
     return -1;
@@ -238,7 +238,7 @@ static int empty_path_usable = -1;
  * CAP_DAC_READ_SEARCH; then never tried again) or through /proc/self/fd/N (a path
  * lookup per file, which the kernel resolves to the open file, not to any name).
  */
-static int link_nameless(int fd, int dfd, const char *name) {
+int ferry_link_nameless(int fd, int dfd, const char *name) {
   int usable = __atomic_load_n(&empty_path_usable, __ATOMIC_RELAXED);
   if (usable < 0) {
     const char *v = getenv("FERRY_TEST_LINK_VIA_PROC");
@@ -262,7 +262,7 @@ static void copy_item(item_t *it) {
   int dfd = it->dirfd;
   int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
   int nameless = 1;
-  int tmp = (it->flags & FLAG_NEW) ? open_nameless(dfd) : -1;
+  int tmp = (it->flags & FLAG_NEW) ? ferry_open_nameless(dfd) : -1;
   if (tmp < 0 && it->temp[0] == 0) {
     /* No nameless file here (no O_TMPFILE, or it failed): the caller retries with a temp name. */
     it->step = STEP_NEED_TEMP;
@@ -310,14 +310,14 @@ static void copy_item(item_t *it) {
     /* Publish by linking; a name that exists after all goes through the temp name. */
     int linked = 0;
     if (step == STEP_OK) {
-      if (link_nameless(tmp, dfd, it->name) == 0) {
+      if (ferry_link_nameless(tmp, dfd, it->name) == 0) {
         linked = 1;
       } else if (errno == EEXIST && it->temp[0] == 0) {
         step = STEP_NEED_TEMP; /* the caller retries with a temp name */
         e = EEXIST;
       } else if (errno == EEXIST) {
         unlinkat(dfd, it->temp, 0);
-        if (link_nameless(tmp, dfd, it->temp) != 0 || renameat(dfd, it->temp, dfd, it->name) != 0) {
+        if (ferry_link_nameless(tmp, dfd, it->temp) != 0 || renameat(dfd, it->temp, dfd, it->name) != 0) {
           step = STEP_RENAME;
           e = errno;
           unlinkat(dfd, it->temp, 0);

@@ -3,4 +3,9 @@
 #define FERRY_FS_BATCH_H
 #include <node_api.h>
 napi_status ferry_fs_batch_init(napi_env env, napi_value exports);
+/* A file without a name (O_TMPFILE) in the directory dfd, or -1 with errno (no O_TMPFILE
+ * there: after the first refusal never tried again). */
+int ferry_open_nameless(int dfd);
+/* Link the nameless file fd as `name` in dfd; fails (EEXIST) rather than replace a name. */
+int ferry_link_nameless(int fd, int dfd, const char *name);
 #endif

@@ -23,12 +23,18 @@
  *       = errno. `out` and `hashes` are the caller's and reused.
  *   publishFiles(strings, nums, data[], res) -> Promise<void>
  *       on a pool thread, for each file i, relative to the directory descriptor the
- *       caller opened on a verified directory of DST (fs/dir-handles): create `temp` with
- *       O_CREAT|O_EXCL|O_NOFOLLOW 0600 (a leftover of ours by that name is removed and
+ *       caller opened on a verified directory of DST (fs/dir-handles): create the file
+ *       without a name (O_TMPFILE, where the filesystem has it; else as `temp` with
+ *       O_CREAT|O_EXCL|O_NOFOLLOW 0600, a leftover of ours by that name removed and
  *       creation retried once), pwrite its bytes from `data`, ftruncate to `size` when
- *       the bytes end early (a trailing hole), fchmod, futimens (nanoseconds), close,
- *       renameat onto `name`; on any failure unlink the temp file. The bytes are
- *       written from the caller's buffers (one per file), never copied.
+ *       the bytes end early (a trailing hole), fchmod, futimens (nanoseconds), then
+ *       publish: a nameless file is linked as `name` (linkat, which never replaces: a
+ *       name that exists after all is replaced through `temp` and renameat), a temp
+ *       file is closed and renamed onto `name`; on any failure nothing is left under
+ *       either name, and a nameless file vanishes by itself even on kill -9. As in
+ *       fs-batch.c, the nameless way costs one directory insertion per file instead of
+ *       two insertions and a removal. The bytes are written from the caller's buffers
+ *       (one per file), never copied.
  *   writeBehind(fd, offset, length) -> Promise<void>
  *       on a pool thread, sync_file_range(SYNC_FILE_RANGE_WRITE) of that range: start
  *       writing the dirty pages of a large file's finished part to the disk now, while
@@ -82,6 +88,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "fs-batch.h"
 #include <node_api.h>
 
 #include "net-batch.h"
@@ -478,10 +486,13 @@ static void publish_one(batch_t *b, size_t i) {
   res[1] = 0;
   int dfd = it->dirfd;
   int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  int fd = openat(dfd, it->temp, flags, 0600);
-  if (fd < 0 && errno == EEXIST) {
-    unlinkat(dfd, it->temp, 0); /* an interrupted run's temp file: ours by its name */
+  int fd = ferry_open_nameless(dfd), nameless = fd >= 0;
+  if (fd < 0) {
     fd = openat(dfd, it->temp, flags, 0600);
+    if (fd < 0 && errno == EEXIST) {
+      unlinkat(dfd, it->temp, 0); /* an interrupted run's temp file: ours by its name */
+      fd = openat(dfd, it->temp, flags, 0600);
+    }
   }
   if (fd < 0) {
     res[0] = PUB_CREATE;
@@ -514,6 +525,36 @@ static void publish_one(batch_t *b, size_t i) {
       step = PUB_META;
       e = errno;
     }
+  }
+  if (nameless) {
+    /* Publish by linking, which never replaces a name; one that exists after all is
+     * replaced the temp file's way: linked under the temp name, then renamed. */
+    int linked = 0;
+    if (step == PUB_OK) {
+      if (ferry_link_nameless(fd, dfd, it->name) == 0) {
+        linked = 1;
+      } else if (errno == EEXIST) {
+        unlinkat(dfd, it->temp, 0);
+        if (ferry_link_nameless(fd, dfd, it->temp) != 0 || renameat(dfd, it->temp, dfd, it->name) != 0) {
+          step = PUB_RENAME;
+          e = errno;
+          unlinkat(dfd, it->temp, 0);
+        } else {
+          linked = 1;
+        }
+      } else {
+        step = PUB_RENAME;
+        e = errno;
+      }
+    }
+    if (close(fd) != 0 && step == PUB_OK) {
+      step = PUB_WRITE;
+      e = errno;
+      if (linked) unlinkat(dfd, it->name, 0); /* never leave a file whose last write failed */
+    }
+    res[0] = step;
+    res[1] = e;
+    return;
   }
   if (close(fd) != 0 && step == PUB_OK) {
     step = PUB_WRITE;

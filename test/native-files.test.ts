@@ -6,8 +6,9 @@
  *   and around its 256-byte buffer and 1 KiB block; a state that is not one is refused;
  * - the sender's batched reads: the same bytes, hashes and errors (FERRY_E_CHANGED for a
  *   changed file or another inode, FERRY_E_READ with ELOOP / ENOENT) as the reader threads;
- * - the receiver's batched publishing: bytes, trailing hole, mode and nanosecond mtime, a
- *   leftover temp file of ours replaced, and on failure nothing left under either name.
+ * - the receiver's batched publishing: bytes, trailing hole, mode and nanosecond mtime, an
+ *   older file and a leftover temp file of ours replaced, a new file seen (inotify) under
+ *   its final name only (O_TMPFILE), and on failure nothing left under either name.
  *
  * Skipped with a reason where the addon is not built (with CI=true that is a failure) and
  * under FERRY_NATIVE=0, where the fallbacks run (the transfer tests cover them).
@@ -15,7 +16,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as C, openSync, promises as fsp } from 'node:fs';
+import { closeSync, constants as C, openSync, promises as fsp, watch } from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '../src/core/errors.js';
 import { contentHashOf, contentHashOfJs, newContentHash, newContentHashJs } from '../src/fs/checksum.js';
@@ -158,13 +159,15 @@ test('batched reads open files a window at a time: every file of a long batch ri
   batch.release();
 });
 
-test('batched publishing: bytes, trailing hole, mode, nanosecond mtime; a leftover temp replaced; a failure leaves nothing', { skip }, async () => {
+test('batched publishing: bytes, trailing hole, mode, nanosecond mtime; an old file and a leftover temp replaced; a failure leaves nothing', { skip }, async () => {
   const dir = await tmpDir();
   const p = nativePublisher()!;
   const dfd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
   const one = randomBytes(10_000);
   const mtimeNs = 1_700_000_000_123_456_789n;
-  // A leftover temp file of an interrupted run, under the name this file will use.
+  // An older file at the final name, and a leftover temp file of an interrupted run
+  // under the name this file would use to replace it.
+  await fsp.writeFile(path.join(dir, 'one'), 'old');
   await fsp.writeFile(path.join(dir, tempNameFor('one')), 'stale');
   const out = await p.publish(
     [
@@ -190,6 +193,39 @@ test('batched publishing: bytes, trailing hole, mode, nanosecond mtime; a leftov
   assert.ok(holey.subarray(4).every((x) => x === 0));
   assert.equal((await fsp.stat(path.join(dir, 'holey'), { bigint: true })).mtimeNs, -1_500_000_000n);
   assert.deepEqual((await fsp.readdir(dir)).sort(), ['holey', 'one'], 'no temp file is left');
+});
+
+/** Does the filesystem under `dir` create files without a name (O_TMPFILE)? */
+function hasNamelessFiles(dir: string): boolean {
+  try {
+    closeSync(openSync(dir, 0o20000000 | C.O_DIRECTORY | C.O_WRONLY, 0o600));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('batched publishing: a new file appears under its final name only, never under a temp name (O_TMPFILE + linkat)', { skip }, async (t) => {
+  const dir = await tmpDir();
+  if (!hasNamelessFiles(dir)) {
+    if (isCI()) assert.fail(`the test directory ${dir} has no O_TMPFILE`);
+    return t.skip(`the filesystem of ${dir} has no O_TMPFILE`);
+  }
+  const names: string[] = [];
+  const watcher = watch(dir, (_event, name) => {
+    if (name) names.push(String(name));
+  });
+  const dfd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
+  const items = Array.from({ length: 50 }, (_, i) => ({ dirFd: dfd, name: `n${i}`, size: 5, mode: 0o644, mtimeNs: 0n, data: Buffer.from(`f${i}`.padEnd(5)) }));
+  const out = await nativePublisher()!.publish(items, items.map((it) => it.name));
+  closeSync(dfd);
+  await new Promise((r) => setTimeout(r, 100)); // let the watcher's events arrive
+  watcher.close();
+  assert.ok(out.every((e) => e === null));
+  assert.equal((await fsp.readdir(dir)).length, 50);
+  assert.ok(names.length >= 50, `the watcher saw ${names.length} events`);
+  // The kernel reports writes to a nameless file under "#<inode>", a name no directory holds.
+  assert.deepEqual(names.filter((n) => !/^n\d+$/.test(n) && !/^#\d+$/.test(n)), [], 'names other than the final ones appeared');
 });
 
 test('batched publishing never follows a symlink at the temp or final name', { skip }, async () => {
