@@ -255,6 +255,23 @@ int ferry_link_nameless(int fd, int dfd, const char *name) {
   return linkat(AT_FDCWD, proc, dfd, name, AT_SYMLINK_FOLLOW);
 }
 
+/*
+ * Publish the nameless file fd as `name` in dfd: linkat, which never replaces; a name
+ * that exists after all is replaced through `temp` (linked there, then renamed onto
+ * `name`). Without a temp name ("") an existing name fails with EEXIST. 0, or -1 with
+ * errno and no name of the file left behind.
+ */
+int ferry_publish_nameless(int fd, int dfd, const char *name, const char *temp) {
+  if (ferry_link_nameless(fd, dfd, name) == 0) return 0;
+  if (errno != EEXIST || temp[0] == 0) return -1;
+  unlinkat(dfd, temp, 0); /* an interrupted run's temp file: ours by its name */
+  if (ferry_link_nameless(fd, dfd, temp) == 0 && renameat(dfd, temp, dfd, name) == 0) return 0;
+  int e = errno;
+  unlinkat(dfd, temp, 0);
+  errno = e;
+  return -1;
+}
+
 /* Steps 2-5 for a source opened by open_source. */
 static void copy_item(item_t *it) {
   int src = it->srcfd;
@@ -310,20 +327,11 @@ static void copy_item(item_t *it) {
     /* Publish by linking; a name that exists after all goes through the temp name. */
     int linked = 0;
     if (step == STEP_OK) {
-      if (ferry_link_nameless(tmp, dfd, it->name) == 0) {
+      if (ferry_publish_nameless(tmp, dfd, it->name, it->temp) == 0) {
         linked = 1;
       } else if (errno == EEXIST && it->temp[0] == 0) {
         step = STEP_NEED_TEMP; /* the caller retries with a temp name */
         e = EEXIST;
-      } else if (errno == EEXIST) {
-        unlinkat(dfd, it->temp, 0);
-        if (ferry_link_nameless(tmp, dfd, it->temp) != 0 || renameat(dfd, it->temp, dfd, it->name) != 0) {
-          step = STEP_RENAME;
-          e = errno;
-          unlinkat(dfd, it->temp, 0);
-        } else {
-          linked = 1;
-        }
       } else {
         step = STEP_RENAME;
         e = errno;

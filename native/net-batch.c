@@ -531,17 +531,8 @@ static void publish_one(batch_t *b, size_t i) {
      * replaced the temp file's way: linked under the temp name, then renamed. */
     int linked = 0;
     if (step == PUB_OK) {
-      if (ferry_link_nameless(fd, dfd, it->name) == 0) {
+      if (ferry_publish_nameless(fd, dfd, it->name, it->temp) == 0) {
         linked = 1;
-      } else if (errno == EEXIST) {
-        unlinkat(dfd, it->temp, 0);
-        if (ferry_link_nameless(fd, dfd, it->temp) != 0 || renameat(dfd, it->temp, dfd, it->name) != 0) {
-          step = PUB_RENAME;
-          e = errno;
-          unlinkat(dfd, it->temp, 0);
-        } else {
-          linked = 1;
-        }
       } else {
         step = PUB_RENAME;
         e = errno;
