@@ -255,6 +255,18 @@ int ferry_link_nameless(int fd, int dfd, const char *name) {
   return linkat(AT_FDCWD, proc, dfd, name, AT_SYMLINK_FOLLOW);
 }
 
+/* Create the temp file `temp` in dfd, 0600, never through a symlink; a leftover of an
+ * interrupted run (ours by its name) is removed and creation retried once. */
+int ferry_create_temp(int dfd, const char *temp) {
+  int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd = openat(dfd, temp, flags, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    unlinkat(dfd, temp, 0);
+    fd = openat(dfd, temp, flags, 0600);
+  }
+  return fd;
+}
+
 /*
  * Publish the nameless file fd as `name` in dfd: linkat, which never replaces; a name
  * that exists after all is replaced through `temp` (linked there, then renamed onto
@@ -277,7 +289,6 @@ static void copy_item(item_t *it) {
   int src = it->srcfd;
   it->srcfd = -1;
   int dfd = it->dirfd;
-  int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
   int nameless = 1;
   int tmp = (it->flags & FLAG_NEW) ? ferry_open_nameless(dfd) : -1;
   if (tmp < 0 && it->temp[0] == 0) {
@@ -289,11 +300,7 @@ static void copy_item(item_t *it) {
   }
   if (tmp < 0) {
     nameless = 0;
-    tmp = openat(dfd, it->temp, flags, 0600);
-    if (tmp < 0 && errno == EEXIST) {
-      unlinkat(dfd, it->temp, 0); /* an interrupted run's temp file: ours by its name */
-      tmp = openat(dfd, it->temp, flags, 0600);
-    }
+    tmp = ferry_create_temp(dfd, it->temp);
   }
   if (tmp < 0) {
     it->step = STEP_CREATE;
@@ -325,11 +332,8 @@ static void copy_item(item_t *it) {
   }
   if (nameless) {
     /* Publish by linking; a name that exists after all goes through the temp name. */
-    int linked = 0;
-    if (step == STEP_OK) {
-      if (ferry_publish_nameless(tmp, dfd, it->name, it->temp) == 0) {
-        linked = 1;
-      } else if (errno == EEXIST && it->temp[0] == 0) {
+    if (step == STEP_OK && ferry_publish_nameless(tmp, dfd, it->name, it->temp) != 0) {
+      if (errno == EEXIST && it->temp[0] == 0) {
         step = STEP_NEED_TEMP; /* the caller retries with a temp name */
         e = EEXIST;
       } else {
@@ -340,7 +344,7 @@ static void copy_item(item_t *it) {
     if (close(tmp) != 0 && step == STEP_OK) {
       step = STEP_WRITE;
       e = errno;
-      if (linked) unlinkat(dfd, it->name, 0); /* never leave a file whose last write failed */
+      unlinkat(dfd, it->name, 0); /* it was published: never leave a file whose last write failed */
     }
     it->step = step;
     it->err = e;

@@ -18,9 +18,9 @@
  *       fstat and require a regular file with the walk's device, inode, size and mtime,
  *       and start its readahead (POSIX_FADV_WILLNEED, up to 1 MiB) — every file of a
  *       window of 64 first; then for each file read it whole into `out` (files laid end to
- *       end), fstat again and require the
- *       same size and mtime, close; hash it into hashes[16i..]. res[2i] = status, res[2i+1]
- *       = errno. `out` and `hashes` are the caller's and reused.
+ *       end), fstat again and require the same size and mtime, close; hash it into
+ *       hashes[16i..]. res[2i] = status, res[2i+1] = errno. `out` and `hashes` are the
+ *       caller's and reused.
  *   publishFiles(strings, nums, data[], res) -> Promise<void>
  *       on a pool thread, for each file i, relative to the directory descriptor the
  *       caller opened on a verified directory of DST (fs/dir-handles): create the file
@@ -88,10 +88,9 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include "fs-batch.h"
 #include <node_api.h>
 
+#include "fs-batch.h"
 #include "net-batch.h"
 
 #include "content-hash.h"
@@ -485,15 +484,8 @@ static void publish_one(batch_t *b, size_t i) {
   res[0] = PUB_OK;
   res[1] = 0;
   int dfd = it->dirfd;
-  int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
   int fd = ferry_open_nameless(dfd), nameless = fd >= 0;
-  if (fd < 0) {
-    fd = openat(dfd, it->temp, flags, 0600);
-    if (fd < 0 && errno == EEXIST) {
-      unlinkat(dfd, it->temp, 0); /* an interrupted run's temp file: ours by its name */
-      fd = openat(dfd, it->temp, flags, 0600);
-    }
-  }
+  if (fd < 0) fd = ferry_create_temp(dfd, it->temp);
   if (fd < 0) {
     res[0] = PUB_CREATE;
     res[1] = errno;
@@ -529,19 +521,14 @@ static void publish_one(batch_t *b, size_t i) {
   if (nameless) {
     /* Publish by linking, which never replaces a name; one that exists after all is
      * replaced the temp file's way: linked under the temp name, then renamed. */
-    int linked = 0;
-    if (step == PUB_OK) {
-      if (ferry_publish_nameless(fd, dfd, it->name, it->temp) == 0) {
-        linked = 1;
-      } else {
-        step = PUB_RENAME;
-        e = errno;
-      }
+    if (step == PUB_OK && ferry_publish_nameless(fd, dfd, it->name, it->temp) != 0) {
+      step = PUB_RENAME;
+      e = errno;
     }
     if (close(fd) != 0 && step == PUB_OK) {
       step = PUB_WRITE;
       e = errno;
-      if (linked) unlinkat(dfd, it->name, 0); /* never leave a file whose last write failed */
+      unlinkat(dfd, it->name, 0); /* it was published: never leave a file whose last write failed */
     }
     res[0] = step;
     res[1] = e;
