@@ -13,10 +13,12 @@
  *       state lives in a caller-owned Uint8Array of hashStateBytes: no objects, no
  *       finalizers; a state that is not one (checked) is a RangeError.
  *   hashOf(data, out16)                the same for one buffer
- *   readFiles(paths, want, out, hashes, res) -> Promise<void>
+ *   readFiles(paths, want, out, hashes, res, opts) -> Promise<void>
  *       on a pool thread, for each file i: open(O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_NOCTTY),
  *       fstat and require a regular file with the walk's device, inode, size and mtime,
- *       and start its readahead (POSIX_FADV_WILLNEED, up to 1 MiB) — every file of a
+ *       and start reading it: a file up to 1 MiB the page cache does not hold is read
+ *       with O_DIRECT through AIO when opts allow (below, "Direct reads"), any other is
+ *       handed to the readahead (POSIX_FADV_WILLNEED, up to 1 MiB) — every file of a
  *       window of 64 first; then for each file read it whole into `out` (files laid end to
  *       end), fstat again and require the same size and mtime, close; hash it into
  *       hashes[16i..]. res[2i] = status, res[2i+1] = errno. `out` and `hashes` are the
@@ -87,6 +89,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <linux/aio_abi.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -208,7 +211,7 @@ static napi_value hash_kernel(napi_env env, napi_callback_info info) {
 #define MAX_ITEMS 4096
 
 /* A batch keeps its JavaScript buffers alive (references) until it completes. */
-#define MAX_REFS 5
+#define MAX_REFS 6
 typedef struct batch {
   napi_async_work work;
   napi_deferred deferred;
@@ -221,6 +224,7 @@ typedef struct batch {
   size_t data_len;
   uint8_t *hashes;
   int32_t *res;
+  int32_t *opts; /* readFiles: in [0] direct allowed, [1] max cached %; out [2] files read direct */
 } batch_t;
 
 static void batch_free(napi_env env, batch_t *b) {
@@ -277,6 +281,39 @@ static int split_strings(batch_t *b, const char *src, size_t len, const char **o
   return p == end;
 }
 
+/* ---- staging memory */
+
+/* Staging buffers for direct I/O, shared by the pool threads: one per call in flight,
+ * kept for the next (their pages stay faulted in); at most STAGE_KEEP of each size are
+ * kept, whatever the pool's size. */
+#define STAGE_KEEP 8
+#define STAGE_ALIGN 4096
+typedef struct {
+  pthread_mutex_t lock;
+  size_t bytes;
+  uint8_t *free[STAGE_KEEP];
+  int nfree;
+} stage_pool_t;
+
+static uint8_t *stage_take(stage_pool_t *pool) {
+  uint8_t *p = NULL;
+  pthread_mutex_lock(&pool->lock);
+  if (pool->nfree > 0) p = pool->free[--pool->nfree];
+  pthread_mutex_unlock(&pool->lock);
+  if (p == NULL && posix_memalign((void **)&p, STAGE_ALIGN, pool->bytes) != 0) p = NULL;
+  return p;
+}
+
+static void stage_give(stage_pool_t *pool, uint8_t *p) {
+  pthread_mutex_lock(&pool->lock);
+  if (pool->nfree < STAGE_KEEP) {
+    pool->free[pool->nfree++] = p;
+    p = NULL;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  free(p);
+}
+
 /* ---- readFiles */
 
 enum {
@@ -295,6 +332,8 @@ typedef struct {
   int64_t size, mtime_ns, dev, ino, check_id;
   size_t off;
   int fd;
+  int direct;       /* read with O_DIRECT into the thread's staging memory at stage_off */
+  size_t stage_off;
 } rd_item_t;
 
 /* Small files read ahead as a batch (POSIX_FADV_WILLNEED) before any is read: at most this big. */
@@ -302,13 +341,102 @@ typedef struct {
 /* Files opened (and read ahead) together before they are read: at most this many. */
 #define RD_WINDOW 64
 
+/*
+ * Direct reads of small files. On a cold cache a buffered read fills fresh page-cache
+ * pages and copies out of them; on a virtual machine whose free memory goes back to the
+ * host, each fresh page is also a fault in the host. Nobody reads those pages again. So
+ * a file the page cache does not hold (cachestat(2): at most the caller's percentage of
+ * its pages) is switched to O_DIRECT (fcntl F_SETFL, the same open file) and read whole,
+ * its length rounded up to RD_DIRECT_ALIGN, into this pool thread's staging memory; the
+ * window's direct reads are in flight together through Linux AIO (truly asynchronous
+ * for O_DIRECT), while the window's other files are read buffered; then each file's
+ * bytes are copied into `out` (staged because a rounded-up read would run into the next
+ * file's bytes). A filesystem that refuses (fcntl or the read says EINVAL), a kernel
+ * without cachestat or AIO, or a full staging area: buffered, as before.
+ */
+#define RD_DIRECT_ALIGN 4096
+#define RD_STAGE_BYTES (4u << 20)
+static stage_pool_t read_stages = {PTHREAD_MUTEX_INITIALIZER, RD_STAGE_BYTES, {0}, 0};
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+struct ferry_cachestat_range {
+  uint64_t off, len;
+};
+struct ferry_cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/* The page cache's pages of the first `size` bytes of fd, and how many pages that is; -1 without cachestat. */
+static int cached_pages(int fd, uint64_t size, uint64_t *cached, uint64_t *pages) {
+  struct ferry_cachestat_range r = {0, size};
+  struct ferry_cachestat cs;
+  memset(&cs, 0, sizeof cs);
+  if (syscall(__NR_cachestat, fd, &r, &cs, 0) != 0) return -1;
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  *cached = cs.nr_cache;
+  *pages = (size + page - 1) / page;
+  return 0;
+}
+
+/* This pool thread's AIO context, made on first use and kept (the pool's threads live as
+ * long as the process); rd_state: 0 untried, 1 ready, -1 none. */
+static __thread int rd_state;
+static __thread aio_context_t rd_aio;
+
+static int rd_aio_ready(void) {
+  if (rd_state == 0) {
+    aio_context_t ctx = 0;
+    rd_state = syscall(__NR_io_setup, RD_WINDOW, &ctx) == 0 ? 1 : -1;
+    rd_aio = ctx;
+  }
+  return rd_state == 1;
+}
+
+/* Set or clear O_DIRECT (and clear O_NONBLOCK, which was for the open) on an open file. */
+static int set_direct(int fd, int on) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -1;
+  fl &= ~O_NONBLOCK;
+  return fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT);
+}
+
+typedef struct {
+  int direct_ok;       /* the caller allows direct reads and this thread can make them */
+  uint8_t *stage;      /* the batch's staging memory (read_stages) */
+  int max_cached_pct;  /* a file with more of its pages cached is read buffered */
+  size_t stage_used;   /* staging bytes taken in this window */
+  int32_t direct_files;
+} rd_window_t;
+
+static size_t round_up(int64_t n) {
+  return ((size_t)n + RD_DIRECT_ALIGN - 1) & ~(size_t)(RD_DIRECT_ALIGN - 1);
+}
+
+/* Whether the opened, checked file `it` is read direct: small, uncached, room to stage it,
+ * and the filesystem takes O_DIRECT. */
+static int choose_direct(rd_window_t *w, rd_item_t *it) {
+  uint64_t cached, pages;
+  if (!w->direct_ok || it->size <= 0 || round_up(it->size) > RD_STAGE_BYTES - w->stage_used) return 0;
+  if (cached_pages(it->fd, (uint64_t)it->size, &cached, &pages) != 0 || cached * 100 > pages * (uint64_t)w->max_cached_pct)
+    return 0;
+  if (set_direct(it->fd, 1) != 0) return 0;
+  it->direct = 1;
+  it->stage_off = w->stage_used;
+  w->stage_used += round_up(it->size);
+  return 1;
+}
+
 /* Step 1 of a file: open it and check it is the file the walk listed; leaves it->fd open
- * (or -1 with res set) and asks the kernel to start reading it. */
-static void read_open(batch_t *b, size_t i) {
+ * (or -1 with res set) and either chooses it for a direct read or asks the kernel to
+ * start reading it. */
+static void read_open(batch_t *b, size_t i, rd_window_t *w) {
   rd_item_t *it = &((rd_item_t *)b->items)[i];
   int32_t *res = &b->res[2 * i];
   res[0] = RD_OK;
   res[1] = 0;
+  it->direct = 0;
   it->fd = open(it->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (it->fd < 0) {
     res[0] = RD_OPEN;
@@ -326,31 +454,19 @@ static void read_open(batch_t *b, size_t i) {
   } else if ((int64_t)st.st_size != it->size || (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != it->mtime_ns) {
     res[0] = RD_CHANGED;
   } else {
-    if (it->size > 0 && it->size <= RD_READAHEAD_MAX) (void)posix_fadvise(it->fd, 0, (off_t)it->size, POSIX_FADV_WILLNEED);
+    if (it->size > 0 && it->size <= RD_READAHEAD_MAX && !choose_direct(w, it))
+      (void)posix_fadvise(it->fd, 0, (off_t)it->size, POSIX_FADV_WILLNEED);
     return;
   }
   close(it->fd);
   it->fd = -1;
 }
 
-/* Step 2: read the opened file whole, check it did not change meanwhile, hash it, close it. */
-static void read_rest(batch_t *b, size_t i) {
+/* The last step of a file whose bytes are in `out` (got of them, or res set): check it
+ * did not change meanwhile, hash it, close it. */
+static void read_finish(batch_t *b, size_t i, int64_t got) {
   rd_item_t *it = &((rd_item_t *)b->items)[i];
   int32_t *res = &b->res[2 * i];
-  if (it->fd < 0) return;
-  uint8_t *dst = b->data + it->off;
-  int64_t got = 0;
-  while (got < it->size) {
-    ssize_t r = pread(it->fd, dst + got, (size_t)(it->size - got), got);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      res[0] = RD_READ;
-      res[1] = errno;
-      break;
-    }
-    if (r == 0) break;
-    got += r;
-  }
   struct stat st;
   if (res[0] == RD_OK) {
     if (got != it->size) {
@@ -362,25 +478,135 @@ static void read_rest(batch_t *b, size_t i) {
                (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec != it->mtime_ns) {
       res[0] = RD_CHANGED_AFTER;
     } else {
-      content_hash_of(dst, (size_t)it->size, b->hashes + 16 * i);
+      content_hash_of(b->data + it->off, (size_t)it->size, b->hashes + 16 * i);
     }
   }
   close(it->fd);
   it->fd = -1;
 }
 
-/* Every file of a window of the batch is opened, checked and handed to the kernel's
- * readahead first, then read: on a cold cache the window's reads are in flight together
- * (the block layer merges neighbours) instead of one device round trip per file. The
- * window bounds the descriptors held open at once. */
+/* Step 2 of a buffered file: read it whole into `out`, then finish it. */
+static void read_rest(batch_t *b, size_t i) {
+  rd_item_t *it = &((rd_item_t *)b->items)[i];
+  int32_t *res = &b->res[2 * i];
+  if (it->fd < 0) return;
+  uint8_t *dst = b->data + it->off;
+  int64_t got = 0;
+  while (res[0] == RD_OK && got < it->size) {
+    ssize_t r = pread(it->fd, dst + got, (size_t)(it->size - got), got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      res[0] = RD_READ;
+      res[1] = errno;
+      break;
+    }
+    if (r == 0) break;
+    got += r;
+  }
+  read_finish(b, i, got);
+}
+
+/* Step 2 of a direct file, its read done with result r (bytes, or -errno): a refusal
+ * (EINVAL) is read again buffered; else its bytes are copied out of the staging memory. */
+static void read_direct_done(batch_t *b, size_t i, int64_t r, rd_window_t *w) {
+  rd_item_t *it = &((rd_item_t *)b->items)[i];
+  int32_t *res = &b->res[2 * i];
+  if (r == -EINVAL && set_direct(it->fd, 0) == 0) {
+    read_rest(b, i);
+    return;
+  }
+  if (r < 0) {
+    res[0] = RD_READ;
+    res[1] = (int32_t)-r;
+  } else if (r == it->size) {
+    memcpy(b->data + it->off, w->stage + it->stage_off, (size_t)r);
+    w->direct_files++;
+  }
+  read_finish(b, i, r < 0 ? 0 : r);
+}
+
+/* Submit the window's direct reads; a file AIO would not take is read buffered instead.
+ * Returns how many are in flight. */
+static size_t read_submit(batch_t *b, size_t start, size_t end, const rd_window_t *w) {
+  rd_item_t *items = b->items;
+  struct iocb cbs[RD_WINDOW], *ptrs[RD_WINDOW];
+  size_t n = 0;
+  for (size_t i = start; i < end; i++) {
+    if (items[i].fd < 0 || !items[i].direct) continue;
+    memset(&cbs[n], 0, sizeof cbs[n]);
+    cbs[n].aio_data = i;
+    cbs[n].aio_lio_opcode = IOCB_CMD_PREAD;
+    cbs[n].aio_fildes = (uint32_t)items[i].fd;
+    cbs[n].aio_buf = (uint64_t)(uintptr_t)(w->stage + items[i].stage_off);
+    cbs[n].aio_nbytes = round_up(items[i].size);
+    cbs[n].aio_offset = 0;
+    ptrs[n] = &cbs[n];
+    n++;
+  }
+  size_t done = 0;
+  while (done < n) {
+    long r = syscall(__NR_io_submit, rd_aio, (long)(n - done), ptrs + done);
+    if (r > 0) {
+      done += (size_t)r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    break; /* the rest go buffered */
+  }
+  for (size_t k = done; k < n; k++) {
+    rd_item_t *it = &items[ptrs[k]->aio_data];
+    it->direct = 0;
+    if (set_direct(it->fd, 0) != 0) {
+      b->res[2 * ptrs[k]->aio_data] = RD_READ;
+      b->res[2 * ptrs[k]->aio_data + 1] = errno;
+    }
+  }
+  return done;
+}
+
+/* Every file of a window of the batch is opened and checked first, and either handed to
+ * the kernel's readahead or submitted as a direct read: on a cold cache the window's
+ * reads are in flight together (the block layer merges neighbours) instead of one device
+ * round trip per file. The window bounds the descriptors held open at once. */
 static void read_execute(napi_env env, void *data) {
   (void)env;
   batch_t *b = data;
+  rd_item_t *items = b->items;
+  rd_window_t w = {0};
+  if (b->opts != NULL && b->opts[0] == 1 && rd_aio_ready()) w.stage = stage_take(&read_stages);
+  w.direct_ok = w.stage != NULL;
+  w.max_cached_pct = b->opts != NULL ? b->opts[1] : 0;
   for (size_t start = 0; start < b->n; start += RD_WINDOW) {
     size_t end = start + RD_WINDOW < b->n ? start + RD_WINDOW : b->n;
-    for (size_t i = start; i < end; i++) read_open(b, i);
-    for (size_t i = start; i < end; i++) read_rest(b, i);
+    w.stage_used = 0;
+    for (size_t i = start; i < end; i++) read_open(b, i, &w);
+    size_t inflight = w.direct_ok ? read_submit(b, start, end, &w) : 0;
+    for (size_t i = start; i < end; i++)
+      if (!items[i].direct || items[i].fd < 0 || b->res[2 * i] != RD_OK) read_rest(b, i);
+    struct io_event ev[RD_WINDOW];
+    while (inflight > 0) {
+      long r = syscall(__NR_io_getevents, rd_aio, 1L, (long)inflight, ev, NULL);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        /* Cannot happen with a valid context; never reuse memory a read may still fill. */
+        w.stage = NULL;
+        w.direct_ok = 0;
+        rd_state = -1;
+        for (size_t i = start; i < end; i++)
+          if (items[i].direct && items[i].fd >= 0) {
+            b->res[2 * i] = RD_READ;
+            b->res[2 * i + 1] = errno;
+            close(items[i].fd);
+            items[i].fd = -1;
+          }
+        break;
+      }
+      for (long k = 0; k < r; k++) read_direct_done(b, (size_t)ev[k].data, ev[k].res, &w);
+      inflight -= (size_t)r;
+    }
   }
+  if (w.stage != NULL) stage_give(&read_stages, w.stage);
+  if (b->opts != NULL) b->opts[2] = w.direct_files;
 }
 
 /*
@@ -391,15 +617,16 @@ static void read_execute(napi_env env, void *data) {
  *   hashes: 16 bytes per file; res: two per file (status, errno).
  */
 static napi_value read_files(napi_env env, napi_callback_info info) {
-  size_t argc = 5, plen = 0, wlen = 0, olen = 0, hlen = 0, rlen = 0;
-  napi_value argv[5];
-  void *pdata = NULL, *wdata = NULL, *rdata = NULL;
+  size_t argc = 6, plen = 0, wlen = 0, olen = 0, hlen = 0, rlen = 0, xlen = 0;
+  napi_value argv[6];
+  void *pdata = NULL, *wdata = NULL, *rdata = NULL, *xdata = NULL;
   uint8_t *odata = NULL, *hdata = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
       napi_get_buffer_info(env, argv[0], &pdata, &plen) != napi_ok ||
       !get_typed(env, argv[1], napi_bigint64_array, &wdata, &wlen) || !get_u8(env, argv[2], &odata, &olen) ||
-      !get_u8(env, argv[3], &hdata, &hlen) || !get_typed(env, argv[4], napi_int32_array, &rdata, &rlen)) {
-    napi_throw_type_error(env, NULL, "readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array)");
+      !get_u8(env, argv[3], &hdata, &hlen) || !get_typed(env, argv[4], napi_int32_array, &rdata, &rlen) ||
+      (argc >= 6 && (!get_typed(env, argv[5], napi_int32_array, &xdata, &xlen) || xlen < 3))) {
+    napi_throw_type_error(env, NULL, "readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array, opts?: Int32Array(3))");
     return NULL;
   }
   size_t n = wlen / 5;
@@ -449,7 +676,9 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
   b->data_len = olen;
   b->hashes = hdata;
   b->res = rdata;
-  for (int k = 0; k < 5; k++) {
+  b->opts = xdata;
+  if (xdata != NULL) ((int32_t *)xdata)[2] = 0;
+  for (size_t k = 0; k < argc && k < 6; k++) {
     if (!keep(env, b, argv[k])) {
       batch_free(env, b);
       napi_throw_error(env, NULL, "readFiles: could not hold the buffers");
@@ -685,10 +914,11 @@ static napi_value write_behind(napi_env env, napi_callback_info info) {
 
 /* ---- directOpen / directWrite */
 
-/* Staging buffers (below): their size, and their alignment; a filesystem that asks more
- * of memory than STAGE_ALIGN is not written or read direct. */
+/* Staging buffers for direct writes and reads from unaligned memory: their size (their
+ * alignment is STAGE_ALIGN; a filesystem that asks more of memory is not written or read
+ * direct). */
 #define STAGE_BYTES (1u << 20)
-#define STAGE_ALIGN 4096
+static stage_pool_t write_stages = {PTHREAD_MUTEX_INITIALIZER, STAGE_BYTES, {0}, 0};
 
 static napi_value direct_open(napi_env env, napi_callback_info info) {
   size_t argc = 3, alen = 0;
@@ -726,33 +956,6 @@ static napi_value direct_open(napi_env env, napi_callback_info info) {
 #endif
   if (napi_create_int32(env, rc, &out) != napi_ok) return NULL;
   return out;
-}
-
-/* Staging buffers for direct writes from unaligned memory, shared by the pool threads:
- * one per write in flight, kept for the next (their pages stay faulted in); at most
- * STAGE_KEEP are kept, whatever the pool's size. */
-#define STAGE_KEEP 8
-static pthread_mutex_t stage_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *stage_free[STAGE_KEEP];
-static int stage_nfree;
-
-static uint8_t *stage_take(void) {
-  uint8_t *p = NULL;
-  pthread_mutex_lock(&stage_lock);
-  if (stage_nfree > 0) p = stage_free[--stage_nfree];
-  pthread_mutex_unlock(&stage_lock);
-  if (p == NULL && posix_memalign((void **)&p, STAGE_ALIGN, STAGE_BYTES) != 0) p = NULL;
-  return p;
-}
-
-static void stage_give(uint8_t *p) {
-  pthread_mutex_lock(&stage_lock);
-  if (stage_nfree < STAGE_KEEP) {
-    stage_free[stage_nfree++] = p;
-    p = NULL;
-  }
-  pthread_mutex_unlock(&stage_lock);
-  free(p);
 }
 
 /* Alignments directOpen could have reported and the staging buffers meet: powers of two,
@@ -796,7 +999,7 @@ static void direct_write_execute(napi_env env, void *data) {
     if ((uintptr_t)w->src % w->mem_align == 0) {
       rc = pwrite_all(w->dfd, w->src, body, w->offset);
     } else {
-      uint8_t *stage = stage_take();
+      uint8_t *stage = stage_take(&write_stages);
       if (stage == NULL) rc = -ENOMEM;
       for (size_t done = 0; rc == 0 && done < body;) {
         size_t k = body - done < STAGE_BYTES ? body - done : STAGE_BYTES;
@@ -804,7 +1007,7 @@ static void direct_write_execute(napi_env env, void *data) {
         rc = pwrite_all(w->dfd, stage, k, w->offset + (int64_t)done);
         done += k;
       }
-      if (stage != NULL) stage_give(stage);
+      if (stage != NULL) stage_give(&write_stages, stage);
     }
     /* Refused (an alignment the filesystem did not report, a short write that left an
      * unaligned offset, no memory for staging): the ordinary write does it all. */
@@ -882,7 +1085,7 @@ static napi_value direct_read(napi_env env, napi_callback_info info) {
       if (got % off_align != 0) break; /* the end of the file */
     }
   } else {
-    uint8_t *stage = stage_take();
+    uint8_t *stage = stage_take(&write_stages);
     if (stage == NULL) got = -ENOMEM;
     while (got >= 0 && (size_t)got < len) {
       size_t want = len - (size_t)got;
@@ -901,21 +1104,11 @@ static napi_value direct_read(napi_env env, napi_callback_info info) {
        * count is not the end: read on from there, and an error then is reported as one). */
       if (r == 0 || (size_t)r % (size_t)off_align != 0) break;
     }
-    if (stage != NULL) stage_give(stage);
+    if (stage != NULL) stage_give(&write_stages, stage);
   }
   if (napi_create_int64(env, got, &out) != napi_ok) return NULL;
   return out;
 }
-
-#ifndef __NR_cachestat
-#define __NR_cachestat 451
-#endif
-struct ferry_cachestat_range {
-  uint64_t off, len;
-};
-struct ferry_cachestat {
-  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
-};
 
 static napi_value cached_fraction(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -929,13 +1122,9 @@ static napi_value cached_fraction(napi_env env, napi_callback_info info) {
     return NULL;
   }
   double f = -1;
-  struct ferry_cachestat_range r = {0, (uint64_t)size};
-  struct ferry_cachestat cs;
-  memset(&cs, 0, sizeof cs);
-  if (syscall(__NR_cachestat, fd, &r, &cs, 0) == 0) {
-    long page = sysconf(_SC_PAGESIZE);
-    double pages = (double)(((uint64_t)size + (uint64_t)page - 1) / (uint64_t)page);
-    f = pages > 0 ? (double)cs.nr_cache / pages : 1;
+  uint64_t cached, pages;
+  if (cached_pages(fd, (uint64_t)size, &cached, &pages) == 0) {
+    f = pages > 0 ? (double)cached / (double)pages : 1;
     if (f > 1) f = 1;
   }
   if (napi_create_double(env, f, &out) != napi_ok) return NULL;

@@ -17,6 +17,9 @@ import { SafeWriter } from '../src/fs/safe-writer.js';
 import { contentHashOf } from '../src/fs/checksum.js';
 import { netBatchAddon } from '../src/native/index.js';
 import { FileReader } from '../src/transfer/file-reader.js';
+import { nativeSmallReader, smallDirectReads } from '../src/transfer/native-files.js';
+import type { SourceIdentity } from '../src/fs/source-file.js';
+import { ErrorCodes, FerryError } from '../src/core/errors.js';
 import { cleanupTmpDirs, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
@@ -180,5 +183,83 @@ test('direct reads (sender): a big file the page cache does not hold is read pas
     assert.equal(DirectReader.open(fh2.fd, DIRECT_MIN_BYTES - 1), null, 'a small file is read buffered');
   } finally {
     await fh2.close();
+  }
+});
+
+/** Write `data` to `file` so that the page cache does not hold it (its aligned part direct), with a fixed mtime; its identity. */
+async function writeCold(file: string, data: Buffer): Promise<SourceIdentity> {
+  const fh = await fsp.open(file, 'w');
+  const d = DirectFile.open(fh.fd)!;
+  assert.ok(d, 'a direct descriptor');
+  if (data.length > 0) await d.write(data, 0);
+  await d.close();
+  await fh.close();
+  await fsp.utimes(file, new Date(1_000_000), new Date(1_000_000));
+  const st = await fsp.stat(file, { bigint: true });
+  return { absPath: file, path: path.basename(file), size: data.length, mtimeNs: st.mtimeNs, dev: st.dev, ino: st.ino };
+}
+
+test('direct reads (sender, small files): a batch of files the page cache does not hold is read past it, byte-exact, with the right hashes; a cached one and a changed one as before', async (t) => {
+  const dir = await tmpDir();
+  const why = await directHere(dir);
+  const reader = nativeSmallReader();
+  if (why !== null || reader === undefined) {
+    if (netBatchAddon()?.directOpen !== undefined && process.env['CI'] === 'true') assert.fail(`direct I/O must work in CI: ${why}`);
+    t.skip(why ?? 'the native addon is not in use');
+    return;
+  }
+  // Sizes with unaligned ends, exact multiples of a block, one byte; up to the 1 MiB limit.
+  const sizes = [100_000, 4096, 8192 * 3, 65_537, 1, 300_001, 1024 * 1024, 150_000, 12_345, 777_777];
+  const datas = sizes.map((n) => randomBytes(n));
+  const files = await Promise.all(datas.map((d, i) => writeCold(path.join(dir, `f${i}`), d)));
+  const cold = [];
+  for (const f of files) if ((await cached(f.absPath)) <= 0.25) cold.push(f.path);
+  assert.ok(cold.length >= sizes.length - 1, `set-up: cold files ${cold.join(' ')}`); // one byte: its only page cached
+  // A cached file, and one whose listed size is no longer its size.
+  const warm = randomBytes(200_000);
+  await fsp.writeFile(path.join(dir, 'warm'), warm);
+  const wst = await fsp.stat(path.join(dir, 'warm'), { bigint: true });
+  files.push({ absPath: path.join(dir, 'warm'), path: 'warm', size: warm.length, mtimeNs: wst.mtimeNs });
+  const changed = await writeCold(path.join(dir, 'changed'), randomBytes(50_000));
+  files.push({ ...changed, size: 40_000 });
+
+  const before = smallDirectReads.files;
+  const { results, release } = await reader.read(files);
+  assert.equal(smallDirectReads.files - before, cold.length, 'every cold file was read direct');
+  for (let i = 0; i < datas.length; i++) {
+    const r = results[i]!;
+    assert.ok(!(r instanceof Error), `${files[i]!.path}: ${String(r)}`);
+    assert.deepEqual(r.data, datas[i], `${files[i]!.path}: bytes`);
+    assert.deepEqual(r.hash, contentHashOf(datas[i]!), `${files[i]!.path}: hash`);
+  }
+  const w = results[datas.length]!;
+  assert.ok(!(w instanceof Error) && w.data.equals(warm), 'the cached file');
+  const c = results[datas.length + 1]!;
+  assert.ok(c instanceof FerryError && c.code === ErrorCodes.CHANGED, `the changed file: ${String(c)}`);
+  release();
+  for (const f of files.slice(0, datas.length)) {
+    if (cold.includes(f.path)) assert.ok((await cached(f.absPath)) <= 0.25, `${f.path}: read direct, still not in the page cache`);
+  }
+
+  // More than the staging memory in one window: the rest go buffered, the bytes are the same.
+  const many = Array.from({ length: 40 }, () => randomBytes(300_000 + Math.floor(Math.random() * 4096)));
+  const manyFiles = await Promise.all(many.map((d, i) => writeCold(path.join(dir, `m${i}`), d)));
+  const b2 = smallDirectReads.files;
+  const r2 = await reader.read(manyFiles);
+  const direct2 = smallDirectReads.files - b2;
+  assert.ok(direct2 > 0 && direct2 < many.length, `some but not all of 12 MB read direct: ${direct2}`);
+  many.forEach((d, i) => assert.deepEqual((r2.results[i] as { data: Buffer }).data, d, `m${i}`));
+  r2.release();
+
+  // Direct reads off: the same results, none direct (and the files come into the page cache).
+  const b3 = smallDirectReads.files;
+  reader.direct = false;
+  try {
+    const again = await reader.read(files.slice(0, datas.length));
+    assert.equal(smallDirectReads.files - b3, 0);
+    again.results.forEach((r, i) => assert.deepEqual((r as { data: Buffer }).data, datas[i]));
+    again.release();
+  } finally {
+    reader.direct = true;
   }
 });

@@ -87,7 +87,8 @@ export interface NetBatchAddon {
   hashOf(data: Uint8Array, out: Uint8Array): void;
   /** The hash's stripe loop in use (scalar, sse2, avx2, avx512); with a name, switches to it if the CPU has it (tests). */
   hashKernel(name?: string): string;
-  readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array): Promise<void>;
+  /** opts: [0] 1 = files the page cache does not hold may be read direct, [1] at most this % cached counts as not held, [2] out: files read direct. */
+  readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array, opts?: Int32Array): Promise<void>;
   publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE) on a pool thread (fs/write-behind.ts). */
   writeBehind?(fd: number, offset: number, length: number): Promise<void>;

@@ -15,6 +15,12 @@
  * the open file matched them (status codes below), and this module turns each status
  * into the same FerryError the reader thread (file-reader-worker.ts) gives.
  *
+ * Cold files are read direct: a file of at most 1 MiB that the page cache holds at most
+ * DIRECT_READ_MAX_CACHED of is read with O_DIRECT, the batch's reads in flight together
+ * (net-batch.c), as fs/direct-io.ts does for big files and for the same reason: a
+ * buffered cold read fills fresh page-cache pages nobody reads again and copies out of
+ * them. The bytes and results are the same either way.
+ *
  * Fallback with the same results: file-reader.ts's worker threads (FERRY_NATIVE=0, or
  * no addon).
  *
@@ -24,6 +30,7 @@
  */
 import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { CONTENT_HASH_BYTES } from '../fs/checksum.js';
+import { DIRECT_READ_MAX_CACHED } from '../fs/direct-io.js';
 import type { SourceIdentity } from '../fs/source-file.js';
 import { NET_BATCH_MAX_ITEMS, netBatchAddon, type NetBatchAddon } from '../native/index.js';
 
@@ -81,9 +88,14 @@ function readError(status: number, errno: number, path: string): FerryError {
   }
 }
 
+/** Files read direct (past the page cache) by every reader so far, for tests. */
+export const smallDirectReads = { files: 0 };
+
 export class NativeSmallReader {
   readonly #n: NetBatchAddon;
   readonly #pool: Buffer[] = [];
+  /** Whether files the page cache does not hold may be read with O_DIRECT (see the file header). */
+  direct = true;
 
   constructor(n: NetBatchAddon) {
     this.#n = n;
@@ -114,7 +126,9 @@ export class NativeSmallReader {
     });
     const hashes = Buffer.allocUnsafe(CONTENT_HASH_BYTES * files.length);
     const res = new Int32Array(files.length * 2);
-    await this.#n.readFiles(Buffer.from(names.join('\0') + '\0'), want, buf, hashes, res);
+    const opts = Int32Array.of(this.direct ? 1 : 0, Math.round(DIRECT_READ_MAX_CACHED * 100), 0);
+    await this.#n.readFiles(Buffer.from(names.join('\0') + '\0'), want, buf, hashes, res, opts);
+    smallDirectReads.files += opts[2]!;
     const results: (NativeRead | FerryError)[] = [];
     let off = 0;
     for (let i = 0; i < files.length; i++) {
