@@ -332,7 +332,7 @@ typedef struct {
   int64_t size, mtime_ns, dev, ino, check_id;
   size_t off;
   int fd;
-  int direct;       /* read with O_DIRECT into the thread's staging memory at stage_off */
+  int direct;       /* read with O_DIRECT into the batch's staging memory at stage_off */
   size_t stage_off;
 } rd_item_t;
 
@@ -347,12 +347,16 @@ typedef struct {
  * host, each fresh page is also a fault in the host. Nobody reads those pages again. So
  * a file the page cache does not hold (cachestat(2): at most the caller's percentage of
  * its pages) is switched to O_DIRECT (fcntl F_SETFL, the same open file) and read whole,
- * its length rounded up to RD_DIRECT_ALIGN, into this pool thread's staging memory; the
- * window's direct reads are in flight together through Linux AIO (truly asynchronous
- * for O_DIRECT), while the window's other files are read buffered; then each file's
+ * its length rounded up to RD_DIRECT_ALIGN, into staging memory the batch takes from a
+ * pool (read_stages); the window's direct reads are in flight together through Linux AIO
+ * (asynchronous for O_DIRECT; the thread's context is kept), while the window's other
+ * files are read buffered; then each file's
  * bytes are copied into `out` (staged because a rounded-up read would run into the next
  * file's bytes). A filesystem that refuses (fcntl or the read says EINVAL), a kernel
- * without cachestat or AIO, or a full staging area: buffered, as before.
+ * without cachestat or AIO, or a full staging area: buffered, as before. Linux AIO and
+ * not io_uring: for O_DIRECT reads both keep the window in flight, AIO takes four system
+ * calls and no shared rings, and it is there where io_uring is switched off
+ * (kernel.io_uring_disabled, container seccomp profiles).
  */
 #define RD_DIRECT_ALIGN 4096
 #define RD_STAGE_BYTES (4u << 20)
