@@ -20,7 +20,7 @@ import { FileReader } from '../src/transfer/file-reader.js';
 import { nativeSmallReader, smallDirectReads } from '../src/transfer/native-files.js';
 import type { SourceIdentity } from '../src/fs/source-file.js';
 import { ErrorCodes, FerryError } from '../src/core/errors.js';
-import { cleanupTmpDirs, tmpDir } from './support/tree.js';
+import { cleanupTmpDirs, smallExt4, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -261,5 +261,42 @@ test('direct reads (sender, small files): a batch of files the page cache does n
     again.release();
   } finally {
     reader.direct = true;
+  }
+});
+
+test('direct writes on a full disk: a direct write that fails (ENOSPC, not a refusal) is FERRY_E_NOSPC for the file, and nothing is published', async (t) => {
+  const root = await tmpDir();
+  const disk = await smallExt4(t, root, 16);
+  if (disk === null) return;
+  try {
+    const why = await directHere(disk.dir);
+    if (why !== null) {
+      if (netBatchAddon()?.directOpen !== undefined && process.env['CI'] === 'true') assert.fail(`direct I/O must work in CI: ${why}`);
+      t.skip(why);
+      return;
+    }
+    await fsp.unlink(path.join(disk.dir, 'probe'));
+    const data = randomBytes(DIRECT_MIN_BYTES + 12 * MiB + 5); // more than the 16 MiB filesystem holds
+    const before = { ...directWriteCounts };
+    const w = await SafeWriter.open(disk.dir, { directWrites: true });
+    const tf = await w.beginFile(fe('big.bin', data.length));
+    let err: unknown = null;
+    try {
+      for (let off = 0; off < data.length; off += MiB) await tf.write(data.subarray(off, Math.min(data.length, off + MiB)), off);
+      await tf.commit();
+    } catch (e) {
+      err = e;
+      await tf.abort();
+    }
+    await w.finish();
+    w.close();
+    assert.ok(err instanceof FerryError && err.code === ErrorCodes.NOSPC, `the failure: ${String(err)}`);
+    assert.match(err.message, /big\.bin/, 'the message names the file');
+    assert.equal(directWriteCounts.opened - before.opened, 1, 'the file was written direct');
+    assert.ok(directWriteCounts.bytes - before.bytes >= MiB, 'its first MiBs went direct before the disk filled');
+    const left = (await fsp.readdir(disk.dir)).filter((n) => n !== 'lost+found');
+    assert.deepEqual(left, [], 'nothing under the final name, no temp file left');
+  } finally {
+    disk.unmount();
   }
 });

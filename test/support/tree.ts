@@ -303,3 +303,35 @@ export async function smallTmpfs(t: TestContext, root: string, size: string): Pr
   execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
   return { dir, unmount: () => execFileSync('umount', [dir]) };
 }
+
+/**
+ * A small ext4 filesystem (an image file in `root`, mounted through a loop device) at a
+ * new directory under `root`, for disk-full cases on a filesystem with direct I/O (tmpfs
+ * has none); `unmount()` in a finally removes the image too. Needs root and mkfs.ext4:
+ * without them the test is skipped (and fails under CI=true, where nothing may skip).
+ */
+export async function smallExt4(t: TestContext, root: string, mib: number): Promise<{ dir: string; unmount(): void } | null> {
+  const why = !isRoot() ? 'needs root to mount a loop device' : null;
+  const image = path.join(root, 'ext4.img');
+  const dir = path.join(root, 'ext4');
+  try {
+    if (why !== null) throw new Error(why);
+    await fsp.writeFile(image, '');
+    await fsp.truncate(image, mib * 1024 * 1024);
+    execFileSync('mkfs.ext4', ['-q', '-F', image], { stdio: 'pipe' });
+    await fsp.mkdir(dir);
+    execFileSync('mount', ['-o', 'loop', image, dir], { stdio: 'pipe' });
+  } catch (e) {
+    const msg = `cannot mount a small ext4 here: ${String((e as Error).message).split('\n')[0]}`;
+    if (isCI()) throw new Error(`${msg}; CI=true forbids skipping`);
+    t.skip(msg);
+    return null;
+  }
+  return {
+    dir,
+    unmount: () => {
+      execFileSync('umount', [dir]);
+      rmSync(image, { force: true });
+    },
+  };
+}
