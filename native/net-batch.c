@@ -348,11 +348,10 @@ typedef struct {
  * a file the page cache does not hold (cachestat(2): at most the caller's percentage of
  * its pages) is switched to O_DIRECT (fcntl F_SETFL, the same open file) and read whole,
  * its length rounded up to RD_DIRECT_ALIGN, into staging memory the batch takes from a
- * pool (read_stages); the window's direct reads are in flight together through Linux AIO
- * (asynchronous for O_DIRECT; the thread's context is kept), while the window's other
- * files are read buffered; then each file's
- * bytes are copied into `out` (staged because a rounded-up read would run into the next
- * file's bytes). A filesystem that refuses (fcntl or the read says EINVAL), a kernel
+ * pool (batch_stages); the window's direct reads are in flight together through Linux
+ * AIO (asynchronous for O_DIRECT; the thread's context is kept), while the window's other
+ * files are read buffered; then each file's bytes are copied into `out` (staged because a
+ * rounded-up read would run into the next file's bytes). A filesystem that refuses (fcntl or the read says EINVAL), a kernel
  * without cachestat or AIO, or a full staging area: buffered, as before. Linux AIO and
  * not io_uring: for O_DIRECT reads both keep the window in flight, AIO takes four system
  * calls and no shared rings, and it is there where io_uring is switched off
@@ -360,7 +359,7 @@ typedef struct {
  */
 #define RD_DIRECT_ALIGN 4096
 #define RD_STAGE_BYTES (4u << 20)
-static stage_pool_t read_stages = {PTHREAD_MUTEX_INITIALIZER, RD_STAGE_BYTES, {0}, 0};
+static stage_pool_t batch_stages = {PTHREAD_MUTEX_INITIALIZER, RD_STAGE_BYTES, {0}, 0};
 
 #ifndef __NR_cachestat
 #define __NR_cachestat 451
@@ -398,17 +397,15 @@ static int rd_aio_ready(void) {
   return rd_state == 1;
 }
 
-/* Set or clear O_DIRECT (and clear O_NONBLOCK, which was for the open) on an open file. */
+/* Set or clear O_DIRECT on an open file, and clear O_NONBLOCK (it was for the open): F_SETFL
+ * changes only those status flags (and O_APPEND, O_NOATIME, O_ASYNC, which a read leaves
+ * unset), so no F_GETFL is needed first. */
 static int set_direct(int fd, int on) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0) return -1;
-  fl &= ~O_NONBLOCK;
-  return fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT);
+  return fcntl(fd, F_SETFL, on ? O_DIRECT : 0);
 }
 
 typedef struct {
-  int direct_ok;       /* the caller allows direct reads and this thread can make them */
-  uint8_t *stage;      /* the batch's staging memory (read_stages) */
+  uint8_t *stage;      /* the batch's staging memory (batch_stages); NULL: no direct reads */
   int max_cached_pct;  /* a file with more of its pages cached is read buffered */
   size_t stage_used;   /* staging bytes taken in this window */
   int32_t direct_files;
@@ -422,7 +419,7 @@ static size_t round_up(int64_t n) {
  * and the filesystem takes O_DIRECT. */
 static int choose_direct(rd_window_t *w, rd_item_t *it) {
   uint64_t cached, pages;
-  if (!w->direct_ok || it->size <= 0 || round_up(it->size) > RD_STAGE_BYTES - w->stage_used) return 0;
+  if (w->stage == NULL || it->size <= 0 || round_up(it->size) > RD_STAGE_BYTES - w->stage_used) return 0;
   if (cached_pages(it->fd, (uint64_t)it->size, &cached, &pages) != 0 || cached * 100 > pages * (uint64_t)w->max_cached_pct)
     return 0;
   if (set_direct(it->fd, 1) != 0) return 0;
@@ -577,16 +574,15 @@ static void read_execute(napi_env env, void *data) {
   batch_t *b = data;
   rd_item_t *items = b->items;
   rd_window_t w = {0};
-  if (b->opts != NULL && b->opts[0] == 1 && rd_aio_ready()) w.stage = stage_take(&read_stages);
-  w.direct_ok = w.stage != NULL;
+  if (b->opts != NULL && b->opts[0] == 1 && rd_aio_ready()) w.stage = stage_take(&batch_stages);
   w.max_cached_pct = b->opts != NULL ? b->opts[1] : 0;
   for (size_t start = 0; start < b->n; start += RD_WINDOW) {
     size_t end = start + RD_WINDOW < b->n ? start + RD_WINDOW : b->n;
     w.stage_used = 0;
     for (size_t i = start; i < end; i++) read_open(b, i, &w);
-    size_t inflight = w.direct_ok ? read_submit(b, start, end, &w) : 0;
+    size_t inflight = w.stage != NULL ? read_submit(b, start, end, &w) : 0;
     for (size_t i = start; i < end; i++)
-      if (!items[i].direct || items[i].fd < 0 || b->res[2 * i] != RD_OK) read_rest(b, i);
+      if (!items[i].direct) read_rest(b, i);
     struct io_event ev[RD_WINDOW];
     while (inflight > 0) {
       long r = syscall(__NR_io_getevents, rd_aio, 1L, (long)inflight, ev, NULL);
@@ -594,7 +590,6 @@ static void read_execute(napi_env env, void *data) {
         if (errno == EINTR) continue;
         /* Cannot happen with a valid context; never reuse memory a read may still fill. */
         w.stage = NULL;
-        w.direct_ok = 0;
         rd_state = -1;
         for (size_t i = start; i < end; i++)
           if (items[i].direct && items[i].fd >= 0) {
@@ -609,7 +604,7 @@ static void read_execute(napi_env env, void *data) {
       inflight -= (size_t)r;
     }
   }
-  if (w.stage != NULL) stage_give(&read_stages, w.stage);
+  if (w.stage != NULL) stage_give(&batch_stages, w.stage);
   if (b->opts != NULL) b->opts[2] = w.direct_files;
 }
 
@@ -918,11 +913,11 @@ static napi_value write_behind(napi_env env, napi_callback_info info) {
 
 /* ---- directOpen / directWrite */
 
-/* Staging buffers for direct writes and reads from unaligned memory: their size (their
- * alignment is STAGE_ALIGN; a filesystem that asks more of memory is not written or read
- * direct). */
+/* Staging buffers for directWrite and directRead from unaligned memory (chunk_stages):
+ * their size (their alignment is STAGE_ALIGN; a filesystem that asks more of memory is not
+ * written or read direct). */
 #define STAGE_BYTES (1u << 20)
-static stage_pool_t write_stages = {PTHREAD_MUTEX_INITIALIZER, STAGE_BYTES, {0}, 0};
+static stage_pool_t chunk_stages = {PTHREAD_MUTEX_INITIALIZER, STAGE_BYTES, {0}, 0};
 
 static napi_value direct_open(napi_env env, napi_callback_info info) {
   size_t argc = 3, alen = 0;
@@ -1003,7 +998,7 @@ static void direct_write_execute(napi_env env, void *data) {
     if ((uintptr_t)w->src % w->mem_align == 0) {
       rc = pwrite_all(w->dfd, w->src, body, w->offset);
     } else {
-      uint8_t *stage = stage_take(&write_stages);
+      uint8_t *stage = stage_take(&chunk_stages);
       if (stage == NULL) rc = -ENOMEM;
       for (size_t done = 0; rc == 0 && done < body;) {
         size_t k = body - done < STAGE_BYTES ? body - done : STAGE_BYTES;
@@ -1011,7 +1006,7 @@ static void direct_write_execute(napi_env env, void *data) {
         rc = pwrite_all(w->dfd, stage, k, w->offset + (int64_t)done);
         done += k;
       }
-      if (stage != NULL) stage_give(&write_stages, stage);
+      if (stage != NULL) stage_give(&chunk_stages, stage);
     }
     /* Refused (an alignment the filesystem did not report, a short write that left an
      * unaligned offset, no memory for staging): the ordinary write does it all. */
@@ -1089,7 +1084,7 @@ static napi_value direct_read(napi_env env, napi_callback_info info) {
       if (got % off_align != 0) break; /* the end of the file */
     }
   } else {
-    uint8_t *stage = stage_take(&write_stages);
+    uint8_t *stage = stage_take(&chunk_stages);
     if (stage == NULL) got = -ENOMEM;
     while (got >= 0 && (size_t)got < len) {
       size_t want = len - (size_t)got;
@@ -1108,7 +1103,7 @@ static napi_value direct_read(napi_env env, napi_callback_info info) {
        * count is not the end: read on from there, and an error then is reported as one). */
       if (r == 0 || (size_t)r % (size_t)off_align != 0) break;
     }
-    if (stage != NULL) stage_give(&write_stages, stage);
+    if (stage != NULL) stage_give(&chunk_stages, stage);
   }
   if (napi_create_int64(env, got, &out) != napi_ok) return NULL;
   return out;
