@@ -139,3 +139,28 @@ test('SRC/ where SRC is a symlink to a directory: that one link is followed (rsy
     assert.deepEqual(all.map((e) => `${e.kind} ${e.path}`).sort(), ['dir d', 'file d/f.txt', 'file top', 'symlink d/ln'], statMode);
   }
 });
+
+// A consumer that leaves early (an error in its loop, a connection that never came)
+// must not leave producers parked with their directories open. Counted through
+// /proc/self/fd; both the native and the readdir listing.
+for (const native of [true, false]) {
+  test(`a walk left early closes every directory it holds (${native ? 'native' : 'readdir'} listing)`, async (t) => {
+    if (!(await fsp.stat('/proc/self/fd').catch(() => null))) return t.skip('needs /proc/self/fd');
+    const base = await tmpDir();
+    const src = path.join(base, 'src');
+    const spec: Record<string, string> = {};
+    for (let d = 0; d < 8; d++) for (let i = 0; i < 40; i++) spec[`d${d}/f${i}`] = 'x';
+    await makeTree(src, spec);
+    const openFds = async (): Promise<number> => (await fsp.readdir('/proc/self/fd')).length;
+    const before = await openFds();
+    const it = walk(await resolveSource(src + '/'), { native, concurrency: 8, dirConcurrency: 4, highWater: 8 });
+    const first = await it.next();
+    assert.equal(first.done, false);
+    // Let the producers run into the high-water mark and park, each holding its directory.
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok((await openFds()) > before, 'the parked producers hold directories open');
+    await it.return(undefined);
+    for (let i = 0; i < 50 && (await openFds()) > before; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await openFds(), before);
+  });
+}

@@ -137,6 +137,8 @@ export interface WalkOptions {
    * entry carries that record as `peer` (its quick check, decided by the caller).
    */
   peer?: (rel: string) => { fd: number; release: () => void } | null;
+  /** Entries listed ahead of the consumer before the walk pauses (default HIGH_WATER). */
+  highWater?: number;
   /** Tests: called before each directory below the root is opened to be listed. */
   beforeListDir?: (rel: string, absPath: string) => Promise<void> | void;
 }
@@ -328,6 +330,7 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   const exclude = opts.exclude ?? ((): boolean => false);
   const chunk = Math.max(1, opts.concurrency ?? 64);
   const dirConcurrency = Math.max(1, opts.dirConcurrency ?? 4);
+  const highWater = Math.max(1, opts.highWater ?? HIGH_WATER);
   const report = opts.onProblem ?? ((): void => {});
   const seenInodes = new Map<string, string>();
   const statMode = opts.statMode ?? 'auto';
@@ -388,6 +391,9 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   let wakeConsumer: (() => void) | null = null;
   let wakeProducers: Array<() => void> = [];
   let fatal: unknown = null;
+  // The consumer stopped early (return() or an error in its loop): parked producers
+  // wake and leave, closing their directories; no new directory is opened.
+  let stopped = false;
 
   const notify = (): void => {
     const w = wakeConsumer;
@@ -399,7 +405,8 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
     out.push(batch);
     buffered += batch.length;
     notify();
-    while (buffered > HIGH_WATER) await new Promise<void>((r) => wakeProducers.push(r));
+    while (buffered > highWater && !stopped) await new Promise<void>((r) => wakeProducers.push(r));
+    if (stopped) throw WALK_STOPPED;
   };
 
   // One child: null when skipped (excluded, vanished, unsupported, failed).
@@ -621,12 +628,12 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
   };
 
   function pump(): void {
-    while (active < dirConcurrency && dirQueue.length > 0) {
+    while (!stopped && active < dirConcurrency && dirQueue.length > 0) {
       const d = dirQueue.shift()!;
       active++;
       listDir(d.rel, d.abs, d.id, d.isRoot, d.up)
         .catch((e: unknown) => {
-          fatal = e;
+          if (e !== WALK_STOPPED) fatal = e;
         })
         .finally(() => {
           active--;
@@ -635,27 +642,36 @@ export async function* walk(root: SourceRoot, opts: WalkOptions = {}): AsyncGene
         });
     }
   }
+  const wakeAll = (): void => {
+    const ws = wakeProducers;
+    wakeProducers = [];
+    for (const w of ws) w();
+  };
   pump();
 
-  while (true) {
-    if (fatal !== null) throw fatal;
-    const batch = out.shift();
-    if (batch !== undefined) {
-      buffered -= batch.length;
-      if (buffered <= HIGH_WATER) {
-        const ws = wakeProducers;
-        wakeProducers = [];
-        for (const w of ws) w();
+  try {
+    while (true) {
+      if (fatal !== null) throw fatal;
+      const batch = out.shift();
+      if (batch !== undefined) {
+        buffered -= batch.length;
+        if (buffered <= highWater) wakeAll();
+        yield linkify(batch);
+        continue;
       }
-      yield linkify(batch);
-      continue;
+      if (active === 0 && dirQueue.length === 0) return;
+      await new Promise<void>((r) => {
+        wakeConsumer = r;
+      });
     }
-    if (active === 0 && dirQueue.length === 0) return;
-    await new Promise<void>((r) => {
-      wakeConsumer = r;
-    });
+  } finally {
+    stopped = true;
+    wakeAll();
   }
 }
+
+/** Thrown inside a producer parked in emit() when the consumer has stopped. */
+const WALK_STOPPED = new Error('walk stopped');
 
 /** Convenience: all entries, flattened (tests, small trees). */
 export async function walkAll(root: SourceRoot, opts: WalkOptions = {}): Promise<SourceEntry[]> {

@@ -10,6 +10,7 @@
  * are already batched by the channel) and nothing else here touches bytes.
  */
 import type { SourceEntry } from '../core/entry.js';
+import { prefetch, type Prefetched } from '../core/prefetch.js';
 import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import { compileExcludes, compileFilters, type FilterRule } from '../fs/exclude.js';
 import { resolveSendRoot, walkFilesFrom } from '../fs/files-from.js';
@@ -101,8 +102,16 @@ async function openChannel(o: SendOptions): Promise<SecureChannel> {
 export async function send(o: SendOptions): Promise<SendOutcome> {
   const root = await resolveSendRoot(o.src, o.extras);
   const t0 = performance.now();
-  const control = await openChannel(o);
-  return sendOver(control, [root], o, () => openChannel(o), t0);
+  // The walk starts while TCP connects and the handshake runs.
+  const walked = startWalk([root], o);
+  let control: SecureChannel;
+  try {
+    control = await openChannel(o);
+  } catch (e) {
+    await walked.stop();
+    throw e;
+  }
+  return sendOver(control, walked, o, () => openChannel(o), t0);
 }
 
 /** `ferry send - HOST:PORT`: send one byte stream to a `ferry recv -` (modes/stream.ts). */
@@ -132,21 +141,24 @@ function paced(ch: FrameChannel, bucket: TokenBucket): FrameChannel {
   });
 }
 
+/** A walk of the session's roots, already under way (startWalk). */
+export interface StartedWalk {
+  entries: Prefetched<SourceEntry[]>;
+  /** What the walk reported so far: failures (a file not sent) and warnings (skipped kinds). */
+  failures: FerryError[];
+  warnings: FerryError[];
+  stop(): Promise<void>;
+}
+
 /**
- * Run one sender session over an authenticated control channel: walk every root (their
- * entries laid end to end, each under its own prefix) and send. `openStream` makes the
- * extra `-P` streams. Destroys every channel on a fatal error.
+ * Start walking every root (their entries laid end to end, each under its own prefix)
+ * now, before the session's channel exists: the listing overlaps the connection.
+ * Its problems go to `o.events` as they are found and are kept for the outcome.
  */
-export async function sendOver(
-  control: SecureChannel,
-  roots: readonly SourceRoot[],
-  o: SendSessionOptions,
-  openStream: () => Promise<SecureChannel>,
-  t0: number = performance.now(),
-): Promise<SendOutcome> {
+export function startWalk(roots: readonly SourceRoot[], o: Pick<SendSessionOptions, 'excludes' | 'extras' | 'events'>): StartedWalk {
   const x = o.extras ?? {};
   const exclude = x.filters ? compileFilters(x.filters) : o.excludes.length > 0 ? compileExcludes(o.excludes) : undefined;
-  const walkFailures: FerryError[] = [];
+  const failures: FerryError[] = [];
   const warnings: FerryError[] = [];
   const walkOpts = {
     ...(exclude ? { exclude } : {}),
@@ -157,19 +169,42 @@ export async function sendOver(
         warnings.push(e);
         o.events?.onWarning?.(e);
       } else {
-        walkFailures.push(e);
+        failures.push(e);
         o.events?.onFailure?.(e);
       }
     },
   };
   const walkRoot = (r: SourceRoot): AsyncGenerator<SourceEntry[]> =>
     x.filesFrom ? walkFilesFrom(r.absPath, x.filesFrom, { ...walkOpts, recursive: x.recursive === true }) : walk(r, walkOpts);
-  const entries: AsyncIterable<SourceEntry[]> =
+  const entries = prefetch(
     roots.length === 1
       ? walkRoot(roots[0]!)
       : (async function* () {
           for (const r of roots) yield* walkRoot(r);
-        })();
+        })(),
+  );
+  return { entries, failures, warnings, stop: () => entries.stop() };
+}
+
+function isStartedWalk(s: readonly SourceRoot[] | StartedWalk): s is StartedWalk {
+  return !Array.isArray(s);
+}
+
+/**
+ * Run one sender session over an authenticated control channel: walk every root (or
+ * take a walk startWalk began) and send. `openStream` makes the extra `-P` streams.
+ * Destroys every channel on a fatal error.
+ */
+export async function sendOver(
+  control: SecureChannel,
+  source: readonly SourceRoot[] | StartedWalk,
+  o: SendSessionOptions,
+  openStream: () => Promise<SecureChannel>,
+  t0: number = performance.now(),
+): Promise<SendOutcome> {
+  const x = o.extras ?? {};
+  const walked = isStartedWalk(source) ? source : startWalk(source, o);
+  const { entries, failures: walkFailures, warnings } = walked;
   // --remove-source-files: once the receiver confirmed a file (committed, or up to
   // date without a policy that keeps a differing copy), and only if the file is still
   // what was read (fs/remove-source).
@@ -221,6 +256,7 @@ export async function sendOver(
   } catch (e) {
     control.destroy();
     for (const ch of extra) ch.destroy();
+    void walked.stop();
     if (isFerryError(e)) throw e;
     throw new FerryError(ErrorCodes.INTERNAL, String((e as Error)?.stack ?? e));
   }

@@ -34,7 +34,7 @@ import { ErrorCodes, FerryError, isFerryError } from '../core/errors.js';
 import type { SourceRoot } from '../fs/walk.js';
 import type { SecureChannel } from '../secure/channel.js';
 import type { RecvSessionOutcome } from './recv.js';
-import type { SendOutcome } from './send.js';
+import type { SendOutcome, SendSessionOptions, StartedWalk } from './send.js';
 import { StdioDuplex, growPipe } from './stdio-duplex.js';
 import type { StreamResult, StreamSink } from './stream.js';
 import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply, type ServerRequest } from './ssh-bootstrap.js';
@@ -228,11 +228,36 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   // This side's half of the session, loaded once the reply is out, while it travels and the local side dials in.
   let recvSession: Promise<typeof import('./recv.js')> | undefined;
   let sendSession: Promise<typeof import('./send.js')> | undefined;
+  // A pull's sources are walked from here on, while the local side dials in (one file
+  // waits: its name may change with the local side's decision, scp's rule, below).
+  let earlyWalk: Promise<StartedWalk> | undefined;
   const replied = (reply: ServerReply): void => {
     write(io.output, reply);
     if (!req.stream && req.role === 'recv') recvSession = loadSession('recv');
-    else if (!req.stream) sendSession = loadSession('send');
+    else if (!req.stream) {
+      sendSession = loadSession('send');
+      if (!(roots.length === 1 && roots[0]!.kind === 'file')) {
+        const early = roots;
+        earlyWalk = sendSession.then((m) => m.startWalk(early, sendOptions(o.streams)));
+        earlyWalk.catch(() => undefined);
+      }
+    }
   };
+  const sendOptions = (streams: number): SendSessionOptions => ({
+    streams,
+    chunkSize: o.chunkSize,
+    checksum: o.checksum,
+    delete: o.delete,
+    dryRun: o.dryRun,
+    excludes: o.excludes,
+    preserveSpecial: o.preserveSpecial,
+    ...senderMeta(o),
+    ...(o.extras ? { extras: o.extras } : {}),
+    events: {
+      onFailure: (e) => p.onProblem?.(e),
+      onWarning: (e) => p.onWarning?.(e),
+    },
+  });
   const acceptMs = p.acceptTimeoutMs ?? 30_000;
   const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, auth: 'psk' as const, ktls, peer });
 
@@ -344,22 +369,8 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
     const { sendOver } = await sendSession!;
     const r = await sendOver(
       ctl,
-      roots,
-      {
-        streams,
-        chunkSize: o.chunkSize,
-        checksum: o.checksum,
-        delete: o.delete,
-        dryRun: o.dryRun,
-        excludes: o.excludes,
-        preserveSpecial: o.preserveSpecial,
-        ...senderMeta(o),
-        ...(o.extras ? { extras: o.extras } : {}),
-        events: {
-          onFailure: (e) => p.onProblem?.(e),
-          onWarning: (e) => p.onWarning?.(e),
-        },
-      },
+      (await earlyWalk) ?? roots,
+      sendOptions(streams),
       nextExtra ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
     );
     return { role: 'send', via, send: r };

@@ -29,7 +29,7 @@ import type { SecureChannel } from '../secure/channel.js';
 import type { ReceiverEvents } from '../transfer/receiver.js';
 import type { SenderEvents } from '../transfer/sender.js';
 import type { RecvSessionOutcome } from './recv.js';
-import type { SendOutcome } from './send.js';
+import type { SendOutcome, SendSessionOptions } from './send.js';
 import { connectTcp } from './dial.js';
 import { loadChannel, loadSession, pipeDuplex } from './server.js';
 import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
@@ -93,6 +93,14 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   const tree = !o.streamInput && !o.streamOutput;
   const sender = tree && o.direction === 'push' ? loadSession('send') : undefined;
   const receiver = tree && o.direction === 'pull' ? loadSession('recv') : undefined;
+  // A push walks its sources while ssh connects and the remote starts, unless it is one
+  // file, whose name on the remote side depends on the reply (scp's rule, below).
+  const pushRoots = o.roots ?? [];
+  const earlyWalk =
+    sender && !(pushRoots.length === 1 && pushRoots[0]!.kind === 'file')
+      ? sender.then((m) => m.startWalk(pushRoots, senderSessionOptions(o, 'tcp')))
+      : undefined;
+  earlyWalk?.catch(() => undefined);
   const lastLines: string[] = [];
   let spawnError: Error | null = null;
   const exited = new Promise<number | null>((resolve) => {
@@ -288,19 +296,8 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       const { sendOver } = await sender!;
       out.send = await sendOver(
         control,
-        roots,
-        {
-          streams: via === 'tcp' ? o.options.streams : 1,
-          chunkSize: o.options.chunkSize,
-          checksum: o.options.checksum,
-          delete: o.options.delete,
-          dryRun: o.options.dryRun,
-          excludes: o.options.excludes,
-          preserveSpecial: o.options.preserveSpecial,
-          ...senderMeta(o.options),
-          ...(o.options.extras ? { extras: o.options.extras } : {}),
-          ...(o.senderEvents ? { events: o.senderEvents } : {}),
-        },
+        (await earlyWalk) ?? roots,
+        senderSessionOptions(o, via),
         dial ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
       );
     } else {
@@ -318,8 +315,25 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
     return out;
   } catch (e) {
     kill();
+    void earlyWalk?.then((w) => w.stop(), () => undefined);
     throw e;
   } finally {
     child.stdin.destroy();
   }
+}
+
+/** The sender's session options for a push (one stream when the data goes through ssh). */
+function senderSessionOptions(o: SshOptions, via: 'tcp' | 'ssh'): SendSessionOptions {
+  return {
+    streams: via === 'tcp' ? o.options.streams : 1,
+    chunkSize: o.options.chunkSize,
+    checksum: o.options.checksum,
+    delete: o.options.delete,
+    dryRun: o.options.dryRun,
+    excludes: o.options.excludes,
+    preserveSpecial: o.options.preserveSpecial,
+    ...senderMeta(o.options),
+    ...(o.options.extras ? { extras: o.options.extras } : {}),
+    ...(o.senderEvents ? { events: o.senderEvents } : {}),
+  };
 }
