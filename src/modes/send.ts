@@ -108,7 +108,8 @@ export async function send(o: SendOptions): Promise<SendOutcome> {
   try {
     control = await openChannel(o);
   } catch (e) {
-    await walked.stop();
+    // Not awaited: the error is reported now, the walk ends once its current listing does.
+    void walked.stop();
     throw e;
   }
   return sendOver(control, walked, o, () => openChannel(o), t0);

@@ -272,112 +272,118 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
   let listener: net.Server | undefined;
   const queue = new AuthenticatedQueue();
 
-  if (via === 'tcp') {
-    const addr = serverAddressOf(p.sshConnection);
-    listener = net.createServer((sock) => {
-      sockets.add(sock);
-      sock.on('close', () => sockets.delete(sock));
-      sock.on('error', () => undefined);
-      sock.setNoDelay(true);
-      const peer = `${sock.remoteAddress}:${sock.remotePort}`;
-      channel.then(({ establishChannel }) => establishChannel(sock, channelOpts(peer, o.ktls))).then(
-        (ch) => queue.push(ch),
-        (e: unknown) => {
-          sock.destroy();
-          queue.failures++;
-          p.onWarning?.(isFerryError(e) ? e : new FerryError(ErrorCodes.CONNECT, String(e)));
-          if (queue.failures >= 8) listener?.close();
-        },
-      );
-    });
-    const srv = listener;
-    const port = await new Promise<number>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen({ host: addr ?? '::', port: p.listenPort ?? 0 }, () => resolve((srv.address() as net.AddressInfo).port));
-    }).catch(
-      () =>
-        new Promise<number>((resolve, reject) => {
-          srv.once('error', reject);
-          srv.listen({ host: '0.0.0.0', port: p.listenPort ?? 0 }, () => resolve((srv.address() as net.AddressInfo).port));
-        }),
-    );
-    replied({ listen: { addr: addr ?? '', port }, ...about });
-    decision = parseDecision(await lines.next());
-    const use = decision?.use;
-    if (use === 'tcp') {
-      control = await queue.next(acceptMs);
-      extra = () => queue.next(acceptMs);
-      // The lifeline: stdin's end means the local side is gone.
-      lifeline = lines.next().then(
-        () => undefined,
-        () => undefined,
-      );
-    } else if (use === 'ssh') {
-      via = 'ssh';
-      srv.close();
-      queue.close(new FerryError(ErrorCodes.CONNECT, 'closed'));
-    } else {
-      srv.close();
-      throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
-    }
-  } else {
-    replied({ via: 'ssh', ...about });
-    decision = parseDecision(await lines.next());
-    if (decision?.use !== 'ssh') throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
-  }
-  // scp's rename of a single file (`a.txt host:/x/b.txt`, `host:/x/a.txt ./b.txt`), decided
-  // by the local side from what we told it.
-  let dstRoot = req.paths[0] === '' ? '.' : req.paths[0]!;
-  if (decision.intoParent && req.role === 'recv') dstRoot = path.dirname(path.resolve(dstRoot));
-  if (decision.name !== undefined && req.role === 'send' && roots.length === 1 && roots[0]!.kind === 'file') {
-    roots = [{ ...roots[0]!, prefix: decision.name }];
-  }
-  if (via === 'ssh') {
-    for (const fd of io.fds ?? []) growPipe(fd);
-    lines.release();
-    const { establishChannel } = await channel;
-    control = await establishChannel(pipeDuplex(io.input, io.output), { ...channelOpts('local side (via ssh)', 'off'), plainInSsh: true });
-  }
-  const ctl = control!;
-  const streams = via === 'ssh' ? 1 : o.streams;
-  const all = new Set<SecureChannel>([ctl]);
-  const nextExtra = extra
-    ? async (): Promise<SecureChannel> => {
-        const c = await extra!();
-        all.add(c);
-        return c;
-      }
-    : undefined;
-  const abort = (): void => {
-    for (const c of all) c.destroy(new FerryError(ErrorCodes.CONNECT, 'the local side closed the ssh channel'));
-  };
-  let finished = false;
-  void lifeline?.then(() => {
-    if (!finished) abort();
-  });
+  // Whatever ends this session before its sender runs also stops the early walk.
   try {
-    if (req.stream) {
-      const { receiveStream, sendStream } = await import('./stream.js');
-      if (streamSink) return { role: 'recv', via, stream: await receiveStream(ctl, streamSink) };
-      return { role: 'send', via, stream: await sendStream(ctl, streamSource!, req.paths[0]!) };
+    if (via === 'tcp') {
+      const addr = serverAddressOf(p.sshConnection);
+      listener = net.createServer((sock) => {
+        sockets.add(sock);
+        sock.on('close', () => sockets.delete(sock));
+        sock.on('error', () => undefined);
+        sock.setNoDelay(true);
+        const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+        channel.then(({ establishChannel }) => establishChannel(sock, channelOpts(peer, o.ktls))).then(
+          (ch) => queue.push(ch),
+          (e: unknown) => {
+            sock.destroy();
+            queue.failures++;
+            p.onWarning?.(isFerryError(e) ? e : new FerryError(ErrorCodes.CONNECT, String(e)));
+            if (queue.failures >= 8) listener?.close();
+          },
+        );
+      });
+      const srv = listener;
+      const port = await new Promise<number>((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen({ host: addr ?? '::', port: p.listenPort ?? 0 }, () => resolve((srv.address() as net.AddressInfo).port));
+      }).catch(
+        () =>
+          new Promise<number>((resolve, reject) => {
+            srv.once('error', reject);
+            srv.listen({ host: '0.0.0.0', port: p.listenPort ?? 0 }, () => resolve((srv.address() as net.AddressInfo).port));
+          }),
+      );
+      replied({ listen: { addr: addr ?? '', port }, ...about });
+      decision = parseDecision(await lines.next());
+      const use = decision?.use;
+      if (use === 'tcp') {
+        control = await queue.next(acceptMs);
+        extra = () => queue.next(acceptMs);
+        // The lifeline: stdin's end means the local side is gone.
+        lifeline = lines.next().then(
+          () => undefined,
+          () => undefined,
+        );
+      } else if (use === 'ssh') {
+        via = 'ssh';
+        srv.close();
+        queue.close(new FerryError(ErrorCodes.CONNECT, 'closed'));
+      } else {
+        srv.close();
+        throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
+      }
+    } else {
+      replied({ via: 'ssh', ...about });
+      decision = parseDecision(await lines.next());
+      if (decision?.use !== 'ssh') throw new FerryError(ErrorCodes.CONNECT, 'the local side went away before choosing a path');
     }
-    if (req.role === 'recv') {
-      const { receiveOver } = await recvSession!;
-      const r = await receiveOver(ctl, { dst: dstRoot, preserveSpecial: o.preserveSpecial, ...remoteMeta(o) }, nextExtra);
-      return { role: 'recv', via, recv: r };
+    // scp's rename of a single file (`a.txt host:/x/b.txt`, `host:/x/a.txt ./b.txt`), decided
+    // by the local side from what we told it.
+    let dstRoot = req.paths[0] === '' ? '.' : req.paths[0]!;
+    if (decision.intoParent && req.role === 'recv') dstRoot = path.dirname(path.resolve(dstRoot));
+    if (decision.name !== undefined && req.role === 'send' && roots.length === 1 && roots[0]!.kind === 'file') {
+      roots = [{ ...roots[0]!, prefix: decision.name }];
     }
-    const { sendOver } = await sendSession!;
-    const r = await sendOver(
-      ctl,
-      (await earlyWalk) ?? roots,
-      sendOptions(streams),
-      nextExtra ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
-    );
-    return { role: 'send', via, send: r };
-  } finally {
-    finished = true;
-    listener?.close();
-    queue.close(new FerryError(ErrorCodes.CONNECT, 'closed'));
-    for (const s of sockets) s.destroy();
+    if (via === 'ssh') {
+      for (const fd of io.fds ?? []) growPipe(fd);
+      lines.release();
+      const { establishChannel } = await channel;
+      control = await establishChannel(pipeDuplex(io.input, io.output), { ...channelOpts('local side (via ssh)', 'off'), plainInSsh: true });
+    }
+    const ctl = control!;
+    const streams = via === 'ssh' ? 1 : o.streams;
+    const all = new Set<SecureChannel>([ctl]);
+    const nextExtra = extra
+      ? async (): Promise<SecureChannel> => {
+          const c = await extra!();
+          all.add(c);
+          return c;
+        }
+      : undefined;
+    const abort = (): void => {
+      for (const c of all) c.destroy(new FerryError(ErrorCodes.CONNECT, 'the local side closed the ssh channel'));
+    };
+    let finished = false;
+    void lifeline?.then(() => {
+      if (!finished) abort();
+    });
+    try {
+      if (req.stream) {
+        const { receiveStream, sendStream } = await import('./stream.js');
+        if (streamSink) return { role: 'recv', via, stream: await receiveStream(ctl, streamSink) };
+        return { role: 'send', via, stream: await sendStream(ctl, streamSource!, req.paths[0]!) };
+      }
+      if (req.role === 'recv') {
+        const { receiveOver } = await recvSession!;
+        const r = await receiveOver(ctl, { dst: dstRoot, preserveSpecial: o.preserveSpecial, ...remoteMeta(o) }, nextExtra);
+        return { role: 'recv', via, recv: r };
+      }
+      const { sendOver } = await sendSession!;
+      const r = await sendOver(
+        ctl,
+        (await earlyWalk) ?? roots,
+        sendOptions(streams),
+        nextExtra ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
+      );
+      return { role: 'send', via, send: r };
+    } finally {
+      finished = true;
+      listener?.close();
+      queue.close(new FerryError(ErrorCodes.CONNECT, 'closed'));
+      for (const s of sockets) s.destroy();
+    }
+  } catch (e) {
+    void earlyWalk?.then((w) => w.stop(), () => undefined);
+    throw e;
   }
 }
