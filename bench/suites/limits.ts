@@ -5,6 +5,10 @@
  * when its output is /dev/null, hence the `cat`). Then, once: loopback TCP
  * throughput (`dd` of 2 GiB of zeros through `nc`) and AES-128-GCM on one core
  * (`openssl speed -evp aes-128-gcm`, 16 KiB blocks: the record size).
+ * For a no-op re-run, whose work is metadata and start-up: the cold lstat of every
+ * entry of each dataset (`find -printf` of size and mtime), and the start of the
+ * programs themselves (`node -e 0`, `ferry --version`, `rsync --version`) with the
+ * page cache dropped and warm: Node's own start is a floor no JavaScript tool gets under.
  * Medians of `--runs` runs, wall seconds and machine-wide CPU seconds.
  */
 import { spawnSync } from 'node:child_process';
@@ -12,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { ensureDataset } from '../datasets.js';
 import { markdownTable, median, textTable } from '../stats.js';
 import type { StandaloneSuite } from '../suite.js';
-import { dropCaches, machineCpuSeconds, which } from '../tools.js';
+import { FERRY_BIN, dropCaches, machineCpuSeconds, which } from '../tools.js';
 import { freePort } from '../../test/support/sshd.js';
 
 function timed(script: string): { s: number; cpu: number } {
@@ -22,6 +26,19 @@ function timed(script: string): { s: number; cpu: number } {
   const s = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${script}: ${r.stderr.trim().split('\n')[0] ?? `exit ${r.status}`}`);
   return { s, cpu: (machineCpuSeconds() ?? 0) - c0 };
+}
+
+/** `script` `runs` times, the page cache dropped before each when `cold`. */
+async function repeat(runs: number, cold: boolean, script: string): Promise<{ seconds: number[]; cpuSeconds: number[] }> {
+  const seconds: number[] = [];
+  const cpuSeconds: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    if (cold) await dropCaches();
+    const r = timed(script);
+    seconds.push(r.s);
+    cpuSeconds.push(r.cpu);
+  }
+  return { seconds, cpuSeconds };
 }
 
 export function makeLimitsSuite(runs: number): StandaloneSuite {
@@ -46,6 +63,22 @@ export function makeLimitsSuite(runs: number): StandaloneSuite {
         const s = median(secs);
         json[`read ${name}`] = { seconds: secs, cpuSeconds: cpus, bytes: ds.bytes };
         rows.push([`cold read of ${name} (${ds.files.toLocaleString('en-US')} files, ${(ds.bytes / 1e6).toFixed(0)} MB)`, s.toFixed(2), (ds.bytes / 1e6 / s).toFixed(0), median(cpus).toFixed(2)]);
+        const st = await repeat(runs, true, `find '${ds.dir}' -printf '%s %T@\\n' > /dev/null`);
+        json[`lstat ${name}`] = st;
+        rows.push([`cold lstat of every entry of ${name} (find -printf size, mtime)`, median(st.seconds).toFixed(2), '—', median(st.cpuSeconds).toFixed(2)]);
+      }
+      const programs: Array<[string, string]> = [
+        ['node -e 0', 'node -e 0'],
+        ['ferry --version', `'${FERRY_BIN}' --version`],
+        ...(which('rsync') ? [['rsync --version', 'rsync --version'] as [string, string]] : []),
+      ];
+      for (const cold of [true, false]) {
+        for (const [label, script] of programs) {
+          if (!cold) timed(`${script} > /dev/null`);
+          const r = await repeat(runs, cold, `${script} > /dev/null`);
+          json[`start ${label}${cold ? ' cold' : ''}`] = r;
+          rows.push([`start of ${label}, ${cold ? 'page cache dropped' : 'warm'}`, median(r.seconds).toFixed(3), '—', median(r.cpuSeconds).toFixed(3)]);
+        }
       }
       if (which('nc') && which('dd')) {
         const bytes = 2 * 1024 ** 3;
