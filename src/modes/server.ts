@@ -37,7 +37,7 @@ import type { RecvSessionOutcome } from './recv.js';
 import type { SendOutcome, SendSessionOptions, StartedWalk } from './send.js';
 import { StdioDuplex, growPipe } from './stdio-duplex.js';
 import type { StreamResult, StreamSink } from './stream.js';
-import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderMeta, remoteMeta, type ServerHello, type ServerReply, type ServerRequest } from './ssh-bootstrap.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, parseRequest, senderSession, remoteMeta, type ServerHello, type ServerReply, type ServerRequest } from './ssh-bootstrap.js';
 
 export interface ServerIo {
   input: Readable;
@@ -243,21 +243,8 @@ export async function runServer(io: ServerIo, p: ServerParams): Promise<ServerOu
       }
     }
   };
-  const sendOptions = (streams: number): SendSessionOptions => ({
-    streams,
-    chunkSize: o.chunkSize,
-    checksum: o.checksum,
-    delete: o.delete,
-    dryRun: o.dryRun,
-    excludes: o.excludes,
-    preserveSpecial: o.preserveSpecial,
-    ...senderMeta(o),
-    ...(o.extras ? { extras: o.extras } : {}),
-    events: {
-      onFailure: (e) => p.onProblem?.(e),
-      onWarning: (e) => p.onWarning?.(e),
-    },
-  });
+  const sendOptions = (streams: number): SendSessionOptions =>
+    senderSession(o, streams, { onFailure: (e) => p.onProblem?.(e), onWarning: (e) => p.onWarning?.(e) });
   const acceptMs = p.acceptTimeoutMs ?? 30_000;
   const channelOpts = (peer: string, ktls: 'auto' | 'on' | 'off') => ({ role: 'server' as const, secret: key, auth: 'psk' as const, ktls, peer });
 

@@ -36,7 +36,8 @@ import type { Readable } from 'node:stream';
 import { ErrorCodes, FerryError } from '../core/errors.js';
 import { xattrsAvailable, xattrsUnsupported } from '../fs/meta-native.js';
 import { xattrPolicy, type XattrPolicy } from '../fs/xattrs.js';
-import type { SendExtras } from './send.js';
+import type { SenderEvents } from '../transfer/sender.js';
+import type { SendExtras, SendSessionOptions } from './send.js';
 
 /**
  * Version of this bootstrap and of the channel handshake it keys; bumped when either
@@ -289,4 +290,20 @@ export function remoteMeta(o: RemoteOptions): { owners?: { uid: boolean; gid: bo
 export function senderMeta(o: RemoteOptions): { owners?: boolean; ownerNames?: boolean; xattrs?: XattrPolicy } {
   const m = remoteMeta(o);
   return { ...(m.owners ? { owners: true } : {}), ...(m.ownerNames ? { ownerNames: true } : {}), ...(m.xattrs ? { xattrs: m.xattrs } : {}) };
+}
+
+/** The sending end's session options (a push's local side, a pull's remote side), with `streams` as the path allows. */
+export function senderSession(o: RemoteOptions, streams: number, events?: SenderEvents): SendSessionOptions {
+  return {
+    streams,
+    chunkSize: o.chunkSize,
+    checksum: o.checksum,
+    delete: o.delete,
+    dryRun: o.dryRun,
+    excludes: o.excludes,
+    preserveSpecial: o.preserveSpecial,
+    ...senderMeta(o),
+    ...(o.extras ? { extras: o.extras } : {}),
+    ...(events ? { events } : {}),
+  };
 }

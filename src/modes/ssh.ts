@@ -29,13 +29,13 @@ import type { SecureChannel } from '../secure/channel.js';
 import type { ReceiverEvents } from '../transfer/receiver.js';
 import type { SenderEvents } from '../transfer/sender.js';
 import type { RecvSessionOutcome } from './recv.js';
-import type { SendOutcome, SendSessionOptions } from './send.js';
+import type { SendOutcome } from './send.js';
 import { connectTcp } from './dial.js';
 import { loadChannel, loadSession, pipeDuplex } from './server.js';
 import { receiveStream, sendStream, writableSink, type StreamResult } from './stream.js';
 import { earlyStartSettled, sshArgv, takeSsh } from './ssh-spawn.js';
 import { viaSshCipherArgs } from './ssh-cipher.js';
-import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, remoteMeta, senderMeta, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
+import { LineReader, SSH_PROTOCOL, encodeLine, parseJsonLine, remoteMeta, senderSession, type RemoteOptions, type ServerRequest } from './ssh-bootstrap.js';
 
 export const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
 
@@ -98,7 +98,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   const pushRoots = o.roots ?? [];
   const earlyWalk =
     sender && !(pushRoots.length === 1 && pushRoots[0]!.kind === 'file')
-      ? sender.then((m) => m.startWalk(pushRoots, senderSessionOptions(o, 'tcp')))
+      ? sender.then((m) => m.startWalk(pushRoots, senderSession(o.options, o.options.streams, o.senderEvents)))
       : undefined;
   earlyWalk?.catch(() => undefined);
   const lastLines: string[] = [];
@@ -297,7 +297,7 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
       out.send = await sendOver(
         control,
         (await earlyWalk) ?? roots,
-        senderSessionOptions(o, via),
+        senderSession(o.options, via === 'tcp' ? o.options.streams : 1, o.senderEvents),
         dial ?? (() => Promise.reject(new FerryError(ErrorCodes.INTERNAL, 'no extra streams over ssh'))),
       );
     } else {
@@ -320,20 +320,4 @@ export async function sshTransfer(o: SshOptions): Promise<SshOutcome> {
   } finally {
     child.stdin.destroy();
   }
-}
-
-/** The sender's session options for a push (one stream when the data goes through ssh). */
-function senderSessionOptions(o: SshOptions, via: 'tcp' | 'ssh'): SendSessionOptions {
-  return {
-    streams: via === 'tcp' ? o.options.streams : 1,
-    chunkSize: o.options.chunkSize,
-    checksum: o.options.checksum,
-    delete: o.options.delete,
-    dryRun: o.options.dryRun,
-    excludes: o.options.excludes,
-    preserveSpecial: o.options.preserveSpecial,
-    ...senderMeta(o.options),
-    ...(o.options.extras ? { extras: o.options.extras } : {}),
-    ...(o.senderEvents ? { events: o.senderEvents } : {}),
-  };
 }
