@@ -21,6 +21,7 @@ import { send } from '../src/modes/send.js';
 import { prng } from './support/secure-helpers.js';
 import { HOSTILE_SECRET, connectAsSender } from './support/hostile-peer.js';
 import { MsgType, TRANSFER_VERSION, encodeError, encodeSession } from '../src/wire/messages.js';
+import { sendOptions } from './support/net-harness.js';
 import { startRecordProxy, type Direction, type RecordMutation } from './support/record-proxy.js';
 import { cleanupTmpDirs, compareTrees, makeTree, tmpDir, type TreeSpec } from './support/tree.js';
 
@@ -97,22 +98,7 @@ async function transferThrough(mutate: RecordMutation): Promise<Run> {
   const proxy = await startRecordProxy(port, mutate);
   let sendError: FerryError | undefined;
   try {
-    await send({
-      src: `${src}/`,
-      host: '127.0.0.1',
-      port: proxy.port,
-      secret: HOSTILE_SECRET,
-      ktls: 'off',
-      streams: 1,
-      chunkSize: 64 * 1024,
-      checksum: false,
-      delete: false,
-      dryRun: false,
-      excludes: [],
-      preserveSpecial: false,
-      idleTimeoutMs: 1500,
-      handshakeTimeoutMs: 5000,
-    });
+    await send(sendOptions(src, proxy.port, HOSTILE_SECRET, { idleTimeoutMs: 1500, handshakeTimeoutMs: 5000 }));
   } catch (e) {
     sendError = e as FerryError;
   }
@@ -169,7 +155,10 @@ async function untouched(): Promise<Record<Direction, number>> {
 
 test('records: an untouched transfer through the tampering proxy succeeds (the proxy itself is transparent)', async () => {
   const b = await untouched();
-  assert.ok(b.up > 20 && b.down >= 3, JSON.stringify(b));
+  // Down: SESSION_OK, the decisions, the summary and end, in 2 or 3 records: the sender
+  // walks while it connects, so its manifest may come right behind its SESSION and the
+  // receiver's SESSION_OK and first decisions then share a record.
+  assert.ok(b.up > 20 && b.down >= 2, JSON.stringify(b));
 });
 
 const flip = (rec: Buffer, at: number, bit: number): Buffer[] => {

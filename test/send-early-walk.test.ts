@@ -10,6 +10,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { isFerryError, type FerryError } from '../src/core/errors.js';
 import { send } from '../src/modes/send.js';
+import { sendOptions } from './support/net-harness.js';
 import { cleanupTmpDirs, makeTree, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
@@ -35,22 +36,12 @@ test('send walks its source during the connection and stops the walk when the co
   let failedAt = 0;
   let error: FerryError | undefined;
   try {
-    await send({
-      src: `${src}/`,
-      host: '127.0.0.1',
-      port,
-      secret: 'a-secret-for-this-test-only',
-      ktls: 'off',
-      streams: 1,
-      chunkSize: 64 * 1024,
-      checksum: false,
-      delete: false,
-      dryRun: false,
-      excludes: [],
-      preserveSpecial: false,
-      handshakeTimeoutMs: 800,
-      events: { onWarning: (e) => warnings.push({ what: e.message, at: performance.now() }) },
-    });
+    await send(
+      sendOptions(src, port, 'a-secret-for-this-test-only', {
+        handshakeTimeoutMs: 800,
+        events: { onWarning: (e) => warnings.push({ what: e.message, at: performance.now() }) },
+      }),
+    );
   } catch (e) {
     failedAt = performance.now();
     error = e as FerryError;

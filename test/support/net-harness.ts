@@ -1,10 +1,31 @@
 /**
  * Helpers for end-to-end network tests: start a real `ferry recv` (the CLI, as a
  * child process), learn its port from the `listening on ADDR:PORT` line, run a real
- * `ferry send` against it, and collect both exit codes and outputs.
+ * `ferry send` against it, and collect both exit codes and outputs; and the options of
+ * an in-process send() (`sendOptions`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { SendOptions } from '../../src/modes/send.js';
 import { FERRY_MAIN, type RunResult } from './tree.js';
+
+/** An in-process send() of the contents of `src` to 127.0.0.1:`port`: one stream, no kTLS, 64 KiB chunks; `extra` on top. */
+export function sendOptions(src: string, port: number, secret: string, extra: Partial<SendOptions> = {}): SendOptions {
+  return {
+    src: `${src}/`,
+    host: '127.0.0.1',
+    port,
+    secret,
+    ktls: 'off',
+    streams: 1,
+    chunkSize: 64 * 1024,
+    checksum: false,
+    delete: false,
+    dryRun: false,
+    excludes: [],
+    preserveSpecial: false,
+    ...extra,
+  };
+}
 
 export const TEST_SECRET = 'correct-horse-battery-staple-42';
 
