@@ -224,7 +224,8 @@ typedef struct batch {
   size_t data_len;
   uint8_t *hashes;
   int32_t *res;
-  int32_t *opts; /* readFiles: in [0] direct allowed, [1] max cached %; out [2] files read direct */
+  int32_t *opts; /* readFiles: in [0] direct allowed, [1] max cached %; out [2] files read direct;
+                   publishFiles: in [0] direct allowed; out [1] files written direct */
 } batch_t;
 
 static void batch_free(napi_env env, batch_t *b) {
@@ -313,6 +314,12 @@ static void stage_give(stage_pool_t *pool, uint8_t *p) {
   pthread_mutex_unlock(&pool->lock);
   free(p);
 }
+
+/* Staging buffers for directWrite, directRead and publishFiles' direct bodies, from and
+ * to unaligned memory (chunk_stages): their size (their alignment is STAGE_ALIGN; a
+ * filesystem that asks more of memory is not written or read direct). */
+#define STAGE_BYTES (1u << 20)
+static stage_pool_t chunk_stages = {PTHREAD_MUTEX_INITIALIZER, STAGE_BYTES, {0}, 0};
 
 /* ---- readFiles */
 
@@ -687,6 +694,22 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
   return queue(env, b, "ferry.readFiles", read_execute);
 }
 
+/* Write all of p at off: 0, or -errno. */
+static int pwrite_all(int fd, const uint8_t *p, size_t n, int64_t off) {
+  while (n > 0) {
+    ssize_t r = pwrite(fd, p, n, (off_t)off);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r == 0) return -EIO;
+    p += r;
+    n -= (size_t)r;
+    off += r;
+  }
+  return 0;
+}
+
 /* ---- publishFiles */
 
 enum {
@@ -706,23 +729,43 @@ typedef struct {
   uint32_t mode;
 } pub_item_t;
 
-static void publish_one(batch_t *b, size_t i) {
+/* A body written direct must be at least this long (a shorter one is all tail). */
+#define PUB_DIRECT_MIN (16u << 10)
+
+/* One file of a publish window: its descriptor (-1: failed at creation, res says why),
+ * whether it is nameless, and its direct body (0: none) in the window's staging memory. */
+typedef struct {
+  int fd, nameless;
+  int64_t body;
+  size_t stage_off;
+} pub_state_t;
+
+/* Create file i without a name (or as its temp name): 0, or -1 with res set. */
+static int publish_open(batch_t *b, size_t i, pub_state_t *st) {
   pub_item_t *it = &((pub_item_t *)b->items)[i];
   int32_t *res = &b->res[2 * i];
   res[0] = PUB_OK;
   res[1] = 0;
-  int dfd = it->dirfd;
-  int fd = ferry_open_nameless(dfd), nameless = fd >= 0;
-  if (fd < 0) fd = ferry_create_temp(dfd, it->temp);
-  if (fd < 0) {
+  st->body = 0;
+  st->fd = ferry_open_nameless(it->dirfd);
+  st->nameless = st->fd >= 0;
+  if (st->fd < 0) st->fd = ferry_create_temp(it->dirfd, it->temp);
+  if (st->fd < 0) {
     res[0] = PUB_CREATE;
     res[1] = errno;
-    return;
+    return -1;
   }
-  int step = PUB_OK, e = 0;
+  return 0;
+}
+
+/* Finish file i from `done` bytes already written (the rest buffered), or clean up after
+ * the failure (step, e) that came first: size, mode and mtime, then publish and close. */
+static void publish_finish(batch_t *b, size_t i, pub_state_t *st, int64_t done, int step, int e) {
+  pub_item_t *it = &((pub_item_t *)b->items)[i];
+  int32_t *res = &b->res[2 * i];
+  int dfd = it->dirfd, fd = st->fd;
   const uint8_t *src = it->src;
-  int64_t done = 0;
-  while (done < it->data_len) {
+  while (step == PUB_OK && done < it->data_len) {
     ssize_t w = pwrite(fd, src + done, (size_t)(it->data_len - done), done);
     if (w < 0) {
       if (errno == EINTR) continue;
@@ -746,7 +789,8 @@ static void publish_one(batch_t *b, size_t i) {
       e = errno;
     }
   }
-  if (nameless) {
+  st->fd = -1;
+  if (st->nameless) {
     /* Publish by linking, which never replaces a name; one that exists after all is
      * replaced the temp file's way: linked under the temp name, then renamed. */
     if (step == PUB_OK && ferry_publish_nameless(fd, dfd, it->name, it->temp) != 0) {
@@ -775,10 +819,108 @@ static void publish_one(batch_t *b, size_t i) {
   res[1] = e;
 }
 
+/*
+ * Direct bodies (opts[0] == 1): in each window of RD_WINDOW files, a file with
+ * PUB_DIRECT_MIN to STAGE_BYTES of whole 4 KiB blocks is sized first (ftruncate, so the
+ * write is not an extending one, which ext4 would complete inside io_submit), switched
+ * to O_DIRECT, its blocks copied into the batch's aligned staging memory, and all the
+ * window's such writes are submitted together through Linux AIO; the other files are
+ * written buffered meanwhile, then each direct file gets its tail buffered and is
+ * finished. EINVAL (no O_DIRECT here, or more alignment asked) sends the file, and the
+ * rest of the batch, the buffered way; another error is the file's (ENOSPC, EIO).
+ */
+static int publish_prepare_direct(batch_t *b, size_t i, pub_state_t *st, uint8_t *stage, size_t *used, int *direct_ok) {
+  pub_item_t *it = &((pub_item_t *)b->items)[i];
+  int64_t body = it->data_len & ~(int64_t)(STAGE_ALIGN - 1);
+  if (body < (int64_t)PUB_DIRECT_MIN || body > (int64_t)STAGE_BYTES || *used + (size_t)body > RD_STAGE_BYTES) return 0;
+  if (ftruncate(st->fd, it->size) != 0) return 0;
+  if (set_direct(st->fd, 1) != 0) {
+    *direct_ok = 0;
+    return 0;
+  }
+  memcpy(stage + *used, it->src, (size_t)body);
+  st->body = body;
+  st->stage_off = *used;
+  *used += (size_t)body;
+  return 1;
+}
+
 static void publish_execute(napi_env env, void *data) {
   (void)env;
   batch_t *b = data;
-  for (size_t i = 0; i < b->n; i++) publish_one(b, i);
+  uint8_t *stage = b->opts != NULL && b->opts[0] == 1 && rd_aio_ready() ? stage_take(&batch_stages) : NULL;
+  int direct_ok = 1;
+  pub_state_t st[RD_WINDOW];
+  for (size_t start = 0; start < b->n; start += RD_WINDOW) {
+    size_t end = start + RD_WINDOW < b->n ? start + RD_WINDOW : b->n;
+    struct iocb cbs[RD_WINDOW], *ptrs[RD_WINDOW];
+    size_t n = 0, used = 0;
+    for (size_t i = start; i < end; i++) {
+      pub_state_t *s = &st[i - start];
+      if (publish_open(b, i, s) != 0) continue;
+      if (stage == NULL || !direct_ok || !publish_prepare_direct(b, i, s, stage, &used, &direct_ok)) continue;
+      memset(&cbs[n], 0, sizeof cbs[n]);
+      cbs[n].aio_data = i;
+      cbs[n].aio_lio_opcode = IOCB_CMD_PWRITE;
+      cbs[n].aio_fildes = (uint32_t)s->fd;
+      cbs[n].aio_buf = (uint64_t)(uintptr_t)(stage + s->stage_off);
+      cbs[n].aio_nbytes = (uint64_t)s->body;
+      cbs[n].aio_offset = 0;
+      ptrs[n] = &cbs[n];
+      n++;
+    }
+    size_t inflight = 0;
+    while (inflight < n) {
+      long r = syscall(__NR_io_submit, rd_aio, (long)(n - inflight), ptrs + inflight);
+      if (r > 0) {
+        inflight += (size_t)r;
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      break; /* the rest go buffered */
+    }
+    for (size_t k = inflight; k < n; k++) {
+      pub_state_t *s = &st[ptrs[k]->aio_data - start];
+      s->body = 0;
+      if (set_direct(s->fd, 0) != 0) publish_finish(b, ptrs[k]->aio_data, s, 0, PUB_WRITE, errno);
+    }
+    for (size_t i = start; i < end; i++)
+      if (st[i - start].fd >= 0 && st[i - start].body == 0) publish_finish(b, i, &st[i - start], 0, PUB_OK, 0);
+    struct io_event ev[RD_WINDOW];
+    while (inflight > 0) {
+      long r = syscall(__NR_io_getevents, rd_aio, 1L, (long)inflight, ev, NULL);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        /* Cannot happen with a valid context; never reuse memory a write may still read. */
+        int err = errno;
+        stage = NULL;
+        rd_state = -1;
+        for (size_t i = start; i < end; i++)
+          if (st[i - start].fd >= 0) publish_finish(b, i, &st[i - start], 0, PUB_WRITE, err);
+        break;
+      }
+      for (long k = 0; k < r; k++) {
+        size_t i = (size_t)ev[k].data;
+        pub_state_t *s = &st[i - start];
+        int64_t got = ev[k].res;
+        if (set_direct(s->fd, 0) != 0) {
+          publish_finish(b, i, s, 0, PUB_WRITE, errno);
+        } else if (got == s->body) {
+          b->opts[1]++;
+          publish_finish(b, i, s, got, PUB_OK, 0);
+        } else if (got == -EINVAL) {
+          direct_ok = 0;
+          publish_finish(b, i, s, 0, PUB_OK, 0);
+        } else if (got < 0) {
+          publish_finish(b, i, s, 0, PUB_WRITE, (int)-got);
+        } else {
+          publish_finish(b, i, s, got, PUB_OK, 0); /* a short write: the rest buffered */
+        }
+      }
+      inflight -= (size_t)r;
+    }
+  }
+  if (stage != NULL) stage_give(&batch_stages, stage);
 }
 
 /*
@@ -787,20 +929,23 @@ static void publish_execute(napi_env env, void *data) {
  *   nums: five per file: size, mtimeSec, mtimeNsec, mode, dirfd (a directory descriptor the
  *   caller opened on the verified directory and keeps open until the promise settles);
  *   data[i]: file i's bytes from offset 0 (at most `size`; the rest is a trailing hole);
- *   res: two per file (step that failed, errno).
+ *   res: two per file (step that failed, errno);
+ *   opts (optional Int32Array(2)): in [0] 1 = write each body of at least PUB_DIRECT_MIN
+ *   whole 4 KiB blocks with O_DIRECT (publish_body_direct), out [1] files written so.
  */
 static napi_value publish_files(napi_env env, napi_callback_info info) {
-  size_t argc = 4, slen = 0, nlen = 0, rlen = 0;
-  napi_value argv[4];
-  void *sdata = NULL, *ndata = NULL, *rdata = NULL;
+  size_t argc = 5, slen = 0, nlen = 0, rlen = 0, xlen = 0;
+  napi_value argv[5];
+  void *sdata = NULL, *ndata = NULL, *rdata = NULL, *xdata = NULL;
   bool is_array = false;
   uint32_t ndatas = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
       napi_get_buffer_info(env, argv[0], &sdata, &slen) != napi_ok ||
       !get_typed(env, argv[1], napi_float64_array, &ndata, &nlen) || napi_is_array(env, argv[2], &is_array) != napi_ok ||
       !is_array || napi_get_array_length(env, argv[2], &ndatas) != napi_ok ||
-      !get_typed(env, argv[3], napi_int32_array, &rdata, &rlen)) {
-    napi_throw_type_error(env, NULL, "publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array)");
+      !get_typed(env, argv[3], napi_int32_array, &rdata, &rlen) ||
+      (argc >= 5 && (!get_typed(env, argv[4], napi_int32_array, &xdata, &xlen) || xlen < 2))) {
+    napi_throw_type_error(env, NULL, "publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array, opts?: Int32Array)");
     return NULL;
   }
   size_t n = nlen / 5;
@@ -853,8 +998,9 @@ static napi_value publish_files(napi_env env, napi_callback_info info) {
   }
   free(strs);
   b->res = rdata;
+  b->opts = xdata;
   /* The array holds every data buffer: referencing it keeps them all alive. */
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < (xdata != NULL ? 5 : 4); k++) {
     if (!keep(env, b, argv[k])) {
       batch_free(env, b);
       napi_throw_error(env, NULL, "publishFiles: could not hold the buffers");
@@ -913,11 +1059,6 @@ static napi_value write_behind(napi_env env, napi_callback_info info) {
 
 /* ---- directOpen / directWrite */
 
-/* Staging buffers for directWrite and directRead from unaligned memory (chunk_stages):
- * their size (their alignment is STAGE_ALIGN; a filesystem that asks more of memory is not
- * written or read direct). */
-#define STAGE_BYTES (1u << 20)
-static stage_pool_t chunk_stages = {PTHREAD_MUTEX_INITIALIZER, STAGE_BYTES, {0}, 0};
 
 static napi_value direct_open(napi_env env, napi_callback_info info) {
   size_t argc = 3, alen = 0;
@@ -971,21 +1112,6 @@ typedef struct {
   size_t len;
   uint32_t mem_align, off_align;
 } direct_write_t;
-
-static int pwrite_all(int fd, const uint8_t *p, size_t n, int64_t off) {
-  while (n > 0) {
-    ssize_t r = pwrite(fd, p, n, (off_t)off);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (r == 0) return -EIO;
-    p += r;
-    n -= (size_t)r;
-    off += r;
-  }
-  return 0;
-}
 
 static void direct_write_execute(napi_env env, void *data) {
   (void)env;

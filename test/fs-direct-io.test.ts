@@ -20,7 +20,9 @@ import { FileReader } from '../src/transfer/file-reader.js';
 import { nativeSmallReader, smallDirectReads } from '../src/transfer/native-files.js';
 import type { SourceIdentity } from '../src/fs/source-file.js';
 import { ErrorCodes, FerryError } from '../src/core/errors.js';
-import { cleanupTmpDirs, smallExt4, tmpDir } from './support/tree.js';
+import { nativePublisher, smallDirectWrites } from '../src/fs/small-files.js';
+import { closeSync, constants as C, openSync } from 'node:fs';
+import { cleanupTmpDirs, smallExt4, smallTmpfs, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -296,6 +298,103 @@ test('direct writes on a full disk: a direct write that fails (ENOSPC, not a ref
     assert.ok(directWriteCounts.bytes - before.bytes >= MiB, 'its first MiBs went direct before the disk filled');
     const left = (await fsp.readdir(disk.dir)).filter((n) => n !== 'lost+found');
     assert.deepEqual(left, [], 'nothing under the final name, no temp file left');
+  } finally {
+    disk.unmount();
+  }
+});
+
+// The receiver's small files (fs/small-files NativePublisher with `direct`): the whole
+// 4 KiB blocks of a file with 16 KiB or more of them, up to the 1 MiB staging buffer,
+// go to disk with O_DIRECT, the tail buffered; shorter and longer files buffered.
+const publishSizes = [1, 4095, 16383, 16384, 20_000, 100_003, 300_000, MiB + 5, 2 * MiB + 1];
+const writtenDirect = (n: number): boolean => Math.floor(n / 4096) * 4096 >= 16384 && Math.floor(n / 4096) * 4096 <= MiB;
+
+async function publishAll(dir: string, direct: boolean): Promise<{ datas: Buffer[]; direct: number }> {
+  const datas = publishSizes.map((n) => randomBytes(n));
+  const dfd = openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
+  const before = smallDirectWrites.files;
+  try {
+    const items = datas.map((data, i) => ({ dirFd: dfd, name: `s${i}`, size: data.length, mode: 0o640, mtimeNs: 1_700_000_000_123_456_789n, data }));
+    const out = await nativePublisher()!.publish(items, items.map((it) => it.name), { direct });
+    assert.deepEqual(out, items.map(() => null));
+  } finally {
+    closeSync(dfd);
+  }
+  return { datas, direct: smallDirectWrites.files - before };
+}
+
+test('direct writes (receiver, small files): whole blocks past the page cache, the tail buffered; byte-exact with mode and mtime; direct: false as before', async (t) => {
+  const dir = await tmpDir();
+  const why = await directHere(dir);
+  if (why !== null) return t.skip(why);
+  const r = await publishAll(dir, true);
+  assert.equal(r.direct, publishSizes.filter(writtenDirect).length);
+  for (const [i, n] of publishSizes.entries()) {
+    const f = path.join(dir, `s${i}`);
+    assert.ok((await fsp.readFile(f)).equals(r.datas[i]!), `s${i} (${n} bytes) byte-exact`);
+    const st = await fsp.stat(f, { bigint: true });
+    assert.equal(Number(st.mode & 0o7777n), 0o640);
+    assert.equal(st.mtimeNs, 1_700_000_000_123_456_789n);
+  }
+  // Reading them back cached them: the page cache is looked at on a second set, fresh.
+  const dir2 = await tmpDir();
+  await publishAll(dir2, true);
+  for (const [i, n] of publishSizes.entries()) {
+    const c = await cached(path.join(dir2, `s${i}`));
+    if (c < 0) return t.skip('cachestat is not available here');
+    if (writtenDirect(n)) assert.ok(c <= 1 / Math.ceil(n / 4096) + 0.01, `s${i} (${n} bytes): ${c} of it cached, at most its tail should be`);
+    else if (n >= 4096) assert.ok(c > 0.9, `s${i} (${n} bytes) written buffered: ${c} cached`);
+  }
+  const dir3 = await tmpDir();
+  const b = await publishAll(dir3, false);
+  assert.equal(b.direct, 0);
+  for (const [i] of publishSizes.entries()) assert.ok((await fsp.readFile(path.join(dir3, `s${i}`))).equals(b.datas[i]!));
+});
+
+// tmpfs refused O_DIRECT (EINVAL: the batch goes on buffered) before Linux 6.6 and takes
+// it as buffered I/O since: either way every file must be byte-exact.
+test('direct writes (receiver, small files) on tmpfs: every file byte-exact, whether the kernel refuses O_DIRECT there or not', async (t) => {
+  if (nativePublisher() === undefined) return t.skip('the native addon is not in use (FERRY_NATIVE=0 or not built)');
+  const root = await tmpDir();
+  const fs = await smallTmpfs(t, root, '16m');
+  if (fs === null) return;
+  try {
+    const r = await publishAll(fs.dir, true);
+    for (const [i] of publishSizes.entries()) assert.ok((await fsp.readFile(path.join(fs.dir, `s${i}`))).equals(r.datas[i]!));
+  } finally {
+    fs.unmount();
+  }
+});
+
+test('direct writes (receiver, small files) on a full disk: FERRY_E_NOSPC for the files that do not fit, nothing partial published', async (t) => {
+  if (nativePublisher() === undefined) return t.skip('the native addon is not in use (FERRY_NATIVE=0 or not built)');
+  const root = await tmpDir();
+  const disk = await smallExt4(t, root, 16);
+  if (disk === null) return;
+  try {
+    const datas = Array.from({ length: 40 }, () => randomBytes(512 * 1024));
+    const dfd = openSync(disk.dir, C.O_RDONLY | C.O_DIRECTORY);
+    const before = smallDirectWrites.files;
+    let out;
+    try {
+      const items = datas.map((data, i) => ({ dirFd: dfd, name: `f${i}`, size: data.length, mode: 0o644, mtimeNs: 0n, data }));
+      out = await nativePublisher()!.publish(items, items.map((it) => it.name), { direct: true });
+    } finally {
+      closeSync(dfd);
+    }
+    assert.ok(smallDirectWrites.files > before, 'files were written direct');
+    const failed = out.map((e, i) => [e, i] as const).filter(([e]) => e !== null);
+    assert.ok(failed.length > 0, 'the disk filled up');
+    for (const [e, i] of failed) {
+      assert.ok(e instanceof FerryError && e.code === ErrorCodes.NOSPC, `f${i}: ${String(e)}`);
+      assert.match(e.message, new RegExp(`f${i}\\b`));
+    }
+    const names = new Set(await fsp.readdir(disk.dir));
+    for (const [i, data] of datas.entries()) {
+      if (out[i] === null) assert.ok((await fsp.readFile(path.join(disk.dir, `f${i}`))).equals(data), `f${i} published whole`);
+      else assert.ok(!names.has(`f${i}`), `f${i} failed and is not there`);
+    }
+    assert.deepEqual([...names].filter((n) => n.startsWith('.ferry-')), [], 'no temp file left');
   } finally {
     disk.unmount();
   }

@@ -28,7 +28,7 @@ export async function versionText(verbose: boolean): Promise<string> {
     `records: ${s.records} (${s.recordsReason})`,
     `ktls: ${k.available ? 'available' : 'unavailable'} (${k.reason})`,
     `copy: ${s.copy}`,
-    `network files, content hash, write-behind, direct I/O (big files; cold small files read): ${s.files}`,
+    `network files, content hash, write-behind, direct I/O (big files; cold small files read, received small files written): ${s.files}`,
     `walk: ${s.walk}`,
   ];
   return head + lines.join('\n') + '\n';

@@ -89,7 +89,8 @@ export interface NetBatchAddon {
   hashKernel(name?: string): string;
   /** opts: [0] 1 = files the page cache does not hold may be read direct, [1] at most this % cached counts as not held, [2] out: files read direct. */
   readFiles(paths: Buffer, want: BigInt64Array, out: Uint8Array, hashes: Uint8Array, res: Int32Array, opts?: Int32Array): Promise<void>;
-  publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array): Promise<void>;
+  /** opts: in [0] 1 = write each body of at least 16 KiB of whole 4 KiB blocks with O_DIRECT; out [1] files written so. */
+  publishFiles(strings: Buffer, nums: Float64Array, data: Uint8Array[], res: Int32Array, opts?: Int32Array): Promise<void>;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE) on a pool thread (fs/write-behind.ts). */
   writeBehind?(fd: number, offset: number, length: number): Promise<void>;
   /** A second descriptor on `fd`'s file for O_DIRECT writes, alignments into `align`; or -errno (fs/direct-io.ts). */

@@ -942,7 +942,7 @@ export class ReceiverSession {
       for (const hs of holds) for (const h of hs) h.drop();
       this.#flushPublish(); // what gathered meanwhile
     };
-    void this.#publisher!.publish(items, files.map((f) => f.entry.path)).then(
+    void this.#publisher!.publish(items, files.map((f) => f.entry.path), { direct: this.#sink.options.directWrites === true }).then(
       (outcomes) => {
         done();
         outcomes.forEach((err, i) => {
