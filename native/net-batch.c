@@ -823,10 +823,10 @@ static void publish_finish(batch_t *b, size_t i, pub_state_t *st, int64_t done, 
  * Direct bodies (opts[0] == 1): in each window of RD_WINDOW files, a file with
  * PUB_DIRECT_MIN to STAGE_BYTES of whole 4 KiB blocks is sized first (ftruncate, so the
  * write is not an extending one, which ext4 would complete inside io_submit), switched
- * to O_DIRECT, its blocks copied into the batch's aligned staging memory, and all the
- * window's such writes are submitted together through Linux AIO; the other files are
- * written buffered meanwhile, then each direct file gets its tail buffered and is
- * finished. EINVAL (no O_DIRECT here, or more alignment asked) sends the file, and the
+ * to O_DIRECT, its blocks copied into the batch's aligned staging memory and its write
+ * submitted through Linux AIO at once; the other files are written buffered meanwhile,
+ * as they come, then each direct file, as its write completes, gets its tail buffered
+ * and is finished. EINVAL (no O_DIRECT here, or more alignment asked) sends the file, and the
  * rest of the batch, the buffered way; another error is the file's (ENOSPC, EIO).
  */
 static int publish_prepare_direct(batch_t *b, size_t i, pub_state_t *st, uint8_t *stage, size_t *used, int *direct_ok) {
@@ -853,39 +853,36 @@ static void publish_execute(napi_env env, void *data) {
   pub_state_t st[RD_WINDOW];
   for (size_t start = 0; start < b->n; start += RD_WINDOW) {
     size_t end = start + RD_WINDOW < b->n ? start + RD_WINDOW : b->n;
-    struct iocb cbs[RD_WINDOW], *ptrs[RD_WINDOW];
-    size_t n = 0, used = 0;
+    struct iocb cbs[RD_WINDOW];
+    size_t inflight = 0, used = 0;
     for (size_t i = start; i < end; i++) {
       pub_state_t *s = &st[i - start];
       if (publish_open(b, i, s) != 0) continue;
-      if (stage == NULL || !direct_ok || !publish_prepare_direct(b, i, s, stage, &used, &direct_ok)) continue;
-      memset(&cbs[n], 0, sizeof cbs[n]);
-      cbs[n].aio_data = i;
-      cbs[n].aio_lio_opcode = IOCB_CMD_PWRITE;
-      cbs[n].aio_fildes = (uint32_t)s->fd;
-      cbs[n].aio_buf = (uint64_t)(uintptr_t)(stage + s->stage_off);
-      cbs[n].aio_nbytes = (uint64_t)s->body;
-      cbs[n].aio_offset = 0;
-      ptrs[n] = &cbs[n];
-      n++;
-    }
-    size_t inflight = 0;
-    while (inflight < n) {
-      long r = syscall(__NR_io_submit, rd_aio, (long)(n - inflight), ptrs + inflight);
-      if (r > 0) {
-        inflight += (size_t)r;
+      if (stage == NULL || !direct_ok || !publish_prepare_direct(b, i, s, stage, &used, &direct_ok)) {
+        publish_finish(b, i, s, 0, PUB_OK, 0); /* buffered, at once, as without direct bodies */
         continue;
       }
-      if (r < 0 && errno == EINTR) continue;
-      break; /* the rest go buffered */
-    }
-    for (size_t k = inflight; k < n; k++) {
-      pub_state_t *s = &st[ptrs[k]->aio_data - start];
+      /* Submitted at once: the device works on it while the next files are prepared. */
+      struct iocb *cb = &cbs[inflight];
+      memset(cb, 0, sizeof *cb);
+      cb->aio_data = i;
+      cb->aio_lio_opcode = IOCB_CMD_PWRITE;
+      cb->aio_fildes = (uint32_t)s->fd;
+      cb->aio_buf = (uint64_t)(uintptr_t)(stage + s->stage_off);
+      cb->aio_nbytes = (uint64_t)s->body;
+      cb->aio_offset = 0;
+      long r;
+      do r = syscall(__NR_io_submit, rd_aio, 1L, &cb);
+      while (r < 0 && errno == EINTR);
+      if (r == 1) {
+        inflight++;
+        continue;
+      }
+      /* AIO would not take it: buffered. */
       s->body = 0;
-      if (set_direct(s->fd, 0) != 0) publish_finish(b, ptrs[k]->aio_data, s, 0, PUB_WRITE, errno);
+      if (set_direct(s->fd, 0) != 0) publish_finish(b, i, s, 0, PUB_WRITE, errno);
+      else publish_finish(b, i, s, 0, PUB_OK, 0);
     }
-    for (size_t i = start; i < end; i++)
-      if (st[i - start].fd >= 0 && st[i - start].body == 0) publish_finish(b, i, &st[i - start], 0, PUB_OK, 0);
     struct io_event ev[RD_WINDOW];
     while (inflight > 0) {
       long r = syscall(__NR_io_getevents, rd_aio, 1L, (long)inflight, ev, NULL);
