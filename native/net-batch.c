@@ -23,7 +23,7 @@
  *       end), fstat again and require the same size and mtime, close; hash it into
  *       hashes[16i..]. res[2i] = status, res[2i+1] = errno. `out` and `hashes` are the
  *       caller's and reused.
- *   publishFiles(strings, nums, data[], res) -> Promise<void>
+ *   publishFiles(strings, nums, data[], res, opts) -> Promise<void>
  *       on a pool thread, for each file i, relative to the directory descriptor the
  *       caller opened on a verified directory of DST (fs/dir-handles): create the file
  *       without a name (O_TMPFILE, where the filesystem has it; else as `temp` with
@@ -36,7 +36,9 @@
  *       either name, and a nameless file vanishes by itself even on kill -9. As in
  *       fs-batch.c, the nameless way costs one directory insertion per file instead of
  *       two insertions and a removal. The bytes are written from the caller's buffers
- *       (one per file), never copied.
+ *       (one per file), except, when opts allow, the whole 4 KiB blocks of a file with
+ *       16 KiB to 1 MiB of them: copied into aligned staging memory and written with
+ *       O_DIRECT through AIO (below, "Direct bodies").
  *   writeBehind(fd, offset, length) -> Promise<void>
  *       on a pool thread, sync_file_range(SYNC_FILE_RANGE_WRITE) of that range: start
  *       writing the dirty pages of a large file's finished part to the disk now, while
@@ -345,8 +347,9 @@ typedef struct {
 
 /* Small files read ahead as a batch (POSIX_FADV_WILLNEED) before any is read: at most this big. */
 #define RD_READAHEAD_MAX (1 << 20)
-/* Files opened (and read ahead) together before they are read: at most this many. */
-#define RD_WINDOW 64
+/* Files of a batch handled together (opened and read ahead, or direct reads and writes in
+ * flight): at most this many; also the size of a thread's AIO context. */
+#define FILE_WINDOW 64
 
 /*
  * Direct reads of small files. On a cold cache a buffered read fills fresh page-cache
@@ -354,7 +357,7 @@ typedef struct {
  * host, each fresh page is also a fault in the host. Nobody reads those pages again. So
  * a file the page cache does not hold (cachestat(2): at most the caller's percentage of
  * its pages) is switched to O_DIRECT (fcntl F_SETFL, the same open file) and read whole,
- * its length rounded up to RD_DIRECT_ALIGN, into staging memory the batch takes from a
+ * its length rounded up to DIRECT_BLOCK, into staging memory the batch takes from a
  * pool (batch_stages); the window's direct reads are in flight together through Linux
  * AIO (asynchronous for O_DIRECT; the thread's context is kept), while the window's other
  * files are read buffered; then each file's bytes are copied into `out` (staged because a
@@ -364,9 +367,9 @@ typedef struct {
  * calls and no shared rings, and it is there where io_uring is switched off
  * (kernel.io_uring_disabled, container seccomp profiles).
  */
-#define RD_DIRECT_ALIGN 4096
-#define RD_STAGE_BYTES (4u << 20)
-static stage_pool_t batch_stages = {PTHREAD_MUTEX_INITIALIZER, RD_STAGE_BYTES, {0}, 0};
+#define DIRECT_BLOCK 4096
+#define BATCH_STAGE_BYTES (4u << 20)
+static stage_pool_t batch_stages = {PTHREAD_MUTEX_INITIALIZER, BATCH_STAGE_BYTES, {0}, 0};
 
 #ifndef __NR_cachestat
 #define __NR_cachestat 451
@@ -390,18 +393,19 @@ static int cached_pages(int fd, uint64_t size, uint64_t *cached, uint64_t *pages
   return 0;
 }
 
-/* This pool thread's AIO context, made on first use and kept (the pool's threads live as
- * long as the process); rd_state: 0 untried, 1 ready, -1 none. */
-static __thread int rd_state;
-static __thread aio_context_t rd_aio;
+/* This pool thread's AIO context (readFiles' direct reads, publishFiles' direct writes),
+ * made on first use and kept (the pool's threads live as long as the process);
+ * aio_state: 0 untried, 1 ready, -1 none. */
+static __thread int aio_state;
+static __thread aio_context_t aio_ctx;
 
-static int rd_aio_ready(void) {
-  if (rd_state == 0) {
+static int aio_ready(void) {
+  if (aio_state == 0) {
     aio_context_t ctx = 0;
-    rd_state = syscall(__NR_io_setup, RD_WINDOW, &ctx) == 0 ? 1 : -1;
-    rd_aio = ctx;
+    aio_state = syscall(__NR_io_setup, FILE_WINDOW, &ctx) == 0 ? 1 : -1;
+    aio_ctx = ctx;
   }
-  return rd_state == 1;
+  return aio_state == 1;
 }
 
 /* Set or clear O_DIRECT on an open file, and clear O_NONBLOCK (it was for the open): F_SETFL
@@ -419,14 +423,14 @@ typedef struct {
 } rd_window_t;
 
 static size_t round_up(int64_t n) {
-  return ((size_t)n + RD_DIRECT_ALIGN - 1) & ~(size_t)(RD_DIRECT_ALIGN - 1);
+  return ((size_t)n + DIRECT_BLOCK - 1) & ~(size_t)(DIRECT_BLOCK - 1);
 }
 
 /* Whether the opened, checked file `it` is read direct: small, uncached, room to stage it,
  * and the filesystem takes O_DIRECT. */
 static int choose_direct(rd_window_t *w, rd_item_t *it) {
   uint64_t cached, pages;
-  if (w->stage == NULL || it->size <= 0 || round_up(it->size) > RD_STAGE_BYTES - w->stage_used) return 0;
+  if (w->stage == NULL || it->size <= 0 || round_up(it->size) > BATCH_STAGE_BYTES - w->stage_used) return 0;
   if (cached_pages(it->fd, (uint64_t)it->size, &cached, &pages) != 0 || cached * 100 > pages * (uint64_t)w->max_cached_pct)
     return 0;
   if (set_direct(it->fd, 1) != 0) return 0;
@@ -537,7 +541,7 @@ static void read_direct_done(batch_t *b, size_t i, int64_t r, rd_window_t *w) {
  * Returns how many are in flight. */
 static size_t read_submit(batch_t *b, size_t start, size_t end, const rd_window_t *w) {
   rd_item_t *items = b->items;
-  struct iocb cbs[RD_WINDOW], *ptrs[RD_WINDOW];
+  struct iocb cbs[FILE_WINDOW], *ptrs[FILE_WINDOW];
   size_t n = 0;
   for (size_t i = start; i < end; i++) {
     if (items[i].fd < 0 || !items[i].direct) continue;
@@ -553,7 +557,7 @@ static size_t read_submit(batch_t *b, size_t start, size_t end, const rd_window_
   }
   size_t done = 0;
   while (done < n) {
-    long r = syscall(__NR_io_submit, rd_aio, (long)(n - done), ptrs + done);
+    long r = syscall(__NR_io_submit, aio_ctx, (long)(n - done), ptrs + done);
     if (r > 0) {
       done += (size_t)r;
       continue;
@@ -581,23 +585,23 @@ static void read_execute(napi_env env, void *data) {
   batch_t *b = data;
   rd_item_t *items = b->items;
   rd_window_t w = {0};
-  if (b->opts != NULL && b->opts[0] == 1 && rd_aio_ready()) w.stage = stage_take(&batch_stages);
+  if (b->opts != NULL && b->opts[0] == 1 && aio_ready()) w.stage = stage_take(&batch_stages);
   w.max_cached_pct = b->opts != NULL ? b->opts[1] : 0;
-  for (size_t start = 0; start < b->n; start += RD_WINDOW) {
-    size_t end = start + RD_WINDOW < b->n ? start + RD_WINDOW : b->n;
+  for (size_t start = 0; start < b->n; start += FILE_WINDOW) {
+    size_t end = start + FILE_WINDOW < b->n ? start + FILE_WINDOW : b->n;
     w.stage_used = 0;
     for (size_t i = start; i < end; i++) read_open(b, i, &w);
     size_t inflight = w.stage != NULL ? read_submit(b, start, end, &w) : 0;
     for (size_t i = start; i < end; i++)
       if (!items[i].direct) read_rest(b, i);
-    struct io_event ev[RD_WINDOW];
+    struct io_event ev[FILE_WINDOW];
     while (inflight > 0) {
-      long r = syscall(__NR_io_getevents, rd_aio, 1L, (long)inflight, ev, NULL);
+      long r = syscall(__NR_io_getevents, aio_ctx, 1L, (long)inflight, ev, NULL);
       if (r < 0) {
         if (errno == EINTR) continue;
         /* Cannot happen with a valid context; never reuse memory a read may still fill. */
         w.stage = NULL;
-        rd_state = -1;
+        aio_state = -1;
         for (size_t i = start; i < end; i++)
           if (items[i].direct && items[i].fd >= 0) {
             b->res[2 * i] = RD_READ;
@@ -820,7 +824,7 @@ static void publish_finish(batch_t *b, size_t i, pub_state_t *st, int64_t done, 
 }
 
 /*
- * Direct bodies (opts[0] == 1): in each window of RD_WINDOW files, a file with
+ * Direct bodies (opts[0] == 1): in each window of FILE_WINDOW files, a file with
  * PUB_DIRECT_MIN to STAGE_BYTES of whole 4 KiB blocks is sized first (ftruncate, so the
  * write is not an extending one, which ext4 would complete inside io_submit), switched
  * to O_DIRECT, its blocks copied into the batch's aligned staging memory and its write
@@ -829,16 +833,18 @@ static void publish_finish(batch_t *b, size_t i, pub_state_t *st, int64_t done, 
  * and is finished. EINVAL (no O_DIRECT here, or more alignment asked) sends the file, and the
  * rest of the batch, the buffered way; another error is the file's (ENOSPC, EIO).
  */
-static int publish_prepare_direct(batch_t *b, size_t i, pub_state_t *st, uint8_t *stage, size_t *used, int *direct_ok) {
+static int publish_prepare_direct(batch_t *b, size_t i, pub_state_t *st, uint8_t **stage, size_t *used, int *direct_ok) {
   pub_item_t *it = &((pub_item_t *)b->items)[i];
-  int64_t body = it->data_len & ~(int64_t)(STAGE_ALIGN - 1);
-  if (body < (int64_t)PUB_DIRECT_MIN || body > (int64_t)STAGE_BYTES || *used + (size_t)body > RD_STAGE_BYTES) return 0;
+  int64_t body = it->data_len & ~(int64_t)(DIRECT_BLOCK - 1);
+  if (body < (int64_t)PUB_DIRECT_MIN || body > (int64_t)STAGE_BYTES || *used + (size_t)body > BATCH_STAGE_BYTES) return 0;
+  /* Taken at the first file that needs it: a batch of small files takes none. */
+  if (*stage == NULL && (*stage = stage_take(&batch_stages)) == NULL) return 0;
   if (ftruncate(st->fd, it->size) != 0) return 0;
   if (set_direct(st->fd, 1) != 0) {
     *direct_ok = 0;
     return 0;
   }
-  memcpy(stage + *used, it->src, (size_t)body);
+  memcpy(*stage + *used, it->src, (size_t)body);
   st->body = body;
   st->stage_off = *used;
   *used += (size_t)body;
@@ -848,17 +854,17 @@ static int publish_prepare_direct(batch_t *b, size_t i, pub_state_t *st, uint8_t
 static void publish_execute(napi_env env, void *data) {
   (void)env;
   batch_t *b = data;
-  uint8_t *stage = b->opts != NULL && b->opts[0] == 1 && rd_aio_ready() ? stage_take(&batch_stages) : NULL;
-  int direct_ok = 1;
-  pub_state_t st[RD_WINDOW];
-  for (size_t start = 0; start < b->n; start += RD_WINDOW) {
-    size_t end = start + RD_WINDOW < b->n ? start + RD_WINDOW : b->n;
-    struct iocb cbs[RD_WINDOW];
+  uint8_t *stage = NULL;
+  int direct_ok = b->opts != NULL && b->opts[0] == 1 && aio_ready();
+  pub_state_t st[FILE_WINDOW];
+  for (size_t start = 0; start < b->n; start += FILE_WINDOW) {
+    size_t end = start + FILE_WINDOW < b->n ? start + FILE_WINDOW : b->n;
+    struct iocb cbs[FILE_WINDOW];
     size_t inflight = 0, used = 0;
     for (size_t i = start; i < end; i++) {
       pub_state_t *s = &st[i - start];
       if (publish_open(b, i, s) != 0) continue;
-      if (stage == NULL || !direct_ok || !publish_prepare_direct(b, i, s, stage, &used, &direct_ok)) {
+      if (!direct_ok || !publish_prepare_direct(b, i, s, &stage, &used, &direct_ok)) {
         publish_finish(b, i, s, 0, PUB_OK, 0); /* buffered, at once, as without direct bodies */
         continue;
       }
@@ -872,7 +878,7 @@ static void publish_execute(napi_env env, void *data) {
       cb->aio_nbytes = (uint64_t)s->body;
       cb->aio_offset = 0;
       long r;
-      do r = syscall(__NR_io_submit, rd_aio, 1L, &cb);
+      do r = syscall(__NR_io_submit, aio_ctx, 1L, &cb);
       while (r < 0 && errno == EINTR);
       if (r == 1) {
         inflight++;
@@ -883,15 +889,16 @@ static void publish_execute(napi_env env, void *data) {
       if (set_direct(s->fd, 0) != 0) publish_finish(b, i, s, 0, PUB_WRITE, errno);
       else publish_finish(b, i, s, 0, PUB_OK, 0);
     }
-    struct io_event ev[RD_WINDOW];
+    struct io_event ev[FILE_WINDOW];
     while (inflight > 0) {
-      long r = syscall(__NR_io_getevents, rd_aio, 1L, (long)inflight, ev, NULL);
+      long r = syscall(__NR_io_getevents, aio_ctx, 1L, (long)inflight, ev, NULL);
       if (r < 0) {
         if (errno == EINTR) continue;
         /* Cannot happen with a valid context; never reuse memory a write may still read. */
         int err = errno;
-        stage = NULL;
-        rd_state = -1;
+        stage = NULL; /* leaked on purpose */
+        direct_ok = 0;
+        aio_state = -1;
         for (size_t i = start; i < end; i++)
           if (st[i - start].fd >= 0) publish_finish(b, i, &st[i - start], 0, PUB_WRITE, err);
         break;
@@ -928,7 +935,7 @@ static void publish_execute(napi_env env, void *data) {
  *   data[i]: file i's bytes from offset 0 (at most `size`; the rest is a trailing hole);
  *   res: two per file (step that failed, errno);
  *   opts (optional Int32Array(2)): in [0] 1 = write each body of at least PUB_DIRECT_MIN
- *   whole 4 KiB blocks with O_DIRECT (publish_body_direct), out [1] files written so.
+ *   whole 4 KiB blocks with O_DIRECT (publish_execute), out [1] files written so.
  */
 static napi_value publish_files(napi_env env, napi_callback_info info) {
   size_t argc = 5, slen = 0, nlen = 0, rlen = 0, xlen = 0;
@@ -1055,7 +1062,6 @@ static napi_value write_behind(napi_env env, napi_callback_info info) {
 }
 
 /* ---- directOpen / directWrite */
-
 
 static napi_value direct_open(napi_env env, napi_callback_info info) {
   size_t argc = 3, alen = 0;
