@@ -11,7 +11,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { FERRY_MAIN, cleanupTmpDirs, makeTree, runFerry, tmpDir } from './support/tree.js';
+import { FERRY_MODULES_MAIN, cleanupTmpDirs, makeTree, runFerry, tmpDir } from './support/tree.js';
 
 after(cleanupTmpDirs);
 
@@ -37,14 +37,16 @@ async function loadedModules(direction: 'push' | 'pull'): Promise<{ local: strin
   const remoteFerry = path.join(base, 'remote-ferry');
   await fsp.writeFile(
     remoteFerry,
-    `#!/bin/sh\nFERRY_TEST_MODLOG=${JSON.stringify(remoteLog)} exec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(path.join(base, 'register.mjs'))} ${JSON.stringify(FERRY_MAIN)} "$@"\n`,
+    `#!/bin/sh\nFERRY_TEST_MODLOG=${JSON.stringify(remoteLog)} exec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(path.join(base, 'register.mjs'))} ${JSON.stringify(FERRY_MODULES_MAIN)} "$@"\n`,
     { mode: 0o755 },
   );
   const file = path.join(base, 'src', 'one.txt');
   const dst = path.join(base, 'dst');
   const operands = direction === 'push' ? [file, `127.0.0.1:${dst}/`] : [`127.0.0.1:${file}`, `${dst}/`];
-  // runFerry starts node on FERRY_MAIN: the hook goes in through NODE_OPTIONS for the local side.
+  // runFerry starts node on main.js (the modules, not the bundle bin/ferry runs: the hook
+  // sees modules); the hook goes in through NODE_OPTIONS for the local side.
   const r = await runFerry(['--progress=never', '-e', rsh, '--remote-ferry', remoteFerry, ...operands], {
+    entry: FERRY_MODULES_MAIN,
     env: { NODE_OPTIONS: `--import ${path.join(base, 'register.mjs')}`, FERRY_TEST_MODLOG: localLog },
   });
   assert.equal(r.code, 0, r.stderr);

@@ -97,7 +97,9 @@ export class FileReader {
     let best: Slot | undefined;
     for (const s of this.#slots) if (!best || s.busy < best.busy) best = s;
     if (best && (best.busy === 0 || this.#slots.length >= this.#threads)) return best;
-    const worker = new Worker(new URL('./file-reader-worker.js', import.meta.url));
+    // Spelled from the parent so that it resolves the same from this module and from
+    // the bundle (dist/src/cli/ferry.bundle.js, scripts/bundle.mjs).
+    const worker = new Worker(new URL('../transfer/file-reader-worker.js', import.meta.url));
     const slot: Slot = { worker, busy: 0 };
     worker.on('message', (msg: ReaderReply) => this.#handlers.get(msg.id)?.on(msg));
     const die = (e: Error): void => {

@@ -18,7 +18,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promises as fsp, rmSync } from 'node:fs';
+import { promises as fsp, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
@@ -247,7 +247,23 @@ export async function compareTrees(a: string, b: string, opts: CompareOptions = 
 
 /** Absolute path of the repo root (dist/test/support -> ../../..). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const FERRY_MAIN = path.join(REPO_ROOT, 'dist/src/cli/main.js');
+/**
+ * The CLI's entry as bin/ferry picks it: the one-file bundle (scripts/bundle.mjs) when it
+ * is newer than main.js, the modules otherwise (after a bare tsc), so the tests run what
+ * users run and never a stale bundle.
+ */
+export const FERRY_MAIN = cliEntry();
+/** main.js itself, for a test that looks at which modules a command loads. */
+export const FERRY_MODULES_MAIN = path.join(REPO_ROOT, 'dist/src/cli/main.js');
+function cliEntry(): string {
+  const main = path.join(REPO_ROOT, 'dist/src/cli/main.js');
+  const bundle = path.join(REPO_ROOT, 'dist/src/cli/ferry.bundle.js');
+  try {
+    return statSync(bundle).mtimeMs > statSync(main).mtimeMs ? bundle : main;
+  } catch {
+    return main;
+  }
+}
 export const FERRY_BIN = path.join(REPO_ROOT, 'bin/ferry');
 
 export interface RunResult {
@@ -257,13 +273,13 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Run the real CLI (node dist/src/cli/main.js) and collect its output. */
+/** Run the real CLI (node FERRY_MAIN, or `entry`) and collect its output. */
 export function runFerry(
   args: string[],
-  opts: { env?: Record<string, string>; cwd?: string; uid?: number; gid?: number; timeoutMs?: number } = {},
+  opts: { env?: Record<string, string>; cwd?: string; uid?: number; gid?: number; timeoutMs?: number; entry?: string } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FERRY_MAIN, ...args], {
+    const child = spawn(process.execPath, [opts.entry ?? FERRY_MAIN, ...args], {
       cwd: opts.cwd ?? process.cwd(),
       env: { ...process.env, NO_COLOR: '1', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
