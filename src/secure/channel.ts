@@ -139,9 +139,10 @@ interface KtlsModule {
 }
 
 async function loadKtls(): Promise<KtlsModule | string> {
-  const spec = './ktls.js';
   try {
-    return (await import(spec)) as KtlsModule;
+    // A literal specifier: the CLI's bundle (scripts/bundle.mjs) folds in only what it
+    // can see; a specifier in a variable would be looked up beside the bundle, in vain.
+    return (await import('./ktls.js')) as KtlsModule;
   } catch (e) {
     return `kTLS module not available (${(e as Error).message.split('\n')[0]})`;
   }

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isFerryError } from '../../src/core/errors.js';
+import { cliEntry } from '../support/cli-entry.js';
 import { establishChannel, type ChannelOptions, type SecureChannel } from '../../src/secure/channel.js';
 
 const inLab = process.env.FERRY_IN_LAB === '1';
@@ -132,7 +133,7 @@ test('a kTLS TX channel stops cleanly at its rekey limit (the kernel cannot reke
 
 function runFerry(args: string[], onLine?: (line: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(root, 'dist/src/cli/main.js'), ...args], {
+    const child = spawn(process.execPath, [cliEntry(root), ...args], {
       env: { ...process.env, FERRY_SECRET: 'lab secret: a long random one would be better' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

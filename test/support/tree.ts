@@ -18,12 +18,13 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promises as fsp, rmSync, statSync } from 'node:fs';
+import { promises as fsp, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { mtimesEqual, setTimesPath } from '../../src/fs/meta-native.js';
+import { cliEntry } from './cli-entry.js';
 import { isCI } from './tools.js';
 
 export type TreeSpecEntry =
@@ -247,23 +248,10 @@ export async function compareTrees(a: string, b: string, opts: CompareOptions = 
 
 /** Absolute path of the repo root (dist/test/support -> ../../..). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-/**
- * The CLI's entry as bin/ferry picks it: the one-file bundle (scripts/bundle.mjs) when it
- * is newer than main.js, the modules otherwise (after a bare tsc), so the tests run what
- * users run and never a stale bundle.
- */
-export const FERRY_MAIN = cliEntry();
+/** The CLI's entry as bin/ferry picks it: the bundle unless main.js is newer (support/cli-entry.ts). */
+export const FERRY_MAIN = cliEntry(REPO_ROOT);
 /** main.js itself, for a test that looks at which modules a command loads. */
 export const FERRY_MODULES_MAIN = path.join(REPO_ROOT, 'dist/src/cli/main.js');
-function cliEntry(): string {
-  const main = path.join(REPO_ROOT, 'dist/src/cli/main.js');
-  const bundle = path.join(REPO_ROOT, 'dist/src/cli/ferry.bundle.js');
-  try {
-    return statSync(bundle).mtimeMs > statSync(main).mtimeMs ? bundle : main;
-  } catch {
-    return main;
-  }
-}
 export const FERRY_BIN = path.join(REPO_ROOT, 'bin/ferry');
 
 export interface RunResult {
