@@ -69,7 +69,14 @@ test('kTLS interop tests pass inside the kernel lab', { timeout: 900_000 }, asyn
   }
 
   const r = await run([labScript, '--', process.execPath, '--test', '--test-reporter=tap', ...labTests], t.signal, env);
-  assert.equal(r.status, 0, `the lab run failed (exit ${String(r.status)}):\n${tail(r.out)}`);
+  // The failing subtests' reports first (TAP "not ok" and its YAML block), then the end of the run.
+  const failures = r.out.split('\n').reduce<{ keep: boolean; out: string[] }>((a, l) => {
+    if (/^\s*not ok /.test(l)) a.keep = true;
+    else if (/^\s*(ok |# Subtest)/.test(l)) a.keep = false;
+    if (a.keep) a.out.push(l);
+    return a;
+  }, { keep: false, out: [] }).out.join('\n');
+  assert.equal(r.status, 0, `the lab run failed (exit ${String(r.status)}):\n${failures}\n…\n${tail(r.out)}`);
   // The lab really ran the tests (with kTLS) rather than skipping them.
   assert.match(r.out, /ferry-lab: kernel \S+, tls ulp: .*\btls\b/);
   const count = (name: string): number => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(r.out)?.[1] ?? NaN);
