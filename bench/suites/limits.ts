@@ -9,14 +9,18 @@
  * entry of each dataset (`find -printf` of size and mtime), and the start of the
  * programs themselves (`node -e 0`, `ferry --version`, `rsync --version`) with the
  * page cache dropped and warm: Node's own start is a floor no JavaScript tool gets under.
+ * For big files over loopback, where both ends share one disk: direct reads of the
+ * big dataset, direct writes of as many bytes, and both at once (diskRows).
  * Medians of `--runs` runs, wall seconds and machine-wide CPU seconds.
  */
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ensureDataset } from '../datasets.js';
 import { markdownTable, median, textTable } from '../stats.js';
 import type { StandaloneSuite } from '../suite.js';
-import { FERRY_BIN, dropCaches, machineCpuSeconds, which } from '../tools.js';
+import { FERRY_BIN, dropCaches, machineCpuSeconds, which, type SuiteContext } from '../tools.js';
 import { freePort } from '../../test/support/sshd.js';
 
 function timed(script: string): { s: number; cpu: number } {
@@ -42,11 +46,54 @@ async function repeat(runs: number, cold: boolean, script: string): Promise<{ se
   return { seconds, cpuSeconds, cold: dropped };
 }
 
+/**
+ * The disk under a loopback transfer of big files, where both ends share it: the
+ * dataset's files read with O_DIRECT (`dd iflag=direct`, 1 MiB at a time, one file
+ * after another), as many bytes written with O_DIRECT into a scratch file beside the
+ * destinations, and both at once. A transfer that writes as it reads (ferry's
+ * direct I/O) runs at the both-at-once rate; one that leaves its writes in the page
+ * cache until the final `sync` (cp, uring-sync) has the disk read alone, then write alone.
+ */
+async function diskRows(runs: number, ctx: SuiteContext, json: Record<string, unknown>): Promise<string[][]> {
+  const name = ctx.quick ? 'big_quick' : 'big';
+  const ds = await ensureDataset(name, { full: ctx.full, log: (l) => ctx.log(`   ${l}`) });
+  const mib = Math.ceil(ds.bytes / 2 ** 20);
+  const scratch = join(ctx.workDir, 'limits-disk-write');
+  const read = `find '${ds.dir}' -type f | while read -r f; do dd if="$f" of=/dev/null bs=1M iflag=direct status=none; done`;
+  const write = `dd if=/dev/zero of='${scratch}' bs=1M count=${mib} oflag=direct status=none`;
+  const cases: Array<[string, string, string]> = [
+    ['read', `direct read of ${name}'s files (dd iflag=direct, 1 MiB)`, read],
+    ['write', `direct write of as many bytes (dd oflag=direct, 1 MiB)`, write],
+    ['both', 'both at once: the one disk both ends of a loopback transfer share', `{ ${read}; } & r=$!; { ${write}; } & w=$!; wait $r && wait $w`],
+  ];
+  const rows: string[][] = [];
+  try {
+    for (const [key, label, script] of cases) {
+      const seconds: number[] = [];
+      const cpuSeconds: number[] = [];
+      let cold = true;
+      for (let i = 0; i < runs; i++) {
+        rmSync(scratch, { force: true }); // outside the clock: freeing the last run's extents
+        cold = (await dropCaches()) && cold;
+        const r = timed(script);
+        seconds.push(r.s);
+        cpuSeconds.push(r.cpu);
+      }
+      json[`disk ${key} ${name}`] = { seconds, cpuSeconds, cold, bytes: ds.bytes };
+      const s = median(seconds);
+      rows.push([`${cold ? 'cold ' : ''}${label}`, s.toFixed(2), (ds.bytes / 1e6 / s).toFixed(0), median(cpuSeconds).toFixed(2)]);
+    }
+  } finally {
+    rmSync(scratch, { force: true });
+  }
+  return rows;
+}
+
 export function makeLimitsSuite(runs: number): StandaloneSuite {
   return {
     name: 'limits',
     group: 'limits',
-    title: 'physical limits: cold read of each dataset, loopback TCP, AES-GCM on one core',
+    title: 'physical limits: cold read of each dataset, the disk read and written at once, loopback TCP, AES-GCM on one core',
     async runStandalone(ctx) {
       const rows: string[][] = [['what', 'median s', 'MB/s', 'CPU s']];
       const json: Record<string, unknown> = {};
@@ -81,6 +128,7 @@ export function makeLimitsSuite(runs: number): StandaloneSuite {
           rows.push([`start of ${label}, ${r.cold ? 'page cache dropped' : cold ? 'warm (the page cache could not be dropped)' : 'warm'}`, median(r.seconds).toFixed(3), '—', median(r.cpuSeconds).toFixed(3)]);
         }
       }
+      if (which('dd')) rows.push(...(await diskRows(runs, ctx, json)));
       if (which('nc') && which('dd')) {
         const bytes = 2 * 1024 ** 3;
         const secs: number[] = [];
