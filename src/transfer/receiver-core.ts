@@ -163,7 +163,8 @@ export class ReceiverCore<F extends CoreFile> {
   admit(batch: readonly WireEntry[], newFile: (e: WireEntry) => F): F[] {
     if (this.#ended) throw protocol('MANIFEST after MANIFEST_END');
     for (const e of batch) {
-      for (const [n, v] of e.xattrs ?? []) this.#xattrBytes += n.length + v.length;
+      const xs = e.xattrs;
+      if (xs !== undefined) for (const [n, v] of xs) this.#xattrBytes += n.length + v.length;
     }
     if (this.#xattrBytes > this.#maxXattrBytes) {
       throw new FerryError(
