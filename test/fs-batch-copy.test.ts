@@ -5,12 +5,12 @@
 // skip (the fallback is what the rest of the suite tests).
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, constants as C, openSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { SourceEntry } from '../src/core/entry.js';
 import { ErrorCodes, FerryError } from '../src/core/errors.js';
-import { BatchCopier, nativeCopyAvailable } from '../src/fs/batch-copy.js';
+import { BatchCopier, nativeCopyAvailable, openFilesLimit } from '../src/fs/batch-copy.js';
 import { tempNameFor } from '../src/fs/temp-names.js';
 import { runCopy } from '../src/modes/copy.js';
 import { FERRY_MAIN, cleanupTmpDirs, compareTrees, makeTree, tmpDir } from './support/tree.js';
@@ -196,6 +196,54 @@ test('native copy: many files in many directories through few batches, every fil
     const b = await fsp.lstat(path.join(base, 'dst', rel), { bigint: true });
     assert.equal(b.mtimeNs, a.mtimeNs, `${rel}: mtime to the nanosecond`);
   }
+});
+
+test('openFilesLimit reads the soft limit from /proc/self/limits text: a number, unlimited, or 1024 when unreadable', () => {
+  const text = (soft: string): string =>
+    `Limit                     Soft Limit           Hard Limit           Units\nMax processes             95000                95000                processes\nMax open files            ${soft}                1048576              files\n`;
+  assert.equal(openFilesLimit(text('20000')), 20000);
+  assert.equal(openFilesLimit(text('unlimited')), Infinity);
+  assert.equal(openFilesLimit(text('0')), 1024);
+  assert.equal(openFilesLimit('Max processes 10 10 processes\n'), 1024);
+  const live = openFilesLimit();
+  assert.ok(Number.isFinite(live) ? live >= 16 : live === Infinity, `this process's limit: ${live}`);
+});
+
+test('native copy under a low limit on open files: thousands of files queued at once all arrive (batches hold at most half the limit in source descriptors)', async (t) => {
+  if (!needNative(t)) return;
+  const base = await tmpDir();
+  const n = 3000;
+  const spec: Record<string, string | { type: 'dir' }> = { dst: { type: 'dir' } };
+  for (let i = 0; i < n; i++) spec[`src/f${i}`] = `file ${i}\n`;
+  await makeTree(base, spec);
+  // A child with `ulimit -n 256` queues every file in one turn of its event loop, so each
+  // running batch takes as many files as it may: with 256 per batch and several batches,
+  // their sources alone would need far more descriptors than the limit (EMFILE).
+  const child = path.join(base, 'child.mjs');
+  const copier = new URL('../src/fs/batch-copy.js', import.meta.url).href;
+  await fsp.writeFile(
+    child,
+    `import { lstatSync } from 'node:fs';
+import { BatchCopier } from ${JSON.stringify(copier)};
+const [src, dst, n] = [process.argv[2], process.argv[3], Number(process.argv[4])];
+const c = new BatchCopier();
+const entries = [];
+for (let i = 0; i < n; i++) {
+  const absPath = src + '/f' + i;
+  const st = lstatSync(absPath, { bigint: true });
+  entries.push({ path: 'f' + i, kind: 'file', size: Number(st.size), mode: 0o644, mtimeNs: st.mtimeNs, absPath, ino: st.ino, dev: st.dev, nlink: 1, allocated: 0 });
+}
+const failed = [];
+await Promise.all(entries.map((e) => c.copy({ entry: e, dir: dst, name: e.path, mode: 0o644, fresh: true }).catch((x) => failed.push(x.message))));
+c.close();
+console.log(JSON.stringify({ failed: failed.slice(0, 3), count: failed.length }));
+`,
+  );
+  const r = spawnSync('/bin/sh', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, child, path.join(base, 'src'), path.join(base, 'dst'), String(n)], { encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: '64' } });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim()) as { failed: string[]; count: number };
+  assert.deepEqual(out, { failed: [], count: 0 });
+  assert.deepEqual(await compareTrees(path.join(base, 'src'), path.join(base, 'dst'), { checkMtime: false }), []);
 });
 
 test('native copy: big files (one at a time, in their own slot) and small files queued together all arrive exact', async (t) => {

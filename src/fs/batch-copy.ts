@@ -24,9 +24,13 @@
  * O_DIRECTORY|O_NOFOLLOW and kept while files of that directory are queued (a few
  * recently used ones stay open for the next batch).
  *
- * Batching: requests are queued; at most IN_FLIGHT batches run at once (about one
- * per core: more threads creating files in one directory mostly spin on its lock)
- * and each takes what has queued meanwhile, up to BATCH_FILES files or BATCH_BYTES.
+ * Batching: requests are queued; at most IN_FLIGHT batches run at once and each
+ * takes what has queued meanwhile, up to BATCH_FILES files or BATCH_BYTES. On a cold
+ * cache a batch spends most of its time waiting for its reads, so several batches per
+ * core keep both the CPUs and the disk busy where one per core left them waiting
+ * (README, local copy). Every file of a running
+ * batch holds a source descriptor: the batches together stay within half of the
+ * process's limit on open files.
  * A lone file waits for nothing (it goes at the end of the current turn of the
  * event loop); under load batches grow by themselves. Big files (BIG_FILE and
  * more) go one at a time in a slot of their own, like cp: two long sequential
@@ -43,7 +47,7 @@
  * needs one after all, it creates nothing and says so, and the file is queued again
  * with its temp name.
  */
-import { closeSync, constants as C, openSync } from 'node:fs';
+import { closeSync, constants as C, openSync, readFileSync } from 'node:fs';
 import type { SourceEntry } from '../core/entry.js';
 import { errnoError, ErrorCodes, FerryError, fromSystemError } from '../core/errors.js';
 import { tempNameFor } from './temp-names.js';
@@ -73,17 +77,38 @@ const FLAG_NEW = 2;
 /** Numbers and 64-bit ids per item (native/fs-batch.c NUMS, IDS). */
 const NUMS = 4;
 const IDS = 3;
-/** Most files per native call (each holds an open source fd during the call). */
-const BATCH_FILES = 256;
+/** Batches running at once. */
+const IN_FLIGHT = Math.min(8, 4 * availableParallelism());
+/** Most files per native call (each holds an open source fd during the call): 256, or fewer under a low limit on open files. */
+const BATCH_FILES = Math.max(16, Math.min(256, Math.floor(openFilesLimit() / 2 / IN_FLIGHT)));
 /** Bytes per native call: a batch of big files should not hold one thread for long. */
 const BATCH_BYTES = 8 * 1024 * 1024;
-/** Batches running at once. */
-const IN_FLIGHT = Math.max(2, Math.min(4, availableParallelism()));
 /** Files of this size or more are copied one at a time, beside the small-file batches. */
 const BIG_FILE = 64 * 1024 * 1024;
 /** Directory fds kept open when no file of theirs is queued. */
 const SPARE_DIR_FDS = 16;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW; // libuv adds O_CLOEXEC
+
+/**
+ * The process's soft limit on open files, from the text of /proc/self/limits (Node
+ * raises it to the hard limit when it starts); 1024, the usual default, when the text
+ * says nothing readable; Infinity when unlimited.
+ */
+export function openFilesLimit(limits?: string): number {
+  let text = limits;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/limits', 'utf8');
+    } catch {
+      return 1024;
+    }
+  }
+  const m = /^Max open files\s+(\S+)/m.exec(text);
+  if (m === null) return 1024;
+  if (m[1] === 'unlimited') return Infinity;
+  const n = Number(m[1]);
+  return Number.isSafeInteger(n) && n > 0 ? n : 1024;
+}
 
 let addon: FsAddon | null | undefined;
 
