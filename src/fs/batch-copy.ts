@@ -28,9 +28,8 @@
  * takes what has queued meanwhile, up to BATCH_FILES files or BATCH_BYTES. On a cold
  * cache a batch spends most of its time waiting for its reads, so several batches per
  * core keep both the CPUs and the disk busy where one per core left them waiting
- * (README, local copy). Every file of a running
- * batch holds a source descriptor: the batches together stay within half of the
- * process's limit on open files.
+ * (README, local copy). Every file of a running batch holds a source descriptor:
+ * the batches together stay within half of the process's limit on open files.
  * A lone file waits for nothing (it goes at the end of the current turn of the
  * event loop); under load batches grow by themselves. Big files (BIG_FILE and
  * more) go one at a time in a slot of their own, like cp: two long sequential
